@@ -1,0 +1,33 @@
+# cspdet — two commands do all the set-up on a fresh machine:
+#   make demo   create .venv, install cspdet, train on the shipped sample, evaluate mAP, detect on an image
+#   make test   create .venv, install with test extras, run pytest
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+DEMO_DIR ?= runs/demo
+
+.PHONY: demo test install clean-venv
+
+# Re-running is fast: an install step reruns only when pyproject.toml changed since it last ran.
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q
+
+demo: $(VENV)/.installed
+	$(PY) tools/demo.py --out $(DEMO_DIR)
+
+clean-venv:
+	rm -rf $(VENV)

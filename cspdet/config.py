@@ -1,0 +1,412 @@
+"""Typed configuration: YAML files mapped onto dataclasses.
+
+A config file is YAML with up to four sections (``model``, ``data``, ``train``, ``eval``) and an optional
+``_base_`` key naming another config (path relative to the file) whose values it overrides. Command-line
+overrides look like ``train.epochs=10`` or ``data.img_size=[320,320]`` and are parsed as YAML scalars, then
+converted to the field's declared type.
+
+Every problem is a :class:`ConfigError` with a one-line message that names the key, the file and, for an
+unknown key, the nearest valid key::
+
+    model.widht: unknown key in configs/x.yaml; did you mean model.width?
+
+This module imports nothing else of cspdet so that every layer can depend on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "config_to_dict",
+    "load_config",
+    "parse_override",
+    "save_config",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(err)`` is a complete one-line message for the user."""
+
+
+@dataclass
+class ModelConfig:
+    """Which detector to build (``cspdet.models.create_detector``) and how to initialise it."""
+
+    name: str = "cspdarknet_s"
+    """Preset name: cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50, cspdarknet53, or ``custom``."""
+    num_classes: int = 80
+    depth: float | None = None
+    """Override of the preset's depth multiplier (YOLOX convention)."""
+    width: float | None = None
+    """Override of the preset's width multiplier (YOLOX convention)."""
+    depthwise: bool | None = None
+    act: str | None = None
+    """Activation override: silu, relu, leaky_relu."""
+    stem_channels: int | None = None
+    """Stem width for ``name: custom``."""
+    stage_defs: list[list[Any]] | None = None
+    """For ``name: custom``: ``[[num_blocks, out_channels, block_name, downsample], ...]`` with block names
+    ``resnet``, ``resnext``, ``darknet``."""
+    weights: str | None = None
+    """Initial weights: a cspdet checkpoint (detector or classifier backbone), a timm or a YOLOX state dict."""
+    weights_format: Literal["auto", "cspdet", "timm", "yolox"] = "auto"
+
+
+@dataclass
+class DataConfig:
+    """Dataset, input size and augmentation (YOLOX defaults)."""
+
+    dataset: str = "datasets/coco.yaml"
+    """Dataset descriptor YAML (see datasets/README.md), relative to the working directory."""
+    img_size: list[int] = field(default_factory=lambda: [640, 640])
+    """Training input (height, width)."""
+    workers: int = 4
+    cache: bool = False
+    """Keep decoded images in RAM (keyed by path, size and mtime, so it never goes stale)."""
+    strict: bool = False
+    """Raise on the first bad image or annotation instead of skipping it with a warning."""
+    max_labels: int = 120
+    mosaic_prob: float = 1.0
+    mosaic_scale: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    mixup_prob: float = 1.0
+    mixup_scale: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    degrees: float = 10.0
+    translate: float = 0.1
+    shear: float = 2.0
+    hsv_prob: float = 1.0
+    flip_prob: float = 0.5
+    multiscale_range: int = 0
+    """Random input sizes in ``img_size +- 32 * multiscale_range`` (0 = fixed size)."""
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation schedule and run bookkeeping (YOLOX recipe by default)."""
+
+    epochs: int = 300
+    batch_size: int = 64
+    """Global batch size (split across processes under torchrun)."""
+    nominal_batch_size: int | None = None
+    """Accumulate gradients until this many images per step (None = no accumulation)."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr_per_image: float = 0.01 / 64
+    """Base learning rate = lr_per_image x batch size (YOLOX: 0.01 at batch 64)."""
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 0.0
+    min_lr_ratio: float = 0.05
+    no_aug_epochs: int = 15
+    """Final epochs without mosaic/mixup, with the L1 loss switched on, at the minimum lr."""
+    ema: bool = True
+    ema_decay: float = 0.9998
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    bf16: bool = False
+    """bfloat16 autocast on CPU."""
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    sync_bn: bool = False
+    eval_interval: int = 10
+    save_interval: int = 1
+    output_dir: str = "runs/train"
+    name: str = "exp"
+    log_images: int = 4
+    """Validation images with predicted boxes logged to TensorBoard at each evaluation."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation and inference settings (YOLOX: conf 0.01 / nms 0.65 for COCO eval)."""
+
+    img_size: list[int] = field(default_factory=lambda: [640, 640])
+    batch_size: int = 8
+    conf: float = 0.001
+    iou: float = 0.65
+    max_det: int = 300
+    split: str = "val"
+    backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
+
+
+@dataclass
+class PretrainConfig:
+    """Classification pretraining of a CSPNet backbone on an ImageFolder dataset."""
+
+    model: str = "csp_resnet50"
+    """A CSPNet preset (csp_resnet50, csp_resnext50_32x4d, csp_darknet53, cspdarknet_s, ...) or ``custom``."""
+    stem_channels: int | None = None
+    stage_defs: list[list[Any]] | None = None
+    data: str = "datasets/imagenet"
+    """ImageFolder root with train/<class>/*.jpg and val/<class>/*.jpg."""
+    img_size: int = 224
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.1
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 5.0
+    label_smoothing: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.9998
+    workers: int = 4
+
+
+@dataclass
+class Config:
+    """A whole run: the sections of one YAML file (after ``_base_`` merging and overrides)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+
+# --------------------------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+    """Read ``path`` (following ``_base_``), apply ``section.key=value`` overrides, validate.
+
+    ``path=None`` gives the defaults (plus overrides).
+    """
+    raw: dict[str, Any] = {}
+    source = "in <defaults>"
+    merged_sources: dict[str, str] = {}
+    if path is not None:
+        raw, merged_sources = _read_with_bases(Path(path), chain=())
+        source = f"in {path}"
+    for text in overrides:
+        dotted, value = parse_override(text)
+        _set_dotted(raw, dotted, value)
+        merged_sources[dotted] = "on the command line"
+        merged_sources.setdefault(dotted.partition(".")[0], "on the command line")
+    return config_from_dict(raw, source=source, key_sources=merged_sources)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.epochs=10"`` -> ``("train.epochs", 10)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, _, value_text = text.partition("=")
+    key = key.strip()
+    if not key or "." not in key:
+        raise ConfigError(f"override {text!r}: expected section.key=value (e.g. train.epochs=10)")
+    try:
+        value = yaml.safe_load(value_text) if value_text.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({_first_line(err)})") from None
+    return key, value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({_first_line(err)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Merged data of ``path`` and its ``_base_`` chain, and which file each ``section.key`` came from."""
+    resolved = path.resolve()
+    if resolved in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, resolved))
+        raise ConfigError(f"{path}: _base_ cycle: {cycle}")
+    own = _read_yaml(path)
+    base = own.pop("_base_", None)
+    data, sources = own, {}
+    if base is not None:
+        if not isinstance(base, str):
+            raise ConfigError(f"{path}: _base_ must be a file path, got {type(base).__name__}")
+        base_data, sources = _read_with_bases(path.parent / base, chain + (resolved,))
+        data = _deep_merge(base_data, own)
+    _record_sources(own, str(path), sources)
+    return data, sources
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Values of ``top`` win; nested mappings merge key by key (lists are replaced whole)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _record_sources(raw: dict[str, Any], source: str, sources: dict[str, str]) -> None:
+    for section, values in raw.items():
+        if isinstance(values, dict):
+            for key in values:
+                sources[f"{section}.{key}"] = f"in {source}"
+        sources[section] = f"in {source}"
+
+
+def _set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    section, _, key = dotted.partition(".")
+    if "." in key:
+        raise ConfigError(f"{dotted}: overrides take exactly section.key (nested keys are not supported)")
+    raw.setdefault(section, {})
+    if not isinstance(raw[section], dict):
+        raise ConfigError(f"{section}: expected a mapping of keys, got {type(raw[section]).__name__}")
+    raw[section][key] = value
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def config_from_dict(
+    raw: dict[str, Any], source: str = "in <dict>", key_sources: dict[str, str] | None = None
+) -> Config:
+    """Build a validated :class:`Config` from plain data (as read from YAML or a checkpoint)."""
+    key_sources = key_sources or {}
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    kwargs: dict[str, Any] = {}
+    for section, values in raw.items():
+        where = key_sources.get(str(section), source)
+        if section not in sections:
+            raise ConfigError(f"{section}: unknown section {where}{_suggest(str(section), sections)}")
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise ConfigError(f"{section}: expected a mapping of keys {where}, got {type(values).__name__}")
+        cls = typing.get_type_hints(Config)[section]
+        kwargs[section] = _build_section(cls, section, values, source, key_sources)
+    return Config(**kwargs)
+
+
+def _build_section(cls: type, section: str, values: dict[str, Any], source: str, key_sources: dict[str, str]):
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{section}.{key}"
+        where = key_sources.get(dotted, source)
+        if key not in hints:
+            candidates = {f"{section}.{n}": n for n in names}
+            raise ConfigError(f"{dotted}: unknown key {where}{_suggest(dotted, candidates)}")
+        kwargs[key] = _convert(value, hints[key], dotted, where)
+    return cls(**kwargs)
+
+
+def _suggest(name: str, candidates: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        return f"list of {_type_name(arg)}"
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, dotted: str, where: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; allow the harmless conversions (int -> float)."""
+    try:
+        return _coerce(value, tp)
+    except (TypeError, ValueError):
+        got = f"{value!r} ({type(value).__name__})"
+        raise ConfigError(f"{dotted}: expected {_type_name(tp)} {where}, got {got}") from None
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise ValueError
+    if origin is list:
+        (arg,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and arg in (int, float):
+            # A scalar where a size list is expected means a square size: img_size=320 -> [320, 320].
+            return [_coerce(value, arg)] * 2
+        if not isinstance(value, (list, tuple)):
+            raise TypeError
+        return [_coerce(v, arg) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    raise TypeError
+
+
+def _first_line(err: Exception) -> str:
+    return " ".join(str(err).split())
+
+
+# ------------------------------------------------------------------------------------------- writing
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON/checkpoint friendly) of a config."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Config, path: str | Path) -> Path:
+    """Write the resolved config as YAML so a run can be reproduced with ``load_config(path)``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
+    return path

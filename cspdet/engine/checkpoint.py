@@ -1,0 +1,92 @@
+"""Checkpoint files: atomic writes and safe loads.
+
+A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads with
+``torch.load(..., weights_only=True)`` (no pickled code runs). Writes go to a temporary file in the same
+directory, are fsync'ed, then renamed over the target: a crash or ``kill -9`` mid-save leaves the previous
+checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint"]
+
+CHECKPOINT_FORMAT = "cspdet"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or is not what the caller needs; the message says why."""
+
+
+def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``obj`` to ``path`` atomically (temp file in the same dir, fsync, rename, fsync dir)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    # The rename is only durable once the directory entry is on disk; not all platforms allow this.
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", kind: str | None = None
+) -> dict[str, Any]:
+    """Load a cspdet checkpoint safely (``weights_only=True``).
+
+    Args:
+        path: a file written by :func:`save_checkpoint` through the trainer.
+        map_location: device for the tensors.
+        kind: when given ("detector" or "classifier"), the checkpoint must be of that kind.
+
+    Raises:
+        CheckpointError: missing file, unreadable or unsafe file, or not a cspdet checkpoint (of ``kind``).
+    """
+    ckpt = load_state_file(path, map_location)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a cspdet checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry); "
+            "for YOLOX or timm weights set model.weights with model.weights_format=yolox|timm"
+        )
+    if kind is not None and ckpt.get("kind") != kind:
+        raise CheckpointError(f"{path}: is a cspdet {ckpt.get('kind')} checkpoint, expected a {kind} checkpoint")
+    return ckpt
+
+
+def load_state_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True`` and one-line errors (for any weights file, ours or not)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
+        reason = " ".join(str(err).split())[:300]
+        raise CheckpointError(f"{path}: cannot load as a safe (weights-only) checkpoint: {reason}") from None
