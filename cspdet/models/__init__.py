@@ -1,0 +1,38 @@
+"""cspdet.models: layers, residual blocks, the CSP stage, CSPNet backbones and (below) the detector parts."""
+
+from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
+from .cspnet import (
+    CSPDARKNET_SIZES,
+    DEFAULT_STAGE_DEFS,
+    ClassifierHead,
+    CSPNet,
+    CSPStage,
+    StageDef,
+    csp_darknet53,
+    csp_resnet50,
+    csp_resnext50_32x4d,
+    cspdarknet,
+)
+from .layers import (
+    YOLOX_BN_EPS,
+    YOLOX_BN_MOMENTUM,
+    ConvBNAct,
+    DWConv,
+    Focus,
+    SPPBottleneck,
+    YoloxBatchNorm2d,
+    fuse_conv_bn,
+)
+from .timm_weights import load_timm_weights, timm_to_cspdet_key
+
+__all__ = [
+    "ConvBNAct", "DWConv", "Focus", "SPPBottleneck", "YoloxBatchNorm2d", "YOLOX_BN_EPS", "YOLOX_BN_MOMENTUM",
+    "fuse_conv_bn",
+    "ResNetBottleneck", "ResNeXtBottleneck", "DarknetBottleneck",
+    "CSPStage", "CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS", "CSPDARKNET_SIZES",
+    "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet",
+    "load_timm_weights", "timm_to_cspdet_key",
+]
+
+# ---- detector (owned by the detector engineer: neck.py, head.py, detector.py, yolox_weights.py, info.py) ----
+# Add `from .detector import ...` etc. here and extend __all__ with `__all__ += [...]`.
