@@ -36,3 +36,15 @@ __all__ = [
 
 # ---- detector (owned by the detector engineer: neck.py, head.py, detector.py, yolox_weights.py, info.py) ----
 # Add `from .detector import ...` etc. here and extend __all__ with `__all__ += [...]`.
+from .detector import ACTIVATIONS, BLOCKS, DETECTOR_NAMES, Detector, create_detector
+from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
+from .info import count_flops, count_parameters, model_info
+from .neck import CSPPAN
+from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
+
+__all__ += [
+    "Detector", "create_detector", "DETECTOR_NAMES", "ACTIVATIONS", "BLOCKS",
+    "CSPPAN", "DecoupledHead", "DecoupledHeadLevel", "HeadOutputs",
+    "count_parameters", "count_flops", "model_info",
+    "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
+]

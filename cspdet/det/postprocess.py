@@ -1,0 +1,58 @@
+"""From decoded predictions to final detections: score filter, pre-NMS top-k, class-aware NMS, max_det."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms, box_convert, nms
+
+__all__ = ["postprocess"]
+
+
+def postprocess(
+    preds: Tensor,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
+    classes: Sequence[int] | None = None,
+    agnostic: bool = False,
+    pre_nms_topk: int = 10000,
+) -> list[dict[str, Tensor]]:
+    """Turn the eval-mode output of the detector into per-image detections.
+
+    Each point keeps its best class (YOLOX's convention), scored ``obj * cls_prob``.
+
+    Args:
+        preds: (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness and class probabilities.
+        conf: minimum score.
+        iou: NMS IoU threshold.
+        max_det: detections kept per image, highest scores first.
+        classes: keep only these class indices (after picking each point's best class).
+        agnostic: one NMS over all classes instead of one per class.
+        pre_nms_topk: keep at most this many highest-scoring points per image before NMS.
+
+    Returns:
+        One dict per image: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,) float32,
+        ``labels`` (K,) int64, sorted by decreasing score.
+    """
+    if preds.dim() != 3 or preds.shape[-1] < 6:
+        raise ValueError(f"postprocess: preds must be (B, N, 5 + C) with C >= 1, got {tuple(preds.shape)}")
+    keep_classes = None if classes is None else torch.as_tensor(list(classes), device=preds.device)
+    results = []
+    for p in preds.float():  # NMS output sizes differ per image, so this loop is inherent
+        cls_prob, labels = p[:, 5:].max(1)
+        scores = p[:, 4] * cls_prob
+        keep = scores >= conf
+        if keep_classes is not None:
+            keep &= torch.isin(labels, keep_classes)
+        boxes, scores, labels = p[keep, :4], scores[keep], labels[keep]
+        if scores.numel() > pre_nms_topk:
+            top = scores.topk(pre_nms_topk).indices
+            boxes, scores, labels = boxes[top], scores[top], labels[top]
+        boxes = box_convert(boxes, "cxcywh", "xyxy")
+        kept = nms(boxes, scores, iou) if agnostic else batched_nms(boxes, scores, labels, iou)
+        kept = kept[:max_det]  # nms returns indices sorted by decreasing score
+        results.append({"boxes": boxes[kept], "scores": scores[kept], "labels": labels[kept].long()})
+    return results

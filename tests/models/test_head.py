@@ -1,0 +1,68 @@
+import math
+
+import pytest
+import torch
+
+from cspdet.models.head import DecoupledHead, HeadOutputs
+from cspdet.models.layers import DWConv
+
+
+def _feats(batch=2, size=64, channels=(16, 32, 64)):
+    return [torch.randn(batch, c, size // s, size // s) for c, s in zip(channels, (8, 16, 32))]
+
+
+def test_raw_outputs_and_layout():
+    head = DecoupledHead(5, [16, 32, 64], hidden_channels=24)
+    out = head(_feats())
+    assert isinstance(out, HeadOutputs)
+    a = 8 * 8 + 4 * 4 + 2 * 2
+    assert out.reg.shape == (2, a, 4) and out.obj.shape == (2, a) and out.cls.shape == (2, a, 5)
+    assert out.sizes == ((8, 8), (4, 4), (2, 2))
+    # Decoupled: classification and regression branches do not share weights.
+    lvl = head.levels[0]
+    assert lvl.cls_convs[0].conv.weight.data_ptr() != lvl.reg_convs[0].conv.weight.data_ptr()
+
+
+def test_prior_prob_bias_init():
+    head = DecoupledHead(3, [8, 8, 8], hidden_channels=8, prior_prob=0.01)
+    for lvl in head.levels:
+        torch.testing.assert_close(lvl.cls_pred.bias.sigmoid(), torch.full((3,), 0.01))
+        torch.testing.assert_close(lvl.obj_pred.bias.sigmoid(), torch.full((1,), 0.01))
+    assert math.isclose(head.levels[0].obj_pred.bias.item(), -math.log(99), rel_tol=1e-6)
+
+
+def test_decode_is_anchor_free_grid_times_stride():
+    head = DecoupledHead(2, [16, 32, 64], hidden_channels=16).eval()
+    out = head(_feats(batch=1))
+    zero = HeadOutputs(torch.zeros_like(out.reg), out.obj, out.cls, out.sizes)
+    dec = head.decode(zero)
+    assert dec.shape == (1, 84, 7)
+    # Raw zeros decode to the cell's top-left corner (YOLOX's offset convention) and a stride-sized box.
+    torch.testing.assert_close(dec[0, 0, :4], torch.tensor([0.0, 0.0, 8.0, 8.0]))
+    torch.testing.assert_close(dec[0, 9, :4], torch.tensor([8.0, 8.0, 8.0, 8.0]))  # row 1, column 1 at stride 8
+    torch.testing.assert_close(dec[0, 64, :4], torch.tensor([0.0, 0.0, 16.0, 16.0]))  # first stride-16 point
+    assert ((dec[..., 4:] > 0) & (dec[..., 4:] < 1)).all()
+
+
+def test_depthwise_branches_and_loss_with_l1_switch():
+    head = DecoupledHead(3, [16, 32, 64], hidden_channels=16, depthwise=True)
+    assert isinstance(head.levels[0].cls_convs[0], DWConv)
+    out = head(_feats())
+    targets = torch.tensor([[[0.0, 4, 4, 40, 36]], [[2, 20, 10, 60, 60]]])
+    mask = torch.ones(2, 1, dtype=torch.bool)
+    losses = head.loss(out, targets, mask)
+    assert losses["l1_loss"] == 0
+    head.use_l1 = True
+    losses = head.loss(out, targets, mask)
+    assert losses["l1_loss"] > 0 and torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    assert head.levels[0].reg_pred.weight.grad is not None
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="strides"):
+        DecoupledHead(3, [16, 32], hidden_channels=8)
+    with pytest.raises(ValueError, match="num_classes"):
+        DecoupledHead(0, [16, 32, 64], hidden_channels=8)
+    with pytest.raises(ValueError, match="feature maps"):
+        DecoupledHead(3, [16, 32, 64], hidden_channels=8)(_feats()[:2])
