@@ -1,0 +1,54 @@
+"""cspdet.data: datasets (COCO json, YOLO txt, VOC xml), augmentation, loaders and dataset checks.
+
+Public API (see contract.md):
+    build_dataset(descriptor, split, strict=False, cache=False) -> DetectionDataset
+    DetectionDataset: class_names, category_ids, image_ids, load_sample(i) -> Sample, coco_gt(), skipped
+    letterbox(image, size, pad_value=114) -> (image, ratio)
+    build_train_loader(dataset, cfg, batch_size, seed, rank=0, world_size=1) -> DataLoader
+    build_val_loader(dataset, img_size, batch_size, workers, rank=0, world_size=1) -> DataLoader
+"""
+
+from .cache import ImageCache
+from .datasets import (
+    VOC_CLASSES,
+    DetectionDataset,
+    ImageRecord,
+    Sample,
+    build_dataset,
+    load_descriptor,
+    yolo_label_path,
+)
+from .image_io import ImageReadError, read_image
+from .loader import (
+    TrainDataset,
+    ValDataset,
+    build_train_loader,
+    build_val_loader,
+    collate_detection,
+)
+from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
+from .transforms import AugmentConfig, letterbox
+
+__all__ = [
+    "AugmentConfig",
+    "DatasetError",
+    "DatasetProblem",
+    "DatasetWarning",
+    "DetectionDataset",
+    "ImageCache",
+    "ImageReadError",
+    "ImageRecord",
+    "ProblemReport",
+    "Sample",
+    "TrainDataset",
+    "VOC_CLASSES",
+    "ValDataset",
+    "build_dataset",
+    "build_train_loader",
+    "build_val_loader",
+    "collate_detection",
+    "letterbox",
+    "load_descriptor",
+    "read_image",
+    "yolo_label_path",
+]

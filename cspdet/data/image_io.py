@@ -1,0 +1,122 @@
+"""Robust image decoding: any common file -> (H, W, 3) uint8 RGB, or a one-line :class:`ImageReadError`.
+
+OpenCV is told to decode straight to 3-channel 8-bit RGB (``IMREAD_COLOR_RGB``), which in one step
+- expands grayscale to 3 channels and drops an alpha channel (RGBA / palette PNGs),
+- scales 16-bit images to 8 bits (value >> 8),
+- applies the EXIF orientation tag, so pixels come out as a viewer shows them. Box labels are taken to
+  refer to that displayed orientation (as annotation tools and Ultralytics/YOLOX readers assume).
+The file is read as bytes first so that a missing file, an empty file, a non-image and a truncated JPEG
+get distinct, precise messages instead of a ``None`` or a deep OpenCV traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+__all__ = ["ImageReadError", "read_image", "read_image_bytes", "image_size", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".pgm", ".ppm")
+
+# IMREAD_COLOR_RGB exists from OpenCV 4.10; older versions decode BGR and we convert once.
+_RGB_FLAG = getattr(cv2, "IMREAD_COLOR_RGB", None)
+
+
+class ImageReadError(OSError):
+    """An image that cannot be used. ``kind`` is missing_image, unreadable_image or truncated_image."""
+
+    def __init__(self, path: str | os.PathLike, kind: str, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.kind = kind
+        self.reason = reason
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """A JPEG must end with the EOI marker FFD9 (a few padding bytes after it are tolerated)."""
+    if data[:2] != b"\xff\xd8":
+        return False
+    return b"\xff\xd9" not in data[-64:]
+
+
+def read_image_bytes(path: str | os.PathLike) -> bytes:
+    """File contents, with a clear :class:`ImageReadError` for a missing, unreadable or empty file."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise ImageReadError(path, "missing_image", "image file not found") from None
+    except IsADirectoryError:
+        raise ImageReadError(path, "unreadable_image", "is a directory, not an image file") from None
+    except OSError as err:
+        raise ImageReadError(path, "unreadable_image", f"cannot read file ({err.strerror or err})") from None
+    if not data:
+        raise ImageReadError(path, "unreadable_image", "empty file (0 bytes)")
+    return data
+
+
+def decode_image(data: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes to (H, W, 3) uint8 RGB (see module docstring for what is normalised)."""
+    if _looks_truncated(data):
+        raise ImageReadError(path, "truncated_image", "truncated JPEG (no end-of-image marker)")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    try:
+        if _RGB_FLAG is not None:
+            image = cv2.imdecode(buf, _RGB_FLAG)
+        else:  # pragma: no cover - old OpenCV
+            image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+            if image is not None:
+                image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    except cv2.error as err:
+        reason = " ".join(str(err).split())[-160:]
+        raise ImageReadError(path, "unreadable_image", f"OpenCV cannot decode it ({reason})") from None
+    if image is None or image.size == 0:
+        head = data[:8]
+        what = "not an image or a corrupt image" if not head.startswith(b"\xff\xd8") else "corrupt JPEG"
+        raise ImageReadError(path, "unreadable_image", f"cannot decode: {what} ({len(data)} bytes)")
+    if image.ndim == 2:  # defensive: some codecs ignore the colour flag
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.dtype != np.uint8:  # defensive: e.g. float TIFF
+        image = np.clip(image.astype(np.float32) * (255.0 / max(float(image.max()), 1e-6)), 0, 255)
+        image = image.astype(np.uint8)
+    return image
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as (H, W, 3) uint8 RGB in displayed (EXIF-applied) orientation.
+
+    Raises:
+        ImageReadError: missing, empty, non-image, corrupt or truncated file (message names the file).
+    """
+    return decode_image(read_image_bytes(path), path)
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) as displayed (EXIF orientation applied), from the file header when possible.
+
+    Uses Pillow's lazy header parsing (no full decode); falls back to decoding with OpenCV.
+    """
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            w, h = im.size
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # noqa: BLE001 - broken EXIF is not our problem here
+                orientation = 1
+            if orientation in (5, 6, 7, 8):  # the four orientations that swap the axes
+                w, h = h, w
+            return int(h), int(w)
+    except FileNotFoundError:
+        raise ImageReadError(path, "missing_image", "image file not found") from None
+    except Exception:  # noqa: BLE001 - Pillow cannot parse it; let the full decoder decide
+        image = read_image(path)
+        return int(image.shape[0]), int(image.shape[1])
+
+
+def is_image_file(path: str | Path) -> bool:
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES

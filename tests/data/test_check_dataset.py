@@ -1,0 +1,64 @@
+"""tools/check_dataset.py and tools/show_dataset.py: every problem in one pass, exit codes, grids."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+from conftest import load_tool
+
+
+@pytest.fixture(scope="module")
+def check():
+    return load_tool("check_dataset")
+
+
+def test_clean_dataset_exits_zero(check, coco_dir, capsys):
+    assert check.main([str(coco_dir / "dataset.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "CLEAN" in out and "images 3 (background 1), boxes 3" in out and "crowd/difficult (eval only) 1" in out
+    assert "red" in out and "classes without boxes" not in out
+
+
+def test_reports_every_problem_in_one_pass(check, coco_dir, capsys):
+    p = coco_dir / "annotations" / "train.json"
+    data = json.loads(p.read_text())
+    data["annotations"][0]["bbox"] = [1, 1, -4, 5]
+    data["annotations"][1]["category_id"] = 1000
+    data["annotations"][2]["bbox"] = [500, 500, 4, 4]
+    data["images"][1]["width"] = 65  # size mismatch, found by decoding
+    p.write_text(json.dumps(data))
+    (coco_dir / "images" / "train" / "000000000003.png").write_bytes(b"garbage")
+    assert check.main(["--ann", str(p), "--images", str(coco_dir / "images" / "train")]) == 1
+    out = capsys.readouterr().out
+    for kind in ("bad_box", "unknown_category", "box_outside_image", "size_mismatch", "unreadable_image"):
+        assert f"    {kind}" in out, kind
+    assert "annotation id 1" in out and "000000000003.png" in out
+    assert "5 problem(s) found" in out
+
+
+def test_yolo_folder_with_orphan_and_bad_line(check, yolo_dir, capsys):
+    (yolo_dir / "data.yaml").unlink()
+    (yolo_dir / "classes.txt").write_text("red\ngreen\nblue\n")
+    (yolo_dir / "labels" / "train" / "orphan.txt").write_text("0 0.5 0.5 0.1 0.1\n")
+    with open(yolo_dir / "labels" / "train" / "000000000002.txt", "a") as f:
+        f.write("0 0.5\n")
+    assert check.main([str(yolo_dir)]) == 1
+    out = capsys.readouterr().out
+    assert "orphan.txt" in out and "000000000002.txt:2" in out and "2 problem(s) found" in out
+
+
+def test_voc_folder_and_fatal(check, voc_dir, tmp_path, capsys):
+    assert check.main([str(voc_dir), "--no-classes"]) == 0  # the folder's dataset.yaml is used
+    (tmp_path / "bad.yaml").write_text("format: coco\npath: .\ntrain: {images: x, annotations: nope.json}\n")
+    assert check.main([str(tmp_path / "bad.yaml")]) == 1
+    assert "annotation file not found" in capsys.readouterr().out
+
+
+def test_show_dataset_grid(coco_dir, tmp_path):
+    show = load_tool("show_dataset")
+    out = tmp_path / "grid.png"
+    assert show.main([str(coco_dir / "dataset.yaml"), "--augment", "--num", "4", "--img-size", "96", "--out", str(out)]) == 0
+    grid = cv2.imread(str(out))
+    assert grid is not None and grid.shape[0] > 90 and grid.shape[1] > 3 * 90  # 3 samples in the crafted dataset

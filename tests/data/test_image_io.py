@@ -1,0 +1,76 @@
+"""Image reading: grayscale, RGBA, 16-bit and EXIF-rotated files become (H, W, 3) uint8 RGB."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from cspdet.data import ImageReadError, build_dataset, read_image
+from cspdet.data.image_io import image_size
+
+
+def test_grayscale_rgba_16bit(tmp_path):
+    gray = np.tile(np.arange(0, 200, 4, dtype=np.uint8), (30, 1))  # (30, 50)
+    cv2.imwrite(str(tmp_path / "g.png"), gray)
+    out = read_image(tmp_path / "g.png")
+    assert out.shape == (30, 50, 3) and out.dtype == np.uint8
+    assert np.array_equal(out[..., 0], gray) and np.array_equal(out[..., 2], gray)
+
+    bgra = np.zeros((20, 30, 4), np.uint8)
+    bgra[..., 2] = 200  # red in BGR order
+    bgra[..., 3] = 10  # nearly transparent: alpha is dropped, colour kept
+    cv2.imwrite(str(tmp_path / "a.png"), bgra)
+    out = read_image(tmp_path / "a.png")
+    assert out.shape == (20, 30, 3) and out[0, 0].tolist() == [200, 0, 0]  # RGB
+
+    deep = np.full((10, 12), 40000, np.uint16)
+    cv2.imwrite(str(tmp_path / "d.png"), deep)
+    out = read_image(tmp_path / "d.png")
+    assert out.dtype == np.uint8 and out.shape == (10, 12, 3) and out[0, 0, 0] == 40000 >> 8
+
+
+def test_exif_orientation_and_boxes_stay_aligned(tmp_path):
+    """A JPEG stored sideways with EXIF orientation 6 (rotate 90 deg clockwise to display), labelled in the
+    displayed orientation: the box must cover the red object after reading."""
+    raw = np.full((40, 60, 3), 30, np.uint8)
+    raw[0:10, 0:20] = (255, 0, 0)  # red block at the stored top-left
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    (tmp_path / "images").mkdir()
+    im.save(tmp_path / "images" / "1.jpg", exif=exif, quality=95)
+    assert image_size(tmp_path / "images" / "1.jpg") == (60, 40)
+    # displayed (60 x 40, H x W): the block is now at the top-right, x in [30, 40), y in [0, 20)
+    data = {"images": [{"id": 1, "file_name": "1.jpg", "height": 60, "width": 40}],
+            "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [30, 0, 10, 20], "iscrowd": 0}],
+            "categories": [{"id": 1, "name": "red"}]}
+    (tmp_path / "a.json").write_text(json.dumps(data))
+    ds = build_dataset({"format": "coco", "path": str(tmp_path), "train": {"images": "images", "annotations": "a.json"}}, "train")
+    s = ds.load_sample(0)
+    assert s.image.shape == (60, 40, 3) and not ds.skipped
+    x1, y1, x2, y2 = s.boxes[0].astype(int)
+    inside = s.image[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2]
+    assert inside[..., 0].min() > 200 and inside[..., 1].max() < 60
+
+
+@pytest.mark.parametrize(
+    "content,kind,text",
+    [(None, "missing_image", "not found"), (b"", "unreadable_image", "empty file"),
+     (b"GIF89a-but-not-really", "unreadable_image", "cannot decode"),
+     ("half", "truncated_image", "truncated JPEG")],
+)
+def test_read_errors_are_precise(tmp_path, content, kind, text):
+    path = tmp_path / "x.jpg"
+    if content == "half":
+        cv2.imwrite(str(path), np.zeros((32, 32, 3), np.uint8))
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ImageReadError) as err:
+        read_image(path)
+    assert err.value.kind == kind and text in str(err.value) and str(path) in str(err.value)

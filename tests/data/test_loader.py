@@ -1,0 +1,101 @@
+"""Loaders: batch dict shapes/dtypes, padding + mask, seeding across workers, epochs, close_mosaic."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from cspdet.data import build_dataset, build_train_loader, build_val_loader, collate_detection
+
+CFG = {"img_size": [96, 128], "workers": 0}
+
+
+def _ds(coco_dir):
+    return build_dataset(coco_dir / "dataset.yaml", "train")
+
+
+def test_train_batch_format(coco_dir):
+    loader = build_train_loader(_ds(coco_dir), CFG, batch_size=3, seed=0)
+    batch = next(iter(loader))
+    assert batch["images"].dtype == torch.uint8 and batch["images"].shape == (3, 3, 96, 128)
+    assert batch["images"].is_contiguous()
+    b, m, five = batch["targets"].shape
+    assert (b, five) == (3, 5) and batch["targets"].dtype == torch.float32
+    assert batch["target_mask"].dtype == torch.bool and batch["target_mask"].shape == (3, m)
+    assert batch["image_ids"].dtype == torch.int64 and sorted(batch["image_ids"].tolist()) == [1, 2, 3]
+    assert batch["ratios"].dtype == torch.float32 and (batch["ratios"] == 1).all()
+    assert batch["orig_sizes"].dtype == torch.int64 and batch["orig_sizes"].shape == (3, 2)
+    # padding rows are all zero; real rows have positive-size boxes
+    t, mask = batch["targets"], batch["target_mask"]
+    assert (t[~mask] == 0).all()
+    real = t[mask]
+    assert ((real[:, 3] > real[:, 1]) & (real[:, 4] > real[:, 2])).all()
+
+
+def test_collate_converts_hwc_to_chw_and_allows_no_boxes():
+    img = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    batch = collate_detection([(img, np.zeros((0, 5), np.float32), 7, 0.5, (8, 12))])
+    assert torch.equal(batch["images"][0], torch.from_numpy(img).permute(2, 0, 1))
+    assert batch["targets"].shape == (1, 0, 5) and batch["target_mask"].shape == (1, 0)
+    assert batch["orig_sizes"].tolist() == [[8, 12]] and batch["ratios"].tolist() == [0.5]
+
+
+def test_val_batch_letterbox(coco_dir):
+    ds = _ds(coco_dir)
+    batch = next(iter(build_val_loader(ds, [96, 128], batch_size=3, workers=0)))
+    assert batch["images"].shape == (3, 3, 96, 128)
+    assert batch["image_ids"].tolist() == [1, 2, 3]
+    assert batch["orig_sizes"].tolist() == [[64, 96], [80, 64], [48, 48]]
+    r = batch["ratios"]
+    assert torch.allclose(r, torch.tensor([4 / 3, 1.2, 2.0]))
+    # boxes / ratio == original boxes
+    s = ds.load_sample(0)
+    got = batch["targets"][0, batch["target_mask"][0], 1:] / r[0]
+    assert torch.allclose(got, torch.from_numpy(s.boxes), atol=1e-4)
+
+
+def _epoch(loader, epoch):
+    loader.dataset.set_epoch(epoch)
+    return [b for b in loader]
+
+
+def test_reproducible_and_independent_of_workers(coco_dir):
+    ds = _ds(coco_dir)
+    l0 = build_train_loader(ds, CFG, batch_size=2, seed=5)
+    l1 = build_train_loader(ds, {**CFG, "workers": 1}, batch_size=2, seed=5)
+    a, b = _epoch(l0, 3), _epoch(l1, 3)
+    again = _epoch(l0, 3)
+    for x, y, z in zip(a, b, again):
+        for key in x:
+            assert torch.equal(x[key], y[key]) and torch.equal(x[key], z[key]), key
+    other = _epoch(l1, 4)  # persistent worker must see the new epoch
+    assert not all(torch.equal(x["images"], y["images"]) for x, y in zip(a, other))
+
+
+def test_close_mosaic_reaches_persistent_workers(coco_dir):
+    ds = _ds(coco_dir)
+    loader = build_train_loader(ds, {**CFG, "workers": 1, "flip_prob": 0.0, "hsv_prob": 0.0}, batch_size=3, seed=0)
+    _epoch(loader, 0)
+    loader.dataset.close_mosaic()
+    batch = _epoch(loader, 1)[0]
+    # letterbox only: each image is its own letterboxed original, with pad 114 at bottom/right
+    for k, image_id in enumerate(batch["image_ids"].tolist()):
+        h, w = ds.load_sample(ds.image_ids.index(image_id)).image.shape[:2]
+        r = min(96 / h, 128 / w)
+        nh, nw = round(h * r), round(w * r)
+        img = batch["images"][k]
+        if nh < 96:
+            assert (img[:, nh:, :] == 114).all()
+        if nw < 128:
+            assert (img[:, :, nw:] == 114).all()
+
+
+def test_distributed_shards(coco_dir):
+    ds = _ds(coco_dir)
+    ids = []
+    for rank in range(2):
+        loader = build_train_loader(ds, CFG, batch_size=4, seed=0, rank=rank, world_size=2)
+        loader.dataset.set_epoch(0)
+        ids.append([i for b in loader for i in b["image_ids"].tolist()])
+    assert len(ids[0]) == len(ids[1]) == 2  # 3 images padded to 4, split in two
+    assert set(ids[0]) | set(ids[1]) == {1, 2, 3}
