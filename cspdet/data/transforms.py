@@ -195,7 +195,7 @@ def warp_boxes_clipped(boxes: np.ndarray, matrix: np.ndarray, height: float, wid
         other = 1 - axis
         with np.errstate(divide="ignore", invalid="ignore"):
             t = (value - p[..., axis]) / d[..., axis]
-        cross = p + t[..., None] * d
+            cross = p + t[..., None] * d  # edges parallel to the border give inf/nan: masked below
         cross[..., axis] = value
         limit = height if other == 1 else width
         ok = (t >= 0) & (t <= 1) & (cross[..., other] >= -eps) & (cross[..., other] <= limit + eps)

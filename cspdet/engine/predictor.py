@@ -1,0 +1,417 @@
+"""Inference on images and videos: the object behind ``tools/detect.py`` and the Python API.
+
+    >>> from cspdet import Predictor
+    >>> predictor = Predictor.from_checkpoint("runs/train/exp/best.pt")
+    >>> results = predictor(["bus.jpg", "zidane.jpg"])      # or one path, or an (H, W, 3) RGB array
+    >>> r = results[0]
+    >>> r.boxes, r.scores, r.labels, r.names                # (K, 4) xyxy original px, (K,), (K,), K names
+    >>> cv2.imwrite("out.jpg", r.plot(bgr=True))
+
+One image's path: read (RGB uint8) -> letterbox to ``img_size`` (keep ratio, pad 114 bottom/right) ->
+float (1, 3, H, W) 0..255 -> ``Detector.predict`` (score filter, class-aware NMS) -> boxes / ratio, clipped
+to the original image -> :class:`Results`.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import cv2
+import numpy as np
+import torch
+
+from ..data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from .checkpoint import CheckpointError
+
+__all__ = ["ImageLike", "Predictor", "Results", "VIDEO_SUFFIXES", "expand_source", "is_video"]
+
+ImageLike = Union[str, os.PathLike, np.ndarray]
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
+
+
+def expand_source(source: str | os.PathLike) -> list[Path]:
+    """Files named by ``source``: a file (any suffix: it is read and reported if it is not an image), a
+    folder (its images and videos, sorted, not recursive) or a glob pattern (sorted matches).
+
+    Raises:
+        FileNotFoundError: nothing exists at ``source`` and it matches no file.
+    """
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+    if path.exists() or not glob.has_magic(text):
+        return [path]  # a missing plain path is kept: reading it gives the one-line "not found" error
+    matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).is_file())
+    if not matches:
+        raise FileNotFoundError(f"{text}: no files match this pattern")
+    return matches
+
+
+def _colour(label: int) -> tuple[int, int, int]:
+    """A fixed, distinct-ish RGB colour per class (golden-ratio hue steps)."""
+    hue = int((label * 0.618033988749895 % 1.0) * 180)
+    hsv = np.uint8([[[hue, 200, 230]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+@dataclass
+class Results:
+    """Detections on one image, in that image's original pixel coordinates.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB, the original image.
+        boxes: (K, 4) float32 xyxy px, clipped to the image.
+        scores: (K,) float32 (objectness x class probability), decreasing.
+        labels: (K,) int64 contiguous class indices into ``class_names``.
+        class_names: the model's class names (all of them).
+        path: the file the image came from (None for an array).
+        category_ids: contiguous index -> dataset category id (e.g. COCO ids), when known.
+        speed_ms: wall time of preprocessing + model + NMS for this image.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+    class_names: list[str]
+    path: str | None = None
+    category_ids: list[int] | None = None
+    speed_ms: float = 0.0
+    frame: int | None = field(default=None)
+    """Frame index when the image is a video frame."""
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def names(self) -> list[str]:
+        """Class name of each detection, (K,)."""
+        return [self.class_names[int(i)] for i in self.labels]
+
+    @property
+    def orig_size(self) -> tuple[int, int]:
+        """(height, width) of the image."""
+        return int(self.image.shape[0]), int(self.image.shape[1])
+
+    def summary(self) -> str:
+        """Counts per class, most frequent first, e.g. ``"4 person, 1 bus"`` (``"no detections"``)."""
+        if not len(self):
+            return "no detections"
+        counts: dict[str, int] = {}
+        for name in self.names:
+            counts[name] = counts.get(name, 0) + 1
+        return ", ".join(f"{n} {name}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def plot(self, bgr: bool = False, line_width: int | None = None, show_scores: bool = True) -> np.ndarray:
+        """A copy of the image with boxes, class names and scores drawn.
+
+        Args:
+            bgr: return BGR (for ``cv2.imwrite`` / ``cv2.imshow``) instead of RGB.
+            line_width: box line width in px (default: scales with the image size).
+
+        Returns:
+            (H, W, 3) uint8, RGB unless ``bgr``.
+        """
+        canvas = np.ascontiguousarray(self.image.copy())
+        h, w = self.orig_size
+        lw = line_width or max(1, round((h + w) / 2 * 0.003))
+        font_scale = max(0.35, lw / 3)
+        thickness = max(1, lw - 1)
+        for box, score, label in zip(self.boxes, self.scores, self.labels):
+            colour = _colour(int(label))
+            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+            cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, lw, cv2.LINE_AA)
+            text = self.class_names[int(label)] + (f" {float(score):.2f}" if show_scores else "")
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+            # label above the box when it fits, else inside its top edge
+            top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
+            cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
+            luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+            ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+            cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, thickness,
+                        cv2.LINE_AA)
+        return cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR) if bgr else canvas
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`plot` to ``path`` (format from the suffix)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not cv2.imwrite(str(path), self.plot(bgr=True)):
+            raise OSError(f"{path}: OpenCV could not write the image (unsupported suffix or unwritable folder)")
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: image info and one entry per detection with xyxy box (original px), score,
+        class id (contiguous), class name and, when known, the dataset category id."""
+        h, w = self.orig_size
+        dets = []
+        for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+            d = {"box": [round(v, 2) for v in box], "score": round(score, 5), "class_id": int(label),
+                 "class_name": self.class_names[label]}
+            if self.category_ids is not None:
+                d["category_id"] = int(self.category_ids[label])
+            dets.append(d)
+        out: dict[str, Any] = {"image": self.path, "width": w, "height": h}
+        if self.frame is not None:
+            out["frame"] = self.frame
+        out["speed_ms"] = round(self.speed_ms, 2)
+        out["detections"] = dets
+        return out
+
+    def to_json(self) -> str:
+        """:meth:`to_dict` as JSON text, one detection per line (readable and diff-friendly)."""
+        d = self.to_dict()
+        dets = d.pop("detections")
+        head = json.dumps(d)[:-1]
+        if not dets:
+            return head + ', "detections": []}\n'
+        return head + ', "detections": [\n  ' + ",\n  ".join(json.dumps(x) for x in dets) + "\n]}\n"
+
+    def to_txt(self, with_conf: bool = False) -> str:
+        """YOLO label format: one ``class cx cy w h`` line per detection (normalised to 0..1), optionally
+        followed by the score. Empty string when there are no detections."""
+        h, w = self.orig_size
+        lines = []
+        for (x1, y1, x2, y2), score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist()):
+            vals = [(x1 + x2) / 2 / w, (y1 + y2) / 2 / h, (x2 - x1) / w, (y2 - y1) / h]
+            line = f"{label} " + " ".join(f"{v:.6f}" for v in vals)
+            lines.append(line + (f" {score:.5f}" if with_conf else ""))
+        return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _as_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
+    hw = (int(img_size), int(img_size)) if isinstance(img_size, (int, np.integer)) else tuple(int(v) for v in img_size)
+    if len(hw) != 2 or min(hw) <= 0:
+        raise ValueError(f"img_size must be an int or (height, width), got {img_size!r}")
+    return hw  # type: ignore[return-value]
+
+
+class Predictor:
+    """Run a detector on images: letterbox, predict, map boxes back to the original images.
+
+    Args:
+        model: a ``cspdet.models.Detector`` (anything with ``predict(images, conf, iou, max_det, classes,
+            agnostic)`` and ``num_classes``). It is used in eval mode, on the device it is on.
+        class_names: one name per class (length ``model.num_classes``).
+        img_size: letterbox size, an int or (height, width), multiples of the model's largest stride (32).
+        conf: score threshold; iou: NMS IoU threshold; max_det: detections kept per image.
+        classes: keep only these class indices (None = all); agnostic: class-agnostic NMS.
+        category_ids: contiguous class index -> dataset category id (reported in json when given).
+        batch_size: images per forward pass when called with a list.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        class_names: Sequence[str],
+        img_size: int | Sequence[int] = 640,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
+        category_ids: Sequence[int] | None = None,
+        batch_size: int = 8,
+    ):
+        num_classes = getattr(model, "num_classes", None)
+        if num_classes is not None and len(class_names) != num_classes:
+            raise ValueError(f"Predictor: model has {num_classes} classes but {len(class_names)} class names "
+                             "were given")
+        self.model = model.eval()
+        self.class_names = [str(n) for n in class_names]
+        self.img_size = _as_hw(img_size)
+        stride = max(getattr(model, "strides", (32,)))
+        if self.img_size[0] % stride or self.img_size[1] % stride:
+            raise ValueError(f"img_size {self.img_size} must be a multiple of the model stride {stride} "
+                             f"(e.g. {[max(stride, round(s / stride) * stride) for s in self.img_size]})")
+        self.conf, self.iou, self.max_det, self.agnostic = float(conf), float(iou), int(max_det), bool(agnostic)
+        self.classes = self.resolve_classes(classes) if classes is not None else None
+        self.category_ids = list(category_ids) if category_ids is not None else None
+        self.batch_size = max(1, int(batch_size))
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True, **kwargs: Any
+    ) -> Predictor:
+        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run).
+
+        ``img_size`` defaults to the checkpoint's ``eval.img_size``; other keyword arguments go to
+        :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
+
+        Raises:
+            CheckpointError: not a cspdet detector checkpoint, weights that do not fit the stored model, or
+                class names that do not match the model's number of classes.
+        """
+        from ..models import fuse_conv_bn
+        from .build import detector_from_checkpoint
+
+        model, ckpt = detector_from_checkpoint(str(path), device=device)
+        names = ckpt.get("class_names")
+        if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
+            n = "no" if not isinstance(names, (list, tuple)) else len(names)
+            raise CheckpointError(f"{path}: checkpoint has {n} class names for a model with {model.num_classes} "
+                                  "classes")
+        if "img_size" not in kwargs:
+            kwargs["img_size"] = (ckpt.get("config", {}).get("eval", {}) or {}).get("img_size", 640)
+        kwargs.setdefault("category_ids", ckpt.get("category_ids"))
+        if fuse:
+            fuse_conv_bn(model)
+        return cls(model, names, **kwargs)
+
+    def resolve_classes(self, classes: Sequence[int | str]) -> list[int]:
+        """Class indices from indices or names (``["person", 5]``); unknown ones raise ``ValueError``."""
+        out = []
+        lower = {n.lower(): i for i, n in enumerate(self.class_names)}
+        for c in classes:
+            if isinstance(c, str) and c.strip().lstrip("-").isdigit():
+                c = int(c)
+            if isinstance(c, str):
+                if c.lower() not in lower:
+                    raise ValueError(f"unknown class {c!r}; the model's classes are: {', '.join(self.class_names)}")
+                out.append(lower[c.lower()])
+            else:
+                if not 0 <= int(c) < len(self.class_names):
+                    raise ValueError(f"class index {c} out of range: the model has {len(self.class_names)} classes "
+                                     f"(0..{len(self.class_names) - 1})")
+                out.append(int(c))
+        return out
+
+    def warmup(self) -> None:
+        """One forward pass on a blank image, so that one-off setup (allocator, kernel selection) does not
+        land in the first image's timing."""
+        self.predict_images([np.full((*self.img_size, 3), 114, np.uint8)])
+
+    # ------------------------------------------------------------------------------------------ input
+
+    @staticmethod
+    def load(source: ImageLike) -> tuple[np.ndarray, str | None]:
+        """An image as (H, W, 3) uint8 RGB and its path.
+
+        Arrays are taken as RGB (cspdet's convention; convert OpenCV's BGR first): (H, W) gray and (H, W, 4)
+        RGBA are accepted; float arrays must hold 0..255 values.
+
+        Raises:
+            ImageReadError: missing, empty, non-image or truncated file (one-line message naming it).
+            ValueError: an array of the wrong shape.
+        """
+        if isinstance(source, np.ndarray):
+            image = source
+            if image.ndim == 2:
+                image = np.repeat(image[:, :, None], 3, axis=2)
+            if image.ndim != 3 or image.shape[2] not in (3, 4) or min(image.shape[:2]) == 0:
+                raise ValueError(f"image array must be (H, W, 3) RGB, got shape {source.shape}")
+            image = image[:, :, :3]
+            if image.dtype != np.uint8:
+                image = np.clip(image, 0, 255).astype(np.uint8)
+            return np.ascontiguousarray(image), None
+        if not isinstance(source, (str, os.PathLike)):
+            raise TypeError(f"expected an image path or an (H, W, 3) array, got {type(source).__name__}")
+        if is_video(source):
+            raise ImageReadError(source, "unreadable_image", "is a video; use Predictor.predict_video")
+        return read_image(source), os.fspath(source)
+
+    # -------------------------------------------------------------------------------------- inference
+
+    def __call__(self, source: ImageLike | Sequence[ImageLike]) -> list[Results]:
+        """Detections for one image or several.
+
+        Args:
+            source: a path, a folder, a glob pattern, an (H, W, 3) RGB array, or a list of paths / arrays.
+
+        Returns:
+            one :class:`Results` per image, in input order.
+
+        Raises:
+            ImageReadError: an image that cannot be read (the CLI catches this per item and goes on).
+        """
+        if isinstance(source, (str, os.PathLike)):
+            items: list[ImageLike] = [p for p in expand_source(source) if not is_video(p)]
+        elif isinstance(source, np.ndarray):
+            items = [source]
+        else:
+            items = list(source)
+        results: list[Results] = []
+        for start in range(0, len(items), self.batch_size):
+            loaded = [self.load(s) for s in items[start:start + self.batch_size]]
+            results += self.predict_images([im for im, _ in loaded], [p for _, p in loaded])
+        return results
+
+    @torch.inference_mode()
+    def predict_images(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
+        """Detections for a batch of (H, W, 3) uint8 RGB images (any sizes; all letterboxed to ``img_size``)."""
+        from ..data.transforms import letterbox
+
+        if not images:
+            return []
+        paths = list(paths) if paths is not None else [None] * len(images)
+        tic = time.perf_counter()
+        boxed, ratios = [], []
+        for image in images:
+            img, r = letterbox(image, self.img_size)
+            boxed.append(torch.from_numpy(np.ascontiguousarray(img)))
+            ratios.append(float(r))
+        batch = torch.stack(boxed).to(self.device).permute(0, 3, 1, 2).float()  # (B, 3, H, W) 0..255 RGB
+        dets = self.model.predict(batch, conf=self.conf, iou=self.iou, max_det=self.max_det, classes=self.classes,
+                                  agnostic=self.agnostic)
+        out = []
+        for image, path, r, det in zip(images, paths, ratios, dets):
+            h, w = image.shape[:2]
+            boxes = det["boxes"].float().cpu().numpy() / r
+            boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+            boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+            out.append(Results(image=image, boxes=boxes.astype(np.float32),
+                               scores=det["scores"].float().cpu().numpy(),
+                               labels=det["labels"].cpu().numpy().astype(np.int64), class_names=self.class_names,
+                               path=path, category_ids=self.category_ids))
+        ms = 1000 * (time.perf_counter() - tic) / len(images)
+        for r in out:
+            r.speed_ms = ms
+        return out
+
+    def predict_video(self, path: str | os.PathLike) -> Iterator[Results]:
+        """Detections frame by frame (``Results.frame`` = index, ``Results.image`` = the RGB frame).
+
+        Raises:
+            ImageReadError: OpenCV cannot open the file or it has no decodable frame.
+        """
+        if not Path(path).is_file():
+            raise ImageReadError(path, "missing_image", "video file not found")
+        cap = cv2.VideoCapture(os.fspath(path))
+        try:
+            if not cap.isOpened():
+                raise ImageReadError(path, "unreadable_image", "OpenCV cannot open it as a video")
+            index = 0
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                (res,) = self.predict_images([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)], [os.fspath(path)])
+                res.frame = index
+                index += 1
+                yield res
+            if index == 0:
+                raise ImageReadError(path, "unreadable_image", "no decodable video frame")
+        finally:
+            cap.release()
+
+    @staticmethod
+    def video_fps(path: str | os.PathLike, default: float = 25.0) -> float:
+        cap = cv2.VideoCapture(os.fspath(path))
+        try:
+            fps = cap.get(cv2.CAP_PROP_FPS) if cap.isOpened() else 0.0
+        finally:
+            cap.release()
+        return float(fps) if fps and fps > 0 and np.isfinite(fps) else default

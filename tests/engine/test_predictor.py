@@ -1,0 +1,195 @@
+"""cspdet.engine.predictor: the Python inference API on a tiny real detector."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from cspdet.data import ImageReadError, letterbox
+from cspdet.engine import CheckpointError, save_checkpoint
+from cspdet.engine.predictor import Predictor, Results, expand_source
+
+
+def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+    cv2.rectangle(image, (w // 4, h // 4), (w // 2, h // 2), (250, 30, 30), -1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny) -> Predictor:
+    cfg = tiny.config()
+    return Predictor(tiny.detector(cfg), tiny.names, img_size=128, conf=0.2, iou=0.5, max_det=50)
+
+
+def test_results_are_in_original_coordinates_and_match_the_manual_pipeline(predictor):
+    image = _photo(90, 200)  # wide: letterbox ratio 128 / 200, padding at the bottom
+    (res,) = predictor(image)
+    assert isinstance(res, Results) and len(res) > 0 and res.path is None
+    assert res.boxes.dtype == np.float32 and res.boxes.shape == (len(res), 4)
+    assert res.scores.shape == res.labels.shape == (len(res),) and res.labels.dtype == np.int64
+    assert np.all(np.diff(res.scores) <= 0) and res.scores.min() >= 0.2 and len(res) <= 50
+    assert res.names == [predictor.class_names[i] for i in res.labels]
+    assert res.boxes[:, 0::2].max() <= 200 and res.boxes[:, 1::2].max() <= 90 and res.boxes.min() >= 0
+    # same as: letterbox -> Detector.predict -> / ratio -> clip
+    boxed, r = letterbox(image, (128, 128))
+    (ref,) = predictor.model.predict(torch.from_numpy(boxed).permute(2, 0, 1)[None].float(), conf=0.2, iou=0.5,
+                                     max_det=50)
+    expected = (ref["boxes"].numpy() / r).clip(0, [200, 90, 200, 90])
+    np.testing.assert_allclose(res.boxes, expected, rtol=1e-5, atol=1e-3)
+    np.testing.assert_array_equal(res.labels, ref["labels"].numpy())
+
+
+def test_paths_lists_folders_and_globs(predictor, tmp_path):
+    a, b = _photo(100, 120, 1), _photo(64, 64, 2)
+    cv2.imwrite(str(tmp_path / "a.jpg"), cv2.cvtColor(a, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "b.png"), cv2.cvtColor(b, cv2.COLOR_RGB2BGR))
+    (tmp_path / "notes.txt").write_text("not an image")
+    results = predictor([tmp_path / "a.jpg", str(tmp_path / "b.png"), b])
+    assert [r.path for r in results] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png"), None]
+    assert results[1].orig_size == (64, 64)
+    np.testing.assert_array_equal(results[1].image, b)  # png is lossless; read as RGB
+    # an array and the same image read from a lossless file give the same detections
+    np.testing.assert_allclose(results[1].boxes, results[2].boxes)
+    folder = predictor(tmp_path)  # a folder: its images, sorted; other files ignored
+    assert [r.path for r in folder] == [str(tmp_path / "a.jpg"), str(tmp_path / "b.png")]
+    assert [r.path for r in predictor(str(tmp_path / "*.png"))] == [str(tmp_path / "b.png")]
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        expand_source(tmp_path / "*.gif")
+
+
+def test_plot_json_txt(predictor):
+    image = _photo(120, 160)
+    (res,) = predictor(image)
+    drawn = res.plot()
+    assert drawn.shape == image.shape and drawn.dtype == np.uint8 and not np.array_equal(drawn, image)
+    np.testing.assert_array_equal(res.plot(bgr=True), drawn[:, :, ::-1])
+    np.testing.assert_array_equal(res.image, image)  # plot draws on a copy
+    d = json.loads(res.to_json())
+    assert (d["width"], d["height"]) == (160, 120) and len(d["detections"]) == len(res)
+    first = d["detections"][0]
+    assert set(first) == {"box", "score", "class_id", "class_name"}
+    assert first["class_name"] == res.names[0] and first["box"] == pytest.approx(res.boxes[0].tolist(), abs=0.01)
+    lines = res.to_txt().splitlines()
+    assert len(lines) == len(res)
+    cls, cx, cy, w, h = lines[0].split()
+    assert int(cls) == res.labels[0]
+    x1, y1, x2, y2 = res.boxes[0]
+    assert float(cx) == pytest.approx((x1 + x2) / 2 / 160, abs=1e-5)
+    assert float(h) == pytest.approx((y2 - y1) / 120, abs=1e-5)
+    assert len(res.to_txt(with_conf=True).splitlines()[0].split()) == 6
+    assert "circle" in res.summary() or "square" in res.summary() or "triangle" in res.summary()
+
+
+def test_empty_results():
+    res = Results(image=np.zeros((10, 20, 3), np.uint8), boxes=np.zeros((0, 4), np.float32),
+                  scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int64), class_names=["a"])
+    assert res.summary() == "no detections" and res.to_txt() == "" and res.to_dict()["detections"] == []
+    np.testing.assert_array_equal(res.plot(), res.image)
+
+
+def test_class_filter_by_name_or_index(tiny):
+    cfg = tiny.config()
+    model = tiny.detector(cfg)
+    image = _photo(128, 128)
+    everything = Predictor(model, tiny.names, img_size=128, conf=0.2)(image)[0]
+    present = sorted(set(everything.labels.tolist()))
+    only = Predictor(model, tiny.names, img_size=128, conf=0.2, classes=[tiny.names[present[0]]])(image)[0]
+    assert len(only) > 0 and set(only.labels.tolist()) == {present[0]}
+    assert Predictor(model, tiny.names, img_size=128, classes=["2", 0]).classes == [2, 0]
+    with pytest.raises(ValueError, match="unknown class 'dog'; the model's classes are: circle, square, triangle"):
+        Predictor(model, tiny.names, classes=["dog"])
+    with pytest.raises(ValueError, match="class index 7 out of range"):
+        Predictor(model, tiny.names, classes=[7])
+
+
+def test_constructor_checks(tiny):
+    model = tiny.detector(tiny.config())
+    with pytest.raises(ValueError, match="multiple of the model stride 32"):
+        Predictor(model, tiny.names, img_size=100)
+    with pytest.raises(ValueError, match="model has 3 classes but 2 class names"):
+        Predictor(model, ["a", "b"])
+
+
+def test_bad_inputs_give_one_line_errors(predictor, tmp_path):
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "text.jpg").write_text("hello, I am not a picture")
+    ok, buf = cv2.imencode(".jpg", _photo(64, 64))
+    (tmp_path / "cut.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])
+    for name, message in [("missing.jpg", "not found"), ("empty.jpg", "empty file"), ("text.jpg", "cannot decode"),
+                          ("cut.jpg", "truncated")]:
+        with pytest.raises(ImageReadError, match=message) as info:
+            predictor(tmp_path / name)
+        assert "\n" not in str(info.value) and name in str(info.value)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        predictor(np.zeros((5, 5, 2), np.uint8))
+    gray = predictor(np.full((40, 50), 128, np.uint8))[0]  # (H, W) gray is expanded to 3 channels
+    assert gray.image.shape == (40, 50, 3)
+
+
+def test_from_checkpoint(shapes_checkpoint):
+    predictor = Predictor.from_checkpoint(shapes_checkpoint, device="cpu", conf=0.2)
+    assert predictor.class_names == ["circle", "square", "triangle"] and predictor.img_size == (128, 128)
+    assert predictor.category_ids == [1, 2, 3]
+    unfused = Predictor.from_checkpoint(shapes_checkpoint, conf=0.2, fuse=False)
+    image = _photo(96, 128)
+    (a,), (b,) = predictor(image), unfused(image)
+    # conv-BN fusion is exact up to float rounding
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-2)
+    assert json.loads(a.to_json())["detections"][0]["category_id"] in (1, 2, 3)
+
+
+def test_from_checkpoint_errors(shapes_checkpoint, tiny, tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        Predictor.from_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pth").write_bytes(b"PK\x03\x04 not a torch file")
+    with pytest.raises(CheckpointError, match="junk.pth: cannot load"):
+        Predictor.from_checkpoint(tmp_path / "junk.pth")
+    save_checkpoint({"model": {"backbone.backbone.stem.conv.conv.weight": torch.zeros(1)}}, tmp_path / "yolox.pth")
+    with pytest.raises(CheckpointError, match="not a cspdet checkpoint"):
+        Predictor.from_checkpoint(tmp_path / "yolox.pth")
+    ckpt = torch.load(shapes_checkpoint, weights_only=True)
+    # weights of a 3-class model under a config that says 80 classes
+    ckpt["config"]["model"]["num_classes"] = 80
+    save_checkpoint(ckpt, tmp_path / "mismatch.pt")
+    with pytest.raises(CheckpointError, match="do not fit|do not match"):
+        Predictor.from_checkpoint(tmp_path / "mismatch.pt")
+    ckpt["config"]["model"]["num_classes"] = 3
+    ckpt["class_names"] = ["a", "b"]
+    save_checkpoint(ckpt, tmp_path / "names.pt")
+    with pytest.raises(CheckpointError, match="2 class names for a model with 3 classes"):
+        Predictor.from_checkpoint(tmp_path / "names.pt")
+    ckpt["kind"] = "classifier"
+    save_checkpoint(ckpt, tmp_path / "cls.pt")
+    with pytest.raises(CheckpointError, match="classifier checkpoint, expected a detector"):
+        Predictor.from_checkpoint(tmp_path / "cls.pt")
+
+
+def test_video_frames(predictor, tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(4):
+        writer.write(cv2.cvtColor(_photo(64, 96, i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    frames = list(predictor.predict_video(path))
+    assert [r.frame for r in frames] == [0, 1, 2, 3] and frames[0].orig_size == (64, 96)
+    assert Predictor.video_fps(path) == pytest.approx(10)
+    (tmp_path / "junk.mp4").write_bytes(b"\x00" * 300)
+    with pytest.raises(ImageReadError, match="junk.mp4"):
+        list(predictor.predict_video(tmp_path / "junk.mp4"))
+
+
+def test_top_level_import_is_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, cspdet; assert 'torch' not in sys.modules; "
+            "from cspdet import Predictor; print(Predictor.__name__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "Predictor"

@@ -1,0 +1,73 @@
+"""Fixtures for the CLI tests: run a tool as a user would, tiny real checkpoints, a coco128 subset."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cspdet.config import Config, ModelConfig, config_to_dict
+from cspdet.engine import save_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run_tool(tool: str, *args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``python tools/<tool> args...`` from the repo root (or ``cwd``), with a plain one-thread environment."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    return subprocess.run([sys.executable, str(REPO / "tools" / tool), *map(str, args)], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def make_checkpoint(path: Path, num_classes: int, class_names: list[str], category_ids: list[int],
+                    img_size: int = 128, dataset: str | None = None) -> Path:
+    """A tiny real cspdet detector (random weights; head prior 0.5 so it returns boxes) saved as a checkpoint."""
+    from cspdet.models import create_detector
+
+    cfg = Config(model=ModelConfig(name="cspdarknet_nano", num_classes=num_classes, width=0.125))
+    cfg.eval.img_size = [img_size, img_size]
+    cfg.data.workers = 0
+    if dataset:
+        cfg.data.dataset = dataset
+    torch.manual_seed(0)
+    model = create_detector("cspdarknet_nano", num_classes=num_classes, width=0.125, prior_prob=0.5)
+    save_checkpoint({"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
+                     "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_tool():
+    """``run_tool("detect.py", *args)`` -> CompletedProcess of ``python tools/detect.py args`` from the repo root."""
+    return _run_tool
+
+
+@pytest.fixture(scope="session")
+def shapes_weights(tmp_path_factory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("w") / "shapes.pt", 3, ["circle", "square", "triangle"], [1, 2, 3])
+
+
+@pytest.fixture(scope="session")
+def coco_subset(coco128_root, tmp_path_factory) -> dict:
+    """Descriptor + GT json of the first 8 coco128 val images, and a matching 80-class tiny checkpoint."""
+    data = json.loads((coco128_root / "annotations" / "instances_val.json").read_text())
+    keep = {im["id"] for im in data["images"][:8]}
+    data["images"] = [im for im in data["images"] if im["id"] in keep]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
+    root = tmp_path_factory.mktemp("coco_subset")
+    (root / "val.json").write_text(json.dumps(data))
+    desc = root / "subset.yaml"
+    desc.write_text(f"format: coco\npath: {root}\nval:\n  images: {coco128_root / 'images' / 'val'}\n"
+                    f"  annotations: {root / 'val.json'}\n")
+    cats = sorted(c["id"] for c in data["categories"])
+    names = [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    weights = make_checkpoint(root / "coco_tiny.pt", 80, names, cats, dataset=str(desc))
+    config = root / "eval.yaml"
+    config.write_text(f"model:\n  name: cspdarknet_nano\n  num_classes: 80\n  width: 0.125\n"
+                      f"data:\n  dataset: {desc}\n  workers: 0\neval:\n  img_size: [128, 128]\n  batch_size: 4\n")
+    return {"descriptor": desc, "gt": root / "val.json", "weights": weights, "config": config, "root": root}

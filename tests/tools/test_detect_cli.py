@@ -1,0 +1,118 @@
+"""tools/detect.py on images, a folder, a glob and a video; bad inputs; missing or wrong weights."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import cv2
+import numpy as np
+import pytest
+
+SUMMARY = re.compile(r"^(?P<name>\S+): (?P<what>no detections|\d+ \w+(, \d+ \w+)*) \((?P<ms>\d+) ms\)$")
+
+
+def _image(h: int, w: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 255, size=(h, w, 3), dtype=np.uint8)
+    cv2.circle(image, (w // 2, h // 2), min(h, w) // 4, (20, 200, 40), -1)
+    return image
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    cv2.imwrite(str(d / "street.jpg"), _image(120, 160, 0))
+    cv2.imwrite(str(d / "shapes.png"), _image(96, 96, 1))
+    folder = d / "folder"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), _image(64, 80, 2))
+    cv2.imwrite(str(folder / "b.png"), _image(80, 64, 3))
+    video = d / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 5, (96, 64))
+    for i in range(3):
+        writer.write(_image(64, 96, 10 + i))
+    writer.release()
+    bad = d / "bad"
+    bad.mkdir()
+    (bad / "empty.jpg").write_bytes(b"")
+    (bad / "notes.png").write_text("this is text, not a picture")
+    ok, buf = cv2.imencode(".jpg", _image(64, 64, 4))
+    (bad / "cut.jpg").write_bytes(buf.tobytes()[: len(buf) // 2])
+    (bad / "broken.mp4").write_bytes(b"\x00\x01" * 200)
+    cv2.imwrite(str(bad / "good.jpg"), _image(64, 64, 5))
+    return d
+
+
+def test_jpg_png_folder_glob_and_video(shapes_weights, inputs, tmp_path, run_tool):
+    out = tmp_path / "out"
+    proc = run_tool("detect.py", inputs / "street.jpg", inputs / "shapes.png", inputs / "folder",
+                    inputs / "*.avi", "--weights", shapes_weights, "--conf", "0.2", "--out", out,
+                    "--save-json", "--save-txt")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    image_lines = [m for m in map(SUMMARY.match, lines) if m]
+    assert [m["name"] for m in image_lines] == ["street.jpg", "shapes.png", "a.jpg", "b.png"]
+    assert sum(line.startswith("clip.avi frame ") for line in lines) == 3
+    assert lines[-1].startswith("done: 4 images, 3 video frames")
+    for name in ("street.jpg", "shapes.png", "a.jpg", "b.png"):
+        drawn = cv2.imread(str(out / name))
+        assert drawn is not None
+    assert cv2.imread(str(out / "street.jpg")).shape == (120, 160, 3)  # original size, not the letterbox
+    det = json.loads((out / "street.json").read_text())
+    assert (det["width"], det["height"]) == (160, 120)
+    for d in det["detections"]:
+        assert set(d) >= {"box", "score", "class_id", "class_name", "category_id"}
+        assert 0 <= d["box"][0] <= d["box"][2] <= 160 and 0 <= d["box"][1] <= d["box"][3] <= 120
+        assert d["class_name"] in ("circle", "square", "triangle") and d["score"] >= 0.2
+    txt = (out / "labels" / "street.txt").read_text().splitlines()
+    assert len(txt) == len(det["detections"])
+    assert all(len(t.split()) == 5 and all(0 <= float(v) <= 1 for v in t.split()[1:]) for t in txt)
+    cap = cv2.VideoCapture(str(out / "clip.avi"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    assert n == 3
+    assert len(json.loads((out / "clip.json").read_text())["frames"]) == 3
+
+
+def test_bad_items_fail_alone(shapes_weights, inputs, tmp_path, run_tool):
+    bad = inputs / "bad"
+    proc = run_tool("detect.py", bad, bad / "missing.jpg", inputs / "nothing*.jpg", "--weights", shapes_weights,
+                    "--out", tmp_path / "out", "--classes", "square", "circle")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    assert re.search(r"^good\.jpg: .* \(\d+ ms\)$", proc.stdout, re.M)  # the good one still ran
+    errors = [e for e in proc.stderr.strip().splitlines() if e.startswith("detect.py: error:")]
+    assert len(errors) == len(proc.stderr.strip().splitlines()) == 6, proc.stderr
+    text = "\n".join(errors)
+    for expected in ("empty.jpg: empty file", "notes.png: cannot decode", "cut.jpg: truncated JPEG",
+                     "broken.mp4", "missing.jpg: image file not found", "nothing*.jpg: no files match"):
+        assert expected in text, text
+    assert proc.stdout.strip().splitlines()[-1].startswith("done: 1 image, 6 failed")
+
+
+def test_no_weights_explains_how_to_get_them(inputs, run_tool):
+    proc = run_tool("detect.py", inputs / "street.jpg")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "no --weights" in line and "tools/train.py" in line and "YOLOX" in line
+
+
+def test_wrong_checkpoint_and_unknown_class(shapes_weights, inputs, tmp_path, run_tool):
+    import torch
+
+    from cspdet.engine import save_checkpoint
+
+    ckpt = torch.load(shapes_weights, weights_only=True)
+    ckpt["config"]["model"]["num_classes"] = 80  # weights of a 3-class model under an 80-class config
+    save_checkpoint(ckpt, tmp_path / "other.pt")
+    proc = run_tool("detect.py", inputs / "street.jpg", "--weights", tmp_path / "other.pt", "--out", tmp_path / "o")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "other.pt: weights do not" in line and "cspdarknet_nano" in line
+    proc = run_tool("detect.py", inputs / "street.jpg", "--weights", shapes_weights, "--classes", "dog")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "unknown class 'dog'; the model's classes are: circle, square, triangle" in line

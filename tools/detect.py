@@ -1,0 +1,204 @@
+"""Detect objects in images, folders, glob patterns and videos with a trained cspdet checkpoint.
+
+    python tools/detect.py bus.jpg --weights runs/train/exp/best.pt
+    python tools/detect.py photos/ "more/*.png" clip.mp4 --weights best.pt --conf 0.3 --save-json --save-txt
+
+For each image it prints a summary line (``bus.jpg: 4 person, 1 bus (38 ms)``) and writes the image with
+boxes, class names and scores drawn to ``--out`` (videos are written frame by frame to a video of the same
+name). ``--save-json`` adds ``<name>.json`` (boxes xyxy in original pixels, score, class id and name);
+``--save-txt`` adds ``labels/<name>.txt`` in YOLO format (``class cx cy w h``, normalised). An item that
+cannot be read gets a one-line error and the others go on; the exit status is 1 if any item failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+try:
+    import cspdet  # noqa: F401
+except ImportError:  # running from a checkout that is not installed
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+PROG = "detect.py"
+NO_WEIGHTS = (
+    "no --weights given: detect.py needs a cspdet detector checkpoint; train one with "
+    "`python tools/train.py configs/cspdarknet_yolo.yaml` (writes runs/train/<name>/best.pt), or start from an "
+    "official YOLOX .pth with the overrides model.weights=yolox_s.pth model.weights_format=yolox (see README)"
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=PROG, description="Detect objects in images and videos.")
+    parser.add_argument("source", nargs="+", help="image, folder, glob pattern (quoted) or video file")
+    parser.add_argument("--weights", "-w", help="cspdet detector checkpoint (best.pt / last.pt of a run)")
+    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
+    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+                        help="letterbox size: N or H W, multiples of 32 (default: the checkpoint's eval size)")
+    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="C",
+                        help="keep only these classes (indices or names, e.g. --classes person 2)")
+    parser.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes")
+    parser.add_argument("--out", default="runs/detect", help="output folder (default runs/detect)")
+    parser.add_argument("--save-json", action="store_true", help="write <name>.json with the detections")
+    parser.add_argument("--save-txt", action="store_true", help="write labels/<name>.txt in YOLO format")
+    parser.add_argument("--save-conf", action="store_true", help="append the score to each --save-txt line")
+    parser.add_argument("--no-save", action="store_true", help="do not write drawn images / videos")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    return parser.parse_args(argv)
+
+
+class _Outputs:
+    """Where the files of one source item go; names stay unique when two folders hold the same file name."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        self.used: set[str] = set()
+
+    def stem(self, path: Path) -> str:
+        stem, n = path.stem, 1
+        while stem in self.used:
+            n += 1
+            stem = f"{path.stem}_{n}"
+        self.used.add(stem)
+        return stem
+
+
+def detect_image(predictor, path: Path, args: argparse.Namespace, outputs: _Outputs) -> None:
+    (res,) = predictor([str(path)])
+    stem = outputs.stem(path)
+    if not args.no_save:
+        suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
+        res.save(outputs.out / f"{stem}{suffix}")
+    if args.save_json:
+        (outputs.out / f"{stem}.json").write_text(res.to_json(), encoding="utf-8")
+    if args.save_txt:
+        labels = outputs.out / "labels"
+        labels.mkdir(parents=True, exist_ok=True)
+        (labels / f"{stem}.txt").write_text(res.to_txt(with_conf=args.save_conf), encoding="utf-8")
+    print(f"{path.name}: {res.summary()} ({res.speed_ms:.0f} ms)", flush=True)
+
+
+def detect_video(predictor, path: Path, args: argparse.Namespace, outputs: _Outputs) -> int:
+    import cv2
+
+    stem = outputs.stem(path)
+    writer = None
+    frames_json = []
+    total = 0
+    try:
+        cap = cv2.VideoCapture(str(path))
+        count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        cap.release()
+        for res in predictor.predict_video(path):
+            total += 1
+            if not args.no_save:
+                if writer is None:
+                    suffix = ".avi" if path.suffix.lower() == ".avi" else ".mp4"
+                    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v"))
+                    h, w = res.orig_size
+                    target = outputs.out / f"{stem}{suffix}"
+                    writer = cv2.VideoWriter(str(target), fourcc, predictor.video_fps(path), (w, h))
+                    if not writer.isOpened():
+                        raise OSError(f"{target}: OpenCV cannot write this video")
+                writer.write(res.plot(bgr=True))
+            if args.save_json:
+                frames_json.append(res.to_dict())
+            if args.save_txt:
+                labels = outputs.out / "labels"
+                labels.mkdir(parents=True, exist_ok=True)
+                (labels / f"{stem}_{res.frame}.txt").write_text(res.to_txt(with_conf=args.save_conf), encoding="utf-8")
+            of = f"/{count}" if count > 0 else ""
+            print(f"{path.name} frame {res.frame + 1}{of}: {res.summary()} ({res.speed_ms:.0f} ms)", flush=True)
+    finally:
+        if writer is not None:
+            writer.release()
+    if args.save_json:
+        (outputs.out / f"{stem}.json").write_text(json.dumps({"video": str(path), "frames": frames_json}, indent=2),
+                                                  encoding="utf-8")
+    return total
+
+
+def main(argv: list[str] | None = None) -> int:
+    # FFmpeg (inside OpenCV) prints its own lines, e.g. "moov atom not found", for a broken video; each bad
+    # item should give exactly one line of ours. Must be set before OpenCV opens its first video.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    args = parse_args(argv)
+    from cspdet.config import ConfigError
+    from cspdet.data import ImageReadError
+    from cspdet.engine.checkpoint import CheckpointError
+    from cspdet.engine.predictor import Predictor, expand_source, is_video
+
+    if not args.weights:
+        print(f"{PROG}: error: {NO_WEIGHTS}", file=sys.stderr)
+        return 2
+    kwargs = dict(conf=args.conf, iou=args.iou, max_det=args.max_det, agnostic=args.agnostic_nms)
+    if args.img_size:
+        if len(args.img_size) > 2:
+            print(f"{PROG}: error: --img-size takes N or H W, got {len(args.img_size)} numbers", file=sys.stderr)
+            return 2
+        kwargs["img_size"] = args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size)
+    from cspdet.engine.distributed import select_device
+
+    try:
+        device = select_device(args.device)
+    except RuntimeError as err:
+        print(f"{PROG}: error: --device {args.device}: {str(err).split(' (use ')[0]}", file=sys.stderr)
+        return 2
+    try:
+        predictor = Predictor.from_checkpoint(args.weights, device=device, **kwargs)
+        if args.classes:
+            predictor.classes = predictor.resolve_classes(args.classes)
+    except (CheckpointError, ConfigError, ValueError, RuntimeError) as err:
+        # RuntimeError: e.g. an unavailable --device
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    predictor.warmup()  # keeps one-off setup out of the first image's "(N ms)"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = _Outputs(out)
+
+    n_images = n_frames = n_failed = 0
+    for source in args.source:
+        try:
+            items = expand_source(source)
+        except FileNotFoundError as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            n_failed += 1
+            continue
+        if not items:
+            print(f"{PROG}: error: {source}: folder has no images or videos", file=sys.stderr)
+            n_failed += 1
+            continue
+        for path in items:
+            try:
+                if is_video(path):
+                    n_frames += detect_video(predictor, path, args, outputs)
+                else:
+                    detect_image(predictor, path, args, outputs)
+                    n_images += 1
+            except (ImageReadError, OSError, ValueError) as err:
+                msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+                print(f"{PROG}: error: {' '.join(msg.split())}", file=sys.stderr)
+                n_failed += 1
+            except KeyboardInterrupt:
+                print(f"{PROG}: interrupted", file=sys.stderr)
+                return 130
+    parts = [f"{n_images} image{'s' * (n_images != 1)}"]
+    if n_frames:
+        parts.append(f"{n_frames} video frame{'s' * (n_frames != 1)}")
+    if n_failed:
+        parts.append(f"{n_failed} failed")
+    where = "" if args.no_save and not (args.save_json or args.save_txt) else f"; results in {out}{os.sep}"
+    print(f"done: {', '.join(parts)}{where}")
+    return 1 if n_failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
