@@ -133,6 +133,9 @@ class TrainConfig:
     name: str = "exp"
     log_images: int = 4
     """Validation images with predicted boxes logged to TensorBoard at each evaluation."""
+    exist_ok: bool = False
+    """Start a new run in ``output_dir/name`` even if it holds an earlier run (whose outputs are replaced),
+    instead of numbering a fresh directory (``name2``, ``name3``, ...)."""
 
 
 @dataclass
@@ -169,6 +172,30 @@ class PretrainConfig:
     ema: bool = False
     ema_decay: float = 0.9998
     workers: int = 4
+    act: str | None = None
+    """Activation override (silu, relu, leaky_relu); must match the detector that will load the backbone."""
+    depth: float | None = None
+    """Depth multiplier override for ``cspdarknet_*`` (as ``model.depth`` of the detector)."""
+    width: float | None = None
+    """Width multiplier override for ``cspdarknet_*`` (as ``model.width`` of the detector)."""
+    momentum: float = 0.9
+    """SGD momentum (Nesterov), or AdamW's beta1."""
+    min_lr_ratio: float = 0.0
+    """The cosine ends at ``lr * min_lr_ratio``."""
+    warmup_lr: float = 0.0
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    bf16: bool = False
+    """bfloat16 autocast on CPU."""
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    eval_interval: int = 1
+    output_dir: str = "runs/pretrain"
+    name: str = "exp"
+    exist_ok: bool = False
+    """Reuse ``output_dir/name`` for a new run (replacing its outputs) instead of numbering a fresh one."""
 
 
 @dataclass

@@ -1,0 +1,403 @@
+"""Classification pretraining of a CSPNet backbone (``tools/pretrain.py``).
+
+The usual ImageNet recipe on an ImageFolder dataset: random resized crop + flip, label smoothing, linear
+warm-up then cosine, SGD (Nesterov) or AdamW with no decay on norm weights and biases, optional EMA, AMP on
+CUDA / bf16 on CPU, top-1 / top-5 on the val split. The loop mirrors :class:`cspdet.engine.trainer.Trainer`
+(same run directory layout, exact resume, rank-0-only files, DDP under torchrun).
+
+The checkpoint has ``"kind": "classifier"`` and the CSPNet ``state_dict`` under ``"model"`` (EMA weights when
+EMA is on). A detector whose backbone has the same architecture loads it with ``model.weights: <run>/best.pt``
+(the ``stem.*`` / ``stages.*`` tensors go to ``detector.backbone``; the classifier ``head.*`` is dropped).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import Config, ConfigError, PretrainConfig, config_to_dict, save_config
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed, select_device
+from .ema import ModelEMA, unwrap_model
+from .optim import CosineSchedule, build_optimizer, set_lr
+from .trainer import (
+    NonFiniteLossError,
+    ResumeError,
+    RunFinished,
+    _config_diff,
+    _cpu_state,
+    _new_run_dir,
+    capture_rng_state,
+    find_resume_checkpoint,
+    restore_rng_state,
+    seed_everything,
+)
+
+__all__ = ["ClassifierTrainer", "IMAGENET_MEAN", "IMAGENET_STD", "build_classifier", "evaluate_classifier"]
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+_PRESET_ALIASES = {"cspresnet50": "csp_resnet50", "cspresnext50": "csp_resnext50_32x4d",
+                   "cspdarknet53": "csp_darknet53"}
+
+
+def build_classifier(pcfg: PretrainConfig, num_classes: int) -> nn.Module:
+    """The CSPNet classifier named by ``pcfg.model`` with ``num_classes`` outputs.
+
+    Each name builds exactly the backbone that ``create_detector`` builds for the same name (plus a pooling
+    + linear head), so the checkpoint initialises that detector's backbone:
+    ``cspresnet50`` / ``cspdarknet53`` (timm-exact; also spelled ``csp_resnet50`` / ``csp_darknet53``),
+    ``csp_resnext50_32x4d`` (classification only), ``cspdarknet_{nano,tiny,s,m,l,x}`` (YOLOX CSPDarknet;
+    ``depth`` / ``width`` override the multipliers like ``model.depth`` / ``model.width``), or
+    ``custom`` with ``stem_channels`` (default 32) and ``stage_defs`` ``[[num_blocks, out_channels, block,
+    downsample], ...]`` where block is ``resnet``, ``resnext`` or ``darknet`` (YOLOX BN, 3x3 pre-convs).
+
+    Raises:
+        ConfigError: unknown name, or a bad custom definition.
+    """
+    from .. import models
+    from ..models.detector import ACTIVATIONS, _stage_defs
+
+    act = None
+    if pcfg.act is not None:
+        if pcfg.act not in ACTIVATIONS:
+            raise ConfigError(f"pretrain.act: {pcfg.act!r} is not one of {', '.join(ACTIVATIONS)}")
+        act = ACTIVATIONS[pcfg.act]
+    name = _PRESET_ALIASES.get(pcfg.model, pcfg.model)
+    presets = "cspresnet50, cspdarknet53, csp_resnext50_32x4d, cspdarknet_{nano,tiny,s,m,l,x}, custom"
+    try:
+        if name in ("csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53"):
+            kwargs = {"act": act} if act is not None else {}
+            return getattr(models, name)(num_classes=num_classes, **kwargs)
+        if name.startswith("cspdarknet_"):
+            size = name.split("_", 1)[1]
+            if size not in models.CSPDARKNET_SIZES:
+                raise ConfigError(f"pretrain.model: unknown model {pcfg.model!r} (expected one of {presets})")
+            depth, width, depthwise = models.CSPDARKNET_SIZES[size]
+            depth = depth if pcfg.depth is None else pcfg.depth
+            width = width if pcfg.width is None else pcfg.width
+            return models.cspdarknet(depth, width, depthwise=depthwise, act=act or nn.SiLU, features_only=False,
+                                     num_classes=num_classes)
+        if name == "custom":
+            if not pcfg.stage_defs:
+                raise ConfigError("pretrain.stage_defs: required for pretrain.model=custom")
+            return models.CSPNet(stem_channels=pcfg.stem_channels or 32, stage_defs=_stage_defs(pcfg.stage_defs),
+                                 num_classes=num_classes, norm=models.YoloxBatchNorm2d, act=act or nn.SiLU,
+                                 pre_kernel_size=3)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"pretrain.model: cannot build {pcfg.model!r}: {err}") from None
+    raise ConfigError(f"pretrain.model: unknown model {pcfg.model!r} (expected one of {presets})")
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, loader, device: torch.device, autocast=None) -> dict[str, float]:
+    """Top-1 / top-5 accuracy (%) and mean cross-entropy of ``model`` over ``loader``, summed over all ranks.
+
+    Every rank must call this (it all-reduces the counts).
+    """
+    model.eval()
+    mean, std = _norm_tensors(device)
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss sum, count
+    for images, labels in loader:
+        images = (images.to(device).float() - mean) / std
+        labels = labels.to(device)
+        with autocast if autocast is not None else torch.autocast(device.type, enabled=False):
+            logits = model(images)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hit = top.eq(labels[:, None])
+        sums += torch.stack([
+            hit[:, :1].any(1).sum().double(), hit.any(1).sum().double(),
+            F.cross_entropy(logits, labels, reduction="sum").double(), torch.tensor(float(len(labels)), device=device,
+                                                                                   dtype=torch.float64),
+        ])
+    total = all_reduce_sum(sums).cpu().tolist()
+    n = max(total[3], 1.0)
+    return {"top1": 100.0 * total[0] / n, "top5": 100.0 * total[1] / n, "loss": total[2] / n}
+
+
+def _norm_tensors(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return mean, std
+
+
+class ClassifierTrainer:
+    """Pretrains a CSPNet classifier from ``cfg.pretrain``.
+
+    Args:
+        cfg: resolved config (only the ``pretrain`` section is used).
+        resume: a classifier ``last.pt`` or run directory to continue from exactly.
+        run_dir: explicit output directory (default ``pretrain.output_dir/pretrain.name``, numbered if taken).
+        progress: tqdm bar per epoch on rank 0.
+    """
+
+    def __init__(
+        self,
+        cfg: Config,
+        resume: str | os.PathLike | None = None,
+        run_dir: str | os.PathLike | None = None,
+        progress: bool = True,
+    ):
+        from ..data.imagefolder import ImageFolderDataset, ImageFolderError, build_classification_loader
+
+        self.cfg = cfg
+        p = cfg.pretrain
+        self.dist = init_distributed(p.device)
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        self.is_main = self.rank == 0
+        self.device = select_device(p.device, self.dist.local_rank)
+        self.progress = progress
+        if p.batch_size % self.world_size:
+            raise ConfigError(f"pretrain.batch_size: {p.batch_size} is not divisible by {self.world_size} processes")
+        resume_ckpt = self._load_resume(resume) if resume is not None else None
+        seed_everything(p.seed + self.rank)
+        if resume_ckpt is not None:
+            self.run_dir = Path(self.resume_path).parent
+        elif run_dir is not None:
+            self.run_dir = Path(run_dir)
+        else:
+            new_dir = _new_run_dir(p.output_dir, p.name, p.exist_ok) if self.is_main else None
+            self.run_dir = Path(broadcast_object(new_dir))
+
+        root = Path(p.data)
+        try:
+            self.train_set = ImageFolderDataset(root / "train", p.img_size, train=True, seed=p.seed)
+            self.val_set = ImageFolderDataset(root / "val", p.img_size, train=False,
+                                              class_names=self.train_set.class_names)
+        except ImageFolderError as err:
+            raise ConfigError(f"pretrain.data: {err}") from None
+        per_rank = p.batch_size // self.world_size
+        self.train_loader = build_classification_loader(self.train_set, per_rank, p.workers, train=True,
+                                                        seed=p.seed, rank=self.rank, world_size=self.world_size)
+        self.val_loader = build_classification_loader(self.val_set, per_rank, p.workers, train=False,
+                                                      seed=p.seed, rank=self.rank, world_size=self.world_size)
+        self.iters_per_epoch = len(self.train_loader)
+        if self.iters_per_epoch == 0:
+            raise ConfigError(f"pretrain.batch_size: {p.batch_size} is larger than the {len(self.train_set)} "
+                              "training images")
+
+        model = build_classifier(p, len(self.train_set.class_names)).to(self.device)
+        self.model = model
+        self.optimizer = build_optimizer(model, p.optimizer, lr=p.lr, momentum=p.momentum,
+                                         weight_decay=p.weight_decay, nesterov=True)
+        self.schedule = CosineSchedule(base_lr=p.lr, total_iters=p.epochs * self.iters_per_epoch,
+                                       warmup_iters=p.warmup_epochs * self.iters_per_epoch, warmup_lr=p.warmup_lr,
+                                       min_lr=p.lr * p.min_lr_ratio)
+        self.ema = ModelEMA(model, p.ema_decay) if p.ema else None
+        self.use_amp = p.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if self.device.type == "cuda":
+            self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
+        else:
+            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=p.bf16)
+        self.start_epoch = 0
+        self.iteration = 0
+        self.best_top1 = -1.0
+        self.rng_state: dict[str, Any] | None = None
+        if resume_ckpt is not None:
+            self._restore(resume_ckpt)
+        if self.world_size > 1:
+            ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+            self.model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+
+        self.writer = None
+        self.csv_path = self.run_dir / "results.csv"
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1 if resume_ckpt else None)
+            if resume_ckpt is not None and self.csv_path.is_file():
+                with self.csv_path.open(newline="") as fh:
+                    rows = list(csv.reader(fh))
+                kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.start_epoch]
+                with self.csv_path.open("w", newline="") as fh:
+                    csv.writer(fh).writerows(kept)
+
+    def _log(self, message: str) -> None:
+        if self.is_main:
+            print(message, flush=True)
+
+    def _load_resume(self, resume: str | os.PathLike) -> dict[str, Any]:
+        path = find_resume_checkpoint(resume, self.cfg.pretrain.output_dir)
+        self.resume_path = path
+        try:
+            ckpt = load_checkpoint(path, kind="classifier")
+        except CheckpointError as err:
+            raise ResumeError(f"--resume: {err}") from None
+        if "trainer" not in ckpt:
+            raise ResumeError(f"--resume: {path} holds weights only (no trainer state); resume from a last.pt")
+        old = {"pretrain": ckpt["config"].get("pretrain") or {}}
+        new = {"pretrain": config_to_dict(self.cfg)["pretrain"]}
+        diffs = [d for d in _config_diff(old, new) if d[0] not in ("pretrain.workers", "pretrain.device")]
+        if diffs:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:6])
+            raise ResumeError(f"--resume: the config differs from the one {path} was trained with: {shown}. "
+                              "Resume with the run's own config")
+        if int(ckpt["epoch"]) >= self.cfg.pretrain.epochs:
+            raise RunFinished(f"--resume: run {path.parent} already finished all {self.cfg.pretrain.epochs} epochs "
+                              f"(best top-1 {float(ckpt.get('best_top1', -1)):.2f}%); nothing to do")
+        return ckpt
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        state = ckpt["trainer"]
+        self.model.load_state_dict(state.get("model", ckpt["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema_updates" in state:
+                self.ema.load_state_dict({"model": ckpt["model"], "updates": state["ema_updates"]})
+            else:
+                self.ema = ModelEMA(self.model, self.cfg.pretrain.ema_decay)
+        self.start_epoch = int(ckpt["epoch"])
+        self.iteration = int(state["iteration"])
+        self.best_top1 = float(ckpt.get("best_top1", -1.0))
+        rng = state.get("rng") or []
+        if len(rng) == self.world_size:
+            self.rng_state = rng[self.rank]
+        self._log(f"resumed {self.resume_path} at epoch {self.start_epoch}")
+
+    def eval_model(self) -> nn.Module:
+        return self.ema.ema if self.ema is not None else unwrap_model(self.model)
+
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train to ``pretrain.epochs`` (or only up to epoch ``stop_after``, to be resumed later).
+
+        Returns ``{"epoch": epochs done, "best_top1", "metrics": last evaluation, "run_dir"}``.
+        """
+        p = self.cfg.pretrain
+        end = p.epochs if stop_after is None else min(stop_after, p.epochs)
+        if self.rng_state is not None:
+            restore_rng_state(self.rng_state)
+        metrics: dict[str, float] = {}
+        for epoch in range(self.start_epoch, end):
+            train_loss, train_top1, lr, seconds = self._train_epoch(epoch)
+            metrics = {}
+            last = epoch + 1 == p.epochs
+            if last or (p.eval_interval > 0 and (epoch + 1) % p.eval_interval == 0):
+                metrics = evaluate_classifier(self.eval_model(), self.val_loader, self.device, self.autocast)
+                self._log(f"epoch {epoch + 1}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%")
+                if metrics["top1"] > self.best_top1:
+                    self.best_top1 = metrics["top1"]
+                    self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
+            if self.is_main:
+                self._write_row(epoch + 1, lr, train_loss, train_top1, metrics, seconds)
+                for k, v in metrics.items():
+                    self.writer.add_scalar(f"val/{k}", v, self.iteration)
+            self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
+        if self.writer is not None:
+            self.writer.close()
+        return {"epoch": end, "best_top1": self.best_top1, "metrics": metrics, "run_dir": str(self.run_dir)}
+
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float, float]:
+        p = self.cfg.pretrain
+        self.train_set.set_epoch(epoch)
+        self.train_loader.sampler.set_epoch(epoch)
+        self.model.train()
+        mean, std = _norm_tensors(self.device)
+        bar = None
+        if self.is_main and self.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{p.epochs}", dynamic_ncols=True)
+        loss_sum = correct = seen = 0.0
+        lr = self.schedule(self.iteration)
+        start = time.perf_counter()
+        for i, (images, labels) in enumerate(self.train_loader):
+            lr = self.schedule(self.iteration)
+            set_lr(self.optimizer, lr)
+            images = (images.to(self.device, non_blocking=True).float() - mean) / std
+            labels = labels.to(self.device, non_blocking=True)
+            with self.autocast:
+                logits = self.model(images)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=p.label_smoothing)
+            stats = all_reduce_sum(torch.stack([
+                torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0),
+                (~torch.isfinite(loss.detach())).float(),
+                (logits.detach().argmax(1) == labels).float().sum(),
+            ])).cpu().tolist()
+            if stats[1]:
+                raise NonFiniteLossError(f"classification loss became non-finite at epoch {epoch + 1}, iteration "
+                                         f"{i + 1}; lower pretrain.lr or set pretrain.grad_clip")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if p.grad_clip:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), p.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.iteration += 1
+            batch_total = len(labels) * self.world_size
+            loss_sum += stats[0] / self.world_size
+            correct += stats[2]
+            seen += batch_total
+            if self.is_main:
+                if i % 10 == 0:
+                    self.writer.add_scalar("train/loss", stats[0] / self.world_size, self.iteration)
+                    self.writer.add_scalar("train/lr", lr, self.iteration)
+                if bar is not None:
+                    rate = seen / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix_str(f"loss={loss_sum / (i + 1):.3f} acc={100 * correct / seen:.1f}% "
+                                        f"lr={lr:.2e} {rate:.1f}img/s", refresh=False)
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+        n = max(self.iters_per_epoch, 1)
+        return loss_sum / n, 100.0 * correct / max(seen, 1), lr, time.perf_counter() - start
+
+    def _write_row(self, epoch, lr, train_loss, train_top1, metrics, seconds) -> None:
+        header = ["epoch", "lr", "train/loss", "train/top1", "val/loss", "top1", "top5", "time_s"]
+        row = [epoch, f"{lr:.6g}", f"{train_loss:.5f}", f"{train_top1:.3f}"]
+        row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in ("loss", "top1", "top5")]
+        row.append(f"{seconds:.1f}")
+        new = not self.csv_path.is_file()
+        with self.csv_path.open("a", newline="") as fh:
+            w = csv.writer(fh)
+            if new:
+                w.writerow(header)
+            w.writerow(row)
+
+    def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
+        rng = all_gather_objects(capture_rng_state()) if with_state else None
+        if self.is_main:
+            ckpt: dict[str, Any] = {
+                "format": CHECKPOINT_FORMAT,
+                "kind": "classifier",
+                "version": 1,
+                "config": config_to_dict(self.cfg),
+                "class_names": list(self.train_set.class_names),
+                "model": _cpu_state(self.eval_model()),
+                "epoch": epoch,
+                "best_top1": float(self.best_top1),
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            }
+            if with_state:
+                state: dict[str, Any] = {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "schedule": self.schedule.state_dict(),
+                    "iteration": self.iteration,
+                    "rng": rng,
+                    "world_size": self.world_size,
+                }
+                if self.ema is not None:
+                    state["model"] = _cpu_state(unwrap_model(self.model))
+                    state["ema_updates"] = self.ema.updates
+                ckpt["trainer"] = state
+            save_checkpoint(ckpt, path)
+        barrier()

@@ -1,0 +1,168 @@
+"""Optimizers and learning-rate schedules.
+
+Parameters are split into three groups, as in YOLOX: normalisation weights and all biases get no weight
+decay (decaying a BN scale or a bias towards zero only fights the normalisation), every other weight does.
+
+The schedules are pure functions of the iteration number, so resuming only needs the iteration: there is
+no hidden scheduler state that could drift. :class:`YoloxSchedule` and :class:`CosineSchedule` are small
+frozen records whose ``state_dict`` lets a resumed run check that it still follows the same curve.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CosineSchedule",
+    "YoloxSchedule",
+    "build_optimizer",
+    "cosine_lr",
+    "param_groups",
+    "set_lr",
+    "yolox_lr",
+]
+
+# Normalisation layers whose affine weight must not be decayed.
+_NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Split trainable parameters into YOLOX's three groups.
+
+    Returns:
+        ``[norm weights (wd 0), other weights (wd weight_decay), biases (wd 0)]`` as optimizer param-group
+        dicts, each with a ``"name"`` entry ("norm", "weight", "bias"). Empty groups are kept so the group
+        order (and therefore a saved optimizer state) never depends on the model.
+    """
+    norm_w: list[nn.Parameter] = []
+    weights: list[nn.Parameter] = []
+    biases: list[nn.Parameter] = []
+    seen: set[int] = set()
+    for module in model.modules():
+        for pname, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:  # shared parameters are optimised once
+                continue
+            seen.add(id(p))
+            if pname == "bias":
+                biases.append(p)
+            elif isinstance(module, _NORM_TYPES):
+                norm_w.append(p)
+            else:
+                weights.append(p)
+    return [
+        {"params": norm_w, "weight_decay": 0.0, "name": "norm"},
+        {"params": weights, "weight_decay": weight_decay, "name": "weight"},
+        {"params": biases, "weight_decay": 0.0, "name": "bias"},
+    ]
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str = "sgd",
+    lr: float = 0.01,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    nesterov: bool = True,
+) -> torch.optim.Optimizer:
+    """SGD (with optional Nesterov momentum) or AdamW over :func:`param_groups`.
+
+    For AdamW, ``momentum`` is used as beta1 (0.9 by default, AdamW's usual value).
+    """
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    raise ValueError(f"optimizer {name!r}: expected 'sgd' or 'adamw'")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the same learning rate on every parameter group."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def yolox_lr(
+    iteration: int | float,
+    *,
+    base_lr: float,
+    total_iters: int,
+    warmup_iters: int | float,
+    no_aug_iters: int,
+    warmup_lr: float = 0.0,
+    min_lr_ratio: float = 0.05,
+) -> float:
+    """YOLOX's "warm cos" learning rate at ``iteration`` (0-based count of iterations done so far).
+
+    - ``iteration <= warmup_iters``: quadratic ramp ``warmup_lr + (base_lr - warmup_lr) * (it / warmup_iters)**2``;
+    - the last ``no_aug_iters`` iterations: flat at ``min_lr = base_lr * min_lr_ratio``;
+    - in between: cosine from ``base_lr`` down to ``min_lr``.
+    """
+    min_lr = base_lr * min_lr_ratio
+    if warmup_iters > 0 and iteration <= warmup_iters:
+        return (base_lr - warmup_lr) * (iteration / warmup_iters) ** 2 + warmup_lr
+    if iteration >= total_iters - no_aug_iters:
+        return min_lr
+    span = total_iters - warmup_iters - no_aug_iters
+    if span <= 0:
+        return min_lr
+    progress = (iteration - warmup_iters) / span
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def cosine_lr(
+    iteration: int | float,
+    *,
+    base_lr: float,
+    total_iters: int,
+    warmup_iters: int | float = 0,
+    warmup_lr: float = 0.0,
+    min_lr: float = 0.0,
+) -> float:
+    """Classification schedule: linear warm-up from ``warmup_lr`` to ``base_lr``, then cosine to ``min_lr``."""
+    if warmup_iters > 0 and iteration < warmup_iters:
+        return warmup_lr + (base_lr - warmup_lr) * iteration / warmup_iters
+    span = max(total_iters - warmup_iters, 1)
+    progress = min(max((iteration - warmup_iters) / span, 0.0), 1.0)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass(frozen=True)
+class YoloxSchedule:
+    """:func:`yolox_lr` bound to one run's numbers; ``schedule(it)`` is the lr for iteration ``it``."""
+
+    base_lr: float
+    total_iters: int
+    warmup_iters: float
+    no_aug_iters: int
+    warmup_lr: float = 0.0
+    min_lr_ratio: float = 0.05
+
+    def __call__(self, iteration: int | float) -> float:
+        return yolox_lr(iteration, **dataclasses.asdict(self))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"type": "yolox", **dataclasses.asdict(self)}
+
+
+@dataclass(frozen=True)
+class CosineSchedule:
+    """:func:`cosine_lr` bound to one run's numbers."""
+
+    base_lr: float
+    total_iters: int
+    warmup_iters: float = 0
+    warmup_lr: float = 0.0
+    min_lr: float = 0.0
+
+    def __call__(self, iteration: int | float) -> float:
+        return cosine_lr(iteration, **dataclasses.asdict(self))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"type": "cosine", **dataclasses.asdict(self)}

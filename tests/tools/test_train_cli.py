@@ -1,0 +1,168 @@
+"""tools/train.py and tools/pretrain.py as a user runs them: errors, --resume, and 2-process DDP with torchrun."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from cspdet.config import config_from_dict
+from cspdet.data.synthetic import make_shapes_dataset
+from cspdet.engine.trainer import Trainer
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_tool(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def descriptor(root: Path, duplicate_first: bool = False, num_train: int = 8) -> Path:
+    """``num_train`` train / 4 val 64 px shapes images in COCO layout; ``duplicate_first`` makes all train
+    images copies of the first one."""
+    data = make_shapes_dataset(root / "shapes", num_train=num_train, num_val=4, size=64, seed=0)
+    if duplicate_first:
+        ann_path = data / "annotations" / "instances_train.json"
+        ann = json.loads(ann_path.read_text())
+        first = ann["images"][0]
+        boxes = [a for a in ann["annotations"] if a["image_id"] == first["id"]]
+        images, anns = [], []
+        for i in range(num_train):
+            name = f"copy{i}.jpg"
+            shutil.copy(data / "images" / "train" / first["file_name"], data / "images" / "train" / name)
+            images.append({**first, "id": i + 1, "file_name": name})
+            anns += [{**a, "id": len(anns) + j + 1, "image_id": i + 1} for j, a in enumerate(boxes)]
+        ann_path.write_text(json.dumps({**ann, "images": images, "annotations": anns}))
+    path = root / "shapes.yaml"
+    path.write_text(
+        f"format: coco\npath: {data}\n"
+        "train: {images: images/train, annotations: annotations/instances_train.json}\n"
+        "val: {images: images/val, annotations: annotations/instances_val.json}\n"
+    )
+    return path
+
+
+def tiny_config(path: Path, dataset: Path, output_dir: Path, **train) -> Path:
+    raw = {
+        "model": {"name": "cspdarknet_s", "num_classes": 3, "depth": 0.33, "width": 0.125},
+        "data": {"dataset": str(dataset), "img_size": [64, 64], "workers": 0},
+        "train": {"epochs": 1, "batch_size": 4, "warmup_epochs": 1, "no_aug_epochs": 0, "eval_interval": 1,
+                  "output_dir": str(output_dir), "name": "cli", "log_images": 0, "device": "cpu", **train},
+        "eval": {"img_size": [64, 64], "batch_size": 4},
+    }
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_unknown_key_is_one_line_error():
+    proc = run_tool("tools/train.py", "configs/cspdarknet_yolo.yaml", "model.bogus=1")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model.bogus" in lines[0] and "Traceback" not in proc.stderr
+    proc = run_tool("tools/pretrain.py", "configs/cspdarknet_yolo.yaml", "pretrain.bogus=1")
+    assert proc.returncode != 0 and "pretrain.bogus" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def load_tool(name: str):
+    """Import tools/<name>.py as a module, to call its ``main(argv)`` in-process (no interpreter start-up)."""
+    spec = importlib.util.spec_from_file_location(f"cspdet_tool_{name}", REPO / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_then_resume_messages(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "tiny.yaml", descriptor(tmp_path), tmp_path / "runs")
+    proc = run_tool("tools/train.py", str(cfg), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    run = tmp_path / "runs" / "cli"
+    assert "done: 1 epochs" in proc.stdout and (run / "last.pt").is_file()
+    capsys.readouterr()
+    train = load_tool("train")
+    # --resume with no path takes the newest run; a finished run says so and exits cleanly
+    assert train.main([str(cfg), "--resume"]) == 0
+    assert "already finished all 1 epochs" in capsys.readouterr().err
+    assert train.main(["--resume", str(run)]) == 0  # the run's own config, no CONFIG needed
+    err = capsys.readouterr().err
+    assert "already finished" in err and str(run) in err
+    # a changed config is refused with the differing key named, in one line
+    assert train.main([str(cfg), "train.lr_per_image=0.1", "--resume", str(run / "last.pt")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.lr_per_image" in err and "config differs" in err
+    assert train.main([str(cfg), "--resume", str(tmp_path / "nowhere.pt")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_ddp_two_gloo_processes_match_single_process(tmp_path):
+    """torchrun with 2 CPU processes x batch 2 == 1 process x batch 4 (2 epochs of 1 step, eval each epoch).
+
+    All 4 training images are the same picture and augmentation is off, so each rank's batch statistics and
+    per-rank loss normalisation equal the single process's and the two runs compute the same gradients up to
+    float rounding. (Over many steps they would still drift apart: SimOTA's discrete assignment turns
+    rounding-level differences into different matches, just as it would between two single-process runs
+    with a 1e-7 perturbation; hence few steps and a relative tolerance.)
+    """
+    data = descriptor(tmp_path, duplicate_first=True, num_train=4)
+    cfg_path = tiny_config(tmp_path / "ddp.yaml", data, tmp_path / "runs", epochs=2, warmup_epochs=1)
+    raw = yaml.safe_load(cfg_path.read_text())
+    raw["data"].update({"mosaic_prob": 0.0, "mixup_prob": 0.0, "hsv_prob": 0.0, "flip_prob": 0.0})
+    cfg_path.write_text(yaml.safe_dump(raw))
+
+    proc = run_tool("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "tools/train.py",
+                    str(cfg_path), "train.name=ddp", "--no-progress", timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("done: 2 epochs") == 1  # rank 0 reports; the other rank stays quiet
+    ddp = torch.load(tmp_path / "runs" / "ddp" / "last.pt", weights_only=True)
+    assert ddp["trainer"]["world_size"] == 2 and len(ddp["trainer"]["rng"]) == 2
+    assert ddp["trainer"]["iteration"] == 2  # 4 images / global batch 4, 2 epochs
+
+    cfg = config_from_dict(raw)
+    start = {k: v.detach().clone() for k, v in
+             Trainer(cfg, run_dir=tmp_path / "runs" / "init", progress=False).model.named_parameters()}
+    Trainer(cfg, run_dir=tmp_path / "runs" / "single", progress=False).fit()
+    ref = torch.load(tmp_path / "runs" / "single" / "last.pt", weights_only=True)
+    for part in ("raw", "ema"):
+        a = ddp["trainer"]["model"] if part == "raw" else ddp["model"]
+        b = ref["trainer"]["model"] if part == "raw" else ref["model"]
+        delta_ddp = torch.cat([(a[k] - start[k]).flatten() for k in start])
+        delta_one = torch.cat([(b[k] - start[k]).flatten() for k in start])
+        rel = ((delta_ddp - delta_one).norm() / delta_one.norm()).item()
+        max_abs = (delta_ddp - delta_one).abs().max().item()
+        print(f"DDP vs single ({part}): relative update difference {rel:.2e}, max |dw| {max_abs:.2e}, "
+              f"weights moved up to {delta_one.abs().max().item():.3g}")
+        assert delta_one.abs().max().item() > 1e-3  # training changed the weights: agreement is not trivial
+        assert rel < 1e-3
+    assert ddp["metrics"].keys() == ref["metrics"].keys() and "AP" in ddp["metrics"]
+
+
+def test_pretrain_cli(tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name, colour in (("a", (200, 30, 30)), ("b", (30, 30, 200))):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for i in range(4):
+                image = np.clip(rng.normal(colour, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{i}.jpg"), image)
+    cfg = tmp_path / "pre.yaml"
+    cfg.write_text(yaml.safe_dump({"pretrain": {
+        "model": "custom", "stem_channels": 8, "stage_defs": [[1, 8, "darknet", True], [1, 16, "resnet", True]],
+        "data": str(tmp_path / "data"), "img_size": 32, "epochs": 1, "batch_size": 4, "workers": 0,
+        "device": "cpu", "output_dir": str(tmp_path / "runs"), "name": "pre"}}))
+    proc = run_tool("tools/pretrain.py", str(cfg), "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "best top-1" in proc.stdout and (tmp_path / "runs" / "pre" / "best.pt").is_file()
+    assert load_tool("pretrain").main([str(cfg), "--resume", str(tmp_path / "runs" / "pre")]) == 0
+    assert "already finished all 1 epochs" in capsys.readouterr().err
