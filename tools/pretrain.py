@@ -39,27 +39,13 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from cspdet.engine.checkpoint import CheckpointError
     from cspdet.engine.classify import ClassifierTrainer
-    from cspdet.engine.distributed import destroy_distributed, env_dist_info
-    from cspdet.engine.trainer import NonFiniteLossError, ResumeError, RunFinished
+    from cspdet.engine.run import run_training_cli
 
-    try:
-        summary = ClassifierTrainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
-    except RunFinished as err:
-        print(err, file=sys.stderr)
-        return 0
-    except (ConfigError, CheckpointError, ResumeError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
-    except KeyboardInterrupt:
-        print("interrupted: resume with --resume (continues from the last saved epoch)", file=sys.stderr)
-        return 130
-    finally:
-        destroy_distributed()
-    if env_dist_info().is_main:
-        print(f"done: {summary['epoch']} epochs, best top-1 {summary['best_top1']:.2f}%, run {summary['run_dir']}")
-    return 0
+    return run_training_cli(
+        lambda: ClassifierTrainer(cfg, resume=args.resume, progress=not args.no_progress).fit(),
+        lambda s: f"done: {s['epoch']} epochs, best top-1 {s['best_top1']:.2f}%, run {s['run_dir']}",
+    )
 
 
 if __name__ == "__main__":

@@ -59,51 +59,30 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-    from cspdet.data.problems import DatasetError
-    from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
-    from cspdet.engine.distributed import destroy_distributed, env_dist_info
-    from cspdet.engine.trainer import (
-        NonFiniteLossError,
-        ResumeError,
-        RunFinished,
-        Trainer,
-        config_from_checkpoint,
-        find_resume_checkpoint,
-    )
+    from cspdet.engine.checkpoint import load_checkpoint
+    from cspdet.engine.run import run_training_cli
+    from cspdet.engine.trainer import Trainer, config_from_checkpoint, find_resume_checkpoint
 
-    try:
+    def train() -> dict:
         if args.config is None:
             # --resume without a config: the run's own config, plus any overrides of resume-safe keys.
             base = load_config(None, args.overrides)
             path = find_resume_checkpoint(args.resume, base.train.output_dir)
-            cfg = config_from_checkpoint(load_checkpoint(path, kind="detector"), path)
+            run_cfg = config_from_checkpoint(load_checkpoint(path, kind="detector"), path)
             if args.overrides:
                 from cspdet.config import config_from_dict, config_to_dict, parse_override
 
-                raw = config_to_dict(cfg)
+                raw = config_to_dict(run_cfg)
                 for text in args.overrides:
                     key, value = parse_override(text)
                     section, _, name = key.partition(".")
                     raw.setdefault(section, {})[name] = value
-                cfg = config_from_dict(raw, source="on the command line")
-            resume = path
-        else:
-            resume = args.resume
-        summary = Trainer(cfg, resume=resume, progress=not args.no_progress).fit()
-    except RunFinished as err:
-        print(err, file=sys.stderr)
-        return 0
-    except (ConfigError, CheckpointError, ResumeError, DatasetError, NonFiniteLossError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ConfigError) else 1
-    except KeyboardInterrupt:
-        print("interrupted: resume with --resume (continues from the last saved epoch)", file=sys.stderr)
-        return 130
-    finally:
-        destroy_distributed()
-    if env_dist_info().is_main:
-        print(f"done: {summary['epoch']} epochs, best AP {summary['best_ap']:.4f}, run {summary['run_dir']}")
-    return 0
+                run_cfg = config_from_dict(raw, source="on the command line")
+            return Trainer(run_cfg, resume=path, progress=not args.no_progress).fit()
+        return Trainer(cfg, resume=args.resume, progress=not args.no_progress).fit()
+
+    return run_training_cli(
+        train, lambda s: f"done: {s['epoch']} epochs, best AP {s['best_ap']:.4f}, run {s['run_dir']}")
 
 
 if __name__ == "__main__":

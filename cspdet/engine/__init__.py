@@ -1,5 +1,55 @@
-"""Training, evaluation, inference and checkpoint I/O."""
+"""Training, evaluation, inference and checkpoint I/O.
+
+The main API, importable from here::
+
+    from cspdet.engine import Trainer, ClassifierTrainer, COCOEvaluator, Predictor, build_detector
+
+Checkpoint I/O is imported at once; everything else loads on first use, so ``import cspdet.engine`` does
+not pull in the models, pycocotools, OpenCV or TensorBoard until they are needed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from .checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
 
-__all__ = ["CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint"]
+if TYPE_CHECKING:
+    from .build import build_detector, detector_from_checkpoint
+    from .classify import ClassifierTrainer, build_classifier
+    from .evaluator import COCOEvaluator, EvaluationError
+    from .predictor import Predictor, Results
+    from .run import NonFiniteLossError, ResumeError, RunFinished
+    from .trainer import Trainer
+
+# name -> submodule that defines it (imported on first attribute access)
+_LAZY = {
+    "Trainer": "trainer",
+    "ClassifierTrainer": "classify",
+    "build_classifier": "classify",
+    "COCOEvaluator": "evaluator",
+    "EvaluationError": "evaluator",
+    "Predictor": "predictor",
+    "Results": "predictor",
+    "build_detector": "build",
+    "detector_from_checkpoint": "build",
+    "NonFiniteLossError": "run",
+    "ResumeError": "run",
+    "RunFinished": "run",
+}
+
+__all__ = ["CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip __getattr__
+        return value
+    # AttributeError (not ImportError) lets ``from cspdet.engine import <submodule>`` fall back to importing it.
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -2,8 +2,9 @@
 
 The usual ImageNet recipe on an ImageFolder dataset: random resized crop + flip, label smoothing, linear
 warm-up then cosine, SGD (Nesterov) or AdamW with no decay on norm weights and biases, optional EMA, AMP on
-CUDA / bf16 on CPU, top-1 / top-5 on the val split. The loop mirrors :class:`cspdet.engine.trainer.Trainer`
-(same run directory layout, exact resume, rank-0-only files, DDP under torchrun).
+CUDA / bf16 on CPU, top-1 / top-5 on the val split. The run bookkeeping (run directory layout, exact resume,
+rank-0-only files, DDP under torchrun, checkpoint writing) is shared with :class:`cspdet.engine.trainer.Trainer`
+through :class:`cspdet.engine.run.TrainingRun`.
 
 The checkpoint has ``"kind": "classifier"`` and the CSPNet ``state_dict`` under ``"model"`` (EMA weights when
 EMA is on). A detector whose backbone has the same architecture loads it with ``model.weights: <run>/best.pt``
@@ -12,7 +13,6 @@ EMA is on). A detector whose backbone has the same architecture loads it with ``
 
 from __future__ import annotations
 
-import csv
 import os
 import time
 from pathlib import Path
@@ -22,23 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, ConfigError, PretrainConfig, config_to_dict, save_config
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed, select_device
-from .ema import ModelEMA, unwrap_model
+from ..config import Config, ConfigError, PretrainConfig, config_to_dict
+from .distributed import all_reduce_sum
+from .ema import ModelEMA
 from .optim import CosineSchedule, build_optimizer, set_lr
-from .trainer import (
-    NonFiniteLossError,
-    ResumeError,
-    RunFinished,
-    _config_diff,
-    _cpu_state,
-    _new_run_dir,
-    capture_rng_state,
-    find_resume_checkpoint,
-    restore_rng_state,
-    seed_everything,
-)
+from .run import NonFiniteLossError, RunFinished, TrainingRun, all_reduce_finite, restore_rng_state, seed_everything
 
 __all__ = ["ClassifierTrainer", "IMAGENET_MEAN", "IMAGENET_STD", "build_classifier", "evaluate_classifier"]
 
@@ -133,7 +121,7 @@ def _norm_tensors(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
-class ClassifierTrainer:
+class ClassifierTrainer(TrainingRun):
     """Pretrains a CSPNet classifier from ``cfg.pretrain``.
 
     Args:
@@ -142,6 +130,8 @@ class ClassifierTrainer:
         run_dir: explicit output directory (default ``pretrain.output_dir/pretrain.name``, numbered if taken).
         progress: tqdm bar per epoch on rank 0.
     """
+
+    kind = "classifier"
 
     def __init__(
         self,
@@ -154,22 +144,13 @@ class ClassifierTrainer:
 
         self.cfg = cfg
         p = cfg.pretrain
-        self.dist = init_distributed(p.device)
-        self.rank, self.world_size = self.dist.rank, self.dist.world_size
-        self.is_main = self.rank == 0
-        self.device = select_device(p.device, self.dist.local_rank)
+        self._setup_process(p.device)
         self.progress = progress
         if p.batch_size % self.world_size:
             raise ConfigError(f"pretrain.batch_size: {p.batch_size} is not divisible by {self.world_size} processes")
         resume_ckpt = self._load_resume(resume) if resume is not None else None
         seed_everything(p.seed + self.rank)
-        if resume_ckpt is not None:
-            self.run_dir = Path(self.resume_path).parent
-        elif run_dir is not None:
-            self.run_dir = Path(run_dir)
-        else:
-            new_dir = _new_run_dir(p.output_dir, p.name, p.exist_ok) if self.is_main else None
-            self.run_dir = Path(broadcast_object(new_dir))
+        self._setup_run_dir(resume_ckpt is not None, run_dir, p.output_dir, p.name, p.exist_ok)
 
         root = Path(p.data)
         try:
@@ -196,82 +177,34 @@ class ClassifierTrainer:
                                        warmup_iters=p.warmup_epochs * self.iters_per_epoch, warmup_lr=p.warmup_lr,
                                        min_lr=p.lr * p.min_lr_ratio)
         self.ema = ModelEMA(model, p.ema_decay) if p.ema else None
-        self.use_amp = p.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        if self.device.type == "cuda":
-            self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
-        else:
-            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=p.bf16)
+        self._setup_amp(p.amp, p.bf16)
         self.start_epoch = 0
         self.iteration = 0
         self.best_top1 = -1.0
         self.rng_state: dict[str, Any] | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
-        if self.world_size > 1:
-            ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
-            self.model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
-
-        self.writer = None
-        self.csv_path = self.run_dir / "results.csv"
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1 if resume_ckpt else None)
-            if resume_ckpt is not None and self.csv_path.is_file():
-                with self.csv_path.open(newline="") as fh:
-                    rows = list(csv.reader(fh))
-                kept = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= self.start_epoch]
-                with self.csv_path.open("w", newline="") as fh:
-                    csv.writer(fh).writerows(kept)
-
-    def _log(self, message: str) -> None:
-        if self.is_main:
-            print(message, flush=True)
+        self._wrap_ddp()
+        # Unlike the detector, results.csv is only trimmed on resume (a reused run_dir keeps its rows).
+        self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=resume_ckpt is not None)
 
     def _load_resume(self, resume: str | os.PathLike) -> dict[str, Any]:
-        path = find_resume_checkpoint(resume, self.cfg.pretrain.output_dir)
-        self.resume_path = path
-        try:
-            ckpt = load_checkpoint(path, kind="classifier")
-        except CheckpointError as err:
-            raise ResumeError(f"--resume: {err}") from None
-        if "trainer" not in ckpt:
-            raise ResumeError(f"--resume: {path} holds weights only (no trainer state); resume from a last.pt")
-        old = {"pretrain": ckpt["config"].get("pretrain") or {}}
-        new = {"pretrain": config_to_dict(self.cfg)["pretrain"]}
-        diffs = [d for d in _config_diff(old, new) if d[0] not in ("pretrain.workers", "pretrain.device")]
-        if diffs:
-            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:6])
-            raise ResumeError(f"--resume: the config differs from the one {path} was trained with: {shown}. "
-                              "Resume with the run's own config")
+        ckpt = self._open_resume_checkpoint(resume, self.cfg.pretrain.output_dir)
+        path = self.resume_path
+        # Only the pretrain section matters here; the detection sections of the file may change freely.
+        self._check_resume_config(
+            {"pretrain": ckpt["config"].get("pretrain") or {}}, {"pretrain": config_to_dict(self.cfg)["pretrain"]},
+            ("pretrain.workers", "pretrain.device"), "Resume with the run's own config",
+        )
         if int(ckpt["epoch"]) >= self.cfg.pretrain.epochs:
             raise RunFinished(f"--resume: run {path.parent} already finished all {self.cfg.pretrain.epochs} epochs "
                               f"(best top-1 {float(ckpt.get('best_top1', -1)):.2f}%); nothing to do")
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        state = ckpt["trainer"]
-        self.model.load_state_dict(state.get("model", ckpt["model"]))
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            if "ema_updates" in state:
-                self.ema.load_state_dict({"model": ckpt["model"], "updates": state["ema_updates"]})
-            else:
-                self.ema = ModelEMA(self.model, self.cfg.pretrain.ema_decay)
-        self.start_epoch = int(ckpt["epoch"])
-        self.iteration = int(state["iteration"])
+        self._restore_training_state(ckpt, self.cfg.pretrain.ema_decay)
         self.best_top1 = float(ckpt.get("best_top1", -1.0))
-        rng = state.get("rng") or []
-        if len(rng) == self.world_size:
-            self.rng_state = rng[self.rank]
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch}")
-
-    def eval_model(self) -> nn.Module:
-        return self.ema.ema if self.ema is not None else unwrap_model(self.model)
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train to ``pretrain.epochs`` (or only up to epoch ``stop_after``, to be resumed later).
@@ -304,18 +237,14 @@ class ClassifierTrainer:
 
     def _train_epoch(self, epoch: int) -> tuple[float, float, float, float]:
         p = self.cfg.pretrain
-        self.train_set.set_epoch(epoch)
-        self.train_loader.sampler.set_epoch(epoch)
+        self._set_epoch(epoch)
         self.model.train()
         mean, std = _norm_tensors(self.device)
-        bar = None
-        if self.is_main and self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{p.epochs}", dynamic_ncols=True)
+        bar = self._progress_bar(epoch, p.epochs)
         loss_sum = correct = seen = 0.0
         lr = self.schedule(self.iteration)
         start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(self.train_loader):
             lr = self.schedule(self.iteration)
             set_lr(self.optimizer, lr)
@@ -324,31 +253,22 @@ class ClassifierTrainer:
             with self.autocast:
                 logits = self.model(images)
             loss = F.cross_entropy(logits.float(), labels, label_smoothing=p.label_smoothing)
-            stats = all_reduce_sum(torch.stack([
-                torch.nan_to_num(loss.detach(), nan=0.0, posinf=0.0, neginf=0.0),
-                (~torch.isfinite(loss.detach())).float(),
-                (logits.detach().argmax(1) == labels).float().sum(),
-            ])).cpu().tolist()
-            if stats[1]:
+            correct_local = (logits.detach().argmax(1) == labels).float().sum()
+            sums, bad = all_reduce_finite(torch.stack([loss.detach(), correct_local]))
+            loss_total, correct_total = sums.tolist()
+            if bad[0]:
                 raise NonFiniteLossError(f"classification loss became non-finite at epoch {epoch + 1}, iteration "
                                          f"{i + 1}; lower pretrain.lr or set pretrain.grad_clip")
-            self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
-            if p.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_(self.model.parameters(), p.grad_clip)
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            if self.ema is not None:
-                self.ema.update(self.model)
+            self._optimizer_step(p.grad_clip)
             self.iteration += 1
             batch_total = len(labels) * self.world_size
-            loss_sum += stats[0] / self.world_size
-            correct += stats[2]
+            loss_sum += loss_total / self.world_size
+            correct += correct_total
             seen += batch_total
             if self.is_main:
                 if i % 10 == 0:
-                    self.writer.add_scalar("train/loss", stats[0] / self.world_size, self.iteration)
+                    self.writer.add_scalar("train/loss", loss_total / self.world_size, self.iteration)
                     self.writer.add_scalar("train/lr", lr, self.iteration)
                 if bar is not None:
                     rate = seen / max(time.perf_counter() - start, 1e-9)
@@ -365,39 +285,7 @@ class ClassifierTrainer:
         row = [epoch, f"{lr:.6g}", f"{train_loss:.5f}", f"{train_top1:.3f}"]
         row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in ("loss", "top1", "top5")]
         row.append(f"{seconds:.1f}")
-        new = not self.csv_path.is_file()
-        with self.csv_path.open("a", newline="") as fh:
-            w = csv.writer(fh)
-            if new:
-                w.writerow(header)
-            w.writerow(row)
+        self._append_result_row(header, row)
 
-    def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
-        rng = all_gather_objects(capture_rng_state()) if with_state else None
-        if self.is_main:
-            ckpt: dict[str, Any] = {
-                "format": CHECKPOINT_FORMAT,
-                "kind": "classifier",
-                "version": 1,
-                "config": config_to_dict(self.cfg),
-                "class_names": list(self.train_set.class_names),
-                "model": _cpu_state(self.eval_model()),
-                "epoch": epoch,
-                "best_top1": float(self.best_top1),
-                "metrics": {k: float(v) for k, v in metrics.items()},
-            }
-            if with_state:
-                state: dict[str, Any] = {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "schedule": self.schedule.state_dict(),
-                    "iteration": self.iteration,
-                    "rng": rng,
-                    "world_size": self.world_size,
-                }
-                if self.ema is not None:
-                    state["model"] = _cpu_state(unwrap_model(self.model))
-                    state["ema_updates"] = self.ema.updates
-                ckpt["trainer"] = state
-            save_checkpoint(ckpt, path)
-        barrier()
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return {"class_names": list(self.train_set.class_names), "best_top1": float(self.best_top1)}

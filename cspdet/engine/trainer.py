@@ -19,11 +19,8 @@ writes files, logs or shows progress.
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
-import random
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,19 +28,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import Config, ConfigError, config_from_dict, config_to_dict, save_config
+from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from .distributed import (
-    all_gather_objects,
-    all_reduce_sum,
-    barrier,
-    broadcast_object,
-    init_distributed,
-    select_device,
-)
 from .ema import ModelEMA, unwrap_model
 from .optim import YoloxSchedule, build_optimizer, set_lr
+# The run bookkeeping shared with the classifier lives in .run; the names below stay importable from here.
+from .run import (  # noqa: F401
+    CHECKPOINT_VERSION,
+    RUN_OUTPUTS,
+    NonFiniteLossError,
+    ResumeError,
+    RunFinished,
+    TrainingRun,
+    all_reduce_finite,
+    capture_rng_state,
+    find_resume_checkpoint,
+    restore_rng_state,
+    seed_everything,
+)
+from .run import new_run_dir as _new_run_dir  # noqa: F401  (its old private name)
 
 __all__ = [
     "LOSS_KEYS",
@@ -59,7 +62,6 @@ __all__ = [
 ]
 
 LOSS_KEYS = ("loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss")
-CHECKPOINT_VERSION = 1
 # Config keys that may differ on resume without changing the trained weights.
 RESUME_SAFE_KEYS = frozenset({
     "data.workers", "data.cache", "data.strict", "train.device", "train.log_images", "train.save_interval",
@@ -67,101 +69,10 @@ RESUME_SAFE_KEYS = frozenset({
 })
 
 
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/Inf; the message names the epoch, iteration, batch and loss term."""
-
-
-class ResumeError(RuntimeError):
-    """A run cannot be resumed (no checkpoint, wrong kind of file, or a changed config)."""
-
-
-class RunFinished(RuntimeError):
-    """``--resume`` of a run that already trained all its epochs."""
-
-
-# ------------------------------------------------------------------------------------------------- RNG
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA) RNG states as ``weights_only``-loadable plain data."""
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": _to_plain(random.getstate()),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    np.random.set_state({
-        "bit_generator": np_state["bit_generator"],
-        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-        "has_gauss": np_state["has_gauss"],
-        "gauss": np_state["gauss"],
-    })
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _to_plain(obj: Any) -> Any:
-    if isinstance(obj, tuple):
-        return [_to_plain(o) for o in obj]
-    return obj
-
-
-# ---------------------------------------------------------------------------------------------- resume
-
-
-def find_resume_checkpoint(resume: str | os.PathLike | bool, output_dir: str | os.PathLike) -> Path:
-    """Resolve ``--resume``: a ``last.pt`` file, a run directory, or ``True`` for the newest run's ``last.pt``."""
-    if resume is True or resume == "":
-        candidates = sorted(Path(output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise ResumeError(f"--resume: no run with a last.pt under {output_dir}; give the checkpoint path")
-        return candidates[-1]
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise ResumeError(f"--resume: {path} not found")
-    return path
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    diffs = []
-    for section in sorted(set(old) | set(new)):
-        a, b = old.get(section) or {}, new.get(section) or {}
-        for key in sorted(set(a) | set(b)):
-            if a.get(key) != b.get(key):
-                diffs.append((f"{section}.{key}", a.get(key), b.get(key)))
-    return diffs
-
-
 # --------------------------------------------------------------------------------------------- trainer
 
 
-class Trainer:
+class Trainer(TrainingRun):
     """Trains a detector from a :class:`~cspdet.config.Config`.
 
     Args:
@@ -178,6 +89,8 @@ class Trainer:
         summary = Trainer(cfg).fit()   # {"epoch": 5, "best_ap": ..., "run_dir": ...}
     """
 
+    kind = "detector"
+
     def __init__(
         self,
         cfg: Config,
@@ -187,10 +100,7 @@ class Trainer:
     ):
         self.cfg = cfg
         tcfg = cfg.train
-        self.dist = init_distributed(tcfg.device)
-        self.rank, self.world_size = self.dist.rank, self.dist.world_size
-        self.is_main = self.rank == 0
-        self.device = select_device(tcfg.device, self.dist.local_rank)
+        self._setup_process(tcfg.device)
         self.progress = progress
 
         resume_ckpt = self._load_resume(resume) if resume is not None else None
@@ -204,14 +114,7 @@ class Trainer:
         self.base_lr = tcfg.lr_per_image * tcfg.batch_size * self.accumulate
         seed_everything(tcfg.seed + self.rank)
 
-        # ---- run directory (rank 0 decides, everyone agrees)
-        if resume_ckpt is not None:
-            self.run_dir = Path(self.resume_path).parent
-        elif run_dir is not None:
-            self.run_dir = Path(run_dir)
-        else:
-            self.run_dir = Path(broadcast_object(
-                _new_run_dir(tcfg.output_dir, tcfg.name, tcfg.exist_ok) if self.is_main else None))
+        self._setup_run_dir(resume_ckpt is not None, run_dir, tcfg.output_dir, tcfg.name, tcfg.exist_ok)
 
         # ---- data
         from ..data import build_dataset, build_train_loader, build_val_loader
@@ -265,12 +168,7 @@ class Trainer:
             min_lr_ratio=tcfg.min_lr_ratio,
         )
         self.ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema else None
-        self.use_amp = tcfg.amp and self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        if self.device.type == "cuda":
-            self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
-        else:
-            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=tcfg.bf16)
+        self._setup_amp(tcfg.amp, tcfg.bf16)
 
         self.start_epoch = 0
         self.iteration = 0  # optimizer-independent count of training iterations done
@@ -278,47 +176,23 @@ class Trainer:
         self.rng_state: dict[str, Any] | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
-        if self.world_size > 1:
-            ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
-            self.model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+        self._wrap_ddp()
 
         self.evaluator = None
-        self.writer = None
-        self.csv_path = self.run_dir / "results.csv"
-        if self.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.run_dir / "config.yaml")
-            from torch.utils.tensorboard import SummaryWriter
+        # Every run trims results.csv to the epochs its checkpoint covers (none for a new run), so rows of
+        # a killed or earlier run in the same directory never mix with this one's.
+        self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=True)
 
-            # purge_step drops events a killed run logged after its last checkpoint.
-            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1 if resume_ckpt else None)
-            self._prepare_csv()
-
-    # ----------------------------------------------------------------------------------------- setup
-
-    def _log(self, message: str) -> None:
-        if self.is_main and message:
-            print(message, flush=True)
+    # ---------------------------------------------------------------------------------------- resume
 
     def _load_resume(self, resume: str | os.PathLike) -> dict[str, Any]:
-        path = find_resume_checkpoint(resume, self.cfg.train.output_dir)
-        self.resume_path = path
-        try:
-            ckpt = load_checkpoint(path, kind="detector")
-        except CheckpointError as err:
-            raise ResumeError(f"--resume: {err}") from None
-        if "trainer" not in ckpt:
-            raise ResumeError(f"--resume: {path} holds weights only (no trainer state); resume from a last.pt")
-        old = ckpt["config"]
-        diffs = [d for d in _config_diff(old, config_to_dict(self.cfg)) if d[0] not in RESUME_SAFE_KEYS]
-        if diffs:
-            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:6])
-            more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
-            raise ResumeError(
-                f"--resume: the config differs from the one {path} was trained with: {shown}{more}. "
-                "Resume with the run's own config (omit CONFIG and overrides), or start a new run with "
-                f"model.weights={path}"
-            )
+        ckpt = self._open_resume_checkpoint(resume, self.cfg.train.output_dir)
+        path = self.resume_path
+        self._check_resume_config(
+            ckpt["config"], config_to_dict(self.cfg), RESUME_SAFE_KEYS,
+            "Resume with the run's own config (omit CONFIG and overrides), or start a new run with "
+            f"model.weights={path}",
+        )
         epochs = self.cfg.train.epochs
         if int(ckpt["epoch"]) >= epochs:
             raise RunFinished(
@@ -335,42 +209,15 @@ class Trainer:
         return ckpt
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
-        state = ckpt["trainer"]
-        model = unwrap_model(self.model)
-        model.load_state_dict(state["model"] if "model" in state else ckpt["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            if "ema_updates" in state:
-                self.ema.load_state_dict({"model": ckpt["model"], "updates": state["ema_updates"]})
-            else:  # the run had EMA off: start the average at the current weights
-                self.ema = ModelEMA(model, self.cfg.train.ema_decay)
-        saved_schedule = state.get("schedule")
+        self._restore_training_state(ckpt, self.cfg.train.ema_decay)
+        saved_schedule = ckpt["trainer"].get("schedule")
         if saved_schedule is not None and saved_schedule != self.schedule.state_dict():
             self._log(
                 f"resume: learning-rate schedule changed (saved {saved_schedule}, now {self.schedule.state_dict()}); "
                 "following the new one"
             )
-        self.start_epoch = int(ckpt["epoch"])
-        self.iteration = int(state["iteration"])
         self.best_ap = float(ckpt.get("best_ap", -1.0))
-        rng = state.get("rng") or []
-        if len(rng) == self.world_size:
-            self.rng_state = rng[self.rank]
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch} (iteration {self.iteration})")
-
-    def _prepare_csv(self) -> None:
-        # Keep only rows of epochs the checkpoint covers: a run killed after writing a row but before
-        # saving would otherwise repeat that epoch.
-        if not self.csv_path.is_file():
-            return
-        with self.csv_path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
-        if not rows:
-            return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.start_epoch]
-        with self.csv_path.open("w", newline="") as fh:
-            csv.writer(fh).writerows(kept)
 
     # -------------------------------------------------------------------------------------- training
 
@@ -420,21 +267,12 @@ class Trainer:
         tcfg = self.cfg.train
         if epoch >= self.no_aug_start:
             self._start_no_aug(epoch)
-        if hasattr(self.train_loader.dataset, "set_epoch"):
-            self.train_loader.dataset.set_epoch(epoch)
-        sampler = getattr(self.train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
+        self._set_epoch(epoch)
         self.model.train()
         sums = dict.fromkeys(LOSS_KEYS, 0.0)
         count = 0
         lr = self.schedule(self.iteration + 1)
-        bar = None
-        if self.is_main and self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{tcfg.epochs}", dynamic_ncols=True,
-                       leave=True)
+        bar = self._progress_bar(epoch, tcfg.epochs)
         start = time.perf_counter()
         images_seen = 0
         self.optimizer.zero_grad(set_to_none=True)
@@ -452,7 +290,7 @@ class Trainer:
                 values = self._check_losses(out, batch, epoch, i)
                 self.scaler.scale(out["loss"].float() / group_size).backward()
             if step_now:
-                self._optimizer_step()
+                self._optimizer_step(tcfg.grad_clip)
             self.iteration += 1
             for key, value in zip(LOSS_KEYS, values):
                 sums[key] += value
@@ -507,14 +345,11 @@ class Trainer:
         """Loss values averaged over ranks; raises :class:`NonFiniteLossError` on every rank if any is NaN/Inf."""
         local = torch.stack([out[k].detach().float().reshape(()) if k in out else torch.zeros((), device=self.device)
                              for k in LOSS_KEYS])
-        bad = ~torch.isfinite(local)
-        packed = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), bad.float()])
-        total = all_reduce_sum(packed).cpu()
-        n = len(LOSS_KEYS)
-        if bool(total[n:].any()):
-            terms = [k for k, flag in zip(LOSS_KEYS, total[n:].tolist()) if flag and k != "loss"] or ["loss"]
+        total, bad_counts = all_reduce_finite(local)
+        if bool(bad_counts.any()):
+            terms = [k for k, flag in zip(LOSS_KEYS, bad_counts.tolist()) if flag and k != "loss"] or ["loss"]
             where = f"epoch {epoch + 1}, iteration {i + 1}/{self.iters_per_epoch}"
-            if bool(bad.any()):
+            if not bool(torch.isfinite(local).all()):  # this rank diverged: name the batch
                 ids = batch["image_ids"].tolist() if "image_ids" in batch else "?"
                 detail = ", ".join(f"{k}={v}" for k, v in zip(LOSS_KEYS, local.tolist()))
                 msg = (f"loss became non-finite at {where} in term(s) {', '.join(terms)} ({detail}); "
@@ -525,23 +360,9 @@ class Trainer:
                 msg + ". Stopped instead of training on garbage: lower train.lr_per_image, set train.grad_clip, "
                 "or check these images' labels"
             )
-        return (total[:n] / self.world_size).tolist()
-
-    def _optimizer_step(self) -> None:
-        if self.cfg.train.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.model)
+        return (total / self.world_size).tolist()
 
     # ------------------------------------------------------------------------------------ evaluation
-
-    def eval_model(self) -> nn.Module:
-        """The model evaluated and saved as "best": the EMA copy when EMA is on."""
-        return self.ema.ema if self.ema is not None else unwrap_model(self.model)
 
     def evaluate(self, epoch: int) -> dict[str, float]:
         """COCO box stats of the EMA model on the val set (keys AP, AP50, ...). Every rank must call this:
@@ -595,72 +416,14 @@ class Trainer:
         row = [epoch, f"{lr:.6g}", *(f"{losses[k]:.5f}" for k in LOSS_KEYS)]
         row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in header[2 + len(LOSS_KEYS):-1]]
         row.append(f"{seconds:.1f}")
-        new = not self.csv_path.is_file()
-        with self.csv_path.open("a", newline="") as fh:
-            writer = csv.writer(fh)
-            if new:
-                writer.writerow(header)
-            writer.writerow(row)
+        self._append_result_row(header, row)
 
-    def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
-        # Gather every rank's RNG state (a collective: all ranks call it), then rank 0 writes.
-        rng = all_gather_objects(capture_rng_state()) if with_state else None
-        if self.is_main:
-            model = unwrap_model(self.model)
-            ckpt: dict[str, Any] = {
-                "format": CHECKPOINT_FORMAT,
-                "kind": "detector",
-                "version": CHECKPOINT_VERSION,
-                "config": config_to_dict(self.cfg),
-                "class_names": list(self.train_set.class_names),
-                "category_ids": [int(c) for c in self.train_set.category_ids],
-                "model": _cpu_state(self.eval_model()),
-                "epoch": epoch,
-                "best_ap": float(self.best_ap),
-                "metrics": {k: float(v) for k, v in metrics.items()},
-            }
-            if with_state:
-                state: dict[str, Any] = {
-                    "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "schedule": self.schedule.state_dict(),
-                    "iteration": self.iteration,
-                    "rng": rng,
-                    "world_size": self.world_size,
-                }
-                if self.ema is not None:
-                    state["model"] = _cpu_state(model)
-                    state["ema_updates"] = self.ema.updates
-                ckpt["trainer"] = state
-            save_checkpoint(ckpt, path)
-        barrier()
-
-
-def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-
-
-RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*")
-
-
-def _new_run_dir(output_dir: str, name: str, exist_ok: bool = False) -> str:
-    """``output_dir/name``, or ``name2``, ``name3``... when that directory already holds a run.
-
-    With ``exist_ok`` the directory is reused and the previous run's outputs (:data:`RUN_OUTPUTS`) are
-    deleted, so checkpoints, results rows and TensorBoard curves of two runs never mix.
-    """
-    base = Path(output_dir) / name
-    if exist_ok:
-        for pattern in RUN_OUTPUTS:
-            for old in base.glob(pattern):
-                if old.is_file():
-                    old.unlink()
-        return str(base)
-    candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = base.with_name(f"{name}{n}")
-    return str(candidate)
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        return {
+            "class_names": list(self.train_set.class_names),
+            "category_ids": [int(c) for c in self.train_set.category_ids],
+            "best_ap": float(self.best_ap),
+        }
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:

@@ -93,8 +93,11 @@ def _rename(key: str) -> tuple[str | None, int | None]:
 
 def _bgr_to_rgb_stem(weight: Tensor) -> Tensor:
     """Reverse the colour order of the stem conv's input channels (groups of 3 after space-to-depth)."""
-    if weight.shape[1] % 3:
-        raise YoloxWeightsError(f"{_STEM_WEIGHT}: expected a multiple of 3 input channels, got {weight.shape[1]}")
+    if weight.dim() != 4 or weight.shape[1] % 3:
+        raise YoloxWeightsError(
+            f"{_STEM_WEIGHT}: expected a 4-D conv weight with a multiple of 3 input channels, "
+            f"got shape {tuple(weight.shape)}"
+        )
     index = torch.arange(weight.shape[1]).view(-1, 3).flip(1).flatten()
     return weight[:, index]
 

@@ -122,3 +122,9 @@ def test_unplaceable_and_missing_keys_are_listed():
     assert "backbone.mystery.weight" in message
     n_missing = len(det.state_dict()) - 1
     assert f"detector keys not in the checkpoint ({n_missing})" in message
+
+
+def test_malformed_stem_weight_is_a_clear_error():
+    det = create_detector("cspdarknet_nano")
+    with pytest.raises(YoloxWeightsError, match=r"4-D conv weight .* got shape \(16, 12\)"):
+        load_yolox_weights(det, {"backbone.backbone.stem.conv.conv.weight": torch.zeros(16, 12)})

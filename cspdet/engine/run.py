@@ -1,0 +1,426 @@
+"""What the detection :class:`~cspdet.engine.trainer.Trainer` and the classification
+:class:`~cspdet.engine.classify.ClassifierTrainer` share: one training *run* on one or more processes.
+
+A run owns a directory (``config.yaml``, ``last.pt``, ``best.pt``, ``results.csv``, TensorBoard events), can be
+stopped and resumed exactly, and under ``torchrun`` only rank 0 writes files or prints. The two trainers
+differ in data, model, loss, schedule and metrics; the bookkeeping around them lives here so that both keep
+the same run layout, checkpoint format and resume rules:
+
+- RNG seeding, capture and restore (:func:`seed_everything`, :func:`capture_rng_state`, ...);
+- ``--resume`` resolution and run-directory numbering (:func:`find_resume_checkpoint`, :func:`new_run_dir`);
+- :class:`TrainingRun`, a plain base class holding the process/device setup, AMP, resume checks and restore,
+  ``results.csv`` handling, the optimizer step and checkpoint writing;
+- :func:`run_training_cli`, the exit-code handling of ``tools/train.py`` and ``tools/pretrain.py``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import Config, ConfigError, config_to_dict, save_config
+from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed, select_device
+from .ema import ModelEMA, unwrap_model
+
+__all__ = [
+    "CHECKPOINT_VERSION",
+    "NonFiniteLossError",
+    "RUN_OUTPUTS",
+    "ResumeError",
+    "RunFinished",
+    "TrainingRun",
+    "all_reduce_finite",
+    "capture_rng_state",
+    "find_resume_checkpoint",
+    "new_run_dir",
+    "restore_rng_state",
+    "run_training_cli",
+    "seed_everything",
+]
+
+CHECKPOINT_VERSION = 1
+# Files a previous run leaves in its directory; ``exist_ok`` reuse deletes them (see :func:`new_run_dir`).
+RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf; the message names the epoch, iteration, batch and loss term."""
+
+
+class ResumeError(RuntimeError):
+    """A run cannot be resumed (no checkpoint, wrong kind of file, or a changed config)."""
+
+
+class RunFinished(RuntimeError):
+    """``--resume`` of a run that already trained all its epochs."""
+
+
+# ------------------------------------------------------------------------------------------------- RNG
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU (and CUDA) RNG states as ``weights_only``-loadable plain data."""
+    np_state = np.random.get_state(legacy=False)
+    state: dict[str, Any] = {
+        "python": _to_plain(random.getstate()),
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state({
+        "bit_generator": np_state["bit_generator"],
+        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+        "has_gauss": np_state["has_gauss"],
+        "gauss": np_state["gauss"],
+    })
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_plain(obj: Any) -> Any:
+    # weights_only loading accepts lists but not nested tuples.
+    if isinstance(obj, tuple):
+        return [_to_plain(o) for o in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------------ run directories
+
+
+def find_resume_checkpoint(resume: str | os.PathLike | bool, output_dir: str | os.PathLike) -> Path:
+    """Resolve ``--resume``: a ``last.pt`` file, a run directory, or ``True`` for the newest run's ``last.pt``."""
+    if resume is True or resume == "":
+        candidates = sorted(Path(output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
+        if not candidates:
+            raise ResumeError(f"--resume: no run with a last.pt under {output_dir}; give the checkpoint path")
+        return candidates[-1]
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise ResumeError(f"--resume: {path} not found")
+    return path
+
+
+def new_run_dir(output_dir: str, name: str, exist_ok: bool = False) -> str:
+    """``output_dir/name``, or ``name2``, ``name3``... when that directory already holds a run.
+
+    With ``exist_ok`` the directory is reused and the previous run's outputs (:data:`RUN_OUTPUTS`) are
+    deleted, so checkpoints, results rows and TensorBoard curves of two runs never mix.
+    """
+    base = Path(output_dir) / name
+    if exist_ok:
+        for pattern in RUN_OUTPUTS:
+            for old in base.glob(pattern):
+                if old.is_file():
+                    old.unlink()
+        return str(base)
+    candidate, n = base, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = base.with_name(f"{name}{n}")
+    return str(candidate)
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(section.key, old value, new value)`` for every key that differs between two config dicts."""
+    diffs = []
+    for section in sorted(set(old) | set(new)):
+        a, b = old.get(section) or {}, new.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if a.get(key) != b.get(key):
+                diffs.append((f"{section}.{key}", a.get(key), b.get(key)))
+    return diffs
+
+
+def cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``model.state_dict()`` (what checkpoints store)."""
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def all_reduce_finite(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum a 1-D tensor over ranks, NaN/Inf counted as 0, plus per entry how many ranks had it non-finite.
+
+    Both come from one all-reduce so that every rank learns in the same step that some rank diverged and
+    all of them stop together (a rank raising alone would leave the others hanging in the next collective).
+    Returns CPU tensors ``(sums, bad_counts)``.
+    """
+    bad = ~torch.isfinite(local)
+    packed = torch.cat([torch.nan_to_num(local, nan=0.0, posinf=0.0, neginf=0.0), bad.float()])
+    total = all_reduce_sum(packed).cpu()
+    n = local.numel()
+    return total[:n], total[n:]
+
+
+# ------------------------------------------------------------------------------------------ base class
+
+
+class TrainingRun:
+    """Run bookkeeping shared by the detection and classification trainers (see the module docstring).
+
+    Not used on its own. A subclass sets :attr:`kind` (the checkpoint ``"kind"``) and, in its ``__init__``,
+    calls the ``_setup_*`` / ``_open_*`` helpers in order and assigns ``model``, ``optimizer``, ``schedule``,
+    ``ema``, ``train_set`` (for ``class_names``) and ``run_dir``. It provides :meth:`_checkpoint_meta`, the
+    kind-specific checkpoint entries (class names, best score).
+    """
+
+    kind: str = ""
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    def _setup_process(self, device: str) -> None:
+        """Join the torchrun process group (if any) and pick this rank's device."""
+        self.dist = init_distributed(device)
+        self.rank, self.world_size = self.dist.rank, self.dist.world_size
+        self.is_main = self.rank == 0
+        self.device = select_device(device, self.dist.local_rank)
+
+    def _setup_run_dir(self, resuming: bool, run_dir: str | os.PathLike | None, output_dir: str, name: str,
+                       exist_ok: bool) -> None:
+        """A resumed run keeps its directory; otherwise ``run_dir`` or a fresh numbered one."""
+        if resuming:
+            self.run_dir = Path(self.resume_path).parent
+        elif run_dir is not None:
+            self.run_dir = Path(run_dir)
+        else:
+            # Rank 0 picks (it looks at the file system, which may change under the other ranks' feet) and
+            # broadcasts, so all ranks agree on one directory.
+            self.run_dir = Path(broadcast_object(new_run_dir(output_dir, name, exist_ok) if self.is_main else None))
+
+    def _setup_amp(self, amp: bool, bf16: bool) -> None:
+        """fp16 autocast + GradScaler on CUDA (when ``amp``); bf16 autocast on CPU (when ``bf16``)."""
+        self.use_amp = amp and self.device.type == "cuda"
+        # A disabled scaler passes everything through, so the step code is the same with and without AMP.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if self.device.type == "cuda":
+            self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
+        else:
+            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+    def _wrap_ddp(self) -> None:
+        # Wrapped only after restoring a checkpoint, so state dicts never carry DDP's "module." prefix.
+        if self.world_size > 1:
+            ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
+            self.model = nn.parallel.DistributedDataParallel(self.model, **ddp_kwargs)
+
+    def _open_outputs(self, cfg: Config, resuming: bool, trim_results: bool) -> None:
+        """Rank 0: create the run directory, write ``config.yaml``, open TensorBoard and tidy ``results.csv``."""
+        self.writer = None
+        self.csv_path = self.run_dir / "results.csv"
+        if not self.is_main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        from torch.utils.tensorboard import SummaryWriter  # heavy import: only on the rank that logs
+
+        # purge_step drops events a killed run logged after its last checkpoint.
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1 if resuming else None)
+        if trim_results:
+            self._trim_results_csv()
+
+    def _log(self, message: str) -> None:
+        if self.is_main and message:
+            print(message, flush=True)
+
+    # ---------------------------------------------------------------------------------------- resume
+
+    def _open_resume_checkpoint(self, resume: str | os.PathLike | bool, output_dir: str) -> dict[str, Any]:
+        """Load the checkpoint ``--resume`` names; sets ``resume_path``. Raises :class:`ResumeError`."""
+        path = find_resume_checkpoint(resume, output_dir)
+        self.resume_path = path
+        try:
+            ckpt = load_checkpoint(path, kind=self.kind)
+        except CheckpointError as err:
+            raise ResumeError(f"--resume: {err}") from None
+        if "trainer" not in ckpt:
+            raise ResumeError(f"--resume: {path} holds weights only (no trainer state); resume from a last.pt")
+        return ckpt
+
+    def _check_resume_config(self, old: dict[str, Any], new: dict[str, Any], safe_keys: Iterable[str],
+                             advice: str) -> None:
+        """Refuse to resume when the config changed in a key that affects the trained weights."""
+        diffs = [d for d in config_diff(old, new) if d[0] not in safe_keys]
+        if diffs:
+            shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:6])
+            more = f" (and {len(diffs) - 6} more)" if len(diffs) > 6 else ""
+            raise ResumeError(
+                f"--resume: the config differs from the one {self.resume_path} was trained with: {shown}{more}. "
+                + advice
+            )
+
+    def _restore_training_state(self, ckpt: dict[str, Any], ema_decay: float) -> None:
+        """Weights, optimizer, scaler, EMA, epoch/iteration counters and this rank's RNG state from ``ckpt``."""
+        state = ckpt["trainer"]
+        model = unwrap_model(self.model)
+        # With EMA on, ckpt["model"] holds the EMA weights and the raw ones are in the trainer state.
+        model.load_state_dict(state["model"] if "model" in state else ckpt["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            if "ema_updates" in state:
+                self.ema.load_state_dict({"model": ckpt["model"], "updates": state["ema_updates"]})
+            else:  # the run had EMA off: start the average at the current weights
+                self.ema = ModelEMA(model, ema_decay)
+        self.start_epoch = int(ckpt["epoch"])
+        self.iteration = int(state["iteration"])
+        # Per-rank RNG streams only fit the same number of processes; otherwise they are re-derived from seeds.
+        rng = state.get("rng") or []
+        if len(rng) == self.world_size:
+            self.rng_state = rng[self.rank]
+
+    def _trim_results_csv(self) -> None:
+        # Keep only rows of epochs the checkpoint covers: a run killed after writing a row but before
+        # saving would otherwise repeat that epoch.
+        if not self.csv_path.is_file():
+            return
+        with self.csv_path.open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows:
+            return
+        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.start_epoch]
+        with self.csv_path.open("w", newline="") as fh:
+            csv.writer(fh).writerows(kept)
+
+    # -------------------------------------------------------------------------------------- training
+
+    def _set_epoch(self, epoch: int) -> None:
+        # Dataset augmentation and the sampler's shuffle are reseeded from (seed, epoch): this is what makes a
+        # resumed run see the same data as an uninterrupted one.
+        if hasattr(self.train_loader.dataset, "set_epoch"):
+            self.train_loader.dataset.set_epoch(epoch)
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+    def _progress_bar(self, epoch: int, epochs: int):
+        """A tqdm bar for one epoch on rank 0 (``None`` elsewhere or with ``progress=False``)."""
+        if not (self.is_main and self.progress):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, leave=True)
+
+    def _optimizer_step(self, grad_clip: float) -> None:
+        """Step on the gradients accumulated so far (clipped to ``grad_clip`` if set), then update the EMA."""
+        if grad_clip:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the loss-scaled ones
+            nn.utils.clip_grad_norm_(self.model.parameters(), grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def eval_model(self) -> nn.Module:
+        """The model evaluated and saved as "best": the EMA copy when EMA is on."""
+        return self.ema.ema if self.ema is not None else unwrap_model(self.model)
+
+    # ------------------------------------------------------------------------------------ persistence
+
+    def _append_result_row(self, header: list[str], row: list[Any]) -> None:
+        new = not self.csv_path.is_file()
+        with self.csv_path.open("a", newline="") as fh:
+            writer = csv.writer(fh)
+            if new:
+                writer.writerow(header)
+            writer.writerow(row)
+
+    def _checkpoint_meta(self) -> dict[str, Any]:
+        """Kind-specific checkpoint entries (class names, best score); provided by the subclass."""
+        raise NotImplementedError
+
+    def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
+        """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.
+
+        Every rank must call this: the RNG states are gathered from all ranks, then rank 0 writes.
+        """
+        rng = all_gather_objects(capture_rng_state()) if with_state else None
+        if self.is_main:
+            ckpt: dict[str, Any] = {
+                "format": CHECKPOINT_FORMAT,
+                "kind": self.kind,
+                "version": CHECKPOINT_VERSION,
+                "config": config_to_dict(self.cfg),
+                **self._checkpoint_meta(),
+                "model": cpu_state(self.eval_model()),
+                "epoch": epoch,
+                "metrics": {k: float(v) for k, v in metrics.items()},
+            }
+            if with_state:
+                state: dict[str, Any] = {
+                    "optimizer": self.optimizer.state_dict(),
+                    "scaler": self.scaler.state_dict(),
+                    "schedule": self.schedule.state_dict(),
+                    "iteration": self.iteration,
+                    "rng": rng,
+                    "world_size": self.world_size,
+                }
+                if self.ema is not None:  # "model" above is the EMA; resuming also needs the raw weights
+                    state["model"] = cpu_state(unwrap_model(self.model))
+                    state["ema_updates"] = self.ema.updates
+                ckpt["trainer"] = state
+            save_checkpoint(ckpt, path)
+        barrier()
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def run_training_cli(train: Callable[[], dict[str, Any]], done: Callable[[dict[str, Any]], str]) -> int:
+    """Run ``train()`` for a command-line tool and turn its outcome into an exit code.
+
+    0: finished (rank 0 prints ``done(summary)``) or the resumed run had nothing left to do; 1: a data,
+    checkpoint, resume or divergence error; 2: a config error; 130: Ctrl-C. Errors print one line to stderr
+    instead of a traceback. The process group is torn down in every case.
+    """
+    from ..data.problems import DatasetError
+    from .distributed import destroy_distributed, env_dist_info
+
+    try:
+        summary = train()
+    except RunFinished as err:
+        print(err, file=sys.stderr)
+        return 0
+    except (ConfigError, CheckpointError, ResumeError, DatasetError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ConfigError) else 1
+    except KeyboardInterrupt:
+        print("interrupted: resume with --resume (continues from the last saved epoch)", file=sys.stderr)
+        return 130
+    finally:
+        destroy_distributed()
+    if env_dist_info().is_main:
+        print(done(summary))
+    return 0
