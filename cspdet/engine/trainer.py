@@ -255,10 +255,14 @@ class Trainer(TrainingRun):
         return {"epoch": end, "best_ap": self.best_ap, "metrics": metrics, "run_dir": str(self.run_dir)}
 
     def _start_no_aug(self, epoch: int) -> None:
+        # Called at every tail epoch (a resumed run may start inside the tail); it only acts once.
+        head = unwrap_model(self.model).head
+        if head.use_l1:
+            return
         loader_set = self.train_loader.dataset
         if hasattr(loader_set, "close_mosaic"):
             loader_set.close_mosaic()
-        unwrap_model(self.model).head.use_l1 = True
+        head.use_l1 = True
         if self.ema is not None:
             self.ema.ema.head.use_l1 = True
         self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off, L1 loss on)")
