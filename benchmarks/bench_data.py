@@ -4,8 +4,11 @@
     python benchmarks/bench_data.py --workers 0 --cache ram --epochs 3
 
 Each configuration runs one warm-up epoch (which also fills the cache and starts the workers), then times
-``--epochs`` full epochs of batches. The decode cost dominates without a cache (4 mosaic tiles + 1 MixUp
-image = 5 JPEG decodes per training image); with ``--cache ram`` each image is decoded once per run.
+``--epochs`` full epochs of batches. A training image uses 5 images (4 mosaic tiles + 1 MixUp partner);
+partners come from the sample's pool (``mosaic_pool``, 64) and a per-process buffer of fitted images
+means each JPEG is decoded about once per epoch with 0 workers (about twice with 2) without a cache; with
+``--cache ram`` each image is decoded once per run. The machine is usually shared: compare the
+"per CPU-second" numbers, and interleave runs of the versions being compared.
 This is a benchmark, not a test: numbers depend on the machine and on what else runs on it.
 """
 

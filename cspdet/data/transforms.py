@@ -22,7 +22,6 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Sequence
 
-import albumentations as A
 import cv2
 import numpy as np
 
@@ -35,6 +34,10 @@ __all__ = [
     "clip_boxes",
     "box_candidates",
     "mosaic",
+    "mosaic_affine",
+    "fit_size",
+    "warp_into",
+    "shift_hsv",
     "random_affine",
     "mixup",
     "hsv_jitter",
@@ -65,6 +68,11 @@ class AugmentConfig:
     """Max shift of hue (OpenCV 0..180 scale), saturation and value (0..255); each is on with p=0.5."""
     flip_prob: float = 0.5
     max_labels: int = 120
+    mosaic_pool: int = 64
+    """Mosaic and MixUp partners of a sample are drawn from the block of about this many consecutive
+    samples of the epoch's shuffled order that contains it (0: from the whole dataset, as YOLOX). Each
+    image is then decoded about once per epoch instead of 5 times, like Ultralytics' buffer of recent
+    images, while every image still serves as a partner equally often (see :class:`EpochSampler`)."""
     min_box_size: float = 2.0
     min_area_ratio: float = 0.1
     max_aspect_ratio: float = 20.0
@@ -113,7 +121,7 @@ def letterbox(
         image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
     if (new_h, new_w) == (out_h, out_w):
         return np.ascontiguousarray(image), r
-    out = np.full((out_h, out_w, 3), pad_value, dtype=np.uint8)
+    out = np.full((out_h, out_w, image.shape[2]), pad_value, dtype=np.uint8)
     out[:new_h, :new_w] = image
     return out, r
 
@@ -259,6 +267,18 @@ def affine_matrix(
     return m, s
 
 
+def _affine_boxes(
+    boxes: np.ndarray, labels: np.ndarray, ref_areas: np.ndarray, m: np.ndarray, s: float,
+    out_size: Sequence[int], cfg: AugmentConfig,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Boxes through the affine ``m`` (scale ``s``), clipped to ``out_size`` and filtered."""
+    if len(boxes):
+        boxes = warp_boxes_clipped(boxes, m, out_size[0], out_size[1])
+        keep = box_candidates(boxes, ref_areas * s * s, cfg.min_box_size, cfg.min_area_ratio, cfg.max_aspect_ratio)
+        boxes, labels = boxes[keep], labels[keep]
+    return boxes, labels
+
+
 def random_affine(
     image: np.ndarray,
     boxes: np.ndarray,
@@ -280,11 +300,34 @@ def random_affine(
         image, m, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
         borderValue=(PAD_VALUE, PAD_VALUE, PAD_VALUE),
     )  # fmt: skip
-    if len(boxes):
-        boxes = warp_boxes_clipped(boxes, m, out_h, out_w)
-        keep = box_candidates(boxes, ref_areas * s * s, cfg.min_box_size, cfg.min_area_ratio, cfg.max_aspect_ratio)
-        boxes, labels = boxes[keep], labels[keep]
+    boxes, labels = _affine_boxes(boxes, labels, ref_areas, m, s, (out_h, out_w), cfg)
     return out, boxes, labels
+
+
+def warp_into(dst: np.ndarray, src: np.ndarray, m: np.ndarray) -> None:
+    """Draw ``src`` warped by the 2x3 affine ``m`` (src px -> dst px) into ``dst``, in place, leaving dst
+    pixels that ``src`` does not cover untouched.
+
+    Only the bounding rectangle of the warped ``src`` is computed (warpAffine costs per *output* pixel),
+    through a view of ``dst`` and a matrix shifted by the view's integer offset, so several images can be
+    composed onto one output at the cost of the area each one covers.
+    """
+    sh, sw = src.shape[:2]
+    if sh == 0 or sw == 0:
+        return
+    corners = np.array([[0, 0], [sw, 0], [0, sh], [sw, sh]], np.float64) @ m[:, :2].T + m[:, 2]
+    out_h, out_w = dst.shape[:2]
+    # +-1 px: bilinear interpolation reaches half a pixel beyond the source rectangle
+    x1, y1 = max(int(math.floor(corners[:, 0].min())) - 1, 0), max(int(math.floor(corners[:, 1].min())) - 1, 0)
+    x2, y2 = min(int(math.ceil(corners[:, 0].max())) + 1, out_w), min(int(math.ceil(corners[:, 1].max())) + 1, out_h)
+    if x2 <= x1 or y2 <= y1:
+        return
+    mk = m.copy()
+    mk[:, 2] -= (x1, y1)
+    roi = dst[y1:y2, x1:x2]
+    # BORDER_TRANSPARENT: output pixels that map outside src keep what dst already holds (the 114 pad or a
+    # neighbouring tile). OpenCV writes straight into the strided view (no copy): checked by the tests.
+    cv2.warpAffine(src, mk, (x2 - x1, y2 - y1), dst=roi, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
 
 
 # ================================================================================================ mosaic
@@ -298,6 +341,55 @@ def _resize_ratio(image: np.ndarray, r: float) -> np.ndarray:
     return cv2.resize(image, (max(1, int(round(w * r))), max(1, int(round(h * r)))), interpolation=cv2.INTER_LINEAR)
 
 
+def fit_size(h: int, w: int, out_size: Sequence[int]) -> tuple[float, int, int]:
+    """(r, new_h, new_w): the ratio and size at which an (h, w) image fits ``out_size`` keeping its aspect
+    (the size mosaic tiles and MixUp images are used at; one side equals the output side exactly)."""
+    r = min(out_size[0] / h, out_size[1] / w)
+    return r, max(1, int(round(h * r))), max(1, int(round(w * r)))
+
+
+def _mosaic_layout(
+    samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+    out_size: Sequence[int],
+) -> tuple[list[tuple[np.ndarray, int, int]], np.ndarray, np.ndarray, np.ndarray]:
+    """Mosaic placement without drawing: tiles resized to fit (H, W), each as (tile, x1, y1) = its top-left
+    corner on the (2H, 2W) canvas; and the boxes on the canvas (clipped, with their unclipped areas)."""
+    out_h, out_w = int(out_size[0]), int(out_size[1])
+    xc = int(_uniform(rng, 0.5 * out_w, 1.5 * out_w))
+    yc = int(_uniform(rng, 0.5 * out_h, 1.5 * out_h))
+    tiles, all_boxes, all_labels = [], [], []
+    for k, (image, boxes, labels) in enumerate(samples):
+        h0, w0 = image.shape[:2]
+        image = _resize_ratio(image, min(out_h / h0, out_w / w0))  # a no-op for pre-fitted images
+        h, w = image.shape[:2]
+        # image 0 top-left of the centre, 1 top-right, 2 bottom-left, 3 bottom-right
+        x1 = xc - w if k in (0, 2) else xc
+        y1 = yc - h if k in (0, 1) else yc
+        tiles.append((image, x1, y1))
+        if len(boxes):
+            sx, sy = w / w0, h / h0
+            all_boxes.append(boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([x1, y1, x1, y1], np.float32))
+            all_labels.append(labels)
+    if not all_boxes:
+        return tiles, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.float32)
+    boxes = np.concatenate(all_boxes).astype(np.float32)
+    labels = np.concatenate(all_labels)
+    ref = box_areas(boxes)
+    clip_boxes(boxes, 2 * out_h, 2 * out_w)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return tiles, boxes[keep], labels[keep], ref[keep]
+
+
+def _visible(tile: np.ndarray, x1: int, y1: int, height: int, width: int) -> tuple[np.ndarray, int, int]:
+    """The part of a tile placed at (x1, y1) that lies on a (height, width) canvas, as a view, and its
+    top-left corner on the canvas."""
+    h, w = tile.shape[:2]
+    cx1, cy1 = max(x1, 0), max(y1, 0)
+    cx2, cy2 = min(x1 + w, width), min(y1 + h, height)
+    return tile[cy1 - y1 : max(cy2, cy1) - y1, cx1 - x1 : max(cx2, cx1) - x1], cx1, cy1
+
+
 def mosaic(
     samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     rng: np.random.Generator,
@@ -307,7 +399,7 @@ def mosaic(
 
     Each image is first resized to fit (H, W) keeping its ratio; image 0 goes top-left of the centre,
     1 top-right, 2 bottom-left, 3 bottom-right, each cut at the canvas border. The centre is drawn from
-    U(0.5, 1.5) x (W, H).
+    U(0.5, 1.5) x (W, H). (Training uses :func:`mosaic_affine`, which never draws this canvas.)
 
     Args:
         samples: 4 (image (h, w, 3) uint8, boxes (N, 4) xyxy, labels (N,)).
@@ -318,41 +410,41 @@ def mosaic(
         clipping, for :func:`box_candidates`).
     """
     out_h, out_w = int(out_size[0]), int(out_size[1])
-    canvas = np.full((2 * out_h, 2 * out_w, 3), PAD_VALUE, dtype=np.uint8)
-    xc = int(_uniform(rng, 0.5 * out_w, 1.5 * out_w))
-    yc = int(_uniform(rng, 0.5 * out_h, 1.5 * out_h))
-    all_boxes, all_labels = [], []
-    for k, (image, boxes, labels) in enumerate(samples):
-        h0, w0 = image.shape[:2]
-        r = min(out_h / h0, out_w / w0)
-        image = _resize_ratio(image, r)
-        h, w = image.shape[:2]
-        # placement of the tile on the canvas (x1, y1, x2, y2), corner touching the centre
-        if k == 0:
-            x1, y1 = xc - w, yc - h
-        elif k == 1:
-            x1, y1 = xc, yc - h
-        elif k == 2:
-            x1, y1 = xc - w, yc
-        else:
-            x1, y1 = xc, yc
-        cx1, cy1 = max(x1, 0), max(y1, 0)
-        cx2, cy2 = min(x1 + w, 2 * out_w), min(y1 + h, 2 * out_h)
-        if cx2 > cx1 and cy2 > cy1:
-            canvas[cy1:cy2, cx1:cx2] = image[cy1 - y1 : cy2 - y1, cx1 - x1 : cx2 - x1]
-        if len(boxes):
-            sx, sy = w / w0, h / h0
-            b = boxes * np.array([sx, sy, sx, sy], np.float32) + np.array([x1, y1, x1, y1], np.float32)
-            all_boxes.append(b)
-            all_labels.append(labels)
-    if not all_boxes:
-        return canvas, np.zeros((0, 4), np.float32), np.zeros((0,), np.int64), np.zeros((0,), np.float32)
-    boxes = np.concatenate(all_boxes).astype(np.float32)
-    labels = np.concatenate(all_labels)
-    ref = box_areas(boxes)
-    clip_boxes(boxes, 2 * out_h, 2 * out_w)
-    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return canvas, boxes[keep], labels[keep], ref[keep]
+    tiles, boxes, labels, ref = _mosaic_layout(samples, rng, (out_h, out_w))
+    canvas = np.full((2 * out_h, 2 * out_w, tiles[0][0].shape[2]), PAD_VALUE, dtype=np.uint8)
+    for tile, x1, y1 in tiles:
+        part, cx1, cy1 = _visible(tile, x1, y1, 2 * out_h, 2 * out_w)
+        canvas[cy1 : cy1 + part.shape[0], cx1 : cx1 + part.shape[1]] = part
+    return canvas, boxes, labels, ref
+
+
+def mosaic_affine(
+    samples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    rng: np.random.Generator,
+    cfg: AugmentConfig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`mosaic` followed by :func:`random_affine`, with the same random draws and boxes, rendered
+    without the (2H, 2W) canvas: each tile is warped once, straight into the output, by the composition
+    (affine o placement on the canvas).
+
+    Why: the canvas costs a 4.9 MB fill plus 4 tile copies at 640, and warping it reads a 4x larger
+    source than needed; one warp per tile over only the area it covers is ~2x cheaper in total.
+    The pixels equal the two-step result except along the seams between tiles (a line about one output
+    pixel wide where bilinear interpolation would have mixed two tiles; here it mixes with the 114 pad).
+    Tiles may have 3 or 4 channels (all the same); the output has as many.
+    """
+    out_h, out_w = cfg.img_size
+    tiles, boxes, labels, ref = _mosaic_layout(samples, rng, (out_h, out_w))
+    # the canvas is (2H, 2W): random_affine rotates about its centre (W, H)
+    m, s = affine_matrix(rng, (out_w, out_h), (out_h, out_w), cfg.degrees, cfg.translate, cfg.mosaic_scale, cfg.shear)
+    out = np.full((out_h, out_w, tiles[0][0].shape[2]), PAD_VALUE, dtype=np.uint8)
+    for tile, x1, y1 in tiles:
+        part, cx1, cy1 = _visible(tile, x1, y1, 2 * out_h, 2 * out_w)
+        mk = m.copy()
+        mk[:, 2] += m[:, :2] @ np.array([cx1, cy1], np.float64)  # part px -> canvas px -> output px
+        warp_into(out, part, mk)
+    boxes, labels = _affine_boxes(boxes, labels, ref, m, s, (out_h, out_w), cfg)
+    return out, boxes, labels
 
 
 # ================================================================================================= mixup
@@ -369,6 +461,10 @@ def mixup(
     """YOLOX-style MixUp: blend ``image`` 50/50 with another image that is letterboxed to the input size,
     rescaled by U(*mixup_scale), flipped with p=0.5 and randomly cropped back to the input size.
 
+    The letterbox + jitter resize, the flip and the crop are one affine map, so the visible part of the
+    other image is drawn with a single warpAffine (sampling the same points as cv2.resize would) instead of
+    resizing the whole image, flipping and copying a crop.
+
     Args:
         image: (H, W, 3) uint8, already at the input size. boxes/labels: its targets.
         other: (image, boxes, labels) of the second sample at its original size.
@@ -382,25 +478,26 @@ def mixup(
     flip = bool(rng.random() < 0.5)
     h0, w0 = o_img.shape[:2]
     t = min(out_h / h0, out_w / w0) * jit  # letterbox ratio, then the jitter
-    resized = _resize_ratio(o_img, t)
-    rh, rw = resized.shape[:2]
+    rh, rw = (h0, w0) if t == 1.0 else (max(1, int(round(h0 * t))), max(1, int(round(w0 * t))))
     # the letterboxed+jittered frame is (int(H*jit), int(W*jit)), padded to at least (H, W)
     frame_h, frame_w = int(out_h * jit), int(out_w * jit)
     pad_h, pad_w = max(frame_h, out_h), max(frame_w, out_w)
     y_off = int(rng.integers(0, pad_h - out_h)) if pad_h > out_h else 0
     x_off = int(rng.integers(0, pad_w - out_w)) if pad_w > out_w else 0
     img_x = frame_w - rw if flip else 0  # flipping the frame moves the image to its right edge
-    if flip:
-        resized = resized[:, ::-1]
-    layer = np.full((out_h, out_w, 3), PAD_VALUE, dtype=np.uint8)
-    # intersection of the image rectangle (in frame coords) with the crop window
-    x1, y1 = max(img_x, x_off), max(0, y_off)
-    x2, y2 = min(img_x + rw, x_off + out_w), min(rh, y_off + out_h)
-    if x2 > x1 and y2 > y1:
-        layer[y1 - y_off : y2 - y_off, x1 - x_off : x2 - x_off] = resized[y1:y2, x1 - img_x : x2 - img_x]
+    sx, sy = rw / w0, rh / h0
+    # o_img px -> resized px (cv2.resize's pixel-centre convention: u' = s*u + (s-1)/2) -> flipped -> layer
+    m = np.array([[sx, 0.0, 0.5 * (sx - 1)], [0.0, sy, 0.5 * (sy - 1) - y_off]], np.float64)
+    if flip:  # resized column c lands on frame column img_x + rw - 1 - c
+        m[0] = [-sx, 0.0, img_x + rw - 1 - 0.5 * (sx - 1) - x_off]
+    else:
+        m[0, 2] += img_x - x_off
+    layer = np.full((out_h, out_w, o_img.shape[2]), PAD_VALUE, dtype=np.uint8)
+    warp_into(layer, o_img, m)
+    if layer.shape[2] != image.shape[2]:
+        layer = cv2.cvtColor(layer, cv2.COLOR_RGB2RGBA if image.shape[2] == 4 else cv2.COLOR_RGBA2RGB)
     blended = cv2.addWeighted(image, 0.5, layer, 0.5, 0.0)
     if len(o_boxes):
-        sx, sy = rw / w0, rh / h0
         b = o_boxes * np.array([sx, sy, sx, sy], np.float32)
         if flip:
             b = np.stack([img_x + rw - b[:, 2], b[:, 1], img_x + rw - b[:, 0], b[:, 3]], axis=1)
@@ -415,20 +512,56 @@ def mixup(
 
 # ========================================================================================== photometric
 
-_HSV = A.HueSaturationValue(p=1.0)  # albumentations' HSV shift (hue mod 180, S/V clipped); params from us
+try:  # SIMD byte translation (a dependency of albucore, hence of albumentations): ~20x faster than cv2.LUT
+    import stringzilla as _sz
+except ImportError:  # pragma: no cover
+    _sz = None
+
+
+def _lut_inplace(plane: np.ndarray, table: np.ndarray) -> None:
+    """plane[...] = table[plane] for a contiguous uint8 plane and a (256,) uint8 table."""
+    if _sz is not None:
+        _sz.translate(memoryview(plane.reshape(-1)), memoryview(table), inplace=True)
+    else:  # pragma: no cover
+        cv2.LUT(plane, table, dst=plane)
+
+
+def shift_hsv(image: np.ndarray, hue_shift: int, sat_shift: int, val_shift: int) -> np.ndarray:
+    """Shift hue (mod 180), saturation and value (both clipped to 0..255; grey pixels, S = 0, stay grey) of
+    an RGB uint8 image. Returns a new array.
+
+    Bit-exact with albumentations' ``HueSaturationValue.apply`` (tested), about 2x faster: every
+    channel's change is a function of its own value, so each is one 256-entry table applied to its plane
+    (split into preallocated planes, SIMD table lookup, merge), with no float conversions.
+    """
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    planes = [np.empty(image.shape[:2], np.uint8) for _ in range(3)]
+    cv2.split(hsv, mv=planes)
+    ramp = np.arange(256, dtype=np.int16)
+    if hue_shift:
+        _lut_inplace(planes[0], np.mod(ramp + hue_shift, 180).astype(np.uint8))
+    if sat_shift:
+        table = np.clip(ramp + sat_shift, 0, 255).astype(np.uint8)
+        table[0] = 0  # grey stays grey
+        _lut_inplace(planes[1], table)
+    if val_shift:
+        _lut_inplace(planes[2], np.clip(ramp + val_shift, 0, 255).astype(np.uint8))
+    cv2.merge(planes, dst=hsv)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB, dst=hsv)
 
 
 def hsv_jitter(image: np.ndarray, rng: np.random.Generator, gains: Sequence[float] = (5, 30, 30)) -> np.ndarray:
     """YOLOX HSV augmentation: each of hue/sat/value is shifted with p=0.5 by U(-gain, gain).
 
-    Uses albumentations' HueSaturationValue with shifts drawn from ``rng`` (reproducible). Returns a new
-    array (or ``image`` itself when no channel is shifted).
+    The shifts are drawn from ``rng`` (reproducible) and applied by :func:`shift_hsv` (the same pixels as
+    albumentations' HueSaturationValue). Returns a new array (or ``image`` itself when no channel is
+    shifted).
     """
     shifts = rng.uniform(-1.0, 1.0, 3) * np.asarray(gains, np.float64) * rng.integers(0, 2, 3)
     h, s, v = (int(round(x)) for x in shifts)
     if h == 0 and s == 0 and v == 0:
         return image
-    return _HSV.apply(image, hue_shift=h, sat_shift=s, val_shift=v)
+    return shift_hsv(image, h, s, v)
 
 
 def horizontal_flip(image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -453,6 +586,7 @@ def train_sample(
     cfg: AugmentConfig,
     strong: bool = True,
     pick_mixup: Callable[[np.random.Generator], int] | None = None,
+    partners: Sequence[int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The full training transform of one sample.
 
@@ -460,9 +594,13 @@ def train_sample(
     the final no-aug epochs) a letterbox. Then HSV (p=hsv_prob) and horizontal flip (p=flip_prob).
 
     Args:
-        index: the sample; mosaic partners are drawn uniformly from ``range(num_samples)``.
+        index: the sample; mosaic partners are drawn uniformly from ``partners`` (default
+            ``range(num_samples)``).
         load: index -> (image (h, w, 3) uint8, boxes (N, 4) xyxy px, labels (N,)); must not modify shared
-            arrays in place (this function never writes into what ``load`` returns).
+            arrays in place (this function never writes into what ``load`` returns). The image may also be
+            (h, w, 4) (RGB + an ignored 4th channel): OpenCV's warpAffine is ~2.4x faster on 4-channel
+            than on 3-channel uint8 images, so :class:`~cspdet.data.TrainDataset` keeps its fitted images
+            that way; the output is always RGB.
         pick_mixup: draws the MixUp partner index (default: uniform).
 
     Returns:
@@ -471,9 +609,11 @@ def train_sample(
     """
     out_h, out_w = cfg.img_size
     if strong and cfg.mosaic_prob > 0 and rng.random() < cfg.mosaic_prob:
-        idx = [index, *(int(i) for i in rng.integers(0, num_samples, 3))]
-        canvas, boxes, labels, ref = mosaic([load(i) for i in idx], rng, (out_h, out_w))
-        image, boxes, labels = random_affine(canvas, boxes, labels, ref, rng, cfg)
+        if partners is None:
+            idx = [index, *(int(i) for i in rng.integers(0, num_samples, 3))]
+        else:
+            idx = [index, *(int(partners[k]) for k in rng.integers(0, len(partners), 3))]
+        image, boxes, labels = mosaic_affine([load(i) for i in idx], rng, cfg)
         if cfg.mixup_prob > 0 and rng.random() < cfg.mixup_prob:
             j = pick_mixup(rng) if pick_mixup is not None else int(rng.integers(0, num_samples))
             image, boxes, labels = mixup(image, boxes, labels, load(j), rng, cfg)
@@ -487,7 +627,9 @@ def train_sample(
             keep = box_candidates(boxes, box_areas(boxes), cfg.min_box_size, 0.0, cfg.max_aspect_ratio)
             boxes, labels = boxes[keep], labels[keep]
     if cfg.hsv_prob > 0 and rng.random() < cfg.hsv_prob:
-        image = hsv_jitter(image, rng, cfg.hsv_gains)
+        image = hsv_jitter(image, rng, cfg.hsv_gains)  # 3 channels out, also from 4
+    if image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)
     if cfg.flip_prob > 0 and rng.random() < cfg.flip_prob:
         image, boxes = horizontal_flip(image, boxes)
     if len(boxes) > cfg.max_labels:

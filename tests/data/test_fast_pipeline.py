@@ -1,0 +1,188 @@
+"""The fast training pipeline gives the same augmentations as the straightforward one.
+
+- HSV via per-plane tables is bit-exact with albumentations' HueSaturationValue;
+- the fused mosaic+affine equals mosaic canvas + random_affine (boxes exactly, pixels except tile seams);
+- MixUp drawn with one warp equals resize + flip + crop (boxes exactly, pixels up to rounding);
+- partner pools: keys carry their block, each image decoded about once per epoch, partners stay in the pool;
+- reduced-size JPEG decoding gives the same boxes and nearly the same pixels as a full decode + resize.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import pytest
+
+from cspdet.data import AugmentConfig, TrainDataset, build_dataset, build_train_loader
+from cspdet.data.datasets import DetectionDataset, ImageRecord
+from cspdet.data.loader import EpochSampler
+from cspdet.data.transforms import (
+    _resize_ratio,
+    fit_size,
+    mixup,
+    mosaic,
+    mosaic_affine,
+    random_affine,
+    shift_hsv,
+    warp_into,
+)
+
+
+def _photo(seed: int, h: int, w: int, cell: int = 8) -> np.ndarray:
+    """A smooth random RGB image with detail at ``cell`` px (fine enough that interpolation differences
+    would show)."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(h // cell, 2), max(w // cell, 2), 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_shift_hsv_matches_albumentations(channels):
+    hsv = A.HueSaturationValue(p=1.0)
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        image = _photo(k, 40, 56)
+        image[:5] = 128  # grey pixels (S = 0) must stay grey
+        h, s, v = int(rng.integers(-5, 6)), int(rng.integers(-30, 31)), int(rng.integers(-30, 31))
+        h, s, v = (h if k % 3 else 0), (s if k % 4 else 0), v
+        src = cv2.cvtColor(image, cv2.COLOR_RGB2RGBA) if channels == 4 else image
+        assert np.array_equal(shift_hsv(src, h, s, v), hsv.apply(image, hue_shift=h, sat_shift=s, val_shift=v))
+
+
+def test_warp_into_writes_only_covered_pixels_in_place():
+    dst = np.zeros((50, 60, 4), np.uint8)
+    warp_into(dst, np.full((10, 10, 4), 200, np.uint8), np.array([[1.0, 0, 20], [0, 1.0, 5]]))
+    assert (dst[5:15, 20:30] == 200).all() and int(dst.sum()) == 200 * 10 * 10 * 4
+
+
+def _tiles(seed: int, size, channels=3):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(4):
+        h, w = int(rng.integers(30, 90)), int(rng.integers(30, 90))
+        img = _photo(int(rng.integers(1 << 30)), h, w)
+        r, _, _ = fit_size(h, w, size)
+        img = _resize_ratio(img, r)
+        if channels == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2RGBA)
+        x1, y1 = rng.uniform(0, w * r / 2), rng.uniform(0, h * r / 2)
+        boxes = np.array([[x1, y1, x1 + 12, y1 + 10]], np.float32)
+        out.append((img, boxes, np.array([int(rng.integers(0, 3))])))
+    return out
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_fused_mosaic_affine_equals_canvas_then_affine(channels):
+    cfg = AugmentConfig(img_size=(64, 80))
+    seams = []
+    for seed in range(20):
+        samples = _tiles(seed, cfg.img_size, channels)
+        ra, rb = np.random.default_rng(seed), np.random.default_rng(seed)
+        canvas, boxes, labels, ref = mosaic(samples, ra, cfg.img_size)
+        want, want_boxes, want_labels = random_affine(canvas, boxes, labels, ref, ra, cfg)
+        got, got_boxes, got_labels = mosaic_affine(samples, rb, cfg)
+        assert got.shape == want.shape == (64, 80, channels)
+        assert np.array_equal(got_boxes, want_boxes) and np.array_equal(got_labels, want_labels)
+        assert ra.random() == rb.random()  # the same random draws
+        diff = np.abs(got[..., :3].astype(int) - want[..., :3]).max(axis=2)  # the 4th channel is unused
+        seams.append((diff > 0).mean())
+    assert np.mean(seams) < 0.03  # only the one-pixel lines where two tiles meet
+
+
+def test_mixup_single_warp_equals_resize_flip_crop():
+    cfg = AugmentConfig(img_size=(64, 64))
+    base = _photo(1, 64, 64)
+    for seed in range(20):
+        other = _photo(seed + 10, 40 + seed, 70 - seed)
+        boxes = np.array([[3, 4, 30, 35]], np.float32)
+        rng = np.random.default_rng(seed)
+        got, got_boxes, _ = mixup(base, np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
+                                  (other, boxes, np.array([1])), rng, cfg)  # fmt: skip
+        # reference: the straightforward resize + flip + crop, with the same draws
+        rng = np.random.default_rng(seed)
+        jit, flip = rng.uniform(*cfg.mixup_scale), rng.random() < 0.5
+        h0, w0 = other.shape[:2]
+        t = min(64 / h0, 64 / w0) * jit
+        resized = _resize_ratio(other, t)
+        rh, rw = resized.shape[:2]
+        fh, fw = int(64 * jit), int(64 * jit)
+        ph, pw = max(fh, 64), max(fw, 64)
+        y_off = int(rng.integers(0, ph - 64)) if ph > 64 else 0
+        x_off = int(rng.integers(0, pw - 64)) if pw > 64 else 0
+        img_x = fw - rw if flip else 0
+        if flip:
+            resized = resized[:, ::-1]
+        layer = np.full((64, 64, 3), 114, np.uint8)  # the crop window of the frame, image pasted in it
+        x1, y1, x2, y2 = max(img_x, x_off), max(0, y_off), min(img_x + rw, x_off + 64), min(rh, y_off + 64)
+        if x2 > x1 and y2 > y1:
+            layer[y1 - y_off : y2 - y_off, x1 - x_off : x2 - x_off] = resized[y1:y2, x1 - img_x : x2 - img_x]
+        want = cv2.addWeighted(base, 0.5, layer, 0.5, 0.0)
+        diff = np.abs(got.astype(int) - want)
+        # same sample points: rounding apart, only the image's last row/column may differ (there resize
+        # replicates the edge pixel, the warp leaves the 114 pad); ~3% of a 64 x 64 output
+        assert (diff > 2).mean() < 0.05 and diff.mean() < 1.0, seed
+        if len(got_boxes):
+            x1 = (img_x + rw - boxes[0, 2] * rw / w0 if flip else boxes[0, 0] * rw / w0) - x_off
+            assert got_boxes[0, 0] == pytest.approx(max(x1, 0), abs=1e-3)
+
+
+def test_sampler_pools_cover_the_epoch_in_blocks(coco_dir):
+    ds = build_dataset(coco_dir / "dataset.yaml", "train")
+    train = TrainDataset(ds, AugmentConfig(img_size=(32, 32)), seed=0)
+    keys = list(EpochSampler(train, seed=0, pool=2))
+    assert sorted(k[0] for k in keys) == list(range(len(ds)))
+    for index, _, _, pool in keys:
+        assert index in pool and 1 <= len(pool) <= 3
+    assert [k for k in EpochSampler(train, seed=0, pool=0)] == [k[:3] for k in keys]
+
+
+def test_partners_come_from_the_pool_and_are_decoded_once(coco_dir, monkeypatch):
+    ds = build_dataset(coco_dir / "dataset.yaml", "train")
+    train = TrainDataset(ds, AugmentConfig(img_size=(32, 32)), seed=0)
+    decoded = []
+    real = ds.load_sample
+    monkeypatch.setattr(ds, "load_sample", lambda i: decoded.append(i) or real(i))
+    pool = (0, 2)
+    for epoch in range(4):
+        for index in pool:
+            image, *_ = train[(index, epoch, True, pool)]
+            assert image.shape == (32, 32, 3)
+    assert sorted(decoded) == [0, 2]  # 8 samples x 5 images, 2 decodes: all from the buffer
+    assert train[(0, 1, True, pool)][0].tobytes() == TrainDataset(ds, train.cfg, seed=0)[(0, 1, True, pool)][0].tobytes()
+
+
+def test_loader_decodes_about_once_per_image(coco_dir, monkeypatch):
+    ds = build_dataset(coco_dir / "dataset.yaml", "train")
+    loader = build_train_loader(ds, {"img_size": [32, 32], "workers": 0}, batch_size=2, seed=0)
+    decoded = []
+    real = ds.load_sample
+    monkeypatch.setattr(ds, "load_sample", lambda i: decoded.append(i) or real(i))
+    for epoch in range(3):
+        loader.dataset.set_epoch(epoch)
+        for _ in loader:
+            pass
+    assert len(decoded) == len(ds)  # pool (64) > dataset: every image decoded once, then buffered
+
+
+def test_reduced_jpeg_decode_matches_full_decode(tmp_path):
+    h, w = 400, 600
+    image = _photo(3, h, w, cell=40)  # detail coarser than the 64 px output: no aliasing either way
+    path = tmp_path / "big.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    boxes = np.array([[10, 20, 300, 350]], np.float32)
+    rec = ImageRecord(str(path), 1, boxes, np.array([0]), height=h, width=w)
+    bad = ImageRecord(str(path), 2, boxes, np.array([0]), height=h + 1, width=w)  # wrong size on record
+    ds = DetectionDataset([rec, bad], ["a"])
+    train = TrainDataset(ds, AugmentConfig(img_size=(64, 64)), seed=0)  # 600 px -> 64: 1/8 decode
+    fast, fast_boxes, _, orig = train._decode_fitted(0)
+    full = ds.load_sample(0)
+    r, nh, nw = fit_size(h, w, (64, 64))
+    want = cv2.resize(full.image, (nw, nh), interpolation=cv2.INTER_AREA)  # DCT scaling averages like AREA
+    assert fast.shape == (nh, nw, 4) and orig == (h, w)
+    np.testing.assert_allclose(fast_boxes, full.boxes * np.array([nw / w, nh / h] * 2, np.float32), rtol=1e-6)
+    assert np.abs(fast[..., :3].astype(int) - want).mean() < 3
+    # a record whose size disagrees with the file falls back to the full decode (which reports it)
+    with pytest.warns(Warning, match="size_mismatch"):
+        _, _, _, orig_bad = train._decode_fitted(1)
+    assert orig_bad == (h, w) and "size_mismatch" in str(ds.skipped.summary())
