@@ -91,7 +91,18 @@ class DataConfig:
     translate: float = 0.1
     shear: float = 2.0
     hsv_prob: float = 1.0
+    hsv_gains: list[float] = field(default_factory=lambda: [5.0, 30.0, 30.0])
+    """Max hue (0..180 scale), saturation and value shifts; each applied with p=0.5."""
     flip_prob: float = 0.5
+    mosaic_pool: int = 64
+    """Mosaic/MixUp partners come from blocks of about this many consecutive samples of the epoch's shuffled
+    order, so each image is decoded about once per epoch; 0 = partners from the whole dataset, as YOLOX."""
+    min_box_size: float = 2.0
+    """After each geometric step, drop boxes whose width or height is <= this many pixels."""
+    min_area_ratio: float = 0.1
+    """Drop boxes with less than this fraction of their uncropped area left."""
+    max_aspect_ratio: float = 20.0
+    """Drop boxes with max(w/h, h/w) >= this."""
     multiscale_range: int = 0
     """Random input sizes in ``img_size +- 32 * multiscale_range`` (0 = fixed size)."""
 
@@ -340,7 +351,12 @@ def _build_section(cls: type, section: str, values: dict[str, Any], source: str,
         if key not in hints:
             candidates = {f"{section}.{n}": n for n in names}
             raise ConfigError(f"{dotted}: unknown key {where}{_suggest(dotted, candidates)}")
+        is_size = key == "img_size" and typing.get_origin(hints[key]) is list
+        if is_size and isinstance(value, int) and not isinstance(value, bool):
+            value = [value, value]  # a single number means a square input: img_size=320 -> [320, 320]
         kwargs[key] = _convert(value, hints[key], dotted, where)
+        if is_size and len(kwargs[key]) != 2:
+            raise ConfigError(f"{dotted}: expected [height, width] or one number {where}, got {value!r}")
     return cls(**kwargs)
 
 
@@ -394,9 +410,6 @@ def _coerce(value: Any, tp: Any) -> Any:
         raise ValueError
     if origin is list:
         (arg,) = typing.get_args(tp) or (Any,)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and arg in (int, float):
-            # A scalar where a size list is expected means a square size: img_size=320 -> [320, 320].
-            return [_coerce(value, arg)] * 2
         if not isinstance(value, (list, tuple)):
             raise TypeError
         return [_coerce(v, arg) for v in value]

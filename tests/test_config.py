@@ -131,3 +131,18 @@ def test_save_and_reload_round_trip(tmp_path):
     path = save_config(cfg, tmp_path / "run" / "config.yaml")
     assert load_config(path) == cfg
     assert config_from_dict(config_to_dict(cfg)) == cfg
+
+
+def test_img_size_accepts_one_number_or_a_pair_only():
+    assert load_config(None, ["eval.img_size=416"]).eval.img_size == [416, 416]
+    assert load_config(None, ["pretrain.img_size=160"]).pretrain.img_size == 160
+    with pytest.raises(ConfigError, match=r"data.img_size: expected \[height, width\]"):
+        load_config(None, ["data.img_size=[1, 2, 3]"])
+
+
+def test_augmentation_fields_reach_the_data_pipeline():
+    from cspdet.data.transforms import AugmentConfig
+
+    cfg = load_config(None, ["data.mosaic_pool=0", "data.hsv_gains=[1, 2, 3]", "data.min_box_size=4"])
+    aug = AugmentConfig.from_config(cfg.data)
+    assert aug.mosaic_pool == 0 and tuple(aug.hsv_gains) == (1.0, 2.0, 3.0) and aug.min_box_size == 4.0

@@ -20,6 +20,7 @@ from .datasets import (
 )
 from .image_io import ImageReadError, read_image
 from .loader import (
+    DetectionLoader,
     TrainDataset,
     ValDataset,
     build_train_loader,
@@ -35,6 +36,7 @@ __all__ = [
     "DatasetProblem",
     "DatasetWarning",
     "DetectionDataset",
+    "DetectionLoader",
     "ImageCache",
     "ImageReadError",
     "ImageRecord",

@@ -117,12 +117,14 @@ def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool
         return rep
     report: ProblemReport = ds.skipped
     report.warn = False
+    undecodable: set[int] = set()
     if decode:
         for i, rec in enumerate(ds.records):
             try:
                 image = read_image(rec.path)
             except ImageReadError as err:
                 report.add(err.kind, err.path, err.reason)
+                undecodable.add(i)
                 continue
             h, w = image.shape[:2]
             if rec.height is not None and (rec.height, rec.width) != (h, w):
@@ -133,18 +135,22 @@ def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool
     if desc["format"] == "yolo":
         _orphan_labels(ds, report)
     rep.problems = list(report.problems)
+    # training skips images that do not decode: leave them out of the statistics too
+    ds.records = [r for i, r in enumerate(ds.records) if i not in undecodable]
     _statistics(ds, rep)
     return rep
 
 
 def _orphan_labels(ds: DetectionDataset, report: ProblemReport) -> None:
-    label_dirs = {yolo_label_path(r.path).parent for r in ds.records}
-    used = {yolo_label_path(r.path) for r in ds.records}
-    for d in sorted(label_dirs):
+    """Label files with no image of the same stem in the matching image folder (records alone would also
+    flag the label files of images skipped for another, already reported, reason)."""
+    image_dirs = {yolo_label_path(r.path).parent: Path(r.path).parent for r in ds.records}
+    for d, image_dir in sorted(image_dirs.items()):
+        stems = {q.stem for q in image_dir.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES}
         for txt in sorted(d.glob("*.txt")):
-            if txt not in used:
-                stems = [txt.with_suffix(s).name for s in IMAGE_SUFFIXES[:2]]
-                report.add("orphan_label_file", str(txt), f"label file without an image (looked for {', '.join(stems)}, ...)")
+            if txt.stem not in stems:
+                names = [txt.with_suffix(s).name for s in IMAGE_SUFFIXES[:2]]
+                report.add("orphan_label_file", str(txt), f"label file without an image (looked for {', '.join(names)}, ...)")
 
 
 def _statistics(ds: DetectionDataset, rep: SplitReport) -> None:

@@ -42,6 +42,21 @@ def _size(rec: ImageRecord) -> tuple[int, int]:
     return rec.height, rec.width
 
 
+def _readable_records(ds: DetectionDataset) -> list[ImageRecord]:
+    """The records whose image size is stored or readable from the file header. Others (missing, corrupt
+    or non-image files) are reported in ``ds.skipped`` (a warning, or :class:`DatasetError` in strict mode)
+    and left out: every writer needs the size to place the boxes."""
+    out = []
+    for i, rec in enumerate(ds.records):
+        try:
+            _size(rec)
+        except ImageReadError as err:
+            ds.report_load_failure(i, err)
+            continue
+        out.append(rec)
+    return out
+
+
 def _pixel_boxes(rec: ImageRecord, crowd: bool = False) -> tuple[np.ndarray, np.ndarray]:
     boxes, labels = (rec.ignore_boxes, rec.ignore_labels) if crowd else (rec.boxes, rec.labels)
     if rec.normalized and len(boxes):
@@ -111,11 +126,8 @@ def _image_target(out: Path, sub: str, rec: ImageRecord, images: str) -> tuple[s
 def _write_coco(ds: DetectionDataset, out: Path, split: str, images: str) -> tuple[dict, dict]:
     img_entries, anns = [], []
     ann_id = 1
-    for rec in ds.records:
-        try:
-            h, w = _size(rec)
-        except ImageReadError:
-            h, w = 0, 0
+    for rec in _readable_records(ds):
+        h, w = _size(rec)
         file_name, _ = _image_target(out, f"images/{split}", rec, images)
         img_entries.append({"id": rec.image_id, "file_name": file_name, "height": h, "width": w})
         for crowd in (False, True):
@@ -140,7 +152,8 @@ def _write_yolo(ds: DetectionDataset, out: Path, split: str, images: str) -> tup
     if images == "none":
         raise ValueError("YOLO labels live beside the images (images/ -> labels/): use images='copy' or 'symlink'")
     n_boxes = dropped = 0
-    for rec in ds.records:
+    records = _readable_records(ds)
+    for rec in records:
         _, dst = _image_target(out, f"images/{split}", rec, images)
         label_file = out / "labels" / split / (dst.stem + ".txt")
         label_file.parent.mkdir(parents=True, exist_ok=True)
@@ -155,13 +168,14 @@ def _write_yolo(ds: DetectionDataset, out: Path, split: str, images: str) -> tup
         n_boxes += len(lines)
         dropped += len(rec.ignore_labels)
         label_file.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    return {"images": len(ds.records), "boxes": n_boxes, "dropped_crowd_or_difficult": dropped}, f"images/{split}"
+    return {"images": len(records), "boxes": n_boxes, "dropped_crowd_or_difficult": dropped}, f"images/{split}"
 
 
 def _write_voc(ds: DetectionDataset, out: Path, split: str, images: str) -> tuple[dict, str]:
     ids = []
     n_boxes = 0
-    for rec in ds.records:
+    records = _readable_records(ds)
+    for rec in records:
         _, dst = _image_target(out, "JPEGImages", rec, images)
         h, w = _size(rec)
         root = ET.Element("annotation")

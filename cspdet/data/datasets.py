@@ -32,7 +32,7 @@ import torch.utils.data
 
 from .cache import ImageCache
 from .image_io import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
-from .problems import DatasetError, DatasetWarning, ProblemReport
+from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport, user_stacklevel
 
 __all__ = [
     "Sample",
@@ -151,6 +151,8 @@ class DetectionDataset(torch.utils.data.Dataset):
         else:
             self.cache = None
         self._coco = None
+        self._runtime_seen: set[tuple[str, str]] = set()  # (kind, file) of problems found while decoding
+        self._pending: list[DatasetProblem] = []  # found in a worker process, not yet handed to the main one
 
     # ------------------------------------------------------------------------------------ basic access
     def __len__(self) -> int:
@@ -209,26 +211,56 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def _note_size_mismatch(self, index: int, h: int, w: int) -> None:
         rec = self.records[index]
-        key = ("size_mismatch", rec.path)
-        seen = getattr(self, "_seen", set())
-        if key in seen:
-            return
-        seen.add(key)
-        self._seen = seen
-        self.skipped.add(
+        self._report_runtime(
             "size_mismatch",
             rec.path,
             f"annotation says {rec.width}x{rec.height} (WxH) but the image decodes to {w}x{h}; boxes clipped",
         )
 
     def report_load_failure(self, index: int, err: ImageReadError) -> None:
-        """Count an image that failed to decode during training/eval (the loader replaces it)."""
-        prev = self.skipped.strict
-        self.skipped.strict = False  # a failing image mid-epoch is reported, never raised (strict=at read)
-        try:
-            self.skipped.add(err.kind, err.path, f"{err.reason} (while loading sample {index})")
-        finally:
-            self.skipped.strict = prev
+        """Count an image that failed to decode during training/eval (the loaders replace it).
+
+        In strict mode this raises :class:`DatasetError` with the same message (in the main process, see
+        :meth:`_report_runtime`); otherwise it warns and counts.
+        """
+        self._report_runtime(err.kind, err.path, f"{err.reason} (while loading sample {index})")
+
+    def _report_runtime(self, kind: str, source: str, message: str) -> None:
+        """A problem found while decoding images (not while reading annotations), reported once per
+        (kind, file) however often the image is requested.
+
+        DataLoader workers hold their own copy of this dataset, so a problem found in a worker is queued
+        (:meth:`take_pending`), travels back with the sample through the collate function and is recorded
+        in the main process's ``skipped`` by the loader (:meth:`record_problems`). In the main process it is
+        recorded at once: a :class:`DatasetWarning`, or in strict mode a :class:`DatasetError`.
+        """
+        key = (kind, str(source))
+        if key in self._runtime_seen:
+            return
+        self._runtime_seen.add(key)
+        if torch.utils.data.get_worker_info() is not None:
+            self._pending.append(DatasetProblem(kind, str(source), message))
+        else:
+            self.skipped.add(kind, source, message)
+
+    def take_pending(self) -> list[DatasetProblem]:
+        """Problems queued in this (worker) process since the last call; the caller hands them on."""
+        pending, self._pending = self._pending, []
+        return pending
+
+    def record_problems(self, problems: Iterable[DatasetProblem]) -> int:
+        """Record problems found in worker processes (main process; duplicates from several workers are
+        dropped). Warns per problem, or raises :class:`DatasetError` in strict mode. Returns how many
+        were new."""
+        new = 0
+        for p in problems:
+            key = (p.kind, p.source)
+            if key in self._runtime_seen:
+                continue
+            self._runtime_seen.add(key)
+            new += 1
+            self.skipped.add(p.kind, p.source, p.message)
+        return new
 
     # ------------------------------------------------------------------------------------- evaluation
     def coco_gt(self):
@@ -325,6 +357,10 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _check_box(
     box: list[float], width: float | None, height: float | None, source: str, report: ProblemReport
 ) -> list[float] | None:
@@ -341,11 +377,13 @@ def _check_box(
     tol = BOX_TOLERANCE_PX if width > 1 else 1e-3  # 1 px, or 0.1% of a normalised side
     cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
     cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+    # normalised (YOLO) boxes are checked against the unit square: say so instead of "a [1, 1] image"
+    frame = f"{_fmt([width, height])} image" if width > 1 else "image (normalised coordinates must lie in 0..1)"
     if cx2 <= cx1 or cy2 <= cy1:
-        report.add("box_outside_image", source, f"box {_fmt(box)} lies outside the {_fmt([width, height])} image")
+        report.add("box_outside_image", source, f"box {_fmt(box)} lies outside the {frame}")
         return None
     if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
-        report.add("box_clipped", source, f"box {_fmt(box)} extends outside the {_fmt([width, height])} image")
+        report.add("box_clipped", source, f"box {_fmt(box)} extends outside the {frame}")
     return [cx1, cy1, cx2, cy2]
 
 
@@ -374,7 +412,7 @@ def _finish(records: list[ImageRecord], report: ProblemReport, what: str) -> Non
         warnings.warn(
             report.summary(hint="dataset.skipped, or `python tools/check_dataset.py` for the full list"),
             DatasetWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
 
 
@@ -463,6 +501,8 @@ def read_coco(
     seen_ann: set[int] = set()
     for k, ann in enumerate(anns if isinstance(anns, list) else []):
         ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if not _is_int(ann_id):
+            ann_id = None  # a missing or non-integer id (e.g. a list) is named by position instead
         where = f"{src} annotation id {ann_id}" if ann_id is not None else f"{src} annotations[{k}]"
         if not isinstance(ann, dict):
             report.add("bad_box", where, f"annotation is not an object: {ann!r:.80}")
@@ -472,14 +512,16 @@ def read_coco(
                 report.add("duplicate_annotation", where, "duplicate annotation id; keeping the first")
                 continue
             seen_ann.add(ann_id)
-        img = info.get(ann.get("image_id"))
+        image_ref = ann.get("image_id")
+        img = info.get(image_ref) if _is_int(image_ref) else None
         if img is None:
-            report.add("unknown_image_ref", where, f"refers to image id {ann.get('image_id')!r} which is not in 'images'")
+            report.add("unknown_image_ref", where, f"refers to image id {image_ref!r:.40} which is not in 'images'")
             continue
         if img.get("skip"):
             continue  # its image was already reported
-        if ann.get("category_id") not in label_of:
-            report.add("unknown_category", where, f"category id {ann.get('category_id')!r} is not in 'categories'")
+        cat_ref = ann.get("category_id")
+        if not (_is_int(cat_ref) and cat_ref in label_of):
+            report.add("unknown_category", where, f"category id {cat_ref!r:.40} is not in 'categories'")
             continue
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
@@ -493,7 +535,7 @@ def read_coco(
         pre = "i" if crowd else ""
         img[pre + "boxes"].append(box)
         img[pre + "labels"].append(label_of[ann["category_id"]])
-        ann_id = ann_id if isinstance(ann_id, int) and not isinstance(ann_id, bool) else -(k + 1)
+        ann_id = ann_id if ann_id is not None else -(k + 1)
         img[pre + "ids"].append(ann_id)
         gt = {key: v for key, v in ann.items() if key != "segmentation"}
         gt["id"] = ann_id
@@ -594,7 +636,10 @@ def read_yolo(
         labels: list[int] = []
         if label_file.is_file():
             found_labels += 1
-            boxes, labels = _parse_yolo_label_file(label_file, num_classes, report)
+            parsed_file = _parse_yolo_label_file(label_file, num_classes, report)
+            if parsed_file is None:
+                continue
+            boxes, labels = parsed_file
         kept_paths.append(str(path))
         parsed.append((boxes, labels))
     if kept_paths and not found_labels:
@@ -615,15 +660,17 @@ def read_yolo(
 
 def _parse_yolo_label_file(
     label_file: Path, num_classes: int, report: ProblemReport
-) -> tuple[list[list[float]], list[int]]:
+) -> tuple[list[list[float]], list[int]] | None:
+    """(boxes as normalised xyxy, labels) of one label file; None (reported) when it cannot be read."""
     boxes: list[list[float]] = []
     labels: list[int] = []
     seen: set[tuple] = set()
     try:
         text = label_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
-        report.add("malformed_annotation_file", str(label_file), f"cannot read label file ({err}); image skipped as background")
-        return boxes, labels
+        # not kept as a background image: its objects would be trained on as background
+        report.add("malformed_annotation_file", str(label_file), f"cannot read label file ({err}); image skipped")
+        return None
     for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
         if not fields:
@@ -670,14 +717,24 @@ def read_voc(
     ``<root>/JPEGImages/<id>.<ext>`` and the labels ``<root>/Annotations/<id>.xml``."""
     label_of = {n: i for i, n in enumerate(class_names)}
     entries: list[tuple[Path, str]] = []  # (root, image id stem)
+    listed: dict[tuple[Path, str], str] = {}  # -> where it was first listed (file:line)
     for spec in imageset_files:
         spec = Path(spec)
         if not spec.is_file():
             report.add("malformed_file", str(spec), "VOC image-set file not found (expected <root>/ImageSets/Main/<set>.txt)")
         root = spec.parent.parent.parent
-        for line in spec.read_text(encoding="utf-8").splitlines():
+        try:
+            text = spec.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            report.add("malformed_file", str(spec), f"cannot read VOC image-set file ({err})")
+        for n, line in enumerate(text.splitlines(), 1):
             if line.split():
-                entries.append((root, line.split()[0]))
+                key = (root, line.split()[0])
+                if key in listed:
+                    report.add("duplicate_image", f"{spec}:{n}", f"image '{key[1]}' already listed at {listed[key]}; keeping the first")
+                    continue
+                listed[key] = f"{spec.name}:{n}"
+                entries.append(key)
     kept: list[tuple[str, ImageRecord]] = []
     seen_paths: set[str] = set()
     for root, stem in entries:
@@ -770,6 +827,10 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
         try:
             raw = yaml.safe_load(src.read_text(encoding="utf-8"))
         except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            if mark is not None:  # "file:line: what" rather than PyYAML's multi-line report
+                what = " ".join(f"{getattr(err, 'context', None) or ''} {getattr(err, 'problem', None) or ''}".split())
+                raise DatasetError(f"{src}:{mark.line + 1}: malformed YAML at column {mark.column + 1} ({what})") from None
             raise DatasetError(f"{src}: malformed YAML ({' '.join(str(err).split())})") from None
         base_dir = src.resolve().parent
         name = src.stem

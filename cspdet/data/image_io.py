@@ -127,9 +127,10 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             return int(h), int(w)
     except FileNotFoundError:
         raise ImageReadError(path, "missing_image", "image file not found") from None
-    except Exception:  # noqa: BLE001 - Pillow cannot parse it; let the full decoder decide
-        image = read_image(path)
-        return int(image.shape[0]), int(image.shape[1])
+    except Exception:  # noqa: BLE001 - Pillow cannot parse it; let the full decoder decide (below, so that
+        pass  # its error does not come chained to Pillow's)
+    image = read_image(path)
+    return int(image.shape[0]), int(image.shape[1])
 
 
 def is_image_file(path: str | Path) -> bool:

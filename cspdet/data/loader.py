@@ -14,13 +14,24 @@ workers (about twice with 2 workers, which share a pool). Large JPEGs are decode
 directly when they would be shrunk that much anyway. ``set_epoch`` / ``close_mosaic`` act on the main-process sampler, which is
 what makes them reach persistent workers: call them before iterating the loader for that epoch.
 
-Robustness: an image that fails to decode mid-epoch is counted in ``dataset.skipped`` (with a warning
-naming the file) and replaced by another sample (train) or by a grey placeholder without boxes (val).
+Mosaic partner blocks (``mosaic_pool``, default 64, an :class:`AugmentConfig` field read from the DataConfig
+when it has one): mosaic and MixUp partners of a sample come from the block of about ``mosaic_pool``
+consecutive samples of the epoch's shuffled order that holds it (see :class:`EpochSampler`); ``0`` draws them
+from the whole dataset, as YOLOX does. Larger pools mix more widely and cost more buffer memory (about
+``mosaic_pool`` x 1.6 MB at 640 per process) and decoding; every image is still a partner equally often.
+
+Robustness: an image that fails to decode mid-epoch is replaced by another sample (train) or by a grey
+placeholder without boxes (val) and reported once per file: a :class:`DatasetWarning` naming the file and
+a count in the main process's ``dataset.skipped``, also when it was found in a worker process (the problem
+travels back with the batch and the loader records it, see :class:`DetectionLoader`). At the end of a pass
+in which images failed, the loader warns the totals. With ``strict`` the first such image raises
+:class:`DatasetError` with the same message, in the main process.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from collections import OrderedDict
 from typing import Any, Iterator, Sequence
 
@@ -32,12 +43,14 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from .datasets import DetectionDataset
 from .image_io import ImageReadError, read_image
+from .problems import DatasetWarning, user_stacklevel
 from .transforms import PAD_VALUE, AugmentConfig, fit_size, letterbox, train_sample
 
 __all__ = [
     "TrainDataset",
     "ValDataset",
     "EpochSampler",
+    "DetectionLoader",
     "collate_detection",
     "build_train_loader",
     "build_val_loader",
@@ -63,7 +76,8 @@ class TrainDataset(torch.utils.data.Dataset):
     """Augmenting view of a :class:`DetectionDataset` for training.
 
     ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 [cls,
-    x1, y1, x2, y2], image_id, ratio 1.0, (h, w) of the original image ``index``). ``pool`` (a tuple of
+    x1, y1, x2, y2], image_id, ratio 1.0, (h, w) of the original image ``index``), plus, in a worker
+    process that met bad images while producing it, a list of their problems (see :class:`DetectionLoader`). ``pool`` (a tuple of
     sample indices, from :class:`EpochSampler`) is where mosaic/MixUp partners are drawn from; without it
     they are drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
 
@@ -222,14 +236,15 @@ class TrainDataset(torch.utils.data.Dataset):
             pick_mixup=lambda g: self._pick_mixup(g, pool), partners=pool,
         )  # fmt: skip
         targets = np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1)
-        return image, targets, rec.image_id, 1.0, orig
+        return _with_pending(self.dataset, (image, targets, rec.image_id, 1.0, orig))
 
 
 class ValDataset(torch.utils.data.Dataset):
     """Letterboxed view of a :class:`DetectionDataset` for evaluation (no randomness).
 
     ``dataset[i]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 in letterboxed px, image_id, ratio r,
-    (h, w) original size). Boxes map back to the original image with ``/ r``.
+    (h, w) original size) (plus problems met in a worker, as for :class:`TrainDataset`). Boxes map back to
+    the original image with ``/ r``.
     """
 
     def __init__(self, dataset: DetectionDataset, img_size: int | Sequence[int]):
@@ -262,11 +277,19 @@ class ValDataset(torch.utils.data.Dataset):
             # keep the batch (and the image id) so the evaluator still sees every image: a grey placeholder
             self.dataset.report_load_failure(index, err)
             image = np.full((*self.img_size, 3), PAD_VALUE, np.uint8)
-            return image, np.zeros((0, 5), np.float32), rec.image_id, 1.0, (rec.height or 0, rec.width or 0)
+            item = (image, np.zeros((0, 5), np.float32), rec.image_id, 1.0, (rec.height or 0, rec.width or 0))
+            return _with_pending(self.dataset, item)
         image, r = letterbox(s.image, self.img_size)
         boxes = s.boxes * np.float32(r)
         targets = np.concatenate([s.labels[:, None].astype(np.float32), boxes], axis=1)
-        return image, targets, rec.image_id, float(r), s.image.shape[:2]
+        return _with_pending(self.dataset, (image, targets, rec.image_id, float(r), s.image.shape[:2]))
+
+
+def _with_pending(dataset: DetectionDataset, item: tuple) -> tuple:
+    """In a worker process, append the problems found while producing ``item`` (a 6th element, only when
+    there are any) so that they reach the main process through the collate function."""
+    pending = dataset.take_pending()
+    return (*item, pending) if pending else item
 
 
 def collate_detection(batch: Sequence[tuple]) -> dict[str, torch.Tensor]:
@@ -275,7 +298,9 @@ def collate_detection(batch: Sequence[tuple]) -> dict[str, torch.Tensor]:
     Returns:
         images uint8 (B, 3, H, W) RGB; targets float32 (B, M, 5) [cls, x1, y1, x2, y2] zero padded, with M
         the largest box count in the batch (may be 0); target_mask bool (B, M); image_ids int64 (B,);
-        ratios float32 (B,); orig_sizes int64 (B, 2) (h, w).
+        ratios float32 (B,); orig_sizes int64 (B, 2) (h, w). Only when a worker found bad images while
+        producing the batch, also "problems": a list of :class:`~cspdet.data.DatasetProblem`, which
+        :class:`DetectionLoader` removes and records in the main process.
     """
     images = _stack_chw([b[0] for b in batch])
     counts = [len(b[1]) for b in batch]
@@ -293,6 +318,7 @@ def collate_detection(batch: Sequence[tuple]) -> dict[str, torch.Tensor]:
         "image_ids": torch.tensor([int(b[2]) for b in batch], dtype=torch.int64),
         "ratios": torch.tensor([float(b[3]) for b in batch], dtype=torch.float32),
         "orig_sizes": torch.tensor([[int(b[4][0]), int(b[4][1])] for b in batch], dtype=torch.int64),
+        **({"problems": problems} if (problems := [p for b in batch if len(b) > 5 for p in b[5]]) else {}),
     }
 
 
@@ -366,6 +392,35 @@ class EpochSampler(Sampler):
         return len(self.inner)
 
 
+class DetectionLoader(DataLoader):
+    """A DataLoader whose iteration records, in the main process, the bad images its workers met.
+
+    Workers decode in their own copy of the dataset, so what they count in ``dataset.skipped`` would be
+    lost; instead each problem rides back with its batch (``batch["problems"]``, see
+    :func:`collate_detection`) and is taken out of the batch here and recorded in the main process's
+    ``dataset.skipped`` once per file (a :class:`DatasetWarning`; in strict mode a :class:`DatasetError`
+    with the same message). When a pass over the loader met new problems, a summary warning with the totals
+    follows its last batch. Batches handed out are exactly the contract's dict.
+    """
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        source: DetectionDataset = self.dataset.dataset
+        before = len(source.skipped)
+        for batch in super().__iter__():
+            problems = batch.pop("problems", None)
+            if problems:
+                source.record_problems(problems)
+            yield batch
+        new = len(source.skipped) - before
+        if new:
+            warnings.warn(
+                f"{new} image problem(s) met while loading this pass (bad images were replaced); "
+                + source.skipped.summary(hint="dataset.skipped, or `python tools/check_dataset.py`"),
+                DatasetWarning,
+                stacklevel=user_stacklevel(),
+            )
+
+
 def _worker_init(_: int) -> None:
     # Workers already run in parallel; OpenCV's own thread pool would only oversubscribe the cores.
     cv2.setNumThreads(0)
@@ -413,6 +468,10 @@ def build_train_loader(
         rank, world_size: DDP process index and count (world_size > 1 shards the data per rank).
 
     ``loader.dataset`` is a :class:`TrainDataset` with ``set_epoch(epoch)`` and ``close_mosaic()``.
+    Augmentation settings are the :class:`AugmentConfig` fields found on ``cfg`` (YOLOX defaults for the
+    rest), including ``mosaic_pool`` (partner block size, default 64; 0 = partners from the whole
+    dataset, see the module docstring). The loader is a :class:`DetectionLoader`: images that fail to decode
+    in workers are counted in the main process's ``dataset.skipped``.
     """
     aug = cfg if isinstance(cfg, AugmentConfig) else AugmentConfig.from_config(cfg)
     if workers is None:
@@ -422,7 +481,7 @@ def build_train_loader(
     sampler = EpochSampler(train, seed=seed, rank=rank, world_size=world_size, shuffle=True, pool=aug.mosaic_pool)
     train.sampler = sampler
     _warm_cache(dataset, workers)
-    return DataLoader(
+    return DetectionLoader(
         train, batch_size=batch_size, sampler=sampler, collate_fn=collate_detection, drop_last=False,
         **_loader_kwargs(workers),
     )  # fmt: skip
@@ -444,7 +503,7 @@ def build_val_loader(
     if world_size > 1:
         sampler = DistributedSampler(val, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)
     _warm_cache(dataset, workers)
-    return DataLoader(
+    return DetectionLoader(
         val, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate_detection,
         drop_last=False, **_loader_kwargs(min(workers, os.cpu_count() or 1)),
     )  # fmt: skip

@@ -9,6 +9,8 @@ skipped with a :class:`DatasetWarning`; in strict mode the same message is raise
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import warnings
 from collections import Counter
@@ -44,6 +46,21 @@ PROBLEM_KINDS: dict[str, str] = {
     "malformed_file": "fatal",
     "empty_dataset": "fatal",
 }
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_TORCH_DATA = os.sep.join(("torch", "utils", "data", ""))
+
+
+def user_stacklevel() -> int:
+    """``stacklevel`` for a ``warnings.warn`` made by the caller of this function that attributes the
+    warning to the first frame outside ``cspdet/data`` (the user's or the trainer's line), not to ours."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (
+        frame.f_code.co_filename.startswith(_PACKAGE_DIR) or _TORCH_DATA in frame.f_code.co_filename
+    ):  # also skip the DataLoader's fetch frames, which call our datasets
+        frame, level = frame.f_back, level + 1
+    return level
+
 
 # How many individual warnings per kind are shown while loading; the rest are only counted.
 MAX_WARNINGS_PER_KIND = 10
@@ -99,7 +116,7 @@ class ProblemReport:
             suffix = "" if PROBLEM_KINDS[kind] == "fixed" else " (skipped)"
             if shown == MAX_WARNINGS_PER_KIND:
                 suffix += f"; further '{kind}' problems are only counted"
-            warnings.warn(f"{problem}{suffix}", DatasetWarning, stacklevel=3)
+            warnings.warn(f"{problem}{suffix}", DatasetWarning, stacklevel=user_stacklevel())
         return problem
 
     @property

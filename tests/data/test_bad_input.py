@@ -37,6 +37,10 @@ COCO_CASES = {
     "duplicate_image_id": (lambda d: d["images"][2].update(id=1), "duplicate_image", "image id 1", 2, 3),
     "duplicate_ann_id": (lambda d: _ann(d, 3).update(id=1), "duplicate_annotation", "annotation id 1", 3, 2),
     "clipped_box": (lambda d: _ann(d, 1).update(bbox=[-5, 8, 45, 22]), "box_clipped", "extends outside", 3, 3),
+    # ids of the wrong JSON type (a list is unhashable: this used to be a TypeError traceback)
+    "category_id_list": (lambda d: _ann(d, 1).update(category_id=[3]), "unknown_category", "annotation id 1", 3, 2),
+    "image_id_list": (lambda d: _ann(d, 2).update(image_id=[1]), "unknown_image_ref", "annotation id 2", 3, 2),
+    "ann_id_list": (lambda d: _ann(d, 3).update(id=[3], category_id=99), "unknown_category", "annotations[2]", 3, 2),
 }
 
 
@@ -77,6 +81,19 @@ def test_coco_malformed_json_is_one_clear_error(coco_dir, content, match):
     assert "train.json" in str(err.value)
 
 
+@pytest.mark.parametrize(
+    "text,match",
+    [("format: coco\npath: .\ntrain: {images: [unclosed\n", r"dataset.yaml:4: malformed YAML at column 1"),
+     ("format: coco\n  path: .\n", r"dataset.yaml:2: malformed YAML at column 7"),
+     ("- a list\n", "must be a YAML mapping")],
+)
+def test_malformed_descriptor_yaml_names_file_and_line(coco_dir, text, match):
+    (coco_dir / "dataset.yaml").write_text(text)
+    with pytest.raises(DatasetError, match=match) as err:
+        build_dataset(coco_dir / "dataset.yaml", "train")
+    assert "\n" not in str(err.value)  # one line, not PyYAML's multi-line report
+
+
 def test_empty_dataset(coco_dir):
     _edit_json(coco_dir, lambda d: d.update(images=[], annotations=[]))
     with pytest.raises(DatasetError, match="no usable images"):
@@ -113,6 +130,18 @@ def test_yolo_bad_lines(yolo_dir, case):
         build_dataset(yolo_dir / "data.yaml", "train", strict=True)
 
 
+def test_yolo_unreadable_label_file_skips_the_image(yolo_dir):
+    """Not kept as background: its objects would be trained on as background."""
+    label = yolo_dir / "labels" / "train" / "000000000001.txt"
+    label.write_bytes(b"\xff\xfe\x00 not utf-8")
+    with pytest.warns(DatasetWarning, match="000000000001.txt: cannot read label file"):
+        ds = build_dataset(yolo_dir / "data.yaml", "train")
+    assert ds.skipped.counts == {"malformed_annotation_file": 1} and ds.skipped.skipped_images == 1
+    assert len(ds) == 2 and not any(r.path.endswith("000000000001.png") for r in ds.records)
+    with pytest.raises(DatasetError, match="000000000001.txt: cannot read label file"):
+        build_dataset(yolo_dir / "data.yaml", "train", strict=True)
+
+
 def test_yolo_no_labels_at_all_is_a_layout_error(yolo_dir):
     import shutil
 
@@ -142,6 +171,14 @@ def test_voc_bad_files(voc_dir):
     assert len(ds) == 1 and len(ds.records[0].labels) == 0
     with pytest.raises(DatasetError, match="2008_000001.xml: malformed XML"):
         build_dataset(voc_dir / "dataset.yaml", "train", strict=True)
+
+
+def test_voc_image_listed_twice(voc_dir):
+    sets = voc_dir / "ImageSets" / "Main" / "train.txt"
+    sets.write_text(sets.read_text() + "2008_000001\n")
+    with pytest.warns(DatasetWarning, match=r"train.txt:4: image '2008_000001' already listed at train.txt:1"):
+        ds = build_dataset(voc_dir / "dataset.yaml", "train")
+    assert ds.skipped.counts == {"duplicate_image": 1} and len(ds) == 3
 
 
 # ------------------------------------------------------------------------------ images bad at load time
@@ -175,3 +212,42 @@ def test_unreadable_image_at_load_time(coco_dir, content):
         val = next(iter(build_val_loader(ds, 64, batch_size=3, workers=0)))
     assert val["image_ids"].tolist() == [1, 2, 3]
     assert not val["target_mask"][1].any() and int(val["images"][1].float().std()) == 0
+
+
+def _break_image(coco_dir):
+    path = coco_dir / "images" / "train" / "000000000002.png"
+    path.write_bytes(b"this is not an image")
+    return path
+
+
+def test_load_failures_in_workers_reach_the_main_process(coco_dir):
+    """Workers decode in their own copy of the dataset; the problem travels back with the batch and is
+    counted once (not once per worker) in the main process, with a warning and an end-of-pass summary."""
+    _break_image(coco_dir)
+    ds = build_dataset(coco_dir / "dataset.yaml", "train")
+    loader = build_train_loader(ds, {"img_size": [64, 64], "workers": 2}, batch_size=3, seed=0)
+    with pytest.warns(DatasetWarning) as record:
+        for epoch in range(2):
+            loader.dataset.set_epoch(epoch)
+            batches = list(loader)
+    assert all(set(b) == {"images", "targets", "target_mask", "image_ids", "ratios", "orig_sizes"} for b in batches)
+    assert ds.skipped.counts == {"unreadable_image": 1}
+    assert "000000000002.png: cannot decode" in str(ds.skipped.problems[0])
+    messages = [str(w.message) for w in record]
+    assert any("000000000002.png" in m for m in messages)
+    assert any("skipped 1 images" in m and "tools/check_dataset.py" in m for m in messages)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        val = [b for b in build_val_loader(ds, 64, batch_size=2, workers=2)]
+    assert sum(len(b["image_ids"]) for b in val) == 3 and ds.skipped.counts == {"unreadable_image": 1}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_strict_raises_at_load_time_in_the_main_process(coco_dir, workers):
+    path = _break_image(coco_dir)
+    ds = build_dataset(coco_dir / "dataset.yaml", "train", strict=True)  # annotations are fine
+    loader = build_train_loader(ds, {"img_size": [64, 64], "workers": workers, "mosaic_prob": 0.0}, batch_size=3, seed=0)
+    with pytest.raises(DatasetError) as err:
+        list(loader)
+    # the precise one-line message, not a worker traceback wrapped into the exception
+    assert str(err.value).startswith(f"{path}: cannot decode") and "Traceback" not in str(err.value)

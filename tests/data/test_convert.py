@@ -56,3 +56,17 @@ def test_convert_tool_on_coco128(coco128_root, repo_root, tmp_path):
         bb = sorted((x["category_id"], *np.round(x["bbox"], 1)) for x in gb.imgToAnns[image_id])
         assert len(ba) == len(bb)
         np.testing.assert_allclose(np.array(ba, float).reshape(-1, 5), np.array(bb, float).reshape(-1, 5), atol=0.11)
+
+
+def test_convert_skips_unreadable_images_with_a_warning(yolo_dir, tmp_path):
+    """A YOLO image whose size cannot be read is reported and left out, not a traceback."""
+    from cspdet.data import DatasetWarning
+    from cspdet.data.convert import write_dataset
+
+    (yolo_dir / "images" / "train" / "000000000002.png").write_bytes(b"not an image")
+    ds = build_dataset(yolo_dir / "data.yaml", "train")
+    with pytest.warns(DatasetWarning, match="000000000002.png: cannot decode"):
+        stats = write_dataset({"train": ds}, tmp_path / "out", "voc", images="copy")
+    assert stats["train"]["images"] == 2 and ds.skipped.counts == {"unreadable_image": 1}
+    back = build_dataset(stats["descriptor"], "train")
+    assert len(back) == 2

@@ -74,3 +74,64 @@ def test_read_errors_are_precise(tmp_path, content, kind, text):
     with pytest.raises(ImageReadError) as err:
         read_image(path)
     assert err.value.kind == kind and text in str(err.value) and str(path) in str(err.value)
+
+
+def _odd_images(root):
+    """Files of every odd kind with a bright object at a known displayed box (x1, y1, x2, y2); the EXIF
+    JPEG is large enough (200 x 120 displayed) that the training loader decodes it at reduced size."""
+    root.mkdir(parents=True, exist_ok=True)
+    files = {}
+    gray = np.full((48, 64), 30, np.uint8)
+    gray[8:24, 16:40] = 255
+    cv2.imwrite(str(root / "gray.png"), gray)
+    files["gray.png"] = ((48, 64), (16, 8, 40, 24))
+    bgra = np.zeros((48, 64, 4), np.uint8)
+    bgra[..., :3] = 30
+    bgra[20:40, 8:28] = (0, 0, 255, 0)  # red in BGR, fully transparent: the colour must survive
+    cv2.imwrite(str(root / "rgba.png"), bgra)
+    files["rgba.png"] = ((48, 64), (8, 20, 28, 40))
+    deep = np.full((40, 56, 3), 30 * 257, np.uint16)
+    deep[4:20, 30:50] = (0, 0, 65535)
+    cv2.imwrite(str(root / "deep.png"), deep)
+    files["deep.png"] = ((40, 56), (30, 4, 50, 20))
+    raw = np.full((120, 200, 3), 30, np.uint8)
+    raw[0:40, 0:80] = (255, 0, 0)  # stored top-left; orientation 6 displays it top-right
+    im = Image.fromarray(raw)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(root / "exif.jpg", exif=exif, quality=95)
+    files["exif.jpg"] = ((200, 120), (80, 0, 120, 80))
+    return files
+
+
+def test_odd_images_stay_aligned_through_dataset_and_training_decode(tmp_path):
+    """Grayscale, RGBA, 16-bit and EXIF-rotated files: 3-channel uint8 RGB, and the box still covers the
+    object both in load_sample and in the training loader's fitted (possibly reduced-size JPEG) decode."""
+    from cspdet.data import AugmentConfig, TrainDataset
+
+    files = _odd_images(tmp_path / "images")
+    images, anns = [], []
+    for k, (name, ((h, w), (x1, y1, x2, y2))) in enumerate(files.items(), 1):
+        images.append({"id": k, "file_name": name, "height": h, "width": w})
+        anns.append({"id": k, "image_id": k, "category_id": 1, "bbox": [x1, y1, x2 - x1, y2 - y1], "iscrowd": 0})
+    (tmp_path / "a.json").write_text(json.dumps({"images": images, "annotations": anns,
+                                                 "categories": [{"id": 1, "name": "obj"}]}))  # fmt: skip
+    ds = build_dataset({"format": "coco", "path": str(tmp_path), "train": {"images": "images", "annotations": "a.json"}}, "train")
+    train = TrainDataset(ds, AugmentConfig(img_size=(48, 48)))
+
+    def check(image, box, what):
+        x1, y1, x2, y2 = np.round(box).astype(int)
+        bright = image[..., :3].max(axis=2).astype(int)  # the object is bright in some channel, the rest 30
+        assert bright[y1 + 2 : y2 - 2, x1 + 2 : x2 - 2].min() > 180, what
+        ring = np.ones(bright.shape, bool)
+        ring[max(y1 - 2, 0) : y2 + 2, max(x1 - 2, 0) : x2 + 2] = False
+        assert bright[ring].max() < 80, what
+
+    for i, name in enumerate(files):
+        s = ds.load_sample(i)
+        assert s.image.dtype == np.uint8 and s.image.shape == (*files[name][0], 3), name
+        check(s.image, s.boxes[0], f"{name} load_sample")
+        fitted, boxes, _, orig = train._decode_fitted(i)
+        assert orig == files[name][0] and max(fitted.shape[:2]) == 48, name
+        check(fitted, boxes[0], f"{name} fitted for mosaic")
+    assert not ds.skipped  # sizes agree with the displayed orientation: nothing clipped or reported
