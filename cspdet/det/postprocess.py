@@ -18,7 +18,7 @@ def postprocess(
     max_det: int = 300,
     classes: Sequence[int] | None = None,
     agnostic: bool = False,
-    pre_nms_topk: int = 10000,
+    pre_nms_topk: int | None = None,
 ) -> list[dict[str, Tensor]]:
     """Turn the eval-mode output of the detector into per-image detections.
 
@@ -31,7 +31,11 @@ def postprocess(
         max_det: detections kept per image, highest scores first.
         classes: keep only these class indices (after picking each point's best class).
         agnostic: one NMS over all classes instead of one per class.
-        pre_nms_topk: keep at most this many highest-scoring points per image before NMS.
+        pre_nms_topk: keep at most this many highest-scoring points per image before NMS. ``None`` (default)
+            applies no cap, as YOLOX does: every point scoring at least ``conf`` enters NMS, so the detections
+            (and mAP) equal YOLOX's. A cap is purely a speed knob for low ``conf`` (evaluation at 0.001 lets
+            thousands of points through; at 640 px there are 8400 points, so any cap >= 8400 is a no-op) and
+            can drop true detections in crowded images; ``benchmarks/bench_postprocess.py`` measures it.
 
     Returns:
         One dict per image: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,) float32,
@@ -39,6 +43,9 @@ def postprocess(
     """
     if preds.dim() != 3 or preds.shape[-1] < 6:
         raise ValueError(f"postprocess: preds must be (B, N, 5 + C) with C >= 1, got {tuple(preds.shape)}")
+    if pre_nms_topk is not None and (isinstance(pre_nms_topk, bool) or not isinstance(pre_nms_topk, int)
+                                     or pre_nms_topk < 1):
+        raise ValueError(f"postprocess: pre_nms_topk must be None (no cap) or a positive integer, got {pre_nms_topk!r}")
     keep_classes = None if classes is None else torch.as_tensor(list(classes), device=preds.device)
     results = []
     for p in preds.float():  # NMS output sizes differ per image, so this loop is inherent
@@ -48,7 +55,7 @@ def postprocess(
         if keep_classes is not None:
             keep &= torch.isin(labels, keep_classes)
         boxes, scores, labels = p[keep, :4], scores[keep], labels[keep]
-        if scores.numel() > pre_nms_topk:
+        if pre_nms_topk is not None and scores.numel() > pre_nms_topk:
             top = scores.topk(pre_nms_topk).indices
             boxes, scores, labels = boxes[top], scores[top], labels[top]
         boxes = box_convert(boxes, "cxcywh", "xyxy")

@@ -12,6 +12,8 @@ Block constructor contract (what ``block_fn`` in ``CSPStage`` / ``CSPNet(stage_d
   convs with them so a model-wide norm/act choice reaches every layer.
 - ``block_kwargs`` are whatever extra keywords the caller configured (``CSPStage(block_kwargs=...)``); a
   custom block only needs to accept those it is given.
+- Optional: a ``zero_init_last()`` method. ``CSPNet(weight_init="timm")`` calls it after the conv init (as
+  timm does) so that a residual block starts as the identity; blocks without a residual simply omit it.
 
 The shipped blocks all accept ``bottle_ratio`` (hidden width = ``int(round(out_channels * bottle_ratio))``).
 """
@@ -39,6 +41,13 @@ def _hidden(out_channels: int, bottle_ratio: float, groups: int, name: str) -> i
     return hidden
 
 
+def _zero_bn_scale(bn: nn.Module) -> None:
+    # Only affine norm layers have a scale to zero (a user's norm factory may build something else).
+    weight = getattr(bn, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        nn.init.zeros_(weight)
+
+
 class ResNetBottleneck(nn.Module):
     """ResNet bottleneck: 1x1 reduce -> 3x3 (grouped when ``groups > 1``) -> 1x1 expand (linear), add, act.
 
@@ -60,6 +69,11 @@ class ResNetBottleneck(nn.Module):
         self.shortcut = (nn.Identity() if in_channels == out_channels
                          else ConvBNAct(in_channels, out_channels, 1, norm=norm, act=None))
         self.act = act()
+
+    def zero_init_last(self) -> None:
+        """Zero the scale of the last BN of the residual branch (timm's ``zero_init_last``): the block starts
+        as ``act(shortcut(x))``, which eases the optimisation of deep stacks."""
+        _zero_bn_scale(self.conv3.bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv3(self.conv2(self.conv1(x))) + self.shortcut(x))
@@ -96,6 +110,14 @@ class DarknetBottleneck(nn.Module):
         self.conv2: nn.Module = (DWConv(hidden, out_channels, 3, norm=norm, act=act) if depthwise
                                  else ConvBNAct(hidden, out_channels, 3, norm=norm, act=act))
         self.use_add = shortcut and in_channels == out_channels
+
+    def zero_init_last(self) -> None:
+        """Zero the scale of the last BN of the residual branch (timm's ``zero_init_last`` for its DarkBlock),
+        so a residual block starts as the identity. A block without the residual add is left alone: zeroing it
+        would make it output a constant."""
+        if self.use_add:
+            last = self.conv2.pconv if isinstance(self.conv2, DWConv) else self.conv2
+            _zero_bn_scale(last.bn)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(self.conv1(x))

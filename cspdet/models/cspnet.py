@@ -289,6 +289,11 @@ class CSPNet(nn.Module):
         out_indices: which feature maps :meth:`forward_multiscale` returns, indexing :attr:`feature_info`
             (0 = stem output, ``i`` = output of stage ``i - 1``, as in timm); default the last three, which
             are strides 8, 16, 32 for every preset.
+        weight_init: "timm" (default): timm's CspNet init -- convs ``kaiming_normal_`` (fan-out, ReLU gain),
+            norm scale 1 / shift 0, linear ``normal_(std=0.01)`` with zero bias, then ``zero_init_last()`` on
+            every block that has one (the last BN of each residual branch starts at 0). "torch": keep PyTorch's
+            layer defaults (conv ``kaiming_uniform_(a=sqrt(5))``, i.e. U(+-1/sqrt(fan_in))), which is what
+            YOLOX trains from; :func:`cspdarknet` uses it so training from scratch matches YOLOX.
 
     Attributes:
         feature_info: ``[{"num_chs", "reduction", "module"}]`` for the stem and every stage.
@@ -335,8 +340,11 @@ class CSPNet(nn.Module):
         stage_kwargs: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         features_only: bool = False,
         out_indices: Sequence[int] | None = None,
+        weight_init: Literal["timm", "torch"] = "timm",
     ) -> None:
         super().__init__()
+        if weight_init not in ("timm", "torch"):
+            raise ValueError(f"weight_init must be 'timm' or 'torch', got {weight_init!r}")
         if not 0.0 < split_ratio < 1.0:
             raise ValueError(f"split_ratio must be in (0, 1) (both the block part and the shortcut part need "
                              f"channels), got {split_ratio}")
@@ -396,7 +404,9 @@ class CSPNet(nn.Module):
         self.num_features = feature_channels or channels
         if not features_only:
             self.head = ClassifierHead(channels, num_classes, global_pool, dropout, feature_channels, norm, act)
-        self._init_weights()
+        self.weight_init = weight_init
+        if weight_init == "timm":
+            self._init_weights_timm()
 
     @property
     def out_channels(self) -> list[int]:
@@ -408,16 +418,25 @@ class CSPNet(nn.Module):
         """Strides (input pixels per feature cell) of the :meth:`forward_multiscale` maps."""
         return [self.feature_info[i]["reduction"] for i in self.out_indices]
 
-    def _init_weights(self) -> None:
+    def _init_weights_timm(self) -> None:
+        """timm's CspNet initialisation (see ``weight_init``); "torch" skips this and keeps layer defaults."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, std=0.01)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        # After the convs (timm applies it after a block's children): residual blocks start as the identity.
+        for m in self.modules():
+            zero_init_last = getattr(m, "zero_init_last", None)
+            if m is not self and callable(zero_init_last):
+                zero_init_last()
 
     def _require_head(self, what: str) -> ClassifierHead:
         if self.head is None:
@@ -557,7 +576,8 @@ def cspdarknet(depth: float, width: float, depthwise: bool = False, act: type[nn
     2/4/8/16 x base channels, then a YOLOX CSP layer (:class:`CSPStage` with ``blocks_first=True``) of n, 3n,
     3n, n :class:`DarknetBottleneck` (``bottle_ratio=1.0``, residual except in the last stage, depthwise 3x3
     when ``depthwise``); the last stage has an SPP (5/9/13) between its down conv and its CSP layer. All BN use
-    eps 1e-3, momentum 0.03 (:class:`YoloxBatchNorm2d`).
+    eps 1e-3, momentum 0.03 (:class:`YoloxBatchNorm2d`). Initialisation is YOLOX's too: PyTorch's layer
+    defaults (``weight_init="torch"``; pass ``weight_init="timm"`` for timm's kaiming / zero-init-last scheme).
 
     Returns a ``features_only`` CSPNet: ``model(x)`` -> list of feature maps for ``out_indices`` (default
     ``(2, 3, 4)`` = dark3, dark4, dark5 at strides 8, 16, 32 with 4/8/16 x base channels, also in
@@ -577,6 +597,7 @@ def cspdarknet(depth: float, width: float, depthwise: bool = False, act: type[nn
                          blocks_first=True, block_kwargs=dict(bottle_ratio=1.0, shortcut=i < 3, depthwise=depthwise))
                     for i, w in enumerate(widths)]
     kwargs.setdefault("features_only", True)
+    kwargs.setdefault("weight_init", "torch")  # YOLOX keeps PyTorch's default conv init
     kwargs.setdefault("num_classes", 0 if kwargs["features_only"] else 1000)
     return CSPNet(stem_channels=base, stage_defs=stage_defs, norm=YoloxBatchNorm2d, act=act, pre_kernel_size=3,
                   stem_type="focus", stage_kwargs=stage_kwargs, out_indices=out_indices, **kwargs)

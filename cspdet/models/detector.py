@@ -41,10 +41,19 @@ class Detector(nn.Module):
     * ``eval()`` mode: ``detector(images)`` -> (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness and
       class probabilities, N = sum over levels of (H / s) * (W / s) -- YOLOX's output layout.
     * :meth:`predict` -> per-image ``{"boxes", "scores", "labels"}`` after NMS.
+
+    For inference, :func:`cspdet.models.fuse_conv_bn` folds every BatchNorm of the whole detector (backbone,
+    neck, head) into its conv, in place: eval outputs and :meth:`predict` results stay the same (float32
+    rounding), one op fewer per conv unit. Fuse a copy; the fused model can no longer train its BN.
     """
 
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: DecoupledHead) -> None:
         super().__init__()
+        if isinstance(backbone, CSPNet) and not backbone.features_only:
+            raise ValueError(
+                "Detector backbone: this CSPNet is a classifier (features_only=False) and would return logits; "
+                "build it with features_only=True (out_indices at strides 8/16/32) to use it as a backbone"
+            )
         self.backbone = backbone
         self.neck = neck
         self.head = head
@@ -91,7 +100,7 @@ class Detector(nn.Module):
         max_det: int = 300,
         classes: Sequence[int] | None = None,
         agnostic: bool = False,
-        pre_nms_topk: int = 10000,
+        pre_nms_topk: int | None = None,
     ) -> list[dict[str, Tensor]]:
         """Detections for a batch (runs in eval mode; the previous train/eval mode is restored).
 
@@ -99,7 +108,8 @@ class Detector(nn.Module):
             images: (B, 3, H, W) float RGB 0..255.
             conf: minimum score ``obj * cls_prob``; iou: NMS IoU threshold; max_det: detections per image.
             classes: keep only these class indices; agnostic: class-agnostic NMS.
-            pre_nms_topk: at most this many top-scoring points per image enter NMS.
+            pre_nms_topk: at most this many top-scoring points per image enter NMS; ``None`` (default) = no
+                cap, as YOLOX (see :func:`cspdet.det.postprocess`; a cap only trades accuracy for speed).
 
         Returns:
             list of B dicts: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,), ``labels`` (K,) int64.
@@ -176,15 +186,20 @@ def create_detector(
     neck channels ``int(256/512/1024 * width)``, head width ``int(256 * width)``):
 
     * ``cspdarknet_{nano,tiny,s,m,l,x}``: YOLOX-{Nano,Tiny,S,M,L,X} exactly (same layers and parameter
-      counts, loadable with :func:`cspdet.models.load_yolox_weights`); nano is depthwise.
+      counts, loadable with :func:`cspdet.models.load_yolox_weights`); nano is depthwise. Initialised as
+      YOLOX's ``get_model`` does, so training from scratch matches YOLOX: PyTorch's default conv init
+      everywhere, BN eps 1e-3 / momentum 0.03, cls/obj biases from ``prior_prob``.
     * ``cspresnet50`` / ``cspdarknet53``: the timm-exact CSPResNet-50 / CSPDarknet-53 (loadable with
       :func:`cspdet.models.load_timm_weights` on ``detector.backbone``) as backbone, features at strides
       8/16/32 (256/512/1024 channels), with a YOLOX-L sized neck and head by default (depth = width = 1).
-      ``act`` / ``depth`` / ``width`` change only the neck and head: the backbone keeps timm's layout.
+      ``act`` / ``depth`` / ``width`` change only the neck and head: the backbone keeps timm's layout and
+      timm's initialisation (kaiming fan-out, zero-init last BN of residual blocks); neck and head are
+      initialised as YOLOX's.
     * ``custom``: a :class:`~cspdet.models.CSPNet` backbone from ``stem_channels`` (default 32) and
       ``stage_defs`` (``[num_blocks, out_channels, block, downsample]`` with ``block`` a block class or one of
       ``resnet`` / ``resnext`` / ``darknet``), whose last three stages must have strides 8, 16, 32; neck
-      channels ``int(c * width)`` of the backbone's, depth/width default 0.33 / 1.0, SiLU.
+      channels ``int(c * width)`` of the backbone's, depth/width default 0.33 / 1.0, SiLU, YOLOX BN settings;
+      the backbone gets :class:`~cspdet.models.CSPNet`'s default (timm-style) initialisation.
 
     Args:
         name: preset name (see :data:`DETECTOR_NAMES`).

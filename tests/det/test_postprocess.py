@@ -1,7 +1,10 @@
+import inspect
+
 import pytest
 import torch
 
 from cspdet.det import postprocess
+from cspdet.models import Detector
 
 
 def _preds() -> torch.Tensor:
@@ -43,3 +46,25 @@ def test_pre_nms_topk_keeps_best():
 def test_bad_shape_is_clear():
     with pytest.raises(ValueError, match="5 \\+ C"):
         postprocess(torch.zeros(2, 10, 5))
+
+
+def test_default_applies_no_pre_nms_cap_like_yolox():
+    assert inspect.signature(postprocess).parameters["pre_nms_topk"].default is None
+    assert inspect.signature(Detector.predict).parameters["pre_nms_topk"].default is None
+    # 40 disjoint boxes that all pass conf: without a cap every one survives, a cap keeps only the best ones.
+    n = 40
+    p = torch.zeros(1, n, 6)
+    p[0, :, 0] = torch.arange(n, dtype=torch.float32) * 30 + 10
+    p[0, :, 1], p[0, :, 2:4] = 10.0, 10.0
+    p[0, :, 4] = torch.linspace(0.9, 0.5, n)
+    p[0, :, 5] = 1.0
+    (out,) = postprocess(p, conf=0.1, iou=0.5, max_det=100)
+    assert len(out["scores"]) == n
+    (capped,) = postprocess(p, conf=0.1, iou=0.5, max_det=100, pre_nms_topk=8)
+    torch.testing.assert_close(capped["scores"], out["scores"][:8])
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True])
+def test_bad_pre_nms_topk_is_clear(bad):
+    with pytest.raises(ValueError, match="pre_nms_topk must be None"):
+        postprocess(_preds(), pre_nms_topk=bad)

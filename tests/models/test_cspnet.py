@@ -6,6 +6,7 @@ import doctest
 import functools
 import importlib
 import importlib.util
+import inspect
 import os
 import re
 import sys
@@ -31,6 +32,7 @@ from cspdet.models import (
     csp_resnet50,
     csp_resnext50_32x4d,
     cspdarknet,
+    timm_to_cspdet_key,
 )
 
 
@@ -165,6 +167,39 @@ def test_default_stage_layout_follows_issue():
     assert default.stages[0].down.conv.kernel_size == (1, 1)  # pre_kernel_size defaults to 1
 
 
+def test_signature_is_the_documented_one():
+    """Issue 3 fixes the positional parameters and their defaults; extras must be keyword-only."""
+    params = list(inspect.signature(CSPNet.__init__).parameters.values())[1:]
+    positional = [(p.name, p.default) for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == [
+        ("in_channels", 3), ("stem_channels", 64), ("stage_defs", None), ("num_classes", 1000),
+        ("norm", nn.BatchNorm2d), ("act", nn.ReLU), ("split_ratio", 0.5), ("global_pool", "avg"),
+        ("dropout", 0.0), ("feature_channels", None), ("pre_kernel_size", 1),
+    ]
+    assert all(p.kind is p.KEYWORD_ONLY for p in params[len(positional):])
+
+
+class OwnBlock(nn.Module):
+    """A user block with the documented constructor contract, used through ``stage_defs``."""
+
+    def __init__(self, in_channels: int, out_channels: int, *, norm, act) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.bn = norm(out_channels)
+        self.act = act()
+
+    def forward(self, x):
+        return x + self.act(self.bn(self.conv(x)))
+
+
+def test_user_block_class_in_stage_defs():
+    model = CSPNet(stage_defs=small_defs(OwnBlock), num_classes=3, split_ratio=0.25, act=nn.SiLU, **SMALL)
+    blocks = [b for s in model.stages for b in s.blocks]
+    assert len(blocks) == 5 and all(isinstance(b, OwnBlock) and isinstance(b.act, nn.SiLU) for b in blocks)
+    assert [b.conv.in_channels for b in blocks] == [8, 16, 32, 32, 64]  # a quarter of each stage width
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3)
+
+
 def test_default_constructor():
     model = CSPNet()
     assert model.num_classes == 1000 and len(model.stages) == 4
@@ -231,6 +266,7 @@ def test_features_only_mode():
     (dict(dropout=1.0), r"dropout must be in \[0, 1\)"),
     (dict(num_classes=-1), "num_classes must be an integer >= 0"),
     (dict(stem_type="vit"), "stem_type must be one of"),
+    (dict(weight_init="xavier"), "weight_init must be 'timm' or 'torch'"),
     (dict(out_indices=(3, 9)), "out_indices must be non-empty indices"),
     (dict(stage_kwargs=dict(spp_size=5)), r"stage_kwargs\[0\]: unknown CSPStage option\(s\) \['spp_size'\]"),
     (dict(stage_kwargs=[{}]), "stage_kwargs has 1 entries but stage_defs has 4 stages"),
@@ -299,6 +335,59 @@ def test_cspdarknet_layout():
     assert [s.blocks[0].use_add for s in model.stages] == [True, True, True, False]
     classifier = cspdarknet(0.33, 0.5, act=nn.ReLU, features_only=False, num_classes=10)
     assert classifier(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+# ------------------------------------------------------------------------------------------------ initialisation
+
+def _conv_bound(conv: nn.Conv2d) -> float:
+    """PyTorch's default conv init is U(-b, b) with b = 1 / sqrt(fan_in) (kaiming_uniform_ with a = sqrt(5))."""
+    return 1.0 / (conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]) ** 0.5
+
+
+def test_timm_style_init_with_zero_init_last():
+    torch.manual_seed(0)
+    model = CSPNet(stage_defs=[(2, 64, ResNetBottleneck, True), (2, 128, DarknetBottleneck, True)],
+                   num_classes=5, **SMALL)
+    assert model.weight_init == "timm"
+    big = model.stages[1].fuse.conv  # 128 -> 128 1x1: enough samples for a std estimate
+    assert big.weight.std().item() == pytest.approx((2.0 / big.out_channels) ** 0.5, rel=0.05)  # kaiming fan-out
+    assert model.head.fc.weight.std().item() == pytest.approx(0.01, rel=0.1) and not model.head.fc.bias.any()
+    for block in model.stages[0].blocks:  # ResNet blocks: last BN of the residual branch starts at 0
+        assert not block.conv3.bn.weight.any() and (block.conv1.bn.weight == 1).all()
+    for block in model.stages[1].blocks:  # Darknet blocks: same for their last conv
+        assert not block.conv2.bn.weight.any() and (block.conv1.bn.weight == 1).all()
+    # A Darknet block without the residual add keeps its scale (zeroing it would make it a constant).
+    plain = CSPNet(stage_defs=[(1, 32, DarknetBottleneck, True)], num_classes=2, split_ratio=0.5,
+                   stage_kwargs=dict(block_kwargs=dict(shortcut=False)), **SMALL)
+    assert (plain.stages[0].blocks[0].conv2.bn.weight == 1).all()
+
+
+def test_cspdarknet_keeps_pytorch_default_init_like_yolox():
+    torch.manual_seed(0)
+    model = cspdarknet(0.33, 0.25)
+    assert model.weight_init == "torch"
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.weight.abs().max().item() <= _conv_bound(c) for c in convs)
+    big = model.stages[3].fuse.conv  # 256 -> 256 1x1
+    assert big.weight.std().item() == pytest.approx(_conv_bound(big) / 3 ** 0.5, rel=0.05)  # uniform, not kaiming
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all((m.weight == 1).all() and not m.bias.any() and (m.eps, m.momentum) == (1e-3, 0.03) for m in bns)
+    timm_style = cspdarknet(0.33, 0.25, weight_init="timm")
+    assert timm_style.stages[3].fuse.conv.weight.std().item() == pytest.approx((2.0 / 256) ** 0.5, rel=0.05)
+
+
+def test_timm_presets_initialise_like_timm():
+    """Same init as ``timm.create_model``: BN scales (incl. zero-init-last) identical, conv stds alike."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ref = {timm_to_cspdet_key(k): v for k, v in timm.create_model("cspresnet50", pretrained=False).state_dict().items()}
+    ours = csp_resnet50().state_dict()
+    assert set(ours) == set(ref)
+    for key, value in ours.items():
+        if key.endswith(("bn.weight", "bn.bias", "running_mean", "running_var")) or key == "head.fc.bias":
+            assert torch.equal(value, ref[key]), key
+        elif value.dim() > 1 and value.numel() >= 4096:
+            assert value.std().item() == pytest.approx(ref[key].std().item(), rel=0.1), key
 
 
 def test_preset_reductions_match_timm():

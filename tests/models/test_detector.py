@@ -1,4 +1,7 @@
+import copy
 import json
+import sys
+import types
 from pathlib import Path
 
 import cv2
@@ -6,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from cspdet.models import csp_darknet53, csp_resnet50
+from cspdet.models import CSPNet, DarknetBottleneck, csp_darknet53, csp_resnet50, fuse_conv_bn
+from cspdet.models.yolox_weights import yolox_to_cspdet_state_dict
 from cspdet.models.detector import DETECTOR_NAMES, Detector, create_detector
 from cspdet.models.info import count_flops, count_parameters, model_info
 
@@ -25,6 +29,7 @@ YOLOX_PARAMS = {
 def test_cspdarknet_presets_equal_yolox_and_output_shapes(size):
     det = create_detector(f"cspdarknet_{size}").eval()
     assert count_parameters(det) == YOLOX_PARAMS[size]
+    assert det.backbone.weight_init == "torch"  # YOLOX's initialisation, see test_cspdarknet_init_is_yoloxs
     assert det.num_classes == 80 and det.strides == (8, 16, 32)
     with torch.no_grad():
         out = det(torch.rand(1, 3, 64, 96) * 255)
@@ -34,7 +39,9 @@ def test_cspdarknet_presets_equal_yolox_and_output_shapes(size):
 def test_flops_at_640_match_yolox_s():
     det = create_detector("cspdarknet_s")
     gflops = count_flops(det, 640) / 1e9
-    assert gflops == pytest.approx(26.8, rel=0.01)  # YOLOX table: 26.8 G (2 x MACs)
+    # YOLOX table: 26.8 G (thop MACs x 2). Ours counts convs / matmuls only and gives 26.69 G; the 0.4 % gap
+    # is element-wise work (BN etc.) that thop adds, so the stated tolerance is 1 %.
+    assert gflops == pytest.approx(26.8, rel=0.01)
     info = model_info(create_detector("cspdarknet_nano"), 416)
     assert info["params"] == YOLOX_PARAMS["nano"] and info["gflops"] == pytest.approx(1.08, rel=0.05)
 
@@ -44,6 +51,10 @@ def test_timm_backbones(name, preset):
     det = create_detector(name, num_classes=3).eval()
     # The backbone is the timm-exact preset (minus its classifier), so timm weights load into it.
     assert count_parameters(det.backbone) == count_parameters(preset(features_only=True, num_classes=0))
+    # ... initialised as timm does: residual branches start at zero (zero_init_last).
+    block = det.backbone.stages[1].blocks[0]
+    assert det.backbone.weight_init == "timm"
+    assert not (block.conv3 if name == "cspresnet50" else block.conv2).bn.weight.any()
     assert det.backbone.out_channels == [256, 512, 1024]
     with torch.no_grad():
         out = det(torch.rand(1, 3, 64, 64) * 255)
@@ -73,6 +84,92 @@ def test_bad_names_and_overrides_are_clear():
     with pytest.raises(ValueError, match="activation"):
         create_detector("cspdarknet_nano", act="gelu2")
     assert "cspdarknet_nano" in DETECTOR_NAMES and "cspresnet50" in DETECTOR_NAMES
+
+
+def _conv_bound(conv: torch.nn.Conv2d) -> float:
+    """PyTorch's default conv init is U(-b, b), b = 1 / sqrt(fan_in) (what YOLOX trains from)."""
+    return 1.0 / (conv.in_channels // conv.groups * conv.kernel_size[0] * conv.kernel_size[1]) ** 0.5
+
+
+def test_cspdarknet_init_is_yoloxs():
+    """YOLOX's get_model keeps PyTorch's default init, sets BN eps 1e-3 / momentum 0.03 and prior biases."""
+    torch.manual_seed(0)
+    det = create_detector("cspdarknet_nano", num_classes=3)
+    convs = [m for m in det.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.abs().max().item() <= _conv_bound(c) for c in convs)
+    big = det.neck.bottom_up_stages[1].fuse.conv  # 256 -> 256 1x1, enough samples
+    assert big.weight.std().item() == pytest.approx(_conv_bound(big) / 3**0.5, rel=0.05)  # U(-b, b), not kaiming
+    bns = [m for m in det.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all((m.eps, m.momentum) == (1e-3, 0.03) and (m.weight == 1).all() and not m.bias.any() for m in bns)
+    for level in det.head.levels:
+        assert torch.allclose(level.cls_pred.bias.sigmoid(), torch.tensor(0.01))
+        assert torch.allclose(level.obj_pred.bias.sigmoid(), torch.tensor(0.01))
+
+
+def test_cspdarknet_init_matches_a_fresh_yolox_model():
+    """Tensor by tensor against YOLOX's own freshly built nano (skipped without the optional yolox package)."""
+    pytest.importorskip("yolox", reason="reference YOLOX not installed (optional)")
+    if "thop" not in sys.modules:  # yolox.utils imports thop only for its FLOPs helper
+        try:
+            import thop  # noqa: F401
+        except ImportError:
+            sys.modules["thop"] = types.SimpleNamespace(profile=None)
+    from yolox.models import YOLOX, YOLOPAFPN, YOLOXHead
+
+    torch.manual_seed(0)
+    ref = YOLOX(YOLOPAFPN(0.33, 0.25, depthwise=True), YOLOXHead(80, 0.25, depthwise=True))
+    for m in ref.modules():  # yolox/exp/yolox_base.py get_model
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-3, 0.03
+    ref.head.initialize_biases(1e-2)
+    expected, unplaced = yolox_to_cspdet_state_dict(ref.state_dict())
+    ours = create_detector("cspdarknet_nano").state_dict()
+    assert not unplaced and set(expected) == set(ours)
+    for key, value in ours.items():
+        if value.dim() <= 1 and not key.endswith("_pred.bias"):  # BN tensors: deterministic init
+            assert torch.equal(value, expected[key]), key
+        elif key.endswith(("cls_pred.bias", "obj_pred.bias")):
+            torch.testing.assert_close(value, expected[key])
+        elif value.numel() >= 2048:  # conv weights: same distribution (random draws differ)
+            assert value.abs().max() <= expected[key].abs().max() * 1.05, key
+            assert value.std().item() == pytest.approx(expected[key].std().item(), rel=0.1), key
+
+
+def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
+
+
+def test_fused_detector_predicts_the_same():
+    torch.manual_seed(0)
+    # prior_prob 0.5: scores near 0.25 at init, so a real conf threshold leaves detections to compare.
+    det = _randomize_bn(create_detector("cspdarknet_nano", num_classes=5, prior_prob=0.5)).eval()
+    fused = fuse_conv_bn(copy.deepcopy(det))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        raw, raw_fused = det(images), fused(images)
+    torch.testing.assert_close(raw_fused, raw, rtol=1e-4, atol=1e-3)
+    before, after = det.predict(images, conf=0.2, max_det=50), fused.predict(images, conf=0.2, max_det=50)
+    assert sum(len(r["scores"]) for r in before) > 0
+    for b, a in zip(before, after):
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=1e-4, atol=1e-3)
+
+
+def test_classifier_cspnet_is_rejected_as_backbone():
+    classifier = CSPNet(stem_channels=8, stage_defs=[(1, 16, DarknetBottleneck, True)] * 5, num_classes=3)
+    det = create_detector("cspdarknet_nano", num_classes=3)
+    with pytest.raises(ValueError, match="features_only=True"):
+        Detector(classifier, det.neck, det.head)
 
 
 def _small() -> Detector:
