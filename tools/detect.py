@@ -26,9 +26,14 @@ except ImportError:  # running from a checkout that is not installed
 
 PROG = "detect.py"
 NO_WEIGHTS = (
-    "no --weights given: detect.py needs a cspdet detector checkpoint; train one with "
-    "`python tools/train.py configs/cspdarknet_yolo.yaml` (writes runs/train/<name>/best.pt), or start from an "
-    "official YOLOX .pth with the overrides model.weights=yolox_s.pth model.weights_format=yolox (see README)"
+    "no --weights given: detect.py needs a cspdet detector checkpoint (a training run's best.pt); train one with "
+    "`python tools/train.py configs/cspdarknet_yolo.yaml` (writes runs/train/<name>/best.pt), or fine-tune from "
+    "official YOLOX weights by adding model.weights=yolox_s.pth to that command"
+)
+YOLOX_WEIGHTS = (
+    "{path}: this is an official YOLOX checkpoint; detect.py needs a cspdet detector checkpoint: fine-tune from "
+    "it with `python tools/train.py configs/cspdarknet_yolo.yaml model.weights={path}` (writes "
+    "runs/train/<name>/best.pt), or score it directly with `python tools/eval.py CONFIG --weights {path}`"
 )
 
 
@@ -124,10 +129,23 @@ def detect_video(predictor, path: Path, args: argparse.Namespace, outputs: _Outp
     return total
 
 
+def _is_yolox(path: str) -> bool:
+    """True for an official YOLOX checkpoint (what users most often try instead of a cspdet one)."""
+    from cspdet.engine.build import detect_weights_format
+    from cspdet.engine.checkpoint import CheckpointError, load_state_file
+
+    try:
+        return detect_weights_format(load_state_file(path)) == "yolox"
+    except (CheckpointError, OSError, RuntimeError, ValueError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     # FFmpeg (inside OpenCV) prints its own lines, e.g. "moov atom not found", for a broken video; each bad
     # item should give exactly one line of ours. Must be set before OpenCV opens its first video.
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    # OpenCV's own warnings too ("[ WARN:0@4.6] global cap_ffmpeg_impl.hpp ... Unable to read codec parameters")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     args = parse_args(argv)
     from cspdet.config import ConfigError
@@ -157,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             predictor.classes = predictor.resolve_classes(args.classes)
     except (CheckpointError, ConfigError, ValueError, RuntimeError) as err:
         # RuntimeError: e.g. an unavailable --device
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        msg = YOLOX_WEIGHTS.format(path=args.weights) if _is_yolox(args.weights) else " ".join(str(err).split())
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     predictor.warmup()  # keeps one-off setup out of the first image's "(N ms)"
     out = Path(args.out)

@@ -359,10 +359,26 @@ def _run_faster(coco_gt: COCO, detections: list[dict[str, Any]]) -> tuple[Any, s
     evaluator = COCOeval_faster(gt, dt, iouType="bbox", print_function=quiet)
     evaluator.evaluate()
     evaluator.accumulate()
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        evaluator.summarize()
-    return evaluator, out.getvalue()
+    evaluator.summarize()  # its lines go to print_function (and it adds AR50 / AR75): print the standard 12
+    return evaluator, _summary_lines(np.asarray(evaluator.stats)[:12])
+
+
+# (precision or recall, IoU label, area, max dets) of the 12 COCOeval.summarize() lines, in STAT_KEYS order
+_SUMMARY_ROWS = (
+    ("AP", "0.50:0.95", "all", 100), ("AP", "0.50", "all", 100), ("AP", "0.75", "all", 100),
+    ("AP", "0.50:0.95", "small", 100), ("AP", "0.50:0.95", "medium", 100), ("AP", "0.50:0.95", "large", 100),
+    ("AR", "0.50:0.95", "all", 1), ("AR", "0.50:0.95", "all", 10), ("AR", "0.50:0.95", "all", 100),
+    ("AR", "0.50:0.95", "small", 100), ("AR", "0.50:0.95", "medium", 100), ("AR", "0.50:0.95", "large", 100),
+)
+
+
+def _summary_lines(stats: Sequence[float]) -> str:
+    """The 12 stats laid out exactly as pycocotools' ``COCOeval.summarize()`` prints them."""
+    lines = []
+    for (kind, iou, area, max_dets), value in zip(_SUMMARY_ROWS, stats):
+        title = "Average Precision" if kind == "AP" else "Average Recall"
+        lines.append(f" {title:<18} ({kind}) @[ IoU={iou:<9} | area={area:>6} | maxDets={max_dets:>3} ] = {value:0.3f}")
+    return "\n".join(lines) + "\n"
 
 
 def coco_evaluate(
@@ -497,6 +513,10 @@ class COCOEvaluator:
         class_names: contiguous label -> name (default: the dataset's).
         conf, iou, max_det: ``Detector.predict`` settings (COCO eval: conf 0.001, iou 0.65, 300 per image).
         backend: "pycocotools" or "faster_coco_eval".
+        pre_nms_topk: at most this many top-scoring points per image enter NMS (``Detector.predict``).
+            None (default) = no cap, as YOLOX: the mAP equals YOLOX's. At conf 0.001 thousands of points pass;
+            a cap of ~1000 makes NMS several times faster but can drop detections in crowded images
+            (``benchmarks/bench_postprocess.py`` measures both).
 
     Under ``torch.distributed`` each rank predicts its shard and rank 0 scores the gathered results
     (other ranks get the same metrics broadcast back).
@@ -512,6 +532,7 @@ class COCOEvaluator:
         iou: float = 0.65,
         max_det: int = 300,
         backend: str = "pycocotools",
+        pre_nms_topk: int | None = None,
     ):
         dataset = getattr(dataloader, "dataset", None)
         if coco_gt is None or category_ids is None or class_names is None:
@@ -526,17 +547,23 @@ class COCOEvaluator:
             raise ValueError(f"COCOEvaluator: {len(self.class_names)} class names but "
                              f"{len(self.category_ids)} category ids")
         self.conf, self.iou, self.max_det, self.backend = conf, iou, max_det, backend
+        if pre_nms_topk is not None and (isinstance(pre_nms_topk, bool) or not isinstance(pre_nms_topk, int)
+                                         or pre_nms_topk < 1):
+            raise ValueError(f"COCOEvaluator: pre_nms_topk must be None or a positive integer, got {pre_nms_topk!r}")
+        self.pre_nms_topk = pre_nms_topk
         self.last_timing: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, rank: int = 0, world_size: int = 1) -> COCOEvaluator:
-        """Build the val dataset and loader that ``cfg.data`` / ``cfg.eval`` describe (a ``cspdet.config.Config``)."""
+    def from_config(cls, cfg: Any, rank: int = 0, world_size: int = 1, **kwargs: Any) -> COCOEvaluator:
+        """Build the val dataset and loader that ``cfg.data`` / ``cfg.eval`` describe (a ``cspdet.config.Config``);
+        ``kwargs`` (e.g. ``pre_nms_topk``) go to the constructor."""
         from ..data import build_dataset, build_val_loader
 
         dataset = build_dataset(cfg.data.dataset, cfg.eval.split, strict=cfg.data.strict, cache=cfg.data.cache)
         loader = build_val_loader(dataset, tuple(cfg.eval.img_size), cfg.eval.batch_size, cfg.data.workers,
                                   rank=rank, world_size=world_size)
-        return cls(loader, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, backend=cfg.eval.backend)
+        return cls(loader, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, backend=cfg.eval.backend,
+                   **kwargs)
 
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, progress: bool = False) -> dict[int, list[dict[str, Any]]]:
@@ -560,7 +587,9 @@ class COCOEvaluator:
             for batch in batches:
                 images = batch["images"].to(device, non_blocking=True).float()
                 tic = time.perf_counter()
-                dets = net.predict(images, conf=self.conf, iou=self.iou, max_det=self.max_det)
+                # the cap is passed only when set, so any model with predict(images, conf, iou, max_det) works
+                topk = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
+                dets = net.predict(images, conf=self.conf, iou=self.iou, max_det=self.max_det, **topk)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t_model += time.perf_counter() - tic
@@ -598,6 +627,7 @@ class COCOEvaluator:
             metrics = coco_evaluate(self.coco_gt, detections, backend=self.backend, class_names=self.class_names,
                                     check_entries=False)
             metrics.extra.update({"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
+                                  "pre_nms_topk": self.pre_nms_topk,
                                   "ms_per_image": round(self.last_timing.get("ms_per_image", 0.0), 2)})
             if len(per_image) < len(self.coco_gt.getImgIds()):
                 logger.warning("evaluated %d of %d ground-truth images (the others were not in the loader)",
@@ -660,6 +690,9 @@ def load_detector_for_eval(
         raise CheckpointError(f"{weights}: model has {model.num_classes} classes but the evaluation dataset has "
                               f"{len(class_names)} ({cfg.data.dataset})")
     stored_names = ckpt.get("class_names")
+    if stored_names is not None and len(stored_names) != model.num_classes:
+        raise CheckpointError(f"{weights}: checkpoint has {len(stored_names)} class names for a model with "
+                              f"{model.num_classes} classes")
     if stored_names is not None and list(stored_names) != list(class_names):
         diff = next(i for i, (a, b) in enumerate(zip(stored_names, class_names)) if a != b)
         logger.warning("%s: class names differ from the dataset's (class %d: %r in the checkpoint, %r in the "

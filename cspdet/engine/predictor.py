@@ -135,12 +135,14 @@ class Results:
             cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, lw, cv2.LINE_AA)
             text = self.class_names[int(label)] + (f" {float(score):.2f}" if show_scores else "")
             (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-            # label above the box when it fits, else inside its top edge
+            # label above the box when it fits, else inside its top edge; shifted left so that a box at the
+            # right border keeps its whole label inside the image
             top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
-            cv2.rectangle(canvas, (x1, top), (x1 + tw + 2, top + th + base + 2), colour, -1)
+            left = max(0, min(x1, w - tw - 2))
+            cv2.rectangle(canvas, (left, top), (left + tw + 2, top + th + base + 2), colour, -1)
             luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
             ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-            cv2.putText(canvas, text, (x1 + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, thickness,
+            cv2.putText(canvas, text, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, thickness,
                         cv2.LINE_AA)
         return cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR) if bgr else canvas
 
@@ -319,7 +321,7 @@ class Predictor:
             return np.ascontiguousarray(image), None
         if not isinstance(source, (str, os.PathLike)):
             raise TypeError(f"expected an image path or an (H, W, 3) array, got {type(source).__name__}")
-        if is_video(source):
+        if is_video(source) and Path(source).is_file():  # a missing one gets read_image's "not found"
             raise ImageReadError(source, "unreadable_image", "is a video; use Predictor.predict_video")
         return read_image(source), os.fspath(source)
 
@@ -330,6 +332,8 @@ class Predictor:
 
         Args:
             source: a path, a folder, a glob pattern, an (H, W, 3) RGB array, or a list of paths / arrays.
+                Videos in a folder or glob are skipped (use :meth:`predict_video`); a video named directly
+                raises ``ImageReadError``.
 
         Returns:
             one :class:`Results` per image, in input order.
@@ -338,7 +342,10 @@ class Predictor:
             ImageReadError: an image that cannot be read (the CLI catches this per item and goes on).
         """
         if isinstance(source, (str, os.PathLike)):
-            items: list[ImageLike] = [p for p in expand_source(source) if not is_video(p)]
+            items: list[ImageLike] = expand_source(source)
+            named = Path(source).is_file() or not (Path(source).is_dir() or glob.has_magic(os.fspath(source)))
+            if not named:  # a file named directly is kept: load() says why a video (or a missing file) fails
+                items = [p for p in items if not is_video(p)]
         elif isinstance(source, np.ndarray):
             items = [source]
         else:

@@ -227,6 +227,15 @@ def test_pr_curves_png(tmp_path):
     assert image.std() > 10  # something was drawn
 
 
+def test_summary_lines_match_pycocotools_layout():
+    # the faster-coco-eval backend prints the 12 stats through this layout; it must be pycocotools' own
+    from cspdet.engine.evaluator import _summary_lines
+
+    data, dets = _random_case(6)
+    ref = coco_evaluate(_coco(data), dets, backend="pycocotools")
+    assert _summary_lines([ref.stats[k] for k in STAT_KEYS]).rstrip("\n") == ref.summary
+
+
 @pytest.mark.skipif(not faster_coco_eval_available(), reason="optional faster-coco-eval is not installed")
 @pytest.mark.parametrize("case", ["crafted", "random5", "empty"])
 def test_faster_coco_eval_backend_is_identical(case):
@@ -238,6 +247,7 @@ def test_faster_coco_eval_backend_is_identical(case):
     fast = coco_evaluate(gt, dets, backend="faster_coco_eval")
     assert gt.dataset == data  # the shared ground truth is left untouched
     assert fast.backend == "faster_coco_eval"
+    assert fast.summary == ref.summary  # the same 12 printed lines (faster-coco-eval prints its own elsewhere)
     for k in STAT_KEYS:
         assert fast.stats[k] == pytest.approx(ref.stats[k], abs=1e-12), k
     np.testing.assert_allclose(fast.precision, ref.precision, atol=1e-12)
@@ -305,6 +315,16 @@ def test_tiny_detector_results_equal_pycocotools_on_written_json(coco128_subset,
     assert (tmp_path / "pr_curves.png").stat().st_size > 1000
 
 
+def test_pre_nms_topk_caps_the_candidates_entering_nms(coco128_subset, tiny):
+    model = tiny.detector(tiny.config(num_classes=80))
+    evaluator = _subset_evaluator(coco128_subset, img_size=(128, 128), max_det=20, pre_nms_topk=3)
+    per_image = evaluator.predict(model)
+    assert len(per_image) == 12 and 0 < max(len(d) for d in per_image.values()) <= 3
+    assert _subset_evaluator(coco128_subset, img_size=(128, 128), max_det=20).predict(model) != per_image
+    with pytest.raises(ValueError, match="pre_nms_topk must be None or a positive integer"):
+        _subset_evaluator(coco128_subset, pre_nms_topk=0)
+
+
 def test_load_detector_for_eval_rejects_other_models(tiny, tmp_path):
     from cspdet.engine import CheckpointError
     from cspdet.engine.evaluator import load_detector_for_eval
@@ -317,6 +337,10 @@ def test_load_detector_for_eval_rejects_other_models(tiny, tmp_path):
         load_detector_for_eval(ckpt, other, [str(i) for i in range(80)])
     with pytest.raises(CheckpointError, match="model has 3 classes but the evaluation dataset has 2"):
         load_detector_for_eval(ckpt, cfg, ["a", "b"])
+    # a checkpoint whose class-name list does not match its own model (was: a StopIteration traceback)
+    bad_names = tiny.write_checkpoint(tmp_path / "names.pt", cfg, tiny.names + ["hexagon"], [1, 2, 3, 4])
+    with pytest.raises(CheckpointError, match="names.pt: checkpoint has 4 class names for a model with 3 classes"):
+        load_detector_for_eval(bad_names, cfg, tiny.names)
     # an official YOLOX checkpoint is routed to the YOLOX loader (here one that does not fit the model)
     from cspdet.engine import save_checkpoint
 

@@ -86,6 +86,17 @@ def test_plot_json_txt(predictor):
     assert "circle" in res.summary() or "square" in res.summary() or "triangle" in res.summary()
 
 
+def test_labels_of_boxes_at_the_right_border_stay_inside_the_image():
+    image = np.full((60, 200, 3), 255, np.uint8)
+    res = Results(image=image, boxes=np.array([[185, 30, 199, 59]], np.float32), scores=np.array([0.9], np.float32),
+                  labels=np.array([0]), class_names=["a rather long class name"])
+    drawn = res.plot(line_width=1)
+    label_rows = drawn[:28]  # the filled label box sits above the box (y1 = 30)
+    changed = np.nonzero((label_rows != 255).any(axis=2))[1]
+    # the label (about 130 px wide) is shifted left of the box instead of running off the right border
+    assert changed.min() < 100 and changed.max() <= 199
+
+
 def test_empty_results():
     res = Results(image=np.zeros((10, 20, 3), np.uint8), boxes=np.zeros((0, 4), np.float32),
                   scores=np.zeros(0, np.float32), labels=np.zeros(0, np.int64), class_names=["a"])
@@ -180,6 +191,12 @@ def test_video_frames(predictor, tmp_path):
     frames = list(predictor.predict_video(path))
     assert [r.frame for r in frames] == [0, 1, 2, 3] and frames[0].orig_size == (64, 96)
     assert Predictor.video_fps(path) == pytest.approx(10)
+    # a video named directly is an error, not an empty list; in a folder or glob it is skipped
+    with pytest.raises(ImageReadError, match="clip.avi: is a video; use Predictor.predict_video"):
+        predictor(path)
+    assert predictor(tmp_path) == [] and predictor(str(tmp_path / "*.avi")) == []
+    with pytest.raises(ImageReadError, match="gone.mp4: image file not found"):
+        predictor(tmp_path / "gone.mp4")
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 300)
     with pytest.raises(ImageReadError, match="junk.mp4"):
         list(predictor.predict_video(tmp_path / "junk.mp4"))

@@ -116,3 +116,22 @@ def test_wrong_checkpoint_and_unknown_class(shapes_weights, inputs, tmp_path, ru
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert "unknown class 'dog'; the model's classes are: circle, square, triangle" in line
+
+
+def test_noise_video_and_yolox_weights_give_one_line(inputs, tmp_path, run_tool, shapes_weights):
+    import torch
+
+    # random bytes with a video suffix: OpenCV's own "[ WARN ...]" lines must not add to our one line
+    (tmp_path / "noise.mp4").write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    proc = run_tool("detect.py", tmp_path / "noise.mp4", inputs / "street.jpg", "--weights", shapes_weights,
+                    "--out", tmp_path / "o")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("detect.py: error:") and "noise.mp4" in line
+    assert re.search(r"^street\.jpg: .* \(\d+ ms\)$", proc.stdout, re.M)
+    # an official YOLOX checkpoint: say what it is and how to use it, not "set model.weights"
+    torch.save({"model": {"backbone.backbone.stem.conv.conv.weight": torch.zeros(16, 12, 3, 3)}}, tmp_path / "y.pth")
+    proc = run_tool("detect.py", inputs / "street.jpg", "--weights", tmp_path / "y.pth")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "y.pth: this is an official YOLOX checkpoint" in line and "tools/train.py" in line

@@ -112,5 +112,8 @@ def test_checkpoint_mode_errors(coco_subset, tmp_path, run_tool):
     line = _one_error_line(run_tool("eval.py", coco_subset["config"]))
     assert "no --weights" in line
     line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
+                                    "--pre-nms-topk", "0"))
+    assert "--pre-nms-topk must be a positive integer" in line
+    line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
                                     "eval.batchsize=2"))
     assert "eval.batchsize: unknown key" in line and "did you mean eval.batch_size" in line
