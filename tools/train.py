@@ -12,6 +12,7 @@ Multi-GPU / multi-node with torchrun (the global train.batch_size is split over 
     torchrun --nproc_per_node=8 tools/train.py configs/cspdarknet_yolo.yaml
     torchrun --nnodes=2 --node_rank=0 --nproc_per_node=8 --master_addr=HOST --master_port=29500 \\
         tools/train.py configs/cspdarknet_yolo.yaml       # node_rank=1 on the second machine
+    # every node needs the data and the run directory at the same path (shared file system)
 
 Outputs (one run directory): config.yaml, last.pt, best.pt, results.csv, TensorBoard events, eval/.
 """

@@ -8,6 +8,12 @@ CUDA, Gloo on CPU). Multi-node runs use torchrun's own rendezvous flags on every
         tools/train.py configs/cspdarknet_yolo.yaml
     # (same command with --node_rank=1 on the second node; or --rdzv_backend=c10d --rdzv_endpoint=HOST:PORT)
 
+The global batch (``train.batch_size``) is split over all ``nnodes x nproc_per_node`` processes. Every process
+reads the dataset and, with ``--resume``, the checkpoint itself, so on several nodes the data and the run
+directory must be at the same path on each node (a shared file system); only global rank 0 writes files.
+If the nodes have several network interfaces, pick the one to use with ``NCCL_SOCKET_IFNAME`` (GPU) or
+``GLOO_SOCKET_IFNAME`` (CPU).
+
 Every helper is a no-op (or the identity) in a single process, so callers never branch on the world size.
 Every collective must be reached by all ranks: call these helpers unconditionally, never under
 ``if is_main_process()``.

@@ -48,8 +48,10 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
+# Temp files of checkpoint writes (``save_checkpoint``: ``.last.pt.XXXX.tmp``) that a kill -9 mid-save leaves.
+STALE_SAVE_TEMPS = ".*.pt.*.tmp"
 # Files a previous run leaves in its directory; ``exist_ok`` reuse deletes them (see :func:`new_run_dir`).
-RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*")
+RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*", STALE_SAVE_TEMPS)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -242,6 +244,10 @@ class TrainingRun:
         if not self.is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # A run killed mid-save left a partial temp file next to the intact checkpoint; it is never read
+        # (the rename did not happen), so drop it rather than let killed runs accumulate them.
+        for stale in self.run_dir.glob(STALE_SAVE_TEMPS):
+            stale.unlink(missing_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only on the rank that logs
 

@@ -94,6 +94,14 @@ def test_run_directory_outputs(straight):
     tags = events.Tags()
     assert {"train/loss", "train/iou_loss", "train/lr", "val/AP", "val/AP50"} <= set(tags["scalars"])
     assert "val_images/0" in tags["images"]
+    # the lr the optimizer actually used at each iteration (2 per epoch): quadratic warm-up over the first
+    # epoch's 2 iterations, then the flat 5 % tail of the no-aug epoch
+    base = 0.01 / 64 * 4
+    lrs = [(e.step, e.value) for e in events.Scalars("train/lr")]
+    assert [s for s, _ in lrs] == [1, 2, 3, 4]
+    assert [v for _, v in lrs] == pytest.approx([base * (1 / 2) ** 2, base, base * 0.05, base * 0.05])
+    assert [e.step for e in events.Scalars("val/AP")] == [2, 4]
+    assert len(events.Images("val_images/0")) == 2  # one per evaluation
 
 
 def test_resume_matches_uninterrupted_run(straight, tmp_path):
@@ -281,4 +289,86 @@ def test_init_weights_from_timm_and_yolox_files(tmp_path):
                yolox)
     raw = {"model": {"name": "cspdarknet_s", "num_classes": 80, "width": 0.125, "weights": str(yolox)}}
     with pytest.raises(CheckpointError, match="YOLOX weights do not fit"):
+        init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model)
+
+
+def cspdet_to_yolox_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The YOLOX-layout state dict an official checkpoint of this detector would hold (BGR stem, split CSP
+    ``expand`` into ``conv1``/``conv2``): the inverse of the key table in ``cspdet/models/yolox_weights.py``,
+    written out independently so that loading it back through ``model.weights`` is a real round trip."""
+    import re
+
+    prefixes = [  # (cspdet prefix regex, YOLOX prefix, is a CSP stage)
+        (r"backbone\.stem\.", "backbone.backbone.stem.", False),
+        (r"backbone\.stages\.3\.spp\.", "backbone.backbone.dark5.1.", False),
+        (r"backbone\.stages\.(\d)\.down\.", "backbone.backbone.dark{s}.0.", False),
+        (r"backbone\.stages\.3\.", "backbone.backbone.dark5.2.", True),
+        (r"backbone\.stages\.(\d)\.", "backbone.backbone.dark{s}.1.", True),
+        (r"neck\.lateral_convs\.1\.", "backbone.lateral_conv0.", False),
+        (r"neck\.lateral_convs\.0\.", "backbone.reduce_conv1.", False),
+        (r"neck\.top_down_stages\.1\.", "backbone.C3_p4.", True),
+        (r"neck\.top_down_stages\.0\.", "backbone.C3_p3.", True),
+        (r"neck\.down_convs\.0\.", "backbone.bu_conv2.", False),
+        (r"neck\.down_convs\.1\.", "backbone.bu_conv1.", False),
+        (r"neck\.bottom_up_stages\.0\.", "backbone.C3_n3.", True),
+        (r"neck\.bottom_up_stages\.1\.", "backbone.C3_n4.", True),
+        (r"head\.levels\.(\d)\.stem\.", "head.stems.{i}.", False),
+        (r"head\.levels\.(\d)\.cls_convs\.", "head.cls_convs.{i}.", False),
+        (r"head\.levels\.(\d)\.reg_convs\.", "head.reg_convs.{i}.", False),
+        (r"head\.levels\.(\d)\.cls_pred\.", "head.cls_preds.{i}.", False),
+        (r"head\.levels\.(\d)\.reg_pred\.", "head.reg_preds.{i}.", False),
+        (r"head\.levels\.(\d)\.obj_pred\.", "head.obj_preds.{i}.", False),
+    ]
+    out: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for pattern, target, csp in prefixes:
+            m = re.match(pattern, key)
+            if m:
+                break
+        else:
+            raise AssertionError(f"no YOLOX name for {key}")
+        if m.groups():
+            target = target.format(s=int(m.group(1)) + 2, i=int(m.group(1)))
+        rest = key[m.end():]
+        if csp and rest.startswith("expand."):
+            tail = rest[len("expand."):]
+            if value.dim() == 0:  # num_batches_tracked
+                out[f"{target}conv1.{tail}"] = out[f"{target}conv2.{tail}"] = value.clone()
+            else:
+                first, second = value.chunk(2, dim=0)
+                out[f"{target}conv1.{tail}"], out[f"{target}conv2.{tail}"] = first.clone(), second.clone()
+            continue
+        if csp:
+            rest = rest.replace("fuse.", "conv3.", 1) if rest.startswith("fuse.") else re.sub(r"^blocks\.", "m.", rest)
+        if key == "backbone.stem.conv.conv.weight":  # RGB -> BGR within each space-to-depth group of 3
+            value = value[:, torch.arange(value.shape[1]).view(-1, 3).flip(1).flatten()]
+        out[target + rest] = value.clone()
+    return out
+
+
+def test_init_weights_from_yolox_checkpoint(shapes, tmp_path):
+    """A YOLOX-layout checkpoint ({"model": state_dict, "start_epoch", ...}, BGR stem) given as model.weights
+    initialises the whole detector, EMA included; a wrong class count is a clear error."""
+    raw = tiny_raw(shapes, tmp_path, epochs=1, no_aug_epochs=0)
+    source = build_detector(config_from_dict(raw).model)
+    torch.manual_seed(3)
+    with torch.no_grad():  # non-trivial values everywhere, BN statistics included
+        for key, value in source.state_dict().items():
+            if value.dtype.is_floating_point:
+                value.copy_(torch.rand_like(value) + 0.5 if "running_var" in key else torch.randn_like(value) * 0.1)
+    yolox_state = cspdet_to_yolox_state_dict(source.state_dict())
+    assert all(k.startswith(("backbone.", "head.")) for k in yolox_state)
+    assert len(yolox_state) > len(source.state_dict())  # each CSP expand conv became conv1 + conv2
+    path = tmp_path / "yolox_tiny.pth"
+    torch.save({"model": yolox_state, "start_epoch": 300, "amp": None}, path)
+    assert detect_weights_format(torch.load(path, weights_only=True)) == "yolox"
+
+    raw["model"]["weights"] = str(path)
+    trainer = Trainer(config_from_dict(raw), run_dir=tmp_path / "yolox", progress=False)
+    assert _max_diff(trainer.model.state_dict(), source.state_dict()) == 0.0
+    assert _max_diff(trainer.ema.ema.state_dict(), source.state_dict()) == 0.0  # EMA starts from the weights
+    x = torch.rand(1, 3, 64, 64) * 255
+    assert torch.equal(trainer.model.eval()(x), source.eval()(x))
+    raw["model"]["num_classes"] = 80
+    with pytest.raises(CheckpointError, match=r"(?s)YOLOX weights do not fit.*number of classes differs"):
         init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model)

@@ -166,3 +166,73 @@ def test_pretrain_cli(tmp_path, capsys):
     assert "best top-1" in proc.stdout and (tmp_path / "runs" / "pre" / "best.pt").is_file()
     assert load_tool("pretrain").main([str(cfg), "--resume", str(tmp_path / "runs" / "pre")]) == 0
     assert "already finished all 1 epochs" in capsys.readouterr().err
+
+
+# Runs tools/train.py in a child whose N-th torch.save writes half of the checkpoint into the temp file,
+# fsyncs it, drops a marker and hangs: the parent then kill -9s the child in the middle of that save.
+HANG_IN_SAVE = r"""
+import io, os, runpy, sys, time
+from pathlib import Path
+import torch
+
+marker, hang_on = Path(sys.argv[1]), int(sys.argv[2])
+real_save, calls = torch.save, [0]
+
+def save(obj, fh, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] < hang_on:
+        return real_save(obj, fh, *args, **kwargs)
+    buf = io.BytesIO()
+    real_save(obj, buf, *args, **kwargs)
+    fh.write(buf.getvalue()[: len(buf.getvalue()) // 2])
+    fh.flush()
+    os.fsync(fh.fileno())
+    marker.write_text(str(obj["epoch"]))
+    time.sleep(600)
+
+torch.save = save
+sys.argv = ["tools/train.py", *sys.argv[3:]]
+runpy.run_path("tools/train.py", run_name="__main__")
+"""
+
+
+def test_kill_9_mid_save_then_resume_finishes(tmp_path, capsys):
+    """A literal SIGKILL while last.pt of epoch 2 is half written: last.pt stays the epoch-1 checkpoint,
+    ``--resume`` continues from it, finishes, and cleans up the partial temp file."""
+    import signal
+    import time
+
+    cfg = tiny_config(tmp_path / "kill.yaml", descriptor(tmp_path), tmp_path / "runs", epochs=3, no_aug_epochs=1,
+                      eval_interval=0)  # saves: last.pt after epochs 1, 2, 3 (+ best.pt after 3)
+    run = tmp_path / "runs" / "cli"
+    marker = tmp_path / "saving"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    child = subprocess.Popen([sys.executable, "-c", HANG_IN_SAVE, str(marker), "2", str(cfg), "--no-progress"],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), child.communicate(timeout=10)[1][-3000:] if child.poll() is not None else "timeout"
+        assert marker.read_text() == "2"  # hanging inside the save of epoch 2's last.pt
+        partial = list(run.glob(".last.pt.*.tmp"))
+        assert len(partial) == 1 and partial[0].stat().st_size > 0
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    survivor = torch.load(run / "last.pt", weights_only=True)  # intact, not the half-written one
+    assert survivor["epoch"] == 1 and survivor["trainer"]["iteration"] == 2
+
+    capsys.readouterr()
+    assert load_tool("train").main(["--resume", str(run), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert f"resumed {run / 'last.pt'} at epoch 1 (iteration 2)" in out and "done: 3 epochs" in out
+    final = torch.load(run / "last.pt", weights_only=True)
+    assert final["epoch"] == 3 and final["trainer"]["iteration"] == 6 and "AP" in final["metrics"]
+    assert not list(run.glob(".*.tmp"))  # the killed save's temp file is gone
+    with (run / "results.csv").open() as fh:
+        assert [line.split(",")[0] for line in fh.read().splitlines()[1:]] == ["1", "2", "3"]
