@@ -9,7 +9,10 @@ import torch
 from ..config import ConfigError, ModelConfig, config_from_dict
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_state_file
 
-__all__ = ["build_detector", "detect_weights_format", "detector_from_checkpoint", "init_weights", "model_overrides"]
+__all__ = [
+    "build_detector", "convert_yolox_checkpoint", "detect_weights_format", "detector_from_checkpoint", "init_weights",
+    "model_overrides",
+]
 
 
 def model_overrides(cfg: ModelConfig) -> dict[str, Any]:
@@ -60,8 +63,10 @@ def detector_from_checkpoint(path: str, device: str | torch.device = "cpu"):
     return model.to(device).eval(), ckpt
 
 
-def _first(err: Exception) -> str:
-    return " ".join(str(err).split())[:300]
+def _first(err: Exception, limit: int = 300) -> str:
+    """``err`` on one line, cut at a word boundary (torch's size-mismatch reports can run for pages)."""
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _short(keys: list[str], n: int = 5) -> str:
@@ -188,3 +193,53 @@ def _load_detector_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
     model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
     note = f" ({len(mismatched)} class-dependent head tensors re-initialised)" if mismatched else ""
     return f"initialised the detector from {path}{note}"
+
+
+# ----------------------------------------------------------------------------------- YOLOX conversion
+
+
+def convert_yolox_checkpoint(
+    yolox_path: str,
+    out_path: str,
+    name: str = "cspdarknet_s",
+    img_size: int | None = None,
+    class_names: list[str] | None = None,
+    category_ids: list[int] | None = None,
+) -> dict[str, Any]:
+    """Turn an official YOLOX ``.pth`` (yolox_nano/tiny/s/m/l/x) into a cspdet detector checkpoint.
+
+    The result works everywhere a trained cspdet checkpoint does (``tools/detect.py``, ``tools/eval.py``,
+    ``Predictor.from_checkpoint``). Class names and ids default to COCO's 80 classes.
+
+    Args:
+        yolox_path: the YOLOX checkpoint (its ``"model"`` entry holds the weights).
+        out_path: where to write the cspdet checkpoint (atomically).
+        name: the matching cspdet preset, ``cspdarknet_{nano,tiny,s,m,l,x}``.
+        img_size: evaluation / inference size stored in the config (YOLOX: 416 for nano/tiny, else 640).
+
+    Returns:
+        the checkpoint dict that was written.
+    """
+    from ..config import config_to_dict, load_config
+    from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+    from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+
+    class_names = list(class_names or COCO_CLASSES)
+    category_ids = list(category_ids or (COCO_CATEGORY_IDS if len(class_names) == 80 else range(len(class_names))))
+    if len(category_ids) != len(class_names):
+        raise ConfigError(f"{len(class_names)} class names but {len(category_ids)} category ids")
+    size = img_size or (416 if name in ("cspdarknet_nano", "cspdarknet_tiny") else 640)
+    cfg = load_config(None, [f"model.name={name}", f"model.num_classes={len(class_names)}",
+                             f"data.img_size={size}", f"eval.img_size={size}"])
+    model = build_detector(cfg.model)
+    cfg.model.weights, cfg.model.weights_format = yolox_path, "yolox"
+    init_weights(model, cfg.model)
+    cfg.model.weights, cfg.model.weights_format = None, "auto"  # the weights now live in the checkpoint itself
+    ckpt = {
+        "format": CHECKPOINT_FORMAT, "kind": "detector", "version": 1, "config": config_to_dict(cfg),
+        "class_names": class_names, "category_ids": category_ids,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "source": f"converted from YOLOX checkpoint {yolox_path}",
+    }
+    save_checkpoint(ckpt, out_path)
+    return ckpt

@@ -9,6 +9,7 @@ checkpoint intact.
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,19 @@ def load_state_file(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    # torch.save writes a zip archive (or, before torch 1.6, a pickle stream starting with the PROTO opcode).
+    if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file (expected a torch.save archive)")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types (UnpicklingError, RuntimeError, EOFError, ...)
-        reason = " ".join(str(err).split())[:300]
-        raise CheckpointError(f"{path}: cannot load as a safe (weights-only) checkpoint: {reason}") from None
+    except pickle.UnpicklingError:
+        raise CheckpointError(
+            f"{path}: refused: the file holds objects other than tensors, numbers, strings and plain containers, "
+            "and loading it could run code (cspdet only loads weights_only checkpoints)"
+        ) from None
+    except Exception as err:  # truncated or corrupt archives: RuntimeError, EOFError, ...
+        reason = " ".join(str(err).split())
+        reason = reason if len(reason) <= 200 else reason[:200].rsplit(" ", 1)[0] + " ..."
+        raise CheckpointError(f"{path}: cannot read the checkpoint: {reason}") from None

@@ -160,7 +160,7 @@ def test_from_checkpoint_errors(shapes_checkpoint, tiny, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         Predictor.from_checkpoint(tmp_path / "nope.pt")
     (tmp_path / "junk.pth").write_bytes(b"PK\x03\x04 not a torch file")
-    with pytest.raises(CheckpointError, match="junk.pth: cannot load"):
+    with pytest.raises(CheckpointError, match="junk.pth: cannot read the checkpoint"):
         Predictor.from_checkpoint(tmp_path / "junk.pth")
     save_checkpoint({"model": {"backbone.backbone.stem.conv.conv.weight": torch.zeros(1)}}, tmp_path / "yolox.pth")
     with pytest.raises(CheckpointError, match="not a cspdet checkpoint"):

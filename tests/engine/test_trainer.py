@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from yolox_layout import cspdet_to_yolox_state_dict  # tests/yolox_layout.py
 from cspdet.config import config_from_dict, load_config
 from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine import checkpoint as checkpoint_module
@@ -290,60 +291,6 @@ def test_init_weights_from_timm_and_yolox_files(tmp_path):
     raw = {"model": {"name": "cspdarknet_s", "num_classes": 80, "width": 0.125, "weights": str(yolox)}}
     with pytest.raises(CheckpointError, match="YOLOX weights do not fit"):
         init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model)
-
-
-def cspdet_to_yolox_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The YOLOX-layout state dict an official checkpoint of this detector would hold (BGR stem, split CSP
-    ``expand`` into ``conv1``/``conv2``): the inverse of the key table in ``cspdet/models/yolox_weights.py``,
-    written out independently so that loading it back through ``model.weights`` is a real round trip."""
-    import re
-
-    prefixes = [  # (cspdet prefix regex, YOLOX prefix, is a CSP stage)
-        (r"backbone\.stem\.", "backbone.backbone.stem.", False),
-        (r"backbone\.stages\.3\.spp\.", "backbone.backbone.dark5.1.", False),
-        (r"backbone\.stages\.(\d)\.down\.", "backbone.backbone.dark{s}.0.", False),
-        (r"backbone\.stages\.3\.", "backbone.backbone.dark5.2.", True),
-        (r"backbone\.stages\.(\d)\.", "backbone.backbone.dark{s}.1.", True),
-        (r"neck\.lateral_convs\.1\.", "backbone.lateral_conv0.", False),
-        (r"neck\.lateral_convs\.0\.", "backbone.reduce_conv1.", False),
-        (r"neck\.top_down_stages\.1\.", "backbone.C3_p4.", True),
-        (r"neck\.top_down_stages\.0\.", "backbone.C3_p3.", True),
-        (r"neck\.down_convs\.0\.", "backbone.bu_conv2.", False),
-        (r"neck\.down_convs\.1\.", "backbone.bu_conv1.", False),
-        (r"neck\.bottom_up_stages\.0\.", "backbone.C3_n3.", True),
-        (r"neck\.bottom_up_stages\.1\.", "backbone.C3_n4.", True),
-        (r"head\.levels\.(\d)\.stem\.", "head.stems.{i}.", False),
-        (r"head\.levels\.(\d)\.cls_convs\.", "head.cls_convs.{i}.", False),
-        (r"head\.levels\.(\d)\.reg_convs\.", "head.reg_convs.{i}.", False),
-        (r"head\.levels\.(\d)\.cls_pred\.", "head.cls_preds.{i}.", False),
-        (r"head\.levels\.(\d)\.reg_pred\.", "head.reg_preds.{i}.", False),
-        (r"head\.levels\.(\d)\.obj_pred\.", "head.obj_preds.{i}.", False),
-    ]
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for pattern, target, csp in prefixes:
-            m = re.match(pattern, key)
-            if m:
-                break
-        else:
-            raise AssertionError(f"no YOLOX name for {key}")
-        if m.groups():
-            target = target.format(s=int(m.group(1)) + 2, i=int(m.group(1)))
-        rest = key[m.end():]
-        if csp and rest.startswith("expand."):
-            tail = rest[len("expand."):]
-            if value.dim() == 0:  # num_batches_tracked
-                out[f"{target}conv1.{tail}"] = out[f"{target}conv2.{tail}"] = value.clone()
-            else:
-                first, second = value.chunk(2, dim=0)
-                out[f"{target}conv1.{tail}"], out[f"{target}conv2.{tail}"] = first.clone(), second.clone()
-            continue
-        if csp:
-            rest = rest.replace("fuse.", "conv3.", 1) if rest.startswith("fuse.") else re.sub(r"^blocks\.", "m.", rest)
-        if key == "backbone.stem.conv.conv.weight":  # RGB -> BGR within each space-to-depth group of 3
-            value = value[:, torch.arange(value.shape[1]).view(-1, 3).flip(1).flatten()]
-        out[target + rest] = value.clone()
-    return out
 
 
 def test_init_weights_from_yolox_checkpoint(shapes, tmp_path):

@@ -1,0 +1,50 @@
+"""cspdet.engine.build: official YOLOX checkpoints become cspdet detector checkpoints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+from yolox_layout import cspdet_to_yolox_state_dict  # tests/yolox_layout.py
+
+from cspdet.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+from cspdet.engine.build import convert_yolox_checkpoint, detector_from_checkpoint
+from cspdet.models import create_detector
+
+
+def make_yolox_pth(path, name="cspdarknet_nano", num_classes=80):
+    torch.manual_seed(0)
+    source = create_detector(name, num_classes=num_classes).eval()
+    with torch.no_grad():
+        for key, value in source.state_dict().items():
+            if "running_var" in key:
+                value.uniform_(0.5, 1.5)
+            elif value.dtype.is_floating_point:
+                value.normal_(0, 0.1)
+    torch.save({"model": cspdet_to_yolox_state_dict(source.state_dict()), "start_epoch": 300}, path)
+    return source
+
+
+def test_converted_checkpoint_predicts_like_the_source(tmp_path):
+    source = make_yolox_pth(tmp_path / "yolox_nano.pth")
+    ckpt = convert_yolox_checkpoint(str(tmp_path / "yolox_nano.pth"), str(tmp_path / "nano.pt"), "cspdarknet_nano")
+    assert ckpt["class_names"] == list(COCO_CLASSES) and ckpt["category_ids"] == list(COCO_CATEGORY_IDS)
+    assert ckpt["config"]["eval"]["img_size"] == [416, 416] and ckpt["config"]["model"]["weights"] is None
+    model, loaded = detector_from_checkpoint(tmp_path / "nano.pt")
+    x = torch.rand(1, 3, 64, 64) * 255
+    assert torch.equal(model(x), source(x))
+
+
+def test_convert_yolox_cli(tmp_path, repo_root):
+    make_yolox_pth(tmp_path / "yolox_nano.pth")
+    out = tmp_path / "converted.pt"
+    cmd = [sys.executable, str(repo_root / "tools" / "convert_yolox.py"), str(tmp_path / "yolox_nano.pth"),
+           "--model", "cspdarknet_nano", "--out", str(out)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "cspdarknet_nano" in result.stdout
+    wrong = subprocess.run([*cmd[:3], "--model", "cspdarknet_s", "--out", str(out)], capture_output=True,
+                           text=True, timeout=300)
+    assert wrong.returncode != 0
+    assert "Traceback" not in wrong.stderr and "do not fit" in wrong.stderr
