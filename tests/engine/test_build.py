@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import torch
-from yolox_layout import cspdet_to_yolox_state_dict  # tests/yolox_layout.py
+from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 
 from cspdet.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
 from cspdet.engine.build import convert_yolox_checkpoint, detector_from_checkpoint

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from yolox_layout import cspdet_to_yolox_state_dict  # tests/yolox_layout.py
+from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 from cspdet.config import config_from_dict, load_config
 from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine import checkpoint as checkpoint_module

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import cspdet.models.cspnet as cspnet_module
+from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import (
     CSPDARKNET_SIZES,
     ConvBNAct,
@@ -36,17 +37,6 @@ from cspdet.models import (
 )
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine params, so that parity checks are meaningful."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model
 
 
 def num_params(model: nn.Module) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import CSPNet, DarknetBottleneck, csp_darknet53, csp_resnet50, fuse_conv_bn
 from cspdet.models.yolox_weights import yolox_to_cspdet_state_dict
 from cspdet.models.detector import DETECTOR_NAMES, Detector, create_detector
@@ -135,22 +136,12 @@ def test_cspdarknet_init_matches_a_fresh_yolox_model():
             assert value.std().item() == pytest.approx(expected[key].std().item(), rel=0.1), key
 
 
-def _randomize_bn(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model
 
 
 def test_fused_detector_predicts_the_same():
     torch.manual_seed(0)
     # prior_prob 0.5: scores near 0.25 at init, so a real conf threshold leaves detections to compare.
-    det = _randomize_bn(create_detector("cspdarknet_nano", num_classes=5, prior_prob=0.5)).eval()
+    det = randomize_bn(create_detector("cspdarknet_nano", num_classes=5, prior_prob=0.5)).eval()
     fused = fuse_conv_bn(copy.deepcopy(det))
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
     images = torch.rand(2, 3, 64, 96, generator=torch.Generator().manual_seed(1)) * 255

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import (
     ConvBNAct,
     DWConv,
@@ -21,17 +22,6 @@ from cspdet.models import (
 )
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine params, so that folding and parity checks are meaningful."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model
 
 
 def test_conv_bn_act_structure_and_shapes():

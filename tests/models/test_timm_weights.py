@@ -6,20 +6,10 @@ import pytest
 import torch
 from torch import nn
 
+from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import csp_darknet53, csp_resnet50, csp_resnext50_32x4d, load_timm_weights, timm_to_cspdet_key
 
 
-def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine params, so that parity checks are meaningful."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
-    return model
 
 
 timm = pytest.importorskip("timm")

@@ -1,12 +1,28 @@
-"""Test helper: write a cspdet CSPDarknet detector's weights in the layout of an official YOLOX checkpoint.
+"""Test helpers that shape weights: randomised BN (so parity checks mean something) and a YOLOX-layout copy
+of a cspdet detector's weights.
 
-YOLOX is not a cspdet dependency, so tests that need "a YOLOX checkpoint" make one with this independent
-inverse of the key table in ``cspdet/models/yolox_weights.py``; loading it back is then a real round trip.
+YOLOX is not a cspdet dependency, so tests that need "a YOLOX checkpoint" make one with
+:func:`cspdet_to_yolox_state_dict`, an independent inverse of the key table in
+``cspdet/models/yolox_weights.py``; loading it back is then a real round trip.
 """
 
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+
+def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Non-trivial BN statistics and affine params, so that BN folding and parity checks are meaningful."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            n = m.num_features
+            m.running_mean.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
+            m.bias.data.copy_(torch.rand(n, generator=g) * 0.4 - 0.2)
+    return model
 
 
 def cspdet_to_yolox_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
