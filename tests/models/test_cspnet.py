@@ -37,8 +37,6 @@ from cspdet.models import (
 )
 
 
-
-
 def num_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

@@ -136,8 +136,6 @@ def test_cspdarknet_init_matches_a_fresh_yolox_model():
             assert value.std().item() == pytest.approx(expected[key].std().item(), rel=0.1), key
 
 
-
-
 def test_fused_detector_predicts_the_same():
     torch.manual_seed(0)
     # prior_prob 0.5: scores near 0.25 at init, so a real conf threshold leaves detections to compare.

@@ -22,8 +22,6 @@ from cspdet.models import (
 )
 
 
-
-
 def test_conv_bn_act_structure_and_shapes():
     layer = ConvBNAct(8, 16, kernel_size=3, stride=2)
     assert isinstance(layer.conv, nn.Conv2d) and layer.conv.bias is None

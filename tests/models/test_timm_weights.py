@@ -10,8 +10,6 @@ from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import csp_darknet53, csp_resnet50, csp_resnext50_32x4d, load_timm_weights, timm_to_cspdet_key
 
 
-
-
 timm = pytest.importorskip("timm")
 
 PAIRS = {"cspresnet50": csp_resnet50, "cspresnext50": csp_resnext50_32x4d, "cspdarknet53": csp_darknet53}
