@@ -6,6 +6,9 @@ entry is simply never hit. Two backends:
 
 - ``"ram"``: a dict in the process. Fill it before the DataLoader starts its workers (``warm()``) and the
   forked workers share the decoded pages copy-on-write instead of each decoding again.
+- Derived forms (:meth:`ImageCache.get_derived`, RAM only): what a consumer computes from a decoded image
+  (training keeps each image resized to fit the input size as RGBA) is kept *instead of* the decoded
+  image, under the same never-stale key plus a tag.
 - ``"disk"``: one ``.npy`` per image under ``directory`` (default ``~/.cache/cspdet/images``), named by a
   hash of the key and memory-mapped on read. Writes are atomic (temp file + ``os.replace``), so a crash
   cannot leave a half-written entry that a later run would trust.
@@ -17,7 +20,7 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Hashable
 
 import numpy as np
 
@@ -53,6 +56,7 @@ class ImageCache:
         self.mode = mode
         self.loader = loader
         self._ram: dict[tuple[str, int, int], np.ndarray] = {}
+        self._derived: dict[tuple[tuple[str, int, int], Hashable], Any] = {}
         self.directory = Path(directory or Path.home() / ".cache" / "cspdet" / "images")
         if mode == "disk":
             self.directory.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,32 @@ class ImageCache:
                 os.unlink(tmp)
         return image
 
+    def get_derived(self, path: str | os.PathLike, tag: Hashable, make: Callable[[np.ndarray], Any]) -> Any:
+        """``make(image)`` for the decoded image of ``path``, kept (RAM mode) under the image's key and
+        ``tag``, so it is computed once per run instead of once per use. Treat the result as read-only.
+
+        Why: training uses each image in one derived form only (resized to fit the input, 4 channels) and
+        otherwise re-derives it every epoch; keeping that form is what Ultralytics' RAM cache does too (it
+        stores images resized to the input size). To hold each image once, storing a derived form drops the
+        decoded image from the cache (a later :meth:`get` decodes it again, counted as a miss). Derived
+        forms never go stale: a changed file has a new key. The disk backend stores no derived forms
+        (``make(self.get(path))`` each time). A ``make`` that raises stores nothing.
+        """
+        if self.mode != "ram":
+            return make(self.get(path))
+        try:
+            key = cache_key(path)
+        except FileNotFoundError:
+            return make(self.loader(str(path)))  # the loader raises its precise "not found" error
+        value = self._derived.get((key, tag))
+        if value is None:
+            value = make(self.get(path))
+            self._derived[(key, tag)] = value
+            self._ram.pop(key, None)
+        else:
+            self.hits += 1
+        return value
+
     def warm(self, paths: list[str], on_error: Callable[[str, Exception], None] | None = None) -> None:
         """Decode every path now (e.g. in the main process before workers fork)."""
         for path in paths:
@@ -114,7 +144,19 @@ class ImageCache:
                 on_error(path, err)
 
     def __len__(self) -> int:
-        return len(self._ram) if self.mode == "ram" else sum(1 for _ in self.directory.rglob("*.npy"))
+        """Entries held: decoded images plus derived forms (RAM), or ``.npy`` files (disk)."""
+        if self.mode == "ram":
+            return len(self._ram) + len(self._derived)
+        return sum(1 for _ in self.directory.rglob("*.npy"))
 
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self._ram.values())
+        """Bytes of the arrays held in RAM (derived forms: the arrays they contain)."""
+
+        def size(value: Any) -> int:
+            if isinstance(value, np.ndarray):
+                return value.nbytes
+            if isinstance(value, (tuple, list)):
+                return sum(size(v) for v in value)
+            return 0
+
+        return sum(a.nbytes for a in self._ram.values()) + sum(size(v) for v in self._derived.values())

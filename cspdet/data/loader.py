@@ -11,8 +11,12 @@ Speed: a training sample needs 5 images (4 mosaic tiles + 1 MixUp partner). Each
 LRU buffer of images already resized to the size they are used at (fit into ``img_size``), bounded by the
 pool size; since partners come from the current pool, each image is decoded about once per epoch with 0
 workers (about twice with 2 workers, which share a pool). Large JPEGs are decoded at 1/2, 1/4 or 1/8 size
-directly when they would be shrunk that much anyway. ``set_epoch`` / ``close_mosaic`` act on the main-process sampler, which is
-what makes them reach persistent workers: call them before iterating the loader for that epoch.
+directly when they would be shrunk that much anyway. With a RAM cache (``cache="ram"``) the cache keeps
+the fitted RGBA images themselves (:meth:`ImageCache.get_derived`), so each image is decoded, resized and
+converted once per run, and (warmed before workers fork) shared by all workers.
+
+``set_epoch`` / ``close_mosaic`` act on the main-process sampler, which is what makes them reach
+persistent workers: call them before iterating the loader for that epoch.
 
 Mosaic partner blocks (``mosaic_pool``, default 64, an :class:`AugmentConfig` field read from the DataConfig
 when it has one): mosaic and MixUp partners of a sample come from the block of about ``mosaic_pool``
@@ -146,12 +150,34 @@ class TrainDataset(torch.utils.data.Dataset):
             f"{self.dataset.skipped.summary()}"
         )
 
+    def _ram_cached(self) -> bool:
+        cache = self.dataset.cache
+        return cache is not None and cache.mode == "ram"
+
+    def _fit_rgba(self, image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
+        """(decoded image resized to fit ``cfg.img_size``, as RGBA; its original (h, w))."""
+        h0, w0 = image.shape[:2]
+        _, nh, nw = fit_size(h0, w0, self.cfg.img_size)
+        if (nh, nw) != (h0, w0):
+            image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        return _rgba(image), (h0, w0)
+
     def _decode_fitted(self, index: int) -> Fitted:
         """Sample ``index`` resized to fit ``cfg.img_size`` (the size mosaic and MixUp use it at) as RGBA,
         boxes scaled per axis by exactly the resize factors. The result depends on ``index`` only (never on what
-        is buffered), which keeps augmentation reproducible."""
+        is buffered or cached), which keeps augmentation reproducible."""
         rec = self.dataset.records[index]
         size = self.cfg.img_size
+        if self._ram_cached():
+            # the RAM cache holds the fitted image itself: decoded, resized and converted once per run
+            image, (h0, w0) = self.dataset.cache.get_derived(rec.path, ("fitted_rgba", size), self._fit_rgba)
+            if rec.height is not None and (rec.height, rec.width) != (h0, w0):
+                self.dataset._note_size_mismatch(index, h0, w0)  # reported once per file, as load_sample does
+            boxes, labels = self.dataset.targets(index, h0, w0)
+            nh, nw = image.shape[:2]
+            if (nh, nw) != (h0, w0):
+                boxes = boxes * np.array([nw / w0, nh / h0, nw / w0, nh / h0], np.float32)
+            return image, boxes, labels, (h0, w0)
         if self.dataset.cache is None and rec.height and rec.width and str(rec.path).lower().endswith((".jpg", ".jpeg")):
             h0, w0 = int(rec.height), int(rec.width)
             r, nh, nw = fit_size(h0, w0, size)
@@ -222,11 +248,21 @@ class TrainDataset(torch.utils.data.Dataset):
 
         else:  # letterbox only (final no-aug epochs): one plain decode, nothing to share
             loaded: dict[int, Fitted] = {}
+            # With a RAM cache, the fitted image from the cache: letterboxing it only pads, and its resize
+            # is the one letterbox would do (same size, same interpolation), so the pixels are the same and
+            # the cache keeps holding one form of each image. Its boxes are scaled as letterbox scales them
+            # (by the isotropic ratio r, not per axis), so the sample equals the uncached one exactly.
+            fitted = self._ram_cached()
 
             def load(i: int):
                 nonlocal orig
                 if i not in loaded:
-                    j, loaded[i] = self._load(i, rng, fitted=False)
+                    j, loaded[i] = self._load(i, rng, fitted=fitted)
+                    if fitted:
+                        image, _, _, (h0, w0) = loaded[i]
+                        boxes, labels = self.dataset.targets(j, h0, w0)
+                        r = min(self.cfg.img_size[0] / h0, self.cfg.img_size[1] / w0)
+                        loaded[i] = (image, boxes * np.float32(r), labels, (h0, w0))
                     if j == index:
                         orig = loaded[i][3]
                 return loaded[i][:3]
@@ -434,11 +470,19 @@ def _loader_kwargs(workers: int) -> dict[str, Any]:
     return kwargs
 
 
-def _warm_cache(dataset: DetectionDataset, workers: int) -> None:
+def _warm_cache(dataset: DetectionDataset, workers: int, train: TrainDataset | None = None) -> None:
     """Decode every image into a RAM cache before workers fork, so they share it instead of each
-    decoding (and holding) their own copy."""
+    decoding (and holding) their own copy. For a training loader (``train``), the cache is filled with the
+    fitted RGBA images the training transform uses (see :meth:`TrainDataset._decode_fitted`)."""
     cache = dataset.cache
     if cache is None or cache.mode != "ram" or workers == 0 or len(cache):
+        return
+    if train is not None:
+        for index in range(len(dataset)):
+            try:
+                train._decode_fitted(index)
+            except ImageReadError:  # reported when the sample is loaded (in a worker)
+                pass
         return
 
     def on_error(path: str, err: Exception) -> None:  # reported when the sample is loaded
@@ -480,7 +524,7 @@ def build_train_loader(
     train = TrainDataset(dataset, aug, seed=seed)
     sampler = EpochSampler(train, seed=seed, rank=rank, world_size=world_size, shuffle=True, pool=aug.mosaic_pool)
     train.sampler = sampler
-    _warm_cache(dataset, workers)
+    _warm_cache(dataset, workers, train)
     return DetectionLoader(
         train, batch_size=batch_size, sampler=sampler, collate_fn=collate_detection, drop_last=False,
         **_loader_kwargs(workers),
