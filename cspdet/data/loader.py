@@ -76,7 +76,29 @@ def _rgba(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_RGB2RGBA)
 
 
-class TrainDataset(torch.utils.data.Dataset):
+class _DatasetView(torch.utils.data.Dataset):
+    """A view of a :class:`DetectionDataset` (``self.dataset``) that answers for it what trainers and
+    evaluators ask: length, class names, category ids and the skipped-problems report."""
+
+    dataset: DetectionDataset
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.dataset.class_names
+
+    @property
+    def category_ids(self) -> list[int]:
+        return self.dataset.category_ids
+
+    @property
+    def skipped(self):
+        return self.dataset.skipped
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+
+class TrainDataset(_DatasetView):
     """Augmenting view of a :class:`DetectionDataset` for training.
 
     ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 [cls,
@@ -105,21 +127,6 @@ class TrainDataset(torch.utils.data.Dataset):
         # index -> fitted sample, least recently used first; per process (workers fill their own)
         self._buffer: OrderedDict[int, Fitted] = OrderedDict()
 
-    # attributes a trainer uses
-    @property
-    def class_names(self) -> list[str]:
-        return self.dataset.class_names
-
-    @property
-    def category_ids(self) -> list[int]:
-        return self.dataset.category_ids
-
-    @property
-    def skipped(self):
-        return self.dataset.skipped
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def set_epoch(self, epoch: int) -> None:
         """New shuffling order and new augmentation seeds for ``epoch``."""
@@ -275,7 +282,7 @@ class TrainDataset(torch.utils.data.Dataset):
         return _with_pending(self.dataset, (image, targets, rec.image_id, 1.0, orig))
 
 
-class ValDataset(torch.utils.data.Dataset):
+class ValDataset(_DatasetView):
     """Letterboxed view of a :class:`DetectionDataset` for evaluation (no randomness).
 
     ``dataset[i]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 in letterboxed px, image_id, ratio r,
@@ -287,23 +294,8 @@ class ValDataset(torch.utils.data.Dataset):
         self.dataset = dataset
         self.img_size = (int(img_size), int(img_size)) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
 
-    @property
-    def class_names(self) -> list[str]:
-        return self.dataset.class_names
-
-    @property
-    def category_ids(self) -> list[int]:
-        return self.dataset.category_ids
-
-    @property
-    def skipped(self):
-        return self.dataset.skipped
-
     def coco_gt(self):
         return self.dataset.coco_gt()
-
-    def __len__(self) -> int:
-        return len(self.dataset)
 
     def __getitem__(self, index: int):
         rec = self.dataset.records[index]

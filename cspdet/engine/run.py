@@ -15,6 +15,7 @@ the same run layout, checkpoint format and resume rules:
 
 from __future__ import annotations
 
+import abc
 import csv
 import os
 import random
@@ -189,7 +190,7 @@ def all_reduce_finite(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ base class
 
 
-class TrainingRun:
+class TrainingRun(abc.ABC):
     """Run bookkeeping shared by the detection and classification trainers (see the module docstring).
 
     Not used on its own. A subclass sets :attr:`kind` (the checkpoint ``"kind"``) and, in its ``__init__``,
@@ -363,9 +364,9 @@ class TrainingRun:
                 writer.writerow(header)
             writer.writerow(row)
 
+    @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
         """Kind-specific checkpoint entries (class names, best score); provided by the subclass."""
-        raise NotImplementedError
 
     def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
         """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.
