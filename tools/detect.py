@@ -27,13 +27,13 @@ except ImportError:  # running from a checkout that is not installed
 PROG = "detect.py"
 NO_WEIGHTS = (
     "no --weights given: detect.py needs a cspdet detector checkpoint (a training run's best.pt); train one with "
-    "`python tools/train.py configs/cspdarknet_yolo.yaml` (writes runs/train/<name>/best.pt), or fine-tune from "
-    "official YOLOX weights by adding model.weights=yolox_s.pth to that command"
+    "`python tools/train.py configs/cspdarknet_yolo.yaml` (writes runs/train/<name>/best.pt), or convert official "
+    "YOLOX weights with `python tools/convert_yolox.py yolox_s.pth --model cspdarknet_s --out yolox_s_cspdet.pt`"
 )
 YOLOX_WEIGHTS = (
-    "{path}: this is an official YOLOX checkpoint; detect.py needs a cspdet detector checkpoint: fine-tune from "
-    "it with `python tools/train.py configs/cspdarknet_yolo.yaml model.weights={path}` (writes "
-    "runs/train/<name>/best.pt), or score it directly with `python tools/eval.py CONFIG --weights {path}`"
+    "{path}: this is an official YOLOX checkpoint; detect.py needs a cspdet detector checkpoint: convert it with "
+    "`python tools/convert_yolox.py {path} --model cspdarknet_<size> --out converted.pt`, or fine-tune from it "
+    "with `python tools/train.py configs/cspdarknet_yolo.yaml model.weights={path}`"
 )
 
 
