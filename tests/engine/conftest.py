@@ -53,15 +53,6 @@ def shapes_checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def coco128_subset(coco128_root, tmp_path_factory) -> Path:
+def coco128_subset(coco128_val_subset) -> Path:
     """Dataset descriptor of the first 12 coco128 val images (real photos, 80 COCO categories)."""
-    data = json.loads((coco128_root / "annotations" / "instances_val.json").read_text())
-    keep = {im["id"] for im in data["images"][:12]}
-    data["images"] = [im for im in data["images"] if im["id"] in keep]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-    root = tmp_path_factory.mktemp("coco128_subset")
-    (root / "val.json").write_text(json.dumps(data))
-    desc = root / "subset.yaml"
-    desc.write_text(f"format: coco\npath: {root}\nval:\n  images: {coco128_root / 'images' / 'val'}\n"
-                    f"  annotations: {root / 'val.json'}\n")
-    return desc
+    return coco128_val_subset(12)

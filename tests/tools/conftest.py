@@ -53,17 +53,11 @@ def shapes_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def coco_subset(coco128_root, tmp_path_factory) -> dict:
+def coco_subset(coco128_val_subset) -> dict:
     """Descriptor + GT json of the first 8 coco128 val images, and a matching 80-class tiny checkpoint."""
-    data = json.loads((coco128_root / "annotations" / "instances_val.json").read_text())
-    keep = {im["id"] for im in data["images"][:8]}
-    data["images"] = [im for im in data["images"] if im["id"] in keep]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in keep]
-    root = tmp_path_factory.mktemp("coco_subset")
-    (root / "val.json").write_text(json.dumps(data))
-    desc = root / "subset.yaml"
-    desc.write_text(f"format: coco\npath: {root}\nval:\n  images: {coco128_root / 'images' / 'val'}\n"
-                    f"  annotations: {root / 'val.json'}\n")
+    desc = coco128_val_subset(8)
+    root = desc.parent
+    data = json.loads((root / "val.json").read_text())
     cats = sorted(c["id"] for c in data["categories"])
     names = [c["name"] for c in sorted(data["categories"], key=lambda c: c["id"])]
     weights = make_checkpoint(root / "coco_tiny.pt", 80, names, cats, dataset=str(desc))
