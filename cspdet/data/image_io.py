@@ -36,10 +36,29 @@ class ImageReadError(OSError):
 
 
 def _looks_truncated(data: bytes) -> bool:
-    """A JPEG must end with the EOI marker FFD9 (a few padding bytes after it are tolerated)."""
+    """A JPEG whose entropy-coded data has no end-of-image marker (FFD9) after it.
+
+    OpenCV decodes a truncated JPEG "successfully" with grey rows at the bottom, so this is checked up front.
+    The EOI is looked for after the main image's start-of-scan (FFDA), found by walking the header segments:
+    an EXIF thumbnail before it has its own EOI, and valid files may carry bytes after their EOI (phone
+    "motion photos" append a video, cameras append trailers), so neither "anywhere" nor "at the end" works.
+    """
     if data[:2] != b"\xff\xd8":
         return False
-    return b"\xff\xd9" not in data[-64:]
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return False  # not a marker where one must be: let the decoder judge the file
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the compressed data follows, then EOI
+            return data.find(b"\xff\xd9", pos + 2) == -1
+        if marker == 0xD9:  # EOI before any scan: no image data at all
+            return True
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return True  # the headers themselves are cut off
 
 
 def read_image_bytes(path: str | os.PathLike) -> bytes:

@@ -114,12 +114,10 @@ class SimOTALoss:
             )
         target_mask = target_mask.bool()
         labels = targets[..., 0].long()
-        if target_mask.any():
-            bad = labels[target_mask]
-            if int(bad.min()) < 0 or int(bad.max()) >= self.num_classes:
-                raise ValueError(
-                    f"target class ids must be in [0, {self.num_classes}), got {int(bad.min())}..{int(bad.max())}"
-                )
+        # One host sync for the range check (padded rows count as class 0).
+        lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~target_mask, 0))).tolist() if labels.numel() else (0, 0)
+        if lo < 0 or hi >= self.num_classes:
+            raise ValueError(f"target class ids must be in [0, {self.num_classes}), got {lo}..{hi}")
         gt_boxes = targets[..., 1:5].float()
         centers = (points + 0.5) * point_strides[:, None]
 
@@ -135,7 +133,7 @@ class SimOTALoss:
         )
         fg = assign.fg_mask  # (B, A)
         num_fg_t = fg.sum()
-        num_fg = num_fg_t.clamp(min=1).to(cls_logits.dtype)
+        num_fg = num_fg_t.clamp(min=1).float()  # exact count: bf16/fp16 would round it (e.g. 1001 -> 1000)
 
         # Matched gts of foreground points, in the same (row-major over B, A) order as pred[fg].
         batch_idx = torch.arange(fg.shape[0], device=fg.device)[:, None].expand_as(fg)[fg]

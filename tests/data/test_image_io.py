@@ -135,3 +135,23 @@ def test_odd_images_stay_aligned_through_dataset_and_training_decode(tmp_path):
         assert orig == files[name][0] and max(fitted.shape[:2]) == 48, name
         check(fitted, boxes[0], f"{name} fitted for mosaic")
     assert not ds.skipped  # sizes agree with the displayed orientation: nothing clipped or reported
+
+
+def test_valid_jpegs_with_trailing_bytes_or_exif_thumbnail_are_not_truncated(tmp_path):
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    ok, encoded = cv2.imencode(".jpg", image)
+    plain = encoded.tobytes()
+    # a phone "motion photo" / camera trailer: more than 64 bytes after the end-of-image marker
+    (tmp_path / "trailer.jpg").write_bytes(plain + b"\x00" * 100 + b"ftypmp42" * 20)
+    assert read_image(tmp_path / "trailer.jpg").shape == (48, 64, 3)
+    # an EXIF thumbnail carries its own end-of-image marker early in the file: a truncated main image with
+    # such a thumbnail must still be reported as truncated
+    pil = Image.fromarray(image)
+    exif = pil.getexif()
+    exif[0x0112] = 1
+    pil.save(tmp_path / "thumb.jpg", exif=exif, quality=90)
+    data = (tmp_path / "thumb.jpg").read_bytes()
+    fake_thumb = b"\xff\xe1\x00\x0aEXIF\xff\xd9\x00\x00"  # APP1 segment containing an FFD9
+    (tmp_path / "cut.jpg").write_bytes(data[:2] + fake_thumb + data[2 : len(data) // 2])
+    with pytest.raises(ImageReadError, match="truncated JPEG"):
+        read_image(tmp_path / "cut.jpg")
