@@ -139,6 +139,7 @@ class TrainConfig:
     """auto, cpu, cuda, cuda:N."""
     sync_bn: bool = False
     eval_interval: int = 10
+    """Evaluate every N epochs (and after the last); 0 = only after the last."""
     save_interval: int = 1
     output_dir: str = "runs/train"
     name: str = "exp"
@@ -338,7 +339,39 @@ def config_from_dict(
             raise ConfigError(f"{section}: expected a mapping of keys {where}, got {type(values).__name__}")
         cls = typing.get_type_hints(Config)[section]
         kwargs[section] = _build_section(cls, section, values, source, key_sources)
-    return Config(**kwargs)
+    cfg = Config(**kwargs)
+    _check_values(cfg, source, key_sources)
+    return cfg
+
+
+# Fields that must be at least this large (counts and sizes; 0 workers is fine, 0 epochs is not).
+_MINIMUM = {
+    "data.workers": 0, "data.max_labels": 1, "data.multiscale_range": 0, "data.mosaic_pool": 0,
+    "train.epochs": 1, "train.batch_size": 1, "train.nominal_batch_size": 1, "train.no_aug_epochs": 0,
+    "train.eval_interval": 0, "train.save_interval": 1, "train.log_images": 0, "train.warmup_epochs": 0,
+    "eval.batch_size": 1, "eval.max_det": 1,
+    "pretrain.img_size": 1, "pretrain.epochs": 1, "pretrain.batch_size": 1, "pretrain.workers": 0,
+    "pretrain.eval_interval": 0,
+}
+
+
+def _check_values(cfg: Config, source: str, key_sources: dict[str, str]) -> None:
+    """Range checks that types alone cannot express, with the same one-line messages."""
+    for dotted, minimum in _MINIMUM.items():
+        section, _, key = dotted.partition(".")
+        value = getattr(getattr(cfg, section), key)
+        if value is not None and value < minimum:
+            where = key_sources.get(dotted, source)
+            raise ConfigError(f"{dotted}: must be >= {minimum} {where}, got {value}")
+    for dotted in ("data.img_size", "eval.img_size"):
+        section, _, key = dotted.partition(".")
+        size = getattr(getattr(cfg, section), key)
+        if min(size) < 32 or any(v % 32 for v in size):
+            raise ConfigError(f"{dotted}: sides must be multiples of 32 (the largest stride) "
+                              f"{key_sources.get(dotted, source)}, got {size}")
+    if 32 * cfg.data.multiscale_range >= min(cfg.data.img_size):
+        raise ConfigError(f"data.multiscale_range: {cfg.data.multiscale_range} x 32 px must stay below the smaller "
+                          f"side of data.img_size {cfg.data.img_size} {key_sources.get('data.multiscale_range', source)}")
 
 
 def _build_section(cls: type, section: str, values: dict[str, Any], source: str, key_sources: dict[str, str]):

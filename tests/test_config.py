@@ -146,3 +146,12 @@ def test_augmentation_fields_reach_the_data_pipeline():
     cfg = load_config(None, ["data.mosaic_pool=0", "data.hsv_gains=[1, 2, 3]", "data.min_box_size=4"])
     aug = AugmentConfig.from_config(cfg.data)
     assert aug.mosaic_pool == 0 and tuple(aug.hsv_gains) == (1.0, 2.0, 3.0) and aug.min_box_size == 4.0
+
+
+def test_value_ranges_are_checked():
+    with pytest.raises(ConfigError, match=r"train.batch_size: must be >= 1 on the command line, got 0"):
+        load_config(None, ["train.batch_size=0"])
+    with pytest.raises(ConfigError, match=r"data.img_size: sides must be multiples of 32"):
+        load_config(None, ["data.img_size=[100, 128]"])
+    with pytest.raises(ConfigError, match=r"data.multiscale_range: 5 x 32 px must stay below"):
+        load_config(None, ["data.img_size=160", "data.multiscale_range=5"])

@@ -5,7 +5,7 @@
     python tools/convert_dataset.py --ann instances_val.json --images val2017/ --to voc --out /data/val_voc
 
 Writes the dataset folder and ``OUT/dataset.yaml`` (a descriptor ``build_dataset`` and the other tools
-read). Images are symlinked by default (``--images copy`` to copy). Bad input is skipped with a warning,
+read). Images are symlinked by default (``--copy-images copy`` to copy). Bad input is skipped with a warning,
 as when training (``--strict`` stops at the first problem instead). COCO crowd boxes become VOC
 ``difficult`` objects and are left out of YOLO labels (YOLO has no such flag).
 """

@@ -144,7 +144,7 @@ class ClassifierTrainer(TrainingRun):
 
         self.cfg = cfg
         p = cfg.pretrain
-        self._setup_process(p.device)
+        self._setup_process(p.device, section="pretrain")
         self.progress = progress
         if p.batch_size % self.world_size:
             raise ConfigError(f"pretrain.batch_size: {p.batch_size} is not divisible by {self.world_size} processes")
@@ -242,11 +242,11 @@ class ClassifierTrainer(TrainingRun):
         mean, std = _norm_tensors(self.device)
         bar = self._progress_bar(epoch, p.epochs)
         loss_sum = correct = seen = 0.0
-        lr = self.schedule(self.iteration)
+        lr = self.schedule(self.iteration + 1)
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
         for i, (images, labels) in enumerate(self.train_loader):
-            lr = self.schedule(self.iteration)
+            lr = self.schedule(self.iteration + 1)  # the lr of the step about to be taken (step 1 > 0 with warmup_lr 0)
             set_lr(self.optimizer, lr)
             images = (images.to(self.device, non_blocking=True).float() - mean) / std
             labels = labels.to(self.device, non_blocking=True)

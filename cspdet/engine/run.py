@@ -29,7 +29,15 @@ from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from .distributed import all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed, select_device
+from .distributed import (
+    DeviceError,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    init_distributed,
+    select_device,
+)
 from .ema import ModelEMA, unwrap_model
 
 __all__ = [
@@ -92,7 +100,8 @@ def capture_rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        # this process's device only: a resume may see a different number of GPUs
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
@@ -109,7 +118,12 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     })
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        cuda_state = state["cuda"]
+        if isinstance(cuda_state, list):  # written by an earlier version: one state per visible GPU
+            index = torch.cuda.current_device()
+            cuda_state = cuda_state[index] if index < len(cuda_state) else None
+        if cuda_state is not None:
+            torch.cuda.set_rng_state(cuda_state)
 
 
 def _to_plain(obj: Any) -> Any:
@@ -203,12 +217,15 @@ class TrainingRun(abc.ABC):
 
     # ----------------------------------------------------------------------------------------- setup
 
-    def _setup_process(self, device: str) -> None:
+    def _setup_process(self, device: str, section: str = "train") -> None:
         """Join the torchrun process group (if any) and pick this rank's device."""
-        self.dist = init_distributed(device)
-        self.rank, self.world_size = self.dist.rank, self.dist.world_size
-        self.is_main = self.rank == 0
-        self.device = select_device(device, self.dist.local_rank)
+        try:
+            self.dist = init_distributed(device)
+            self.rank, self.world_size = self.dist.rank, self.dist.world_size
+            self.is_main = self.rank == 0
+            self.device = select_device(device, self.dist.local_rank)
+        except DeviceError as err:
+            raise ConfigError(f"{section}.device: {err}") from None
 
     def _setup_run_dir(self, resuming: bool, run_dir: str | os.PathLike | None, output_dir: str, name: str,
                        exist_ok: bool) -> None:
@@ -294,7 +311,8 @@ class TrainingRun(abc.ABC):
         # With EMA on, ckpt["model"] holds the EMA weights and the raw ones are in the trainer state.
         model.load_state_dict(state["model"] if "model" in state else ckpt["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state.get("scaler"):  # a CPU run saves a disabled scaler's empty state; resuming on CUDA starts afresh
+            self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None:
             if "ema_updates" in state:
                 self.ema.load_state_dict({"model": ckpt["model"], "updates": state["ema_updates"]})
