@@ -203,7 +203,7 @@ class ClassifierTrainer(TrainingRun):
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self._restore_training_state(ckpt, self.cfg.pretrain.ema_decay)
-        self.best_top1 = float(ckpt.get("best_top1", -1.0))
+        self.best_top1 = self._best_score(ckpt, "best_top1")
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch}")
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:

@@ -304,6 +304,18 @@ class TrainingRun(abc.ABC):
                 + advice
             )
 
+    def _best_score(self, ckpt: dict[str, Any], key: str) -> float:
+        """The best score so far: ``best.pt`` may be newer than ``last.pt`` (a kill between the two saves, or
+        ``save_interval > 1``), and a resumed run must not overwrite a better ``best.pt`` with a worse model."""
+        best = float(ckpt.get(key, -1.0))
+        best_path = Path(self.resume_path).parent / "best.pt"
+        if best_path.is_file():
+            try:
+                best = max(best, float(load_checkpoint(best_path).get(key, -1.0)))
+            except CheckpointError:
+                pass  # an unreadable best.pt will simply be replaced by the next best model
+        return best
+
     def _restore_training_state(self, ckpt: dict[str, Any], ema_decay: float) -> None:
         """Weights, optimizer, scaler, EMA, epoch/iteration counters and this rank's RNG state from ``ckpt``."""
         state = ckpt["trainer"]

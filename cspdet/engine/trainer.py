@@ -216,7 +216,7 @@ class Trainer(TrainingRun):
                 f"resume: learning-rate schedule changed (saved {saved_schedule}, now {self.schedule.state_dict()}); "
                 "following the new one"
             )
-        self.best_ap = float(ckpt.get("best_ap", -1.0))
+        self.best_ap = self._best_score(ckpt, "best_ap")
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch} (iteration {self.iteration})")
 
     # -------------------------------------------------------------------------------------- training

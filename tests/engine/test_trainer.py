@@ -319,3 +319,18 @@ def test_init_weights_from_yolox_checkpoint(shapes, tmp_path):
     raw["model"]["num_classes"] = 80
     with pytest.raises(CheckpointError, match=r"(?s)YOLOX weights do not fit.*number of classes differs"):
         init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model)
+
+
+def test_resume_keeps_a_newer_better_best_checkpoint(tmp_path):
+    """best.pt written after last.pt (kill between the saves, or save_interval > 1) sets the bar on resume."""
+    from types import SimpleNamespace
+
+    from cspdet.engine.checkpoint import save_checkpoint
+    from cspdet.engine.run import TrainingRun
+
+    save_checkpoint({"format": "cspdet", "kind": "detector", "best_ap": 0.42}, tmp_path / "best.pt")
+    run = SimpleNamespace(resume_path=str(tmp_path / "last.pt"))
+    assert TrainingRun._best_score(run, {"best_ap": 0.30}, "best_ap") == 0.42
+    assert TrainingRun._best_score(run, {"best_ap": 0.50}, "best_ap") == 0.50
+    (tmp_path / "best.pt").write_bytes(b"garbage")
+    assert TrainingRun._best_score(run, {"best_ap": 0.30}, "best_ap") == 0.30
