@@ -621,25 +621,41 @@ class COCOEvaluator:
         """
         local = self.predict(model, progress=progress)
         per_image = _gather_results(local)
-        metrics = None
+        metrics: COCOMetrics | None = None
+        failure: str | None = None
         if _rank() == 0:
-            detections = [d for image_id in sorted(per_image) for d in per_image[image_id]]
-            metrics = coco_evaluate(self.coco_gt, detections, backend=self.backend, class_names=self.class_names,
-                                    check_entries=False)
-            metrics.extra.update({"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
-                                  "pre_nms_topk": self.pre_nms_topk,
-                                  "ms_per_image": round(self.last_timing.get("ms_per_image", 0.0), 2)})
-            if len(per_image) < len(self.coco_gt.getImgIds()):
-                logger.warning("evaluated %d of %d ground-truth images (the others were not in the loader)",
-                               len(per_image), len(self.coco_gt.getImgIds()))
-            if output_dir is not None:
-                out = Path(output_dir)
-                out.mkdir(parents=True, exist_ok=True)
-                (out / "detections.json").write_text(json.dumps(detections), encoding="utf-8")
-                metrics.save_json(out / "metrics.json")
-                if plots:
-                    metrics.plot_pr_curves(out / "pr_curves.png")
-        return _broadcast(metrics)
+            try:
+                metrics = self._score_and_write(per_image, output_dir, plots)
+            except Exception as err:  # noqa: BLE001 - every rank must leave the broadcast below, then all raise
+                if not _distributed():
+                    raise
+                failure = f"{type(err).__name__}: {err}"
+        metrics, failure = _broadcast((metrics, failure))
+        if failure is not None:
+            raise EvaluationError(f"evaluation failed on rank 0: {failure}")
+        return metrics
+
+    def _score_and_write(
+        self, per_image: dict[int, list[dict[str, Any]]], output_dir: str | os.PathLike | None, plots: bool
+    ) -> COCOMetrics:
+        """Rank 0: score the gathered detections and write the output files."""
+        detections = [d for image_id in sorted(per_image) for d in per_image[image_id]]
+        metrics = coco_evaluate(self.coco_gt, detections, backend=self.backend, class_names=self.class_names,
+                                check_entries=False)
+        metrics.extra.update({"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
+                              "pre_nms_topk": self.pre_nms_topk,
+                              "ms_per_image": round(self.last_timing.get("ms_per_image", 0.0), 2)})
+        if len(per_image) < len(self.coco_gt.getImgIds()):
+            logger.warning("evaluated %d of %d ground-truth images (the others were not in the loader)",
+                           len(per_image), len(self.coco_gt.getImgIds()))
+        if output_dir is not None:
+            out = Path(output_dir)
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "detections.json").write_text(json.dumps(detections), encoding="utf-8")
+            metrics.save_json(out / "metrics.json")
+            if plots:
+                metrics.plot_pr_curves(out / "pr_curves.png")
+        return metrics
 
 
 _ARCH_KEYS = ("name", "num_classes", "depth", "width", "depthwise", "act", "stem_channels", "stage_defs")
@@ -721,10 +737,15 @@ def _gather_results(local: dict[int, list[dict[str, Any]]]) -> dict[int, list[di
     return merged
 
 
-def _broadcast(metrics: COCOMetrics | None) -> COCOMetrics | None:
+def _distributed() -> bool:
     dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return metrics
-    box = [metrics]
-    dist.broadcast_object_list(box, src=0)
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def _broadcast(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself when not distributed)."""
+    if not _distributed():
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
     return box[0]

@@ -54,6 +54,27 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _failing_evaluation() -> str:
+    """Rank 0 fails while scoring (e.g. a full disk): every rank must leave the collective and raise."""
+    from cspdet.engine.evaluator import COCOEvaluator, EvaluationError
+
+    class Failing(COCOEvaluator):
+        def __init__(self):  # no loader needed: predict and scoring are replaced
+            pass
+
+        def predict(self, model, progress=False):
+            return {}
+
+        def _score_and_write(self, per_image, output_dir, plots):
+            raise OSError("No space left on device")
+
+    try:
+        Failing().evaluate(model=None)
+    except EvaluationError as err:
+        return str(err)
+    return "no error"
+
+
 def _worker(rank: int, world_size: int, port: int, queue) -> None:
     import os
 
@@ -70,6 +91,7 @@ def _worker(rank: int, world_size: int, port: int, queue) -> None:
             "sum": D.all_reduce_sum(torch.tensor([rank + 1.0])).tolist(),
             "gather": D.all_gather_objects({"r": rank}),
             "bcast": D.broadcast_object(f"from {rank}"),
+            "eval_error": _failing_evaluation(),
         }
         D.barrier()
         queue.put((rank, result))
@@ -95,3 +117,4 @@ def test_two_gloo_processes():
         assert res["sum"] == [3.0]
         assert res["gather"] == [{"r": 0}, {"r": 1}]
         assert res["bcast"] == "from 0"
+        assert res["eval_error"] == "evaluation failed on rank 0: OSError: No space left on device"
