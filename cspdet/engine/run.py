@@ -223,6 +223,9 @@ class TrainingRun(abc.ABC):
             self.dist = init_distributed(device)
             self.rank, self.world_size = self.dist.rank, self.dist.world_size
             self.is_main = self.rank == 0
+            if self.world_size > 1 and device.startswith("cuda:"):
+                # every rank would take the same GPU and NCCL fails obscurely; torchrun assigns LOCAL_RANK
+                raise DeviceError(f"{device!r} pins all {self.world_size} processes to one GPU; use cuda or auto")
             self.device = select_device(device, self.dist.local_rank)
         except DeviceError as err:
             raise ConfigError(f"{section}.device: {err}") from None
