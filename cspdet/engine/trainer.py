@@ -334,7 +334,9 @@ class Trainer(TrainingRun):
         """YOLOX-style random input size, changed every 10 iterations; ``None`` = keep the loader's size.
 
         Drawn from a generator seeded by (seed, epoch, block of iterations) so every rank picks the same size
-        without a broadcast and a resumed run picks the sizes the uninterrupted run would have.
+        without a broadcast and a resumed run picks the sizes the uninterrupted run would have. Unlike YOLOX,
+        the final no-augmentation epochs train at the fixed ``data.img_size``: they exist to fit the
+        un-augmented distribution the model is evaluated on, and evaluation runs at one size.
         """
         r = self.cfg.data.multiscale_range
         if r <= 0 or epoch >= self.no_aug_start:
