@@ -23,9 +23,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -36,6 +34,7 @@ except ImportError:  # run from a checkout without installing
 
 from torchvision.ops import box_convert
 
+from timing import time_ms  # benchmarks/timing.py
 from cspdet.det import SimOTAAssigner, SimOTALoss, decode_boxes, grid_points
 
 
@@ -60,16 +59,6 @@ def synthetic_batch(batch: int, img_size: int, boxes: int, num_classes: int, see
     return dict(reg=reg, pred_boxes=pred_boxes, cls=cls, obj=obj, points=points, strides=point_strides,
                 gt=gt * mask[..., None], labels=labels, mask=mask, targets=targets)
 
-
-def _time(fn: Callable[[], object], repeats: int, warmup: int = 3) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - tic))
-    return times
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -107,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"foreground points per image: {out.num_fg.tolist()}")
     print(f"{'':<28} {'median ms/batch':>16} {'p90':>8}")
     for name, fn in (("assigner", batched), ("assigner, per-image calls", per_image), ("loss forward", loss_forward)):
-        times = _time(fn, args.repeats)
+        times = time_ms(fn, args.repeats)
         p90 = sorted(times)[int(0.9 * (len(times) - 1))]
         print(f"{name:<28} {statistics.median(times):>16.2f} {p90:>8.2f}")
 

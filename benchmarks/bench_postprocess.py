@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -33,6 +32,7 @@ except ImportError:  # run from a checkout without installing
 
 from torchvision.ops import batched_nms, box_convert
 
+from timing import time_ms  # benchmarks/timing.py
 from cspdet.det import postprocess
 
 
@@ -93,16 +93,6 @@ def synthetic_preds(
     return out
 
 
-def _time(fn, repeats: int, warmup: int = 5) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        fn()
-        times.append(1000 * (time.perf_counter() - tic))
-    return times
-
 
 def _split(preds: torch.Tensor, conf: float, iou: float, pre_nms_topk: int, repeats: int) -> tuple[float, float, int]:
     """Median ms of (filter + top-k + box convert) and of batched_nms alone, for the first image."""
@@ -119,9 +109,9 @@ def _split(preds: torch.Tensor, conf: float, iou: float, pre_nms_topk: int, repe
             boxes, scores, labels = boxes[top], scores[top], labels[top]
         state["args"] = (box_convert(boxes, "cxcywh", "xyxy"), scores, labels)
 
-    t_select = statistics.median(_time(select, repeats))
+    t_select = statistics.median(time_ms(select, repeats, warmup=5))
     boxes, scores, labels = state["args"]
-    t_nms = statistics.median(_time(lambda: batched_nms(boxes, scores, labels, iou), repeats))
+    t_nms = statistics.median(time_ms(lambda: batched_nms(boxes, scores, labels, iou), repeats, warmup=5))
     return t_select, t_nms, int(scores.numel())
 
 
@@ -152,8 +142,8 @@ def main(argv: list[str] | None = None) -> None:
         candidates = float((scores >= conf).sum(1).float().mean())
         out = postprocess(preds, conf=conf, iou=iou, max_det=300, **extra)
         kept = sum(len(o["scores"]) for o in out) / args.batch
-        times = [t / args.batch for t in _time(lambda: postprocess(preds, conf=conf, iou=iou, max_det=300, **extra),
-                                                args.repeats)]
+        times = [t / args.batch for t in time_ms(lambda: postprocess(preds, conf=conf, iou=iou, max_det=300, **extra),
+                                                  args.repeats, warmup=5)]
         t_sel, t_nms, _ = _split(preds, conf, iou, topk_for_split, args.repeats)
         p90 = sorted(times)[int(0.9 * (len(times) - 1))]
         print(f"{name:<14} {conf:>6} {candidates:>9.0f} {kept:>9.0f} {statistics.median(times):>14.2f} {p90:>7.2f}  "
