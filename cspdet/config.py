@@ -32,6 +32,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "PretrainConfig",
+    "RunOptions",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
@@ -108,7 +109,24 @@ class DataConfig:
 
 
 @dataclass
-class TrainConfig:
+class RunOptions:
+    """Settings every training run has, detection (``train``) and classification pretraining (``pretrain``)."""
+
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    bf16: bool = False
+    """bfloat16 autocast on CPU."""
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    exist_ok: bool = False
+    """Start a new run in ``output_dir/name`` even if it holds an earlier run (whose outputs are replaced),
+    instead of numbering a fresh directory (``name2``, ``name3``, ...)."""
+
+
+@dataclass
+class TrainConfig(RunOptions):
     """Optimisation schedule and run bookkeeping (YOLOX recipe by default)."""
 
     epochs: int = 300
@@ -129,14 +147,6 @@ class TrainConfig:
     """Final epochs without mosaic/mixup, with the L1 loss switched on, at the minimum lr."""
     ema: bool = True
     ema_decay: float = 0.9998
-    amp: bool = True
-    """Mixed precision on CUDA (ignored on CPU)."""
-    bf16: bool = False
-    """bfloat16 autocast on CPU."""
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:N."""
     sync_bn: bool = False
     eval_interval: int = 10
     """Evaluate every N epochs (and after the last); 0 = only after the last."""
@@ -145,9 +155,6 @@ class TrainConfig:
     name: str = "exp"
     log_images: int = 4
     """Validation images with predicted boxes logged to TensorBoard at each evaluation."""
-    exist_ok: bool = False
-    """Start a new run in ``output_dir/name`` even if it holds an earlier run (whose outputs are replaced),
-    instead of numbering a fresh directory (``name2``, ``name3``, ...)."""
 
 
 @dataclass
@@ -164,7 +171,7 @@ class EvalConfig:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunOptions):
     """Classification pretraining of a CSPNet backbone on an ImageFolder dataset."""
 
     model: str = "csp_resnet50"
@@ -195,19 +202,9 @@ class PretrainConfig:
     min_lr_ratio: float = 0.0
     """The cosine ends at ``lr * min_lr_ratio``."""
     warmup_lr: float = 0.0
-    amp: bool = True
-    """Mixed precision on CUDA (ignored on CPU)."""
-    bf16: bool = False
-    """bfloat16 autocast on CPU."""
-    grad_clip: float | None = None
-    seed: int = 0
-    device: str = "auto"
-    """auto, cpu, cuda, cuda:N."""
     eval_interval: int = 1
     output_dir: str = "runs/pretrain"
     name: str = "exp"
-    exist_ok: bool = False
-    """Reuse ``output_dir/name`` for a new run (replacing its outputs) instead of numbering a fresh one."""
 
 
 @dataclass
