@@ -9,19 +9,27 @@ Every problem is a :class:`ConfigError` with a one-line message that names the k
 unknown key, the nearest valid key::
 
     model.widht: unknown key in configs/x.yaml; did you mean model.width?
+    data.mosaic_prob: value 5.0 out of range [0, 1] in configs/x.yaml
 
-This module imports nothing else of cspdet so that every layer can depend on it.
+Every numeric field has a declared range (:data:`FIELD_RANGES`, beside the dataclasses) or is declared free
+(:data:`FREE_FIELDS`, with the reason); :func:`validate_config` checks them all, and :func:`range_type` turns
+the same ranges into argparse ``type=`` checks for the command-line tools' numeric options.
+
+This module imports nothing else of cspdet so that every layer can depend on it (``save_config`` alone
+imports the stdlib-only :mod:`cspdet.fileio`, when called, for its atomic write).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Callable, Literal, Union
 
 import yaml
 
@@ -30,15 +38,21 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "FIELD_RANGES",
+    "FREE_FIELDS",
     "ModelConfig",
     "PretrainConfig",
+    "Range",
     "RunOptions",
     "TrainConfig",
     "config_from_dict",
     "config_to_dict",
+    "field_range",
     "load_config",
     "parse_override",
+    "range_type",
     "save_config",
+    "validate_config",
 ]
 
 
@@ -218,6 +232,193 @@ class Config:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
+# ---------------------------------------------------------------------------------------------- ranges
+
+
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric setting may take: ``[lo, hi]``, with either end open; an infinite end is always
+    open (``inf`` itself is never a valid setting), and NaN is never inside."""
+
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: Any) -> bool:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        above = value > self.lo if self.lo_open or self.lo == -math.inf else value >= self.lo
+        below = value < self.hi if self.hi_open or self.hi == math.inf else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        left = "(" if self.lo_open or self.lo == -math.inf else "["
+        right = ")" if self.hi_open or self.hi == math.inf else "]"
+        return f"{left}{_num(self.lo)}, {_num(self.hi)}{right}"
+
+
+def _num(v: float) -> str:
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return str(int(v)) if float(v).is_integer() else repr(v)
+
+
+PROBABILITY = Range(0, 1)
+FRACTION = Range(0, 1)
+DECAY = Range(0, 1, hi_open=True)  # a per-step multiplicative factor: 1 would never move
+POSITIVE = Range(0, lo_open=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_ONE = Range(1)
+IMAGE_SIDE = Range(32)  # and a multiple of 32, checked in validate_config
+SEED = Range(0, 2**32 - 1)
+
+# The range of every numeric field, by the dataclass that declares it (subclasses inherit, e.g. RunOptions ->
+# train and pretrain). For a list field: one Range for every element, or a tuple with one Range per position
+# (the list must then have exactly that many elements). Fields that are numeric but have no range are in
+# FREE_FIELDS with the reason; tests/test_config.py fails for a numeric field that is in neither.
+FIELD_RANGES: dict[type, dict[str, Range | tuple[Range, ...]]] = {
+    ModelConfig: {
+        "num_classes": AT_LEAST_ONE,
+        "depth": POSITIVE,
+        "width": POSITIVE,
+        "stem_channels": AT_LEAST_ONE,
+    },
+    DataConfig: {
+        "img_size": IMAGE_SIDE,
+        "workers": NON_NEGATIVE,
+        "max_labels": AT_LEAST_ONE,
+        "mosaic_prob": PROBABILITY,
+        "mosaic_scale": (POSITIVE, POSITIVE),
+        "mixup_prob": PROBABILITY,
+        "mixup_scale": (POSITIVE, POSITIVE),
+        "degrees": Range(0, 180),
+        "translate": FRACTION,
+        "shear": Range(0, 90, hi_open=True),  # degrees; tan(90) is infinite
+        "hsv_prob": PROBABILITY,
+        "hsv_gains": (Range(0, 180), Range(0, 255), Range(0, 255)),  # hue on OpenCV's 0..180 scale
+        "flip_prob": PROBABILITY,
+        "mosaic_pool": NON_NEGATIVE,
+        "min_box_size": NON_NEGATIVE,
+        "min_area_ratio": FRACTION,
+        "max_aspect_ratio": Range(1, lo_open=True),  # max(w/h, h/w) >= 1: a limit of 1 or less drops every box
+        "multiscale_range": NON_NEGATIVE,
+    },
+    RunOptions: {
+        "grad_clip": NON_NEGATIVE,  # 0 = no clipping
+        "seed": SEED,
+    },
+    TrainConfig: {
+        "epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "nominal_batch_size": AT_LEAST_ONE,
+        "lr_per_image": POSITIVE,
+        "momentum": DECAY,
+        "weight_decay": DECAY,
+        "warmup_epochs": NON_NEGATIVE,
+        "warmup_lr": NON_NEGATIVE,
+        "min_lr_ratio": FRACTION,
+        "no_aug_epochs": NON_NEGATIVE,
+        "ema_decay": DECAY,
+        "eval_interval": NON_NEGATIVE,
+        "save_interval": AT_LEAST_ONE,
+        "log_images": NON_NEGATIVE,
+    },
+    EvalConfig: {
+        "img_size": IMAGE_SIDE,
+        "batch_size": AT_LEAST_ONE,
+        "conf": PROBABILITY,
+        "iou": PROBABILITY,
+        "max_det": AT_LEAST_ONE,
+    },
+    PretrainConfig: {
+        "stem_channels": AT_LEAST_ONE,
+        "img_size": IMAGE_SIDE,
+        "epochs": AT_LEAST_ONE,
+        "batch_size": AT_LEAST_ONE,
+        "lr": POSITIVE,
+        "weight_decay": DECAY,
+        "warmup_epochs": NON_NEGATIVE,
+        "label_smoothing": DECAY,  # 1 would make every target uniform
+        "ema_decay": DECAY,
+        "workers": NON_NEGATIVE,
+        "depth": POSITIVE,
+        "width": POSITIVE,
+        "momentum": DECAY,
+        "min_lr_ratio": FRACTION,
+        "warmup_lr": NON_NEGATIVE,
+        "eval_interval": NON_NEGATIVE,
+    },
+}
+
+# Numeric fields deliberately without a range, and why.
+FREE_FIELDS: dict[type, dict[str, str]] = {
+    ModelConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder"},
+    PretrainConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder"},
+}
+
+
+def _declared(cls: type, name: str, table: dict[type, dict[str, Any]]) -> Any:
+    for klass in cls.__mro__:
+        if name in table.get(klass, {}):
+            return table[klass][name]
+    return None
+
+
+def field_range(dotted: str) -> Range | tuple[Range, ...] | None:
+    """The declared range of config field ``"section.key"`` (``None`` when it has none)."""
+    section, _, key = dotted.partition(".")
+    cls = typing.get_type_hints(Config).get(section)
+    if cls is None or key not in {f.name for f in dataclasses.fields(cls)}:
+        raise KeyError(f"{dotted}: not a config field")
+    return _declared(cls, key, FIELD_RANGES)
+
+
+def range_type(spec: str | Range, kind: type | None = None) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses a number and checks it against a range.
+
+    Args:
+        spec: a config field (``"eval.conf"``: its declared range, per element for a list field) or a
+            :class:`Range`.
+        kind: ``int`` or ``float`` (default: the config field's type, else ``float``).
+
+    The error reads like the config's: ``argument --conf: value 2.0 out of range [0, 1]``.
+    """
+    if isinstance(spec, str):
+        rng = field_range(spec)
+        if isinstance(rng, tuple):
+            raise ValueError(f"{spec}: has one range per position; give a Range")
+        if rng is None:
+            raise ValueError(f"{spec}: has no declared range")
+        if kind is None:
+            section, _, key = spec.partition(".")
+            hint = typing.get_type_hints(typing.get_type_hints(Config)[section])[key]
+            kind = int if int in _numeric_leaves(hint) else float
+    else:
+        rng = spec
+    kind = kind or float
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value not in rng:
+            raise argparse.ArgumentTypeError(f"value {value!r} out of range {rng}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in some messages
+    return parse
+
+
+def _numeric_leaves(tp: Any) -> set[Any]:
+    """The numeric types (int, float, Any) inside annotation ``tp`` (bool excluded)."""
+    if tp in (int, float, Any):
+        return {tp}
+    return {leaf for arg in typing.get_args(tp) for leaf in _numeric_leaves(arg)}
+
+
 # --------------------------------------------------------------------------------------------- loading
 
 
@@ -337,33 +538,37 @@ def config_from_dict(
         cls = typing.get_type_hints(Config)[section]
         kwargs[section] = _build_section(cls, section, values, source, key_sources)
     cfg = Config(**kwargs)
-    _check_values(cfg, source, key_sources)
+    validate_config(cfg, source, key_sources)
     return cfg
 
 
-# Fields that must be at least this large (counts and sizes; 0 workers is fine, 0 epochs is not).
-_MINIMUM = {
-    "data.workers": 0, "data.max_labels": 1, "data.multiscale_range": 0, "data.mosaic_pool": 0,
-    "train.epochs": 1, "train.batch_size": 1, "train.nominal_batch_size": 1, "train.no_aug_epochs": 0,
-    "train.eval_interval": 0, "train.save_interval": 1, "train.log_images": 0, "train.warmup_epochs": 0,
-    "eval.batch_size": 1, "eval.max_det": 1,
-    "pretrain.img_size": 1, "pretrain.epochs": 1, "pretrain.batch_size": 1, "pretrain.workers": 0,
-    "pretrain.eval_interval": 0,
-}
-
-
-def _check_values(cfg: Config, source: str, key_sources: dict[str, str]) -> None:
-    """Range checks that types alone cannot express, with the same one-line messages."""
-    for dotted, minimum in _MINIMUM.items():
-        section, _, key = dotted.partition(".")
-        value = getattr(getattr(cfg, section), key)
-        if value is not None and value < minimum:
+def validate_config(cfg: Config, source: str = "in <config>", key_sources: dict[str, str] | None = None) -> None:
+    """Check every field of ``cfg`` against its declared range (:data:`FIELD_RANGES`) and the checks that
+    span fields; raises :class:`ConfigError` with a one-line message naming the key and where it was set."""
+    key_sources = key_sources or {}
+    for section in dataclasses.fields(Config):
+        part = getattr(cfg, section.name)
+        for f in dataclasses.fields(part):
+            rng = _declared(type(part), f.name, FIELD_RANGES)
+            value = getattr(part, f.name)
+            if rng is None or value is None:
+                continue
+            dotted = f"{section.name}.{f.name}"
             where = key_sources.get(dotted, source)
-            raise ConfigError(f"{dotted}: must be >= {minimum} {where}, got {value}")
+            if not isinstance(value, (list, tuple)):
+                if value not in rng:
+                    raise ConfigError(f"{dotted}: value {value!r} out of range {rng} {where}")
+                continue
+            if isinstance(rng, tuple) and len(value) != len(rng):
+                raise ConfigError(f"{dotted}: expected {len(rng)} numbers {where}, got {list(value)!r}")
+            for i, v in enumerate(value):
+                r = rng[i] if isinstance(rng, tuple) else rng
+                if v not in r:
+                    raise ConfigError(f"{dotted}[{i}]: value {v!r} out of range {r} {where}")
     for dotted in ("data.img_size", "eval.img_size"):
         section, _, key = dotted.partition(".")
         size = getattr(getattr(cfg, section), key)
-        if min(size) < 32 or any(v % 32 for v in size):
+        if any(v % 32 for v in size):
             raise ConfigError(f"{dotted}: sides must be multiples of 32 (the largest stride) "
                               f"{key_sources.get(dotted, source)}, got {size}")
     if 32 * cfg.data.multiscale_range >= min(cfg.data.img_size):
@@ -475,8 +680,11 @@ def config_to_dict(cfg: Config) -> dict[str, Any]:
 
 
 def save_config(cfg: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML so a run can be reproduced with ``load_config(path)``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
-    return path
+    """Write the resolved config as YAML so a run can be reproduced with ``load_config(path)``.
+
+    The write is atomic (:func:`cspdet.fileio.atomic_write`); a full disk or read-only directory raises
+    :class:`cspdet.fileio.OutputError` with the previous file intact.
+    """
+    from .fileio import atomic_write  # stdlib-only; imported here so this module's imports stay cspdet-free
+
+    return atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

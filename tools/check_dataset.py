@@ -40,6 +40,8 @@ def dataset_from_args(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cspdet.config import Range, range_type
+
     parser = argparse.ArgumentParser(prog="check_dataset.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", nargs="?", help="dataset descriptor YAML, Ultralytics data YAML, or YOLO/VOC folder")
     parser.add_argument("--ann", help="COCO annotation json (with --images)")
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--names", nargs="+", help="class names for a bare YOLO/VOC folder")
     parser.add_argument("--split", action="append", help="check only this split (repeatable)")
     parser.add_argument("--no-decode", action="store_true", help="do not decode images (faster, finds fewer problems)")
-    parser.add_argument("--max-per-kind", type=int, default=None, help="list at most N problems of each kind")
+    parser.add_argument("--max-per-kind", type=range_type(Range(1), int), default=None, help="list at most N problems of each kind")
     parser.add_argument("--no-classes", action="store_true", help="omit the per-class table")
     parser.add_argument("--show", metavar="OUT.jpg", help="also write a grid of labelled samples (first split)")
     args = parser.parse_args(argv)

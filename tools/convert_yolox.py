@@ -19,11 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cspdet.config import range_type
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("yolox", help="YOLOX checkpoint (.pth) as released by YOLOX")
     parser.add_argument("--model", default="cspdarknet_s", help="matching cspdet preset (default cspdarknet_s)")
     parser.add_argument("--out", required=True, help="cspdet checkpoint to write")
-    parser.add_argument("--img-size", type=int, default=None, help="inference size (default 416 nano/tiny, else 640)")
+    parser.add_argument("--img-size", type=range_type("eval.img_size"), default=None, help="inference size (default 416 nano/tiny, else 640)")
     parser.add_argument("--names", nargs="+", default=None, help="class names for a non-COCO YOLOX model")
     args = parser.parse_args(argv)
 

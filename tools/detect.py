@@ -7,7 +7,10 @@ For each image it prints a summary line (``bus.jpg: 4 person, 1 bus (38 ms)``) a
 boxes, class names and scores drawn to ``--out`` (videos are written frame by frame to a video of the same
 name). ``--save-json`` adds ``<name>.json`` (boxes xyxy in original pixels, score, class id and name);
 ``--save-txt`` adds ``labels/<name>.txt`` in YOLO format (``class cx cy w h``, normalised). An item that
-cannot be read gets a one-line error and the others go on; the exit status is 1 if any item failed.
+cannot be read gets a one-line error and the others go on; the exit status is 1 if any item failed. A video
+that yields fewer (or more) frames than its container declares, i.e. a truncated or damaged file, gets a
+warning with both counts; with ``--strict`` it counts as failed. A full disk or a read-only ``--out`` stops
+the run with one line.
 """
 
 from __future__ import annotations
@@ -38,14 +41,19 @@ YOLOX_WEIGHTS = (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from cspdet.config import range_type  # the ranges of the matching config fields (eval.conf, ...)
+
     parser = argparse.ArgumentParser(prog=PROG, description="Detect objects in images and videos.")
     parser.add_argument("source", nargs="+", help="image, folder, glob pattern (quoted) or video file")
     parser.add_argument("--weights", "-w", help="cspdet detector checkpoint (best.pt / last.pt of a run)")
-    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
-    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
-    parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+    parser.add_argument("--conf", type=range_type("eval.conf"), default=0.25,
+                        help="score threshold in [0, 1] (default 0.25)")
+    parser.add_argument("--iou", type=range_type("eval.iou"), default=0.45,
+                        help="NMS IoU threshold in [0, 1] (default 0.45)")
+    parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
                         help="letterbox size: N or H W, multiples of 32 (default: the checkpoint's eval size)")
-    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
+    parser.add_argument("--max-det", type=range_type("eval.max_det"), default=300,
+                        help="detections kept per image (default 300)")
     parser.add_argument("--classes", nargs="+", default=None, metavar="C",
                         help="keep only these classes (indices or names, e.g. --classes person 2)")
     parser.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes")
@@ -55,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--save-conf", action="store_true", help="append the score to each --save-txt line")
     parser.add_argument("--no-save", action="store_true", help="do not write drawn images / videos")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail (exit 1) on a video that yields fewer or more frames than its container "
+                        "declares (default: a warning)")
     return parser.parse_args(argv)
 
 
@@ -75,32 +86,41 @@ class _Outputs:
 
 
 def detect_image(predictor, path: Path, args: argparse.Namespace, outputs: _Outputs) -> None:
+    import cv2
+
+    from cspdet.fileio import atomic_write
+
     (res,) = predictor([str(path)])
     stem = outputs.stem(path)
     if not args.no_save:
         suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
-        res.save(outputs.out / f"{stem}{suffix}")
+        ok, encoded = cv2.imencode(suffix, res.plot(bgr=True))
+        if not ok:
+            raise OSError(f"{outputs.out / (stem + suffix)}: OpenCV could not encode the image")
+        atomic_write(outputs.out / f"{stem}{suffix}", encoded.tobytes())
     if args.save_json:
-        (outputs.out / f"{stem}.json").write_text(res.to_json(), encoding="utf-8")
+        atomic_write(outputs.out / f"{stem}.json", res.to_json())
     if args.save_txt:
-        labels = outputs.out / "labels"
-        labels.mkdir(parents=True, exist_ok=True)
-        (labels / f"{stem}.txt").write_text(res.to_txt(with_conf=args.save_conf), encoding="utf-8")
+        atomic_write(outputs.out / "labels" / f"{stem}.txt", res.to_txt(with_conf=args.save_conf))
     print(f"{path.name}: {res.summary()} ({res.speed_ms:.0f} ms)", flush=True)
 
 
 def detect_video(predictor, path: Path, args: argparse.Namespace, outputs: _Outputs) -> int:
     import cv2
 
+    from cspdet.fileio import atomic_write
+
     stem = outputs.stem(path)
     writer = None
+    partial = target = None
     frames_json = []
     total = 0
     try:
         cap = cv2.VideoCapture(str(path))
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
         cap.release()
-        for res in predictor.predict_video(path):
+        # a frame count that differs from the container's is a warning, or with --strict an error
+        for res in predictor.predict_video(path, strict=args.strict):
             total += 1
             if not args.no_save:
                 if writer is None:
@@ -108,24 +128,31 @@ def detect_video(predictor, path: Path, args: argparse.Namespace, outputs: _Outp
                     fourcc = cv2.VideoWriter_fourcc(*("MJPG" if suffix == ".avi" else "mp4v"))
                     h, w = res.orig_size
                     target = outputs.out / f"{stem}{suffix}"
-                    writer = cv2.VideoWriter(str(target), fourcc, predictor.video_fps(path), (w, h))
+                    # written under a temporary name (OpenCV picks the container from the suffix), renamed
+                    # when complete: an interrupted run never leaves a half video under the real name
+                    partial = outputs.out / f".{stem}.partial{suffix}"
+                    writer = cv2.VideoWriter(str(partial), fourcc, predictor.video_fps(path), (w, h))
                     if not writer.isOpened():
                         raise OSError(f"{target}: OpenCV cannot write this video")
                 writer.write(res.plot(bgr=True))
             if args.save_json:
                 frames_json.append(res.to_dict())
             if args.save_txt:
-                labels = outputs.out / "labels"
-                labels.mkdir(parents=True, exist_ok=True)
-                (labels / f"{stem}_{res.frame}.txt").write_text(res.to_txt(with_conf=args.save_conf), encoding="utf-8")
+                atomic_write(outputs.out / "labels" / f"{stem}_{res.frame}.txt",
+                             res.to_txt(with_conf=args.save_conf))
             of = f"/{count}" if count > 0 else ""
             print(f"{path.name} frame {res.frame + 1}{of}: {res.summary()} ({res.speed_ms:.0f} ms)", flush=True)
+        if writer is not None:
+            writer.release()
+            writer = None
+            os.replace(partial, target)
     finally:
         if writer is not None:
             writer.release()
+        if partial is not None:
+            partial.unlink(missing_ok=True)
     if args.save_json:
-        (outputs.out / f"{stem}.json").write_text(json.dumps({"video": str(path), "frames": frames_json}, indent=2),
-                                                  encoding="utf-8")
+        atomic_write(outputs.out / f"{stem}.json", json.dumps({"video": str(path), "frames": frames_json}, indent=2))
     return total
 
 
@@ -152,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     from cspdet.data import ImageReadError
     from cspdet.engine.checkpoint import CheckpointError
     from cspdet.engine.predictor import Predictor, expand_source, is_video
+    from cspdet.fileio import OutputError, make_dirs
 
     if not args.weights:
         print(f"{PROG}: error: {NO_WEIGHTS}", file=sys.stderr)
@@ -180,7 +208,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     predictor.warmup()  # keeps one-off setup out of the first image's "(N ms)"
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        make_dirs(out)
+    except OutputError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     outputs = _Outputs(out)
 
     n_images = n_frames = n_failed = 0
@@ -202,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     detect_image(predictor, path, args, outputs)
                     n_images += 1
+            except OutputError as err:  # disk full, read-only --out: the next items would fail the same way
+                print(f"{PROG}: error: {err}", file=sys.stderr)
+                return 1
             except (ImageReadError, OSError, ValueError) as err:
                 msg = str(err) if str(path) in str(err) else f"{path}: {err}"
                 print(f"{PROG}: error: {' '.join(msg.split())}", file=sys.stderr)

@@ -29,6 +29,8 @@ PROG = "eval.py"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from cspdet.config import Range, range_type
+
     parser = argparse.ArgumentParser(
         prog=PROG, description="COCO mAP of a checkpoint (CONFIG --weights W) or of a detections file "
         "(--ann GT.json --results DETS.json).",
@@ -43,7 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the config's train.device)")
     parser.add_argument("--backend", choices=("pycocotools", "faster_coco_eval"), default=None,
                         help="COCO evaluation backend (default: the config's eval.backend, else pycocotools)")
-    parser.add_argument("--pre-nms-topk", type=int, default=None, metavar="K",
+    parser.add_argument("--pre-nms-topk", type=range_type(Range(1), int), default=None, metavar="K",
                         help="checkpoint mode: at most K top-scoring points per image enter NMS (faster at conf "
                         "0.001, may lower mAP slightly; default: no cap, as YOLOX)")
     parser.add_argument("--no-plots", action="store_true", help="do not write pr_curves.png")
@@ -99,8 +101,6 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
         device = select_device(args.device or cfg.train.device)
     except RuntimeError as err:  # e.g. cuda asked for on a machine without it
         raise _UsageError(f"{str(err).split(' (use ')[0]}; pass --device cpu") from None
-    if args.pre_nms_topk is not None and args.pre_nms_topk < 1:
-        raise _UsageError(f"--pre-nms-topk must be a positive integer, got {args.pre_nms_topk}")
     evaluator = COCOEvaluator.from_config(cfg, pre_nms_topk=args.pre_nms_topk)
     model = load_detector_for_eval(args.weights, cfg, evaluator.class_names, device=device)
     out = Path(args.out) if args.out else Path("runs") / "eval" / Path(args.weights).stem
@@ -128,11 +128,15 @@ def main(argv: list[str] | None = None) -> int:
     from cspdet.data import DatasetError, ImageReadError
     from cspdet.engine.checkpoint import CheckpointError
     from cspdet.engine.evaluator import EvaluationError
+    from cspdet.fileio import OutputError
 
     try:
         if args.ann or args.results:
             return run_file_mode(args)
         return run_checkpoint_mode(args)
+    except OutputError as err:  # disk full, read-only --out, ...: the files written before are intact
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     except (_UsageError, ConfigError, CheckpointError, EvaluationError, DatasetError, ImageReadError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

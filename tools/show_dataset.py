@@ -55,15 +55,17 @@ def write_grid(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from cspdet.config import Range, range_type
+
     parser = argparse.ArgumentParser(prog="show_dataset.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", help="dataset descriptor YAML (or Ultralytics data YAML)")
     parser.add_argument("--split", default="train")
     parser.add_argument("--augment", action="store_true", help="show training augmentation")
     parser.add_argument("--no-mosaic", action="store_true", help="with --augment: the final no-mosaic epochs")
-    parser.add_argument("--num", type=int, default=16)
-    parser.add_argument("--cols", type=int, default=4)
-    parser.add_argument("--img-size", type=int, default=640)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num", type=range_type(Range(1), int), default=16)
+    parser.add_argument("--cols", type=range_type(Range(1), int), default=4)
+    parser.add_argument("--img-size", type=range_type("data.img_size"), default=640)
+    parser.add_argument("--seed", type=range_type("train.seed"), default=0)
     parser.add_argument("--out", default="dataset_samples.jpg")
     args = parser.parse_args(argv)
     from cspdet.data import DatasetError

@@ -32,7 +32,7 @@ import torch.utils.data
 
 from .cache import ImageCache
 from .image_io import IMAGE_SUFFIXES, ImageReadError, image_size, read_image
-from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport, user_stacklevel
+from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, DatasetWarning, ProblemReport, user_stacklevel
 
 __all__ = [
     "Sample",
@@ -443,7 +443,20 @@ def read_coco(
     """
     ann_path, image_dir = Path(annotation_file), Path(image_dir)
     data = _load_json(ann_path)
-    src = str(ann_path)
+    if not image_dir.is_dir():  # else every image would be "not found" without naming the folder
+        report.add("missing_folder", str(image_dir), f"images folder not found (the images of {ann_path.name})")
+    return parse_coco(data, str(ann_path), image_dir, report, names)
+
+
+def parse_coco(
+    data: Any,
+    src: str,
+    image_dir: Path | None,
+    report: ProblemReport,
+    names: list[str] | None = None,
+) -> tuple[list[ImageRecord], list[str], list[int]]:
+    """:func:`read_coco` on json already loaded from file ``src``. With ``image_dir=None`` only the json is
+    checked (images need no ``file_name`` and are not looked for on disk; records have ``path=None``)."""
     if not isinstance(data, dict):
         report.add("malformed_file", src, f"expected a JSON object with images/annotations/categories, got {type(data).__name__}")
     for key in ("images", "categories"):
@@ -478,23 +491,26 @@ def read_coco(
     info: dict[int, dict[str, Any]] = {}
     for k, img in enumerate(data["images"]):
         where = f"{src} images[{k}]"
-        if not isinstance(img, dict) or not isinstance(img.get("id"), int) or not isinstance(img.get("file_name"), str):
-            report.add("bad_image_entry", where, f"image entry needs integer 'id' and string 'file_name', got {img!r:.100}")
+        need_file = image_dir is not None
+        if (not isinstance(img, dict) or not _is_int(img.get("id"))
+                or (need_file and not isinstance(img.get("file_name"), str))):
+            needs = "integer 'id' and string 'file_name'" if need_file else "an integer 'id'"
+            report.add("bad_image_entry", where, f"image entry needs {needs}, got {img!r:.100}")
             continue
         where = f"{src} image id {img['id']}"
         if img["id"] in info:
-            report.add("duplicate_image", where, f"duplicate image id (file {img['file_name']}); keeping the first entry")
+            report.add("duplicate_image", where, f"duplicate image id (file {img.get('file_name')}); keeping the first entry")
             continue
         h, w = img.get("height"), img.get("width")
         if not (_is_number(h) and _is_number(w) and h > 0 and w > 0):
             h = w = None  # read from the file header later if needed
-        path = image_dir / img["file_name"]
-        if not path.is_file():
-            report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {ann_path.name})")
+        path = image_dir / img["file_name"] if need_file else None
+        if path is not None and not path.is_file():
+            report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {Path(src).name})")
             info[img["id"]] = {"skip": True}
             continue
-        info[img["id"]] = {"path": str(path), "h": h, "w": w, "boxes": [], "labels": [], "ids": [],
-                           "iboxes": [], "ilabels": [], "iids": [], "anns": []}  # fmt: skip
+        info[img["id"]] = {"path": path if path is None else str(path), "h": h, "w": w, "boxes": [], "labels": [],
+                           "ids": [], "iboxes": [], "ilabels": [], "iids": [], "anns": []}  # fmt: skip
         order.append(img["id"])
 
     # annotations
@@ -561,6 +577,42 @@ def read_coco(
         )  # fmt: skip
     _fix_missing_ann_ids(records)
     return records, class_names, category_ids
+
+
+def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = DatasetError) -> None:
+    """Validate COCO ground truth given for scoring (``tools/eval.py --ann``) as carefully as a training set:
+    the checks and messages of :func:`read_coco` (without looking for image files), plus what pycocotools
+    needs of every annotation (an integer ``id``, a finite ``area`` >= 0). Boxes that merely extend past
+    their image are accepted (scored as given).
+
+    Raises:
+        error: (default :class:`DatasetError`) the first problem, naming the file, the annotation (or image)
+            id and what is wrong, and how many more problems there are.
+    """
+    report = ProblemReport(name=src, warn=False)
+    try:
+        parse_coco(data, src, None, report)
+    except DatasetError as err:  # a problem that makes the whole file unusable
+        raise error(str(err)) from None
+    problems = [p for p in report.problems if PROBLEM_KINDS[p.kind] != "fixed"]
+    reported = {p.source for p in problems}
+    for k, ann in enumerate(data.get("annotations") or []):
+        if not isinstance(ann, dict):
+            continue  # reported by parse_coco
+        ann_id = ann.get("id")
+        where = f"{src} annotation id {ann_id}" if _is_int(ann_id) else f"{src} annotations[{k}]"
+        if where in reported:
+            continue
+        area = ann.get("area")
+        if not _is_int(ann_id):
+            problems.append(DatasetProblem("bad_box", where, "needs an integer 'id' (pycocotools indexes ground "
+                                           f"truth by it), got {ann_id!r:.40}"))
+        elif not (_is_number(area) and math.isfinite(area) and area >= 0):
+            problems.append(DatasetProblem("bad_box", where, f"'area' must be a finite number >= 0 (COCO's size "
+                                           f"ranges use it), got {area!r:.40}"))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+        raise error(f"{problems[0]}{more}")
 
 
 def _fix_missing_ann_ids(records: list[ImageRecord]) -> None:
@@ -723,6 +775,8 @@ def read_voc(
         if not spec.is_file():
             report.add("malformed_file", str(spec), "VOC image-set file not found (expected <root>/ImageSets/Main/<set>.txt)")
         root = spec.parent.parent.parent
+        if not (root / "JPEGImages").is_dir():  # else every image would be "not found" without naming the folder
+            report.add("missing_folder", str(root / "JPEGImages"), f"images folder not found (the images of {spec.name})")
         try:
             text = spec.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as err:

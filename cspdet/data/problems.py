@@ -44,6 +44,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "duplicate_annotation": "box",
     "malformed_line": "box",
     "malformed_file": "fatal",
+    "missing_folder": "fatal",  # a folder the descriptor names (e.g. a split's images) does not exist
     "empty_dataset": "fatal",
 }
 

@@ -2,19 +2,20 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads with
 ``torch.load(..., weights_only=True)`` (no pickled code runs). Writes go to a temporary file in the same
-directory, are fsync'ed, then renamed over the target: a crash or ``kill -9`` mid-save leaves the previous
-checkpoint intact.
+directory, are fsync'ed, then renamed over the target (:func:`cspdet.fileio.atomic_write`): a crash or
+``kill -9`` mid-save leaves the previous checkpoint intact, and a full disk is a one-line :class:`cspdet.fileio.OutputError`.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..fileio import atomic_write
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint"]
 
@@ -26,39 +27,12 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``obj`` to ``path`` atomically (temp file in the same dir, fsync, rename, fsync dir)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # mkstemp creates the file owner-only (0600); give it the permissions a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
+    """Write ``obj`` to ``path`` atomically (temp file in the same dir, fsync, rename, fsync dir).
 
-
-def _fsync_dir(directory: Path) -> None:
-    # The rename is only durable once the directory entry is on disk; not all platforms allow this.
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    Raises:
+        OutputError: disk full, read-only file system, ...; the previous ``path`` is intact (one-line message).
+    """
+    return atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def load_checkpoint(

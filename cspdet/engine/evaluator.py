@@ -34,6 +34,9 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from ..data.datasets import check_coco_ground_truth
+from ..fileio import atomic_write
+
 __all__ = [
     "STAT_KEYS",
     "BACKENDS",
@@ -68,7 +71,9 @@ def load_coco_gt(path: str | os.PathLike) -> COCO:
     """Read a COCO ground-truth json (quietly) and check it has what box evaluation needs.
 
     Raises:
-        EvaluationError: missing file, invalid json, or no ``images`` / ``annotations`` / ``categories``.
+        EvaluationError: missing file, invalid json, no ``images`` / ``annotations`` / ``categories``, or an
+            entry the dataset readers would refuse (non-object, NaN / negative box, unknown image or category
+            id, ...; see ``cspdet.data.datasets.check_coco_ground_truth``).
     """
     data = _read_json(path, "ground truth")
     if not isinstance(data, dict):
@@ -76,10 +81,7 @@ def load_coco_gt(path: str | os.PathLike) -> COCO:
     for key in ("images", "annotations", "categories"):
         if not isinstance(data.get(key), list):
             raise EvaluationError(f"{path}: COCO ground truth has no '{key}' list")
-    for i, ann in enumerate(data["annotations"]):
-        missing = [k for k in ("image_id", "category_id", "bbox", "area") if k not in ann]
-        if missing:
-            raise EvaluationError(f"{path}: annotation #{i} (id {ann.get('id')}) lacks {', '.join(missing)}")
+    check_coco_ground_truth(data, str(path), error=EvaluationError)
     gt = COCO()
     gt.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
@@ -228,10 +230,7 @@ class COCOMetrics:
         return out
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        return atomic_write(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def format_table(self, include_empty: bool = False) -> str:
         """Per-class table (one line per category): id, name, #GT, #det, AP, AP50 in percent.
@@ -261,7 +260,6 @@ class COCOMetrics:
         from matplotlib.figure import Figure
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         rows = [(k, c) for k, c in enumerate(self.per_class) if c.num_gt > 0]
         if max_classes is not None:
             rows = rows[:max_classes]
@@ -296,8 +294,7 @@ class COCOMetrics:
         axes[0].set_ylabel("precision", fontsize=7)
         for ax in axes[len(panels):]:
             ax.set_axis_off()
-        fig.savefig(path)
-        return path
+        return atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix[1:].lower() or "png"))
 
 
 def _pct(v: float) -> str:
@@ -650,8 +647,7 @@ class COCOEvaluator:
                            len(per_image), len(self.coco_gt.getImgIds()))
         if output_dir is not None:
             out = Path(output_dir)
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "detections.json").write_text(json.dumps(detections), encoding="utf-8")
+            atomic_write(out / "detections.json", json.dumps(detections))
             metrics.save_json(out / "metrics.json")
             if plots:
                 metrics.plot_pr_curves(out / "pr_curves.png")

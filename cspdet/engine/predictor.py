@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -31,6 +32,8 @@ from ..data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from .checkpoint import CheckpointError
 
 __all__ = ["ImageLike", "Predictor", "Results", "VIDEO_SUFFIXES", "expand_source", "is_video"]
+
+logger = logging.getLogger(__name__)
 
 ImageLike = Union[str, os.PathLike, np.ndarray]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".mpg", ".mpeg", ".wmv", ".webm")
@@ -191,6 +194,12 @@ class Results:
             line = f"{label} " + " ".join(f"{v:.6f}" for v in vals)
             lines.append(line + (f" {score:.5f}" if with_conf else ""))
         return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _declared_frame_count(cap: cv2.VideoCapture) -> int | None:
+    """The frame count a video's container declares, or None when it declares none (streams, some codecs)."""
+    n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(n) if n and np.isfinite(n) and 0 < n < 2**31 else None
 
 
 def _as_hw(img_size: int | Sequence[int]) -> tuple[int, int]:
@@ -388,11 +397,16 @@ class Predictor:
             r.speed_ms = ms
         return out
 
-    def predict_video(self, path: str | os.PathLike) -> Iterator[Results]:
+    def predict_video(self, path: str | os.PathLike, strict: bool = False) -> Iterator[Results]:
         """Detections frame by frame (``Results.frame`` = index, ``Results.image`` = the RGB frame).
 
+        After the last frame, the number of frames decoded is compared with the frame count the container
+        declares (``CAP_PROP_FRAME_COUNT``, when it declares one): a truncated or damaged file stops early.
+        A difference is logged as a warning naming both counts, or raised with ``strict``.
+
         Raises:
-            ImageReadError: OpenCV cannot open the file or it has no decodable frame.
+            ImageReadError: OpenCV cannot open the file or it has no decodable frame; with ``strict``, also
+                (kind ``truncated_image``) when the frame counts differ.
         """
         if not Path(path).is_file():
             raise ImageReadError(path, "missing_image", "video file not found")
@@ -400,6 +414,7 @@ class Predictor:
         try:
             if not cap.isOpened():
                 raise ImageReadError(path, "unreadable_image", "OpenCV cannot open it as a video")
+            declared = _declared_frame_count(cap)
             index = 0
             while True:
                 ok, frame = cap.read()
@@ -411,6 +426,12 @@ class Predictor:
                 yield res
             if index == 0:
                 raise ImageReadError(path, "unreadable_image", "no decodable video frame")
+            if declared is not None and index != declared:
+                reason = (f"decoded {index} of the {declared} frames its container declares; the video is truncated "
+                          "or damaged")
+                if strict:
+                    raise ImageReadError(path, "truncated_image", reason)
+                logger.warning("%s: %s", os.fspath(path), reason)
         finally:
             cap.release()
 

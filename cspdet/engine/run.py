@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import abc
 import csv
+import errno
+import io
 import os
 import random
 import sys
@@ -27,7 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import Config, ConfigError, config_to_dict, save_config
+from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
+from ..fileio import TEMP_PATTERN, OutputError, as_output_error, atomic_write, make_dirs, remove_stale_temps
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
@@ -57,8 +60,11 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
-# Temp files of checkpoint writes (``save_checkpoint``: ``.last.pt.XXXX.tmp``) that a kill -9 mid-save leaves.
-STALE_SAVE_TEMPS = ".*.pt.*.tmp"
+# Faults of the machine that end a run with a one-line message rather than a traceback.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+# Temp files of atomic writes (``.last.pt.XXXX.tmp``, ``.results.csv.XXXX.tmp``, ...) that a kill -9 mid-write
+# leaves (see cspdet.fileio).
+STALE_SAVE_TEMPS = TEMP_PATTERN
 # Files a previous run leaves in its directory; ``exist_ok`` reuse deletes them (see :func:`new_run_dir`).
 RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*", STALE_SAVE_TEMPS)
 
@@ -218,7 +224,9 @@ class TrainingRun(abc.ABC):
     # ----------------------------------------------------------------------------------------- setup
 
     def _setup_process(self, device: str, section: str = "train") -> None:
-        """Join the torchrun process group (if any) and pick this rank's device."""
+        """Check ``self.cfg`` (a config built in Python skipped load_config's checks), join the torchrun
+        process group (if any) and pick this rank's device."""
+        validate_config(self.cfg)
         try:
             self.dist = init_distributed(device)
             self.rank, self.world_size = self.dist.rank, self.dist.world_size
@@ -264,11 +272,11 @@ class TrainingRun(abc.ABC):
         self.csv_path = self.run_dir / "results.csv"
         if not self.is_main:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        # A run killed mid-save left a partial temp file next to the intact checkpoint; it is never read
-        # (the rename did not happen), so drop it rather than let killed runs accumulate them.
-        for stale in self.run_dir.glob(STALE_SAVE_TEMPS):
-            stale.unlink(missing_ok=True)
+        make_dirs(self.run_dir)
+        # A run killed mid-write left a partial temp file next to the intact file; it is never read (the
+        # rename did not happen), so drop it rather than let killed runs accumulate them.
+        for directory in (self.run_dir, self.run_dir / "eval"):
+            remove_stale_temps(directory)
         save_config(cfg, self.run_dir / "config.yaml")
         from torch.utils.tensorboard import SummaryWriter  # heavy import: only on the rank that logs
 
@@ -342,16 +350,24 @@ class TrainingRun(abc.ABC):
 
     def _trim_results_csv(self) -> None:
         # Keep only rows of epochs the checkpoint covers: a run killed after writing a row but before
-        # saving would otherwise repeat that epoch.
-        if not self.csv_path.is_file():
-            return
-        with self.csv_path.open(newline="") as fh:
-            rows = list(csv.reader(fh))
+        # saving would otherwise repeat that epoch. Rewritten atomically: a kill here keeps every row.
+        rows = self._read_results()
         if not rows:
             return
-        kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= self.start_epoch]
-        with self.csv_path.open("w", newline="") as fh:
-            csv.writer(fh).writerows(kept)
+        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= self.start_epoch]
+        if kept != rows:
+            self._write_results(kept)
+
+    def _read_results(self) -> list[list[str]]:
+        if not self.csv_path.is_file():
+            return []
+        with self.csv_path.open(newline="") as fh:
+            return list(csv.reader(fh))
+
+    def _write_results(self, rows: list[list[Any]]) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerows(rows)
+        atomic_write(self.csv_path, text.getvalue())
 
     # -------------------------------------------------------------------------------------- training
 
@@ -390,12 +406,9 @@ class TrainingRun(abc.ABC):
     # ------------------------------------------------------------------------------------ persistence
 
     def _append_result_row(self, header: list[str], row: list[Any]) -> None:
-        new = not self.csv_path.is_file()
-        with self.csv_path.open("a", newline="") as fh:
-            writer = csv.writer(fh)
-            if new:
-                writer.writerow(header)
-            writer.writerow(row)
+        # The whole file is rewritten atomically (a few hundred rows at most): a kill never truncates it.
+        rows = self._read_results() or [header]
+        self._write_results([*rows, row])
 
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
@@ -442,20 +455,30 @@ def run_training_cli(train: Callable[[], dict[str, Any]], done: Callable[[dict[s
     """Run ``train()`` for a command-line tool and turn its outcome into an exit code.
 
     0: finished (rank 0 prints ``done(summary)``) or the resumed run had nothing left to do; 1: a data,
-    checkpoint, resume or divergence error; 2: a config error; 130: Ctrl-C. Errors print one line to stderr
-    instead of a traceback. The process group is torn down in every case.
+    checkpoint, resume, evaluation or divergence error, or an output that could not be written (disk full,
+    read-only file system: the files written before are intact and ``--resume`` continues once it is fixed);
+    2: a config error; 130: Ctrl-C. Errors print one line to stderr instead of a traceback. The process group
+    is torn down in every case.
     """
     from ..data.problems import DatasetError
     from .distributed import destroy_distributed, env_dist_info
+    from .evaluator import EvaluationError
 
     try:
         summary = train()
     except RunFinished as err:
         print(err, file=sys.stderr)
         return 0
-    except (ConfigError, CheckpointError, ResumeError, DatasetError, NonFiniteLossError) as err:
+    except (ConfigError, CheckpointError, ResumeError, DatasetError, NonFiniteLossError, EvaluationError,
+            OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
+    except OSError as err:
+        if err.errno not in OUTPUT_ERRNOS:
+            raise
+        # a write outside atomic_write (e.g. TensorBoard's event file) hit the same fault of the machine
+        print(f"error: {as_output_error(err)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: resume with --resume (continues from the last saved epoch)", file=sys.stderr)
         return 130
