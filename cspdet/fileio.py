@@ -103,8 +103,9 @@ class _Writer:
     """The temp file as handed to a content callable: remembers the ``OSError`` of a failed write, because some
     writers (``torch.save``) report it as their own ``RuntimeError`` without the errno."""
 
-    def __init__(self, fh: BinaryIO):
+    def __init__(self, fh: BinaryIO, name: str):
         self._fh = fh
+        self.name = name  # the temporary file's path
         self.error: OSError | None = None
 
     def write(self, data: Any) -> int:
@@ -117,8 +118,8 @@ class _Writer:
     def flush(self) -> None:
         self._fh.flush()
 
-    def __getattr__(self, name: str) -> Any:  # tell, seek, fileno, ... of the real file
-        return getattr(self._fh, name)
+    def __getattr__(self, attr: str) -> Any:  # tell, seek, fileno, ... of the real file
+        return getattr(self._fh, attr)
 
 
 def _commit(tmp: str, path: Path) -> None:
@@ -149,7 +150,7 @@ def atomic_write(path: str | os.PathLike, content: Content, encoding: str = "utf
     writer = None
     try:
         with os.fdopen(fd, "wb") as fh:
-            writer = _Writer(fh)
+            writer = _Writer(fh, tmp)
             if callable(content):
                 content(writer)
             else:

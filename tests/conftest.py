@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -48,3 +49,80 @@ def coco128_val_subset(coco128_root, tmp_path_factory) -> Callable[[int], Path]:
         return desc
 
     return make
+
+
+# ------------------------------------------------------------------------------------ faults of the machine
+
+
+class _FullFile:
+    """A file on a disk with ``room`` bytes left: the write that crosses it stores what fits and raises ENOSPC,
+    as a real full disk does."""
+
+    def __init__(self, fh, room: list[int]):
+        self._fh, self._room = fh, room
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(data) > self._room[0]:
+            self._fh.write(data[: self._room[0]])
+            self._room[0] = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._room[0] -= len(data)
+        return self._fh.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._fh, name)
+
+
+@pytest.fixture
+def disk_full(monkeypatch):
+    """``disk_full(room, only=None)``: from now on, atomic writes (of files named ``only``, if given) find
+    ``room`` bytes free on the disk; ``disk_full.free()`` makes space again."""
+    from cspdet import fileio
+
+    real_init = fileio._Writer.__init__
+
+    def activate(room: int = 0, only: str | None = None):
+        budget = [room]
+
+        def init(self, fh, name):
+            hit = only is None or Path(name).name.startswith(f".{only}.")
+            real_init(self, _FullFile(fh, budget) if hit else fh, name)
+
+        monkeypatch.setattr(fileio._Writer, "__init__", init)
+
+    activate.free = lambda: monkeypatch.setattr(fileio._Writer, "__init__", real_init)
+    return activate
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """``small_tmpfs(size)`` -> a directory on a freshly mounted tmpfs of ``size`` (e.g. "32m"), unmounted
+    after the test; skips when this machine does not allow mounting (not root, in a container without
+    CAP_SYS_ADMIN, ...)."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+        mounted.append(where)
+        return where
+
+    mount.read_only = _remount_read_only
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _remount_read_only(where: Path) -> None:
+    import subprocess
+
+    proc = subprocess.run(["mount", "-o", "remount,ro", str(where)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot remount the tmpfs read-only: {proc.stderr.strip()}")

@@ -7,6 +7,7 @@ import copy
 import io
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -200,6 +201,53 @@ def test_load_errors(tmp_path):
         load_coco_gt(tmp_path / "nocats.json")
     gt = load_coco_gt(tmp_path / "gt.json")
     assert sorted(gt.getImgIds()) == [10, 11, 12, 13]
+
+
+def _ann_of(data, ann_id):
+    return next(a for a in data["annotations"] if a["id"] == ann_id)
+
+
+# Ground truth given to eval.py --ann is validated like a training set (same checks and messages as the
+# dataset readers): name the file, the annotation (or entry) and what is wrong.
+GT_CASES = {
+    "annotation_not_an_object": (lambda d: d["annotations"].insert(1, "oops"), r"annotations\[1\]: annotation is not an object"),
+    "annotations_all_numbers": (lambda d: d.update(annotations=[1, 2]), r"annotations\[0\]: annotation is not an object.*\(and 1 more problem\)"),
+    "nan_box": (lambda d: _ann_of(d, 2).update(bbox=[math.nan, 1, 5, 5]), r"annotation id 2: box .* NaN or infinite"),
+    "inf_box": (lambda d: _ann_of(d, 2).update(bbox=[1, 1, math.inf, 5]), r"annotation id 2: box .* NaN or infinite"),
+    "negative_box": (lambda d: _ann_of(d, 3).update(bbox=[1, 1, -5, 5]), r"annotation id 3: box .* zero or negative"),
+    "bbox_strings": (lambda d: _ann_of(d, 1).update(bbox=["1", 2, 3, 4]), r"annotation id 1: bbox must be 4 numbers"),
+    "unknown_image": (lambda d: _ann_of(d, 1).update(image_id=77), r"annotation id 1: refers to image id 77"),
+    "unknown_category": (lambda d: _ann_of(d, 1).update(category_id=4), r"annotation id 1: category id 4 is not"),
+    "duplicate_id": (lambda d: _ann_of(d, 3).update(id=1), r"annotation id 1: duplicate annotation id"),
+    "no_id": (lambda d: _ann_of(d, 2).pop("id"), r"annotations\[1\]: needs an integer 'id'"),
+    "nan_area": (lambda d: _ann_of(d, 2).update(area=math.nan), r"annotation id 2: 'area' must be a finite number"),
+    "no_area": (lambda d: _ann_of(d, 2).pop("area"), r"annotation id 2: 'area' must be a finite number"),
+    "image_without_id": (lambda d: d["images"].append({"file_name": "x.jpg"}), r"images\[4\]: image entry needs an integer 'id'"),
+    "category_not_object": (lambda d: d["categories"].append(7), r"categories\[3\]: category needs an integer 'id'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(GT_CASES))
+def test_ground_truth_is_validated_like_a_dataset(case, tmp_path):
+    data, _ = _crafted()
+    mutate, message = GT_CASES[case]
+    mutate(data)
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))  # NaN / Infinity are written as the json extension literals, as tools do
+    with pytest.raises(EvaluationError) as err:
+        load_coco_gt(path)
+    text = str(err.value)
+    assert text.startswith(f"{path} ") and re.search(message, text), text
+    assert "\n" not in text
+
+
+def test_ground_truth_boxes_past_the_image_border_are_scored_as_given(tmp_path):
+    data, dets = _crafted()
+    _ann_of(data, 1).update(bbox=[-3.5, 10, 40, 30])  # the dataset readers clip (and warn); scoring keeps it
+    (tmp_path / "gt.json").write_text(json.dumps(data))
+    gt = load_coco_gt(tmp_path / "gt.json")
+    assert gt.anns[1]["bbox"] == [-3.5, 10, 40, 30]
+    assert [coco_evaluate(gt, dets).stats[k] for k in STAT_KEYS] == pytest.approx(list(_reference(data, dets)))
 
 
 def test_detections_to_coco_maps_back_to_original_image_and_ids():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import cv2
 import numpy as np
@@ -200,6 +201,39 @@ def test_video_frames(predictor, tmp_path):
     (tmp_path / "junk.mp4").write_bytes(b"\x00" * 300)
     with pytest.raises(ImageReadError, match="junk.mp4"):
         list(predictor.predict_video(tmp_path / "junk.mp4"))
+
+
+def _truncated_video(path, frames: int = 30):
+    """A ``frames``-frame MJPG AVI cut to half its bytes: the container still declares ``frames`` frames."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(frames):
+        writer.write(cv2.cvtColor(_photo(64, 96, i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_video_is_reported_against_the_declared_frame_count(predictor, tmp_path, caplog):
+    path = _truncated_video(tmp_path / "cut.avi")
+    with caplog.at_level(logging.WARNING, logger="cspdet.engine.predictor"):
+        frames = list(predictor.predict_video(path))
+    assert 0 < len(frames) < 30
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.getMessage() == (f"{path}: decoded {len(frames)} of the 30 frames its container declares; "
+                                   "the video is truncated or damaged")
+    with pytest.raises(ImageReadError, match=rf"cut.avi: decoded {len(frames)} of the 30 frames") as err:
+        list(predictor.predict_video(path, strict=True))
+    assert err.value.kind == "truncated_image"
+    caplog.clear()
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(5):
+        writer.write(cv2.cvtColor(_photo(64, 96, i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    with caplog.at_level(logging.WARNING, logger="cspdet.engine.predictor"):
+        assert len(list(predictor.predict_video(whole, strict=True))) == 5
+    assert not caplog.records  # a complete video: no warning
 
 
 def test_top_level_import_is_lazy():

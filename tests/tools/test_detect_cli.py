@@ -135,3 +135,42 @@ def test_noise_video_and_yolox_weights_give_one_line(inputs, tmp_path, run_tool,
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert "y.pth: this is an official YOLOX checkpoint" in line and "tools/train.py" in line
+
+
+def test_out_of_range_options_are_refused(inputs, shapes_weights, run_tool):
+    for option, value, message in [("--conf", "2", "value 2.0 out of range [0, 1]"),
+                                   ("--iou", "-0.1", "value -0.1 out of range [0, 1]"),
+                                   ("--max-det", "0", "value 0 out of range [1, inf)"),
+                                   ("--img-size", "16", "value 16 out of range [32, inf)")]:
+        proc = run_tool("detect.py", inputs / "street.jpg", "--weights", shapes_weights, option, value)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == f"detect.py: error: argument {option}: {message}"
+
+
+def test_truncated_video_warns_and_fails_under_strict(shapes_weights, tmp_path, run_tool):
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(30):
+        writer.write(_image(64, 96, i))
+    writer.release()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    proc = run_tool("detect.py", path, "--weights", shapes_weights, "--out", tmp_path / "o")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    read = int(re.search(r"decoded (\d+) of the 30 frames", line).group(1))
+    assert 0 < read < 30 and line.startswith(f"detect.py: WARNING: {path}: decoded {read} of the 30 frames")
+    assert f"done: 0 images, {read} video frames" in proc.stdout
+    assert (tmp_path / "o" / "cut.avi").is_file() and not list((tmp_path / "o").glob(".*"))
+    proc = run_tool("detect.py", path, "--weights", shapes_weights, "--out", tmp_path / "o", "--strict")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line == (f"detect.py: error: {path}: decoded {read} of the 30 frames its container declares; the video "
+                    "is truncated or damaged")
+
+
+def test_read_only_out_is_one_line(shapes_weights, inputs, run_tool, small_tmpfs):
+    disk = small_tmpfs("1m")
+    small_tmpfs.read_only(disk)
+    proc = run_tool("detect.py", inputs / "street.jpg", "--weights", shapes_weights, "--out", disk / "det")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"detect.py: error: cannot write {disk / 'det'}: read-only file system"]

@@ -117,3 +117,19 @@ def test_checkpoint_mode_errors(coco_subset, tmp_path, run_tool):
     line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
                                     "eval.batchsize=2"))
     assert "eval.batchsize: unknown key" in line and "did you mean eval.batch_size" in line
+
+
+def test_bad_ground_truth_and_unwritable_out_are_one_line(files, tmp_path, run_tool):
+    d, _ = files
+    gt = json.loads((d / "gt.json").read_text())
+    gt["annotations"] = [1, "two"]  # used to end in an AttributeError traceback inside the scoring
+    (tmp_path / "gt_numbers.json").write_text(json.dumps(gt))
+    line = _one_error_line(run_tool("eval.py", "--ann", tmp_path / "gt_numbers.json", "--results", d / "dets.json"))
+    assert line == (f"eval.py: error: {tmp_path / 'gt_numbers.json'} annotations[0]: annotation is not an object: 1 "
+                    "[bad_box] (and 1 more problem)")
+    # an --out that cannot be written: one line naming it, exit 1, nothing half-written
+    (tmp_path / "blocker").write_text("a file, not a folder")
+    proc = run_tool("eval.py", "--ann", d / "gt.json", "--results", d / "dets.json", "--out",
+                    tmp_path / "blocker" / "metrics.json")
+    assert proc.returncode == 1 and _one_error_line(proc) == (f"eval.py: error: cannot write {tmp_path / 'blocker'}: "
+                                                             "a file of that name is in the way")

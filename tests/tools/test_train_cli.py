@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -236,3 +237,145 @@ def test_kill_9_mid_save_then_resume_finishes(tmp_path, capsys):
     assert not list(run.glob(".*.tmp"))  # the killed save's temp file is gone
     with (run / "results.csv").open() as fh:
         assert [line.split(",")[0] for line in fh.read().splitlines()[1:]] == ["1", "2", "3"]
+
+
+# ------------------------------------------------------------------------ faults of the machine, history
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _first_epoch(tmp_path: Path, output_dir: Path) -> tuple[Path, Path]:
+    """A 2-epoch tiny run stopped after epoch 1 (as if killed after that save): (config, run directory)."""
+    from cspdet.config import load_config
+
+    cfg = tiny_config(tmp_path / "run.yaml", descriptor(tmp_path), output_dir, epochs=2, no_aug_epochs=1,
+                      eval_interval=0)
+    Trainer(load_config(cfg), progress=False).fit(stop_after=1)
+    return cfg, output_dir / "cli"
+
+
+def test_disk_full_while_saving_is_one_line_and_resume_finishes(tmp_path, capsys, disk_full):
+    _, run = _first_epoch(tmp_path, tmp_path / "runs")
+    good = (run / "last.pt").read_bytes()
+    train = load_tool("train")
+    capsys.readouterr()
+    disk_full(room=4096, only="last.pt")  # the disk fills up while epoch 2's last.pt is written
+    assert train.main(["--resume", str(run), "--no-progress"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line == f"error: disk full while saving {run / 'last.pt'}; the previous last.pt is intact"
+    assert (run / "last.pt").read_bytes() == good and not list(run.glob(".*.tmp"))
+    disk_full.free()
+    assert train.main(["--resume", str(run), "--no-progress"]) == 0  # once space is freed
+    out = capsys.readouterr().out
+    assert "resumed" in out and "at epoch 1 (iteration 2)" in out and "done: 2 epochs" in out
+    with (run / "results.csv").open() as fh:
+        assert [line.split(",")[0] for line in fh.read().splitlines()] == ["epoch", "1", "2"]
+
+
+def test_read_only_output_dir_is_one_line(tmp_path, capsys, monkeypatch):
+    cfg = tiny_config(tmp_path / "ro.yaml", descriptor(tmp_path), tmp_path / "runs")
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "runs")):
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    capsys.readouterr()
+    assert load_tool("train").main([str(cfg), "--no-progress"]) == 1
+    assert _one_line(capsys.readouterr().err) == f"error: cannot write {tmp_path / 'runs' / 'cli'}: read-only file system"
+
+
+def test_real_tmpfs_full_then_read_only_then_resume(tmp_path, capsys, small_tmpfs):
+    """On a real 12 MB tmpfs: epoch 1's last.pt (~7 MB) fits, the atomic rewrite of epoch 2 (old + new) does
+    not; then the same disk read-only; then grown, and --resume finishes the run."""
+    import subprocess
+
+    disk = small_tmpfs("12m")
+    _, run = _first_epoch(tmp_path, disk / "runs")
+    good = (run / "last.pt").read_bytes()
+    assert len(good) > 6_000_000  # else the tmpfs size no longer makes the second save overflow
+    train = load_tool("train")
+    capsys.readouterr()
+    assert train.main(["--resume", str(run), "--no-progress"]) == 1
+    assert _one_line(capsys.readouterr().err) == (f"error: disk full while saving {run / 'last.pt'}; the previous "
+                                                  "last.pt is intact")
+    assert (run / "last.pt").read_bytes() == good and not list(run.glob(".*.tmp"))
+    small_tmpfs.read_only(disk)
+    assert train.main(["--resume", str(run), "--no-progress"]) == 1
+    line = _one_line(capsys.readouterr().err)
+    assert line == f"error: cannot write {run / 'config.yaml'}: read-only file system; the previous config.yaml is intact"
+    proc = subprocess.run(["mount", "-o", "remount,rw,size=32m", str(disk)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert train.main(["--resume", str(run), "--no-progress"]) == 0
+    assert "done: 2 epochs" in capsys.readouterr().out
+    assert torch.load(run / "last.pt", weights_only=True)["epoch"] == 2 and not list(run.glob(".*.tmp"))
+
+
+# Runs tools/train.py in a child whose rename of results.csv (the atomic rewrite that trims it on resume)
+# drops a marker and hangs: the parent kill -9s the child inside that window.
+HANG_IN_RESULTS_REWRITE = r"""
+import runpy, sys, time
+from pathlib import Path
+import cspdet.fileio as fileio
+
+marker = Path(sys.argv[1])
+real_commit = fileio._commit
+
+def commit(tmp, path):
+    if Path(path).name == "results.csv":
+        marker.write_text(Path(tmp).read_text())
+        time.sleep(600)
+    real_commit(tmp, path)
+
+fileio._commit = commit
+sys.argv = ["tools/train.py", *sys.argv[2:]]
+runpy.run_path("tools/train.py", run_name="__main__")
+"""
+
+
+def test_kill_9_while_results_csv_is_rewritten_loses_no_history(tmp_path, capsys):
+    """A run killed after writing epoch 2's row but before epoch 2's checkpoint: resuming trims results.csv
+    to the checkpoint's epochs. A SIGKILL inside that rewrite must leave every row already written."""
+    import signal
+    import time
+
+    from cspdet.config import load_config
+
+    cfg, run = _first_epoch(tmp_path, tmp_path / "runs")
+    epoch1 = (run / "last.pt").read_bytes()
+    Trainer(load_config(cfg), resume=run / "last.pt", progress=False).fit()  # epoch 2: row 2 and last.pt
+    (run / "last.pt").write_bytes(epoch1)  # ... as if killed before that last.pt was saved
+    history = (run / "results.csv").read_text()
+    assert [r.split(",")[0] for r in history.splitlines()] == ["epoch", "1", "2"]
+
+    marker = tmp_path / "rewriting"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    child = subprocess.Popen([sys.executable, "-c", HANG_IN_RESULTS_REWRITE, str(marker), "--resume", str(run),
+                              "--no-progress"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), child.communicate(timeout=10)[1][-3000:] if child.poll() is not None else "timeout"
+        assert [r.split(",")[0] for r in marker.read_text().splitlines()] == ["epoch", "1"]  # the trimmed file
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+        child.communicate()
+    assert child.returncode == -signal.SIGKILL
+    assert (run / "results.csv").read_text() == history  # header and every row survive the kill
+    capsys.readouterr()
+    assert load_tool("train").main(["--resume", str(run), "--no-progress"]) == 0
+    assert "done: 2 epochs" in capsys.readouterr().out
+    rows = (run / "results.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"] and rows[:2] == history.splitlines()[:2]
+    assert not list(run.glob(".*.tmp"))  # the killed rewrite's temp file is gone
