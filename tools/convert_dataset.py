@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from cspdet.data import DatasetError, build_dataset, load_descriptor
     from cspdet.data.convert import write_dataset
+    from cspdet.fileio import OutputError
 
     args.images = args.image_dir
     try:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         desc = load_descriptor(descriptor)
         splits = {s: build_dataset(descriptor, s, strict=args.strict) for s in (args.split or desc["splits"])}
         stats = write_dataset(splits, args.out, args.to, images=args.copy_images)
-    except (DatasetError, ValueError) as err:
+    except (DatasetError, ValueError, OutputError) as err:  # OutputError: disk full, read-only --out, ...
         print(f"error: {err}", file=sys.stderr)
         return 1
     for name, ds in splits.items():

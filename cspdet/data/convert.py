@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ..fileio import atomic_write, make_dirs
 from .datasets import DetectionDataset, ImageRecord
 from .image_io import ImageReadError, image_size
 
@@ -66,12 +67,15 @@ def _pixel_boxes(rec: ImageRecord, crowd: bool = False) -> tuple[np.ndarray, np.
 
 
 def _place_image(src: str, dst: Path, mode: str) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dst.parent)
+    if mode == "copy":  # atomic: a full disk or a kill never leaves half an image under the real name
+        with open(src, "rb") as fh:
+            atomic_write(dst, lambda out: shutil.copyfileobj(fh, out))
+        shutil.copystat(src, dst)
+        return
     if dst.exists() or dst.is_symlink():
         dst.unlink()
-    if mode == "copy":
-        shutil.copy2(src, dst)
-    elif mode == "symlink":
+    if mode == "symlink":
         os.symlink(os.path.abspath(src), dst)
     else:
         raise ValueError(f"images must be copy, symlink or none, got {mode!r}")
@@ -93,7 +97,7 @@ def write_dataset(
     if fmt == "voc" and images == "none":
         raise ValueError("VOC needs its images under JPEGImages/: use images='copy' or 'symlink'")
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_dirs(out)
     first = next(iter(splits.values()))
     names, cat_ids = first.class_names, first.category_ids
     for name, ds in splits.items():
@@ -108,7 +112,7 @@ def write_dataset(
     if fmt != "coco":
         desc["category_ids"] = list(cat_ids)
     descriptor = out / "dataset.yaml"
-    descriptor.write_text(yaml.safe_dump(desc, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    atomic_write(descriptor, yaml.safe_dump(desc, sort_keys=False, allow_unicode=True))
     stats["descriptor"] = str(descriptor)
     return stats
 
@@ -142,8 +146,7 @@ def _write_coco(ds: DetectionDataset, out: Path, split: str, images: str) -> tup
                 ann_id += 1
     cats = [{"id": c, "name": n} for c, n in zip(ds.category_ids, ds.class_names)]
     ann_file = out / "annotations" / f"instances_{split}.json"
-    ann_file.parent.mkdir(parents=True, exist_ok=True)
-    ann_file.write_text(json.dumps({"images": img_entries, "annotations": anns, "categories": cats}), encoding="utf-8")
+    atomic_write(ann_file, json.dumps({"images": img_entries, "annotations": anns, "categories": cats}))
     image_dir = f"images/{split}" if images != "none" else "/"
     return {"images": len(img_entries), "boxes": len(anns)}, {"images": image_dir, "annotations": f"annotations/{ann_file.name}"}
 
@@ -167,7 +170,7 @@ def _write_yolo(ds: DetectionDataset, out: Path, split: str, images: str) -> tup
             lines.append(f"{label} {(x1 + x2) / 2:.6f} {(y1 + y2) / 2:.6f} {x2 - x1:.6f} {y2 - y1:.6f}")
         n_boxes += len(lines)
         dropped += len(rec.ignore_labels)
-        label_file.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
+        atomic_write(label_file, "\n".join(lines) + ("\n" if lines else ""))
     return {"images": len(records), "boxes": n_boxes, "dropped_crowd_or_difficult": dropped}, f"images/{split}"
 
 
@@ -197,10 +200,8 @@ def _write_voc(ds: DetectionDataset, out: Path, split: str, images: str) -> tupl
                 n_boxes += 1
         ET.indent(root)
         xml_file = out / "Annotations" / f"{dst.stem}.xml"
-        xml_file.parent.mkdir(parents=True, exist_ok=True)
-        ET.ElementTree(root).write(xml_file, encoding="utf-8")
+        atomic_write(xml_file, lambda fh: ET.ElementTree(root).write(fh, encoding="utf-8"))
         ids.append(dst.stem)
     sets = out / "ImageSets" / "Main"
-    sets.mkdir(parents=True, exist_ok=True)
-    (sets / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+    atomic_write(sets / f"{split}.txt", "\n".join(ids) + "\n")
     return {"images": len(ids), "boxes": n_boxes}, f"ImageSets/Main/{split}.txt"

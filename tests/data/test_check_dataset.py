@@ -56,6 +56,23 @@ def test_voc_folder_and_fatal(check, voc_dir, tmp_path, capsys):
     assert "annotation file not found" in capsys.readouterr().out
 
 
+def test_missing_images_folder_is_named(check, coco_dir, voc_dir, capsys):
+    """A split whose images folder does not exist: the message names that folder (not "no usable images")."""
+    desc = coco_dir / "dataset.yaml"
+    desc.write_text(desc.read_text().replace("images: images/train", "images: images/nowhere"))
+    assert check.main([str(desc)]) == 1
+    out = capsys.readouterr().out
+    assert f"FATAL: {coco_dir / 'images' / 'nowhere'}: images folder not found (the images of train.json) " \
+           "[missing_folder]" in out
+    assert check.main(["--ann", str(coco_dir / "annotations" / "train.json"), "--images", str(coco_dir / "gone")]) == 1
+    assert f"FATAL: {coco_dir / 'gone'}: images folder not found" in capsys.readouterr().out
+    import shutil
+
+    shutil.rmtree(voc_dir / "JPEGImages")
+    assert check.main([str(voc_dir / "dataset.yaml")]) == 1
+    assert f"FATAL: {voc_dir / 'JPEGImages'}: images folder not found (the images of train.txt)" in capsys.readouterr().out
+
+
 def test_show_dataset_grid(coco_dir, tmp_path):
     show = load_tool("show_dataset")
     out = tmp_path / "grid.png"

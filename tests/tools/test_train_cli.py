@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -199,7 +200,8 @@ runpy.run_path("tools/train.py", run_name="__main__")
 
 def test_kill_9_mid_save_then_resume_finishes(tmp_path, capsys):
     """A literal SIGKILL while last.pt of epoch 2 is half written: last.pt stays the epoch-1 checkpoint,
-    ``--resume`` continues from it, finishes, and cleans up the partial temp file."""
+    ``--resume`` continues from it, finishes with the same weights as a run that was never interrupted, and
+    cleans up the partial temp file."""
     import signal
     import time
 
@@ -237,6 +239,13 @@ def test_kill_9_mid_save_then_resume_finishes(tmp_path, capsys):
     assert not list(run.glob(".*.tmp"))  # the killed save's temp file is gone
     with (run / "results.csv").open() as fh:
         assert [line.split(",")[0] for line in fh.read().splitlines()[1:]] == ["1", "2", "3"]
+    # exact: the same weights (raw and EMA) as a run that was never interrupted
+    from cspdet.config import load_config
+
+    Trainer(load_config(cfg), run_dir=tmp_path / "straight", progress=False).fit()
+    ref = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    for a, b in ((final["model"], ref["model"]), (final["trainer"]["model"], ref["trainer"]["model"])):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 # ------------------------------------------------------------------------ faults of the machine, history
@@ -379,3 +388,49 @@ def test_kill_9_while_results_csv_is_rewritten_loses_no_history(tmp_path, capsys
     rows = (run / "results.csv").read_text().splitlines()
     assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2"] and rows[:2] == history.splitlines()[:2]
     assert not list(run.glob(".*.tmp"))  # the killed rewrite's temp file is gone
+
+
+# Each torchrun worker writes its pid to DIR/pid<RANK>, then runs tools/train.py.
+RECORD_PID = r"""
+import os, runpy, sys
+from pathlib import Path
+
+Path(sys.argv[1], "pid" + os.environ["RANK"]).write_text(str(os.getpid()))
+sys.argv = ["tools/train.py", *sys.argv[2:]]
+runpy.run_path("tools/train.py", run_name="__main__")
+"""
+
+
+def test_killed_ddp_rank_ends_the_run_within_seconds(tmp_path):
+    """kill -9 of one of 2 torchrun ranks mid-training: the other rank and torchrun exit promptly (no rank
+    left hanging in a collective)."""
+    import signal
+    import time
+
+    cfg = tiny_config(tmp_path / "ddp.yaml", descriptor(tmp_path), tmp_path / "runs", epochs=500, eval_interval=0,
+                      save_interval=1000, no_aug_epochs=0)
+    wrapper = tmp_path / "record_pid.py"
+    wrapper.write_text(RECORD_PID)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(wrapper), str(tmp_path), str(cfg), "--no-progress"], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    results = tmp_path / "runs" / "cli" / "results.csv"
+    try:
+        deadline = time.monotonic() + 240
+        while not results.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert results.exists(), proc.communicate(timeout=30)[0][-3000:] if proc.poll() is not None else "timeout"
+        pids = {r: int((tmp_path / f"pid{r}").read_text()) for r in (0, 1)}
+        os.kill(pids[1], signal.SIGKILL)  # rank 1 dies mid-training; rank 0 is in (or near) a collective
+        killed = time.monotonic()
+        proc.wait(timeout=60)
+        seconds = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        out = proc.communicate()[0]
+    print(f"torchrun exited {seconds:.1f} s after rank 1 was killed")
+    assert proc.returncode != 0 and seconds < 30, out[-3000:]
+    with pytest.raises(ProcessLookupError):
+        os.kill(pids[0], 0)  # rank 0 is gone too
