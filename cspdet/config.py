@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import numbers
 import types
 import typing
 from dataclasses import dataclass, field
@@ -246,7 +247,7 @@ class Range:
     hi_open: bool = False
 
     def __contains__(self, value: Any) -> bool:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, numbers.Real) or isinstance(value, bool):  # numbers.Real: also NumPy scalars
             return False
         above = value > self.lo if self.lo_open or self.lo == -math.inf else value >= self.lo
         below = value < self.hi if self.hi_open or self.hi == math.inf else value <= self.hi

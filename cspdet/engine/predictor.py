@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import torch
 
+from ..config import field_range
 from ..data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from .checkpoint import CheckpointError
 
@@ -247,6 +248,9 @@ class Predictor:
         if self.img_size[0] % stride or self.img_size[1] % stride:
             raise ValueError(f"img_size {self.img_size} must be a multiple of the model stride {stride} "
                              f"(e.g. {[max(stride, round(s / stride) * stride) for s in self.img_size]})")
+        for key, value in (("conf", conf), ("iou", iou), ("max_det", max_det)):  # the ranges of eval.conf, ...
+            if value not in field_range(f"eval.{key}"):
+                raise ValueError(f"Predictor: {key} {value!r} out of range {field_range(f'eval.{key}')}")
         self.conf, self.iou, self.max_det, self.agnostic = float(conf), float(iou), int(max_det), bool(agnostic)
         self.classes = self.resolve_classes(classes) if classes is not None else None
         self.category_ids = list(category_ids) if category_ids is not None else None

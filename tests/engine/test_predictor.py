@@ -126,6 +126,12 @@ def test_constructor_checks(tiny):
         Predictor(model, tiny.names, img_size=100)
     with pytest.raises(ValueError, match="model has 3 classes but 2 class names"):
         Predictor(model, ["a", "b"])
+    # the ranges declared for eval.conf / eval.iou / eval.max_det (as detect.py --conf ...)
+    for kwargs, message in [({"conf": 2.0}, r"conf 2.0 out of range \[0, 1\]"),
+                            ({"iou": float("nan")}, r"iou nan out of range \[0, 1\]"),
+                            ({"max_det": 0}, r"max_det 0 out of range \[1, inf\)")]:
+        with pytest.raises(ValueError, match=rf"^Predictor: {message}$"):
+            Predictor(model, tiny.names, **kwargs)
 
 
 def test_bad_inputs_give_one_line_errors(predictor, tmp_path):
