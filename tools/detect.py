@@ -41,11 +41,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description="Detect objects in images and videos.")
     parser.add_argument("source", nargs="+", help="image, folder, glob pattern (quoted) or video file")
     parser.add_argument("--weights", "-w", help="cspdet detector checkpoint (best.pt / last.pt of a run)")
-    parser.add_argument("--conf", type=float, default=0.25, help="score threshold (default 0.25)")
-    parser.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
+    parser.add_argument("--conf", type=float, default=None,
+                        help="score threshold (default: the checkpoint's, 0.25 for cspdet-trained models)")
+    parser.add_argument("--iou", type=float, default=None,
+                        help="NMS IoU threshold (default: the checkpoint's, 0.45 for cspdet-trained models)")
     parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
                         help="letterbox size: N or H W, multiples of 32 (default: the checkpoint's eval size)")
-    parser.add_argument("--max-det", type=int, default=300, help="detections kept per image (default 300)")
+    parser.add_argument("--max-det", type=int, default=None,
+                        help="detections kept per image (default: the checkpoint's, 300)")
     parser.add_argument("--classes", nargs="+", default=None, metavar="C",
                         help="keep only these classes (indices or names, e.g. --classes person 2)")
     parser.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes")

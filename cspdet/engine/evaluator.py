@@ -658,26 +658,23 @@ class COCOEvaluator:
         return metrics
 
 
-_ARCH_KEYS = ("name", "num_classes", "depth", "width", "depthwise", "act", "stem_channels", "stage_defs")
-
-
 def load_detector_for_eval(
     weights: str | os.PathLike, cfg: Any, class_names: Sequence[str], device: str | torch.device = "cpu"
 ) -> torch.nn.Module:
-    """The detector of checkpoint ``weights``, checked against the config and dataset it is evaluated with.
+    """The detector of checkpoint ``weights``, checked against the dataset it is evaluated on.
 
     Args:
-        weights: cspdet detector checkpoint, or an official YOLOX checkpoint (``{"model": state_dict}``), which
-            is loaded into the model ``cfg.model`` describes (e.g. ``cspdarknet_s`` for ``yolox_s.pth``).
-        cfg: the ``cspdet.config.Config`` of the evaluation; its ``model`` section must describe the same
-            architecture and number of classes as the checkpoint's stored config.
+        weights: cspdet detector checkpoint (its own spec says which model to build; ``cfg.model`` is not used),
+            or an official YOLOX checkpoint (``{"model": state_dict}``), which is loaded into the model
+            ``cfg.model`` describes (e.g. ``cspdarknet_s`` for ``yolox_s.pth``).
+        cfg: the ``cspdet.config.Config`` of the evaluation.
         class_names: the evaluation dataset's classes; their number must equal the model's.
 
     Returns:
         the detector in eval mode on ``device``.
 
     Raises:
-        CheckpointError: unreadable / non-detector checkpoint, or one made for another model or class count.
+        CheckpointError: unreadable / non-detector checkpoint, or a class count that differs from the dataset's.
     """
     import dataclasses
 
@@ -689,32 +686,19 @@ def load_detector_for_eval(
         del obj
         model = build_detector(cfg.model)
         init_weights(model, dataclasses.replace(cfg.model, weights=str(weights), weights_format="yolox"))
-        if model.num_classes != len(class_names):
-            raise CheckpointError(f"{weights}: model has {model.num_classes} classes but the evaluation dataset "
-                                  f"has {len(class_names)} ({cfg.data.dataset})")
-        return model.to(device).eval()
-    del obj
-    model, ckpt = detector_from_checkpoint(str(weights), device=device)
-    stored = (ckpt.get("config") or {}).get("model") or {}
-    diffs = [k for k in _ARCH_KEYS if stored.get(k) != getattr(cfg.model, k, None)]
-    if diffs:
-        what = ", ".join(f"model.{k}: checkpoint {stored.get(k)!r} vs config {getattr(cfg.model, k, None)!r}"
-                         for k in diffs)
-        raise CheckpointError(f"{weights}: checkpoint was made for a different model than the config describes "
-                              f"({what}); evaluate it with the config it was trained with")
+    else:
+        del obj
+        model, _ = detector_from_checkpoint(weights, device=device)
     if model.num_classes != len(class_names):
         raise CheckpointError(f"{weights}: model has {model.num_classes} classes but the evaluation dataset has "
                               f"{len(class_names)} ({cfg.data.dataset})")
-    stored_names = ckpt.get("class_names")
-    if stored_names is not None and len(stored_names) != model.num_classes:
-        raise CheckpointError(f"{weights}: checkpoint has {len(stored_names)} class names for a model with "
-                              f"{model.num_classes} classes")
-    if stored_names is not None and list(stored_names) != list(class_names):
+    stored_names = model.meta.class_names
+    if list(stored_names) != list(class_names) and stored_names != [str(i) for i in range(model.num_classes)]:
         diff = next(i for i, (a, b) in enumerate(zip(stored_names, class_names)) if a != b)
         logger.warning("%s: class names differ from the dataset's (class %d: %r in the checkpoint, %r in the "
                        "dataset); scoring assumes the same class order", weights, diff, stored_names[diff],
                        class_names[diff])
-    return model
+    return model.to(device).eval()
 
 
 def _rank() -> int:

@@ -248,30 +248,26 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True, **kwargs: Any
     ) -> Predictor:
-        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run).
+        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one).
 
-        ``img_size`` defaults to the checkpoint's ``eval.img_size``; other keyword arguments go to
-        :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
+        Everything comes from the checkpoint's spec and metadata (no config file): class names, category ids,
+        and the defaults of ``img_size``, ``conf``, ``iou`` and ``max_det``; keyword arguments override them and
+        go to :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
 
         Raises:
-            CheckpointError: not a cspdet detector checkpoint, weights that do not fit the stored model, or
-                class names that do not match the model's number of classes.
+            CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the stored model.
         """
         from ..models import fuse_conv_bn
         from .build import detector_from_checkpoint
 
-        model, ckpt = detector_from_checkpoint(str(path), device=device)
-        names = ckpt.get("class_names")
-        if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
-            n = "no" if not isinstance(names, (list, tuple)) else len(names)
-            raise CheckpointError(f"{path}: checkpoint has {n} class names for a model with {model.num_classes} "
-                                  "classes")
-        if "img_size" not in kwargs:
-            kwargs["img_size"] = (ckpt.get("config", {}).get("eval", {}) or {}).get("img_size", 640)
-        kwargs.setdefault("category_ids", ckpt.get("category_ids"))
+        model, _ = detector_from_checkpoint(path, device=device)
+        meta = model.meta
+        for key in ("img_size", "conf", "iou", "max_det", "category_ids"):
+            if kwargs.get(key) is None:
+                kwargs[key] = getattr(meta, key)
         if fuse:
             fuse_conv_bn(model)
-        return cls(model, names, **kwargs)
+        return cls(model, meta.class_names, **kwargs)
 
     def resolve_classes(self, classes: Sequence[int | str]) -> list[int]:
         """Class indices from indices or names (``["person", 5]``); unknown ones raise ``ValueError``."""

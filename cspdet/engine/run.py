@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
     all_gather_objects,
@@ -41,7 +41,6 @@ from .distributed import (
 from .ema import ModelEMA, unwrap_model
 
 __all__ = [
-    "CHECKPOINT_VERSION",
     "NonFiniteLossError",
     "RUN_OUTPUTS",
     "ResumeError",
@@ -56,7 +55,6 @@ __all__ = [
     "seed_everything",
 ]
 
-CHECKPOINT_VERSION = 1
 # Temp files of checkpoint writes (``save_checkpoint``: ``.last.pt.XXXX.tmp``) that a kill -9 mid-save leaves.
 STALE_SAVE_TEMPS = ".*.pt.*.tmp"
 # Files a previous run leaves in its directory; ``exist_ok`` reuse deletes them (see :func:`new_run_dir`).
@@ -399,7 +397,8 @@ class TrainingRun(abc.ABC):
 
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
-        """Kind-specific checkpoint entries (class names, best score); provided by the subclass."""
+        """Kind-specific checkpoint entries, provided by the subclass: ``spec`` and ``meta`` (plain data, see
+        :mod:`cspdet.engine.checkpoint`) and the best score so far."""
 
     def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
         """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.
@@ -408,16 +407,10 @@ class TrainingRun(abc.ABC):
         """
         rng = all_gather_objects(capture_rng_state()) if with_state else None
         if self.is_main:
-            ckpt: dict[str, Any] = {
-                "format": CHECKPOINT_FORMAT,
-                "kind": self.kind,
-                "version": CHECKPOINT_VERSION,
-                "config": config_to_dict(self.cfg),
-                **self._checkpoint_meta(),
-                "model": cpu_state(self.eval_model()),
-                "epoch": epoch,
-                "metrics": {k: float(v) for k, v in metrics.items()},
-            }
+            record = self._checkpoint_meta()
+            ckpt = new_checkpoint(self.kind, record.pop("spec"), record.pop("meta"), cpu_state(self.eval_model()),
+                                  epoch=epoch, metrics={k: float(v) for k, v in metrics.items()}, **record,
+                                  config=config_to_dict(self.cfg))
             if with_state:
                 state: dict[str, Any] = {
                     "optimizer": self.optimizer.state_dict(),

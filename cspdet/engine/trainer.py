@@ -34,7 +34,6 @@ from .ema import ModelEMA, unwrap_model
 from .optim import YoloxSchedule, build_optimizer, set_lr
 # The run bookkeeping shared with the classifier lives in .run; the names below stay importable from here.
 from .run import (  # noqa: F401
-    CHECKPOINT_VERSION,
     RUN_OUTPUTS,
     NonFiniteLossError,
     ResumeError,
@@ -425,11 +424,15 @@ class Trainer(TrainingRun):
         self._append_result_row(header, row)
 
     def _checkpoint_meta(self) -> dict[str, Any]:
-        return {
-            "class_names": list(self.train_set.class_names),
-            "category_ids": [int(c) for c in self.train_set.category_ids],
-            "best_ap": float(self.best_ap),
-        }
+        from ..models import DetectorMeta
+
+        model = unwrap_model(self.model)
+        meta = DetectorMeta(
+            class_names=list(self.train_set.class_names), category_ids=list(self.train_set.category_ids),
+            img_size=tuple(self.cfg.eval.img_size), train_img_size=tuple(self.cfg.data.img_size),
+            strides=model.strides, preset=self.cfg.model.name, source=f"trained by cspdet in {self.run_dir}",
+        )
+        return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), "best_ap": float(self.best_ap)}
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:

@@ -20,6 +20,8 @@ from ..det.assigner import SimOTAAssigner
 from ..det.boxes import decode_boxes, grid_points
 from ..det.losses import SimOTALoss
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
+from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
+from .spec import HeadSpec
 
 __all__ = ["HeadOutputs", "DecoupledHeadLevel", "DecoupledHead"]
 
@@ -119,11 +121,23 @@ class DecoupledHead(nn.Module):
         self.num_classes = num_classes
         self.strides = tuple(int(s) for s in strides)
         self.use_l1 = False
+        self._spec_args = dict(hidden_channels=hidden_channels, depthwise=depthwise, norm=norm, act=act,
+                               prior_prob=prior_prob, reg_weight=reg_weight, iou_type=iou_type, assigner=assigner)
         self.levels = nn.ModuleList(
             DecoupledHeadLevel(c, hidden_channels, num_classes, depthwise, norm, act) for c in in_channels
         )
         self.loss_fn = SimOTALoss(num_classes, reg_weight=reg_weight, iou_type=iou_type, assigner=assigner)
         self.initialize_biases(prior_prob)
+
+    @property
+    def spec(self) -> HeadSpec:
+        """This head as data (the input channels come from the neck it is built on)."""
+        a = self._spec_args
+        if a["assigner"] is not None:
+            raise SpecError("DecoupledHead: a head built with a custom assigner object cannot be described as data")
+        return HeadSpec("yolox", self.num_classes, a["hidden_channels"], self.strides, a["depthwise"],
+                        NORMS.name_of(a["norm"]), None if a["act"] is None else ACTIVATIONS.name_of(a["act"]),
+                        a["prior_prob"], dict(reg_weight=a["reg_weight"], iou_type=a["iou_type"]))
 
     def initialize_biases(self, prior_prob: float) -> None:
         """Set cls and obj biases so every sigmoid output starts at ``prior_prob`` (focal-loss style init):
@@ -185,3 +199,6 @@ class DecoupledHead(nn.Module):
         return self.loss_fn(
             out.cls, out.obj, out.reg, pred_boxes, points, strides, targets, target_mask, use_l1=self.use_l1
         )
+
+
+HEADS.register("yolox", DecoupledHead)

@@ -166,13 +166,13 @@ def test_from_checkpoint_errors(shapes_checkpoint, tiny, tmp_path):
     with pytest.raises(CheckpointError, match="not a cspdet checkpoint"):
         Predictor.from_checkpoint(tmp_path / "yolox.pth")
     ckpt = torch.load(shapes_checkpoint, weights_only=True)
-    # weights of a 3-class model under a config that says 80 classes
-    ckpt["config"]["model"]["num_classes"] = 80
+    # weights of a 3-class model under a spec that says 80 classes
+    ckpt["spec"]["head"]["num_classes"] = 80
     save_checkpoint(ckpt, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit|do not match"):
         Predictor.from_checkpoint(tmp_path / "mismatch.pt")
-    ckpt["config"]["model"]["num_classes"] = 3
-    ckpt["class_names"] = ["a", "b"]
+    ckpt["spec"]["head"]["num_classes"] = 3
+    ckpt["meta"]["class_names"] = ["a", "b"]
     save_checkpoint(ckpt, tmp_path / "names.pt")
     with pytest.raises(CheckpointError, match="2 class names for a model with 3 classes"):
         Predictor.from_checkpoint(tmp_path / "names.pt")

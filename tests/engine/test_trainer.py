@@ -72,7 +72,10 @@ def test_run_directory_outputs(straight):
     last = torch.load(run / "last.pt", weights_only=True)  # only safe types inside
     best = load_checkpoint(run / "best.pt", kind="detector")
     assert last["format"] == "cspdet" and last["kind"] == "detector" and last["epoch"] == 2
-    assert last["class_names"] == ["circle", "square", "triangle"] and last["category_ids"] == [1, 2, 3]
+    meta = last["meta"]
+    assert last["version"] == 2 and last["spec"] == best["spec"] and last["spec"]["head"]["num_classes"] == 3
+    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["category_ids"] == [1, 2, 3]
+    assert meta["img_size"] == list(cfg.eval.img_size) and meta["train_img_size"] == list(cfg.data.img_size)
     state = last["trainer"]
     assert {"optimizer", "scaler", "schedule", "iteration", "rng", "model", "ema_updates"} <= state.keys()
     assert state["iteration"] == 4 and state["ema_updates"] == 4  # 8 images / batch 4 x 2 epochs
