@@ -1,4 +1,4 @@
-"""cspdet.models: layers, residual blocks, the CSP stage, CSPNet backbones and (below) the detector parts."""
+"""cspdet.models: layers, residual blocks, the CSP stage, CSPNet backbones and the detector parts."""
 
 from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
 from .cspnet import (
@@ -13,6 +13,9 @@ from .cspnet import (
     csp_resnext50_32x4d,
     cspdarknet,
 )
+from .detector import ACTIVATIONS, BLOCKS, DETECTOR_NAMES, Detector, create_detector
+from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
+from .info import count_flops, count_parameters, model_info
 from .layers import (
     YOLOX_BN_EPS,
     YOLOX_BN_MOMENTUM,
@@ -23,7 +26,9 @@ from .layers import (
     YoloxBatchNorm2d,
     fuse_conv_bn,
 )
+from .neck import CSPPAN
 from .timm_weights import load_timm_weights, timm_to_cspdet_key
+from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
 
 __all__ = [
     "ConvBNAct", "DWConv", "Focus", "SPPBottleneck", "YoloxBatchNorm2d", "YOLOX_BN_EPS", "YOLOX_BN_MOMENTUM",
@@ -32,17 +37,6 @@ __all__ = [
     "CSPStage", "CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS", "CSPDARKNET_SIZES",
     "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet",
     "load_timm_weights", "timm_to_cspdet_key",
-]
-
-# ---- detector (owned by the detector engineer: neck.py, head.py, detector.py, yolox_weights.py, info.py) ----
-# Add `from .detector import ...` etc. here and extend __all__ with `__all__ += [...]`.
-from .detector import ACTIVATIONS, BLOCKS, DETECTOR_NAMES, Detector, create_detector
-from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
-from .info import count_flops, count_parameters, model_info
-from .neck import CSPPAN
-from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
-
-__all__ += [
     "Detector", "create_detector", "DETECTOR_NAMES", "ACTIVATIONS", "BLOCKS",
     "CSPPAN", "DecoupledHead", "DecoupledHeadLevel", "HeadOutputs",
     "count_parameters", "count_flops", "model_info",
