@@ -1,6 +1,6 @@
 """cspdet.data: datasets (COCO json, YOLO txt, VOC xml), augmentation, loaders and dataset checks.
 
-Public API (see contract.md):
+Public API:
     build_dataset(descriptor, split, strict=False, cache=False) -> DetectionDataset
     DetectionDataset: class_names, category_ids, image_ids, load_sample(i) -> Sample, coco_gt(), skipped
     letterbox(image, size, pad_value=114) -> (image, ratio)

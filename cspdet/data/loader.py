@@ -428,7 +428,7 @@ class DetectionLoader(DataLoader):
     :func:`collate_detection`) and is taken out of the batch here and recorded in the main process's
     ``dataset.skipped`` once per file (a :class:`DatasetWarning`; in strict mode a :class:`DatasetError`
     with the same message). When a pass over the loader met new problems, a summary warning with the totals
-    follows its last batch. Batches handed out are exactly the contract's dict.
+    follows its last batch. Batches handed out are exactly the dict of :func:`collate_detection`.
     """
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

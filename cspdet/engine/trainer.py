@@ -32,33 +32,17 @@ from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
 from .ema import ModelEMA, unwrap_model
 from .optim import YoloxSchedule, build_optimizer, set_lr
-# The run bookkeeping shared with the classifier lives in .run; the names below stay importable from here.
-from .run import (  # noqa: F401
-    RUN_OUTPUTS,
+from .run import (
     NonFiniteLossError,
     ResumeError,
     RunFinished,
     TrainingRun,
     all_reduce_finite,
-    capture_rng_state,
-    find_resume_checkpoint,
     restore_rng_state,
     seed_everything,
 )
-from .run import new_run_dir as _new_run_dir  # noqa: F401  (its old private name)
 
-__all__ = [
-    "LOSS_KEYS",
-    "NonFiniteLossError",
-    "ResumeError",
-    "RunFinished",
-    "Trainer",
-    "capture_rng_state",
-    "config_from_checkpoint",
-    "find_resume_checkpoint",
-    "restore_rng_state",
-    "seed_everything",
-]
+__all__ = ["LOSS_KEYS", "Trainer", "config_from_checkpoint"]
 
 LOSS_KEYS = ("loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss")
 # Config keys that may differ on resume without changing the trained weights.

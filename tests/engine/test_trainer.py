@@ -19,7 +19,8 @@ from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine import checkpoint as checkpoint_module
 from cspdet.engine.build import build_detector, detect_weights_format, init_weights
 from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
-from cspdet.engine.trainer import NonFiniteLossError, ResumeError, RunFinished, Trainer, _new_run_dir
+from cspdet.engine.run import NonFiniteLossError, ResumeError, RunFinished, new_run_dir
+from cspdet.engine.trainer import Trainer
 
 
 def write_shapes_descriptor(root: Path, num_train: int = 8, num_val: int = 4, size: int = 64) -> Path:
@@ -237,18 +238,18 @@ def test_weights_format_detection():
 
 
 def test_new_runs_never_reuse_a_run_directory(tmp_path):
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")
     (tmp_path / "exp").mkdir()
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")  # empty: reuse
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")  # empty: reuse
     (tmp_path / "exp" / "last.pt").write_bytes(b"x")
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp2")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp2")
     (tmp_path / "exp2").mkdir()
     (tmp_path / "exp2" / "results.csv").write_text("epoch\n")
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp3")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp3")
     # exist_ok reuses the directory and clears the earlier run's outputs (nothing else)
     (tmp_path / "exp2" / "events.out.tfevents.1.host").write_bytes(b"x")
     (tmp_path / "exp2" / "notes.txt").write_text("mine")
-    assert _new_run_dir(str(tmp_path), "exp2", exist_ok=True) == str(tmp_path / "exp2")
+    assert new_run_dir(str(tmp_path), "exp2", exist_ok=True) == str(tmp_path / "exp2")
     assert sorted(p.name for p in (tmp_path / "exp2").iterdir()) == ["notes.txt"]
 
 
