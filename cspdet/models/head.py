@@ -25,6 +25,9 @@ from .spec import HeadSpec
 
 __all__ = ["HeadOutputs", "DecoupledHeadLevel", "DecoupledHead"]
 
+# Loss settings a spec records only when they differ from YOLOX's (so equal networks have equal specs).
+_LOSS_DEFAULTS = {"reg_weight": 5.0, "iou_type": "iou"}
+
 
 class HeadOutputs(NamedTuple):
     """Raw head outputs of all levels, concatenated over the A = sum(H_l * W_l) prediction points.
@@ -107,8 +110,8 @@ class DecoupledHead(nn.Module):
         norm: NormLayer = YoloxBatchNorm2d,
         act: ActLayer | None = nn.SiLU,
         prior_prob: float = 0.01,
-        reg_weight: float = 5.0,
-        iou_type: Literal["iou", "giou"] = "iou",
+        reg_weight: float = _LOSS_DEFAULTS["reg_weight"],
+        iou_type: Literal["iou", "giou"] = _LOSS_DEFAULTS["iou_type"],
         assigner: SimOTAAssigner | None = None,
     ) -> None:
         super().__init__()
@@ -137,7 +140,7 @@ class DecoupledHead(nn.Module):
             raise SpecError("DecoupledHead: a head built with a custom assigner object cannot be described as data")
         return HeadSpec("yolox", self.num_classes, a["hidden_channels"], self.strides, a["depthwise"],
                         NORMS.name_of(a["norm"]), None if a["act"] is None else ACTIVATIONS.name_of(a["act"]),
-                        a["prior_prob"], dict(reg_weight=a["reg_weight"], iou_type=a["iou_type"]))
+                        a["prior_prob"], {k: a[k] for k in ("reg_weight", "iou_type") if a[k] != _LOSS_DEFAULTS[k]})
 
     def initialize_biases(self, prior_prob: float) -> None:
         """Set cls and obj biases so every sigmoid output starts at ``prior_prob`` (focal-loss style init):
