@@ -3,7 +3,7 @@
 The flow for one validation image::
 
     loader batch (letterboxed uint8, ratio, orig size) ─► Detector.predict (xyxy, input px, labels 0..C-1)
-      ─► / ratio, clip to the original image ─► xywh + original category id
+      ─► Letterbox.invert (/ ratio, clip to the original image) ─► xywh + original category id
       ─► COCO results list ─► coco_metrics.coco_evaluate (12 stats + per-class AP table)
 
 The scoring itself (pycocotools / faster-coco-eval, the per-class table, PR curves, ``metrics.json``) is
@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from ..data.letterbox import Letterbox
 from .coco_metrics import COCOMetrics, EvaluationError, coco_evaluate
 from .distributed import all_gather_objects, broadcast_object, get_rank, is_distributed
 
@@ -60,11 +61,7 @@ def detections_to_coco(
         The rounding keeps the results json small; scores are computed from these rounded values, so scoring
         the written file gives the same numbers.
     """
-    b = _np(boxes).astype(np.float64).reshape(-1, 4) / float(ratio)
-    if orig_size is not None:
-        h, w = orig_size
-        b[:, 0::2] = b[:, 0::2].clip(0, w)
-        b[:, 1::2] = b[:, 1::2].clip(0, h)
+    b = Letterbox.invert(_np(boxes).astype(np.float64).reshape(-1, 4), ratio, orig_size)
     b[:, 2:] -= b[:, :2]
     s = _np(scores).astype(np.float64).reshape(-1)
     lab = _np(labels).astype(np.int64).reshape(-1)
