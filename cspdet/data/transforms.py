@@ -1,4 +1,4 @@
-"""Geometric and photometric augmentation for detection (YOLOX defaults), plus eval letterboxing.
+"""Geometric and photometric augmentation for detection (YOLOX defaults).
 
 All functions work on numpy arrays: images (H, W, 3) uint8 RGB, boxes (N, 4) float32 xyxy pixels, labels
 (N,) int64. Every random choice comes from the ``numpy.random.Generator`` passed in, so a sample is
@@ -26,9 +26,10 @@ import cv2
 import numpy as np
 import stringzilla as sz
 
+from .letterbox import PAD_VALUE, Letterbox
+
 __all__ = [
     "AugmentConfig",
-    "letterbox",
     "affine_matrix",
     "warp_boxes_clipped",
     "clip_boxes",
@@ -42,8 +43,6 @@ __all__ = [
     "horizontal_flip",
     "PAD_VALUE",
 ]
-
-PAD_VALUE = 114  # YOLOX/Ultralytics grey for padding and affine borders
 
 
 @dataclass
@@ -93,35 +92,6 @@ class AugmentConfig:
                 values[key] = (v, v) if isinstance(v, (int, float)) else tuple(v)
         values["img_size"] = tuple(int(v) for v in values.get("img_size", cls.img_size))
         return cls(**values)
-
-
-# ============================================================================================== letterbox
-
-
-def letterbox(
-    image: np.ndarray, size: Sequence[int], pad_value: int = PAD_VALUE
-) -> tuple[np.ndarray, float]:
-    """Resize keeping the aspect ratio so the image fits ``size``, pad bottom/right (top-left aligned).
-
-    Args:
-        image: (h, w, 3) uint8.
-        size: (H, W) output size.
-        pad_value: grey level of the padding.
-
-    Returns:
-        (image (H, W, 3) uint8, ratio r = min(H / h, W / w)); map boxes back to the original with ``/ r``.
-    """
-    out_h, out_w = int(size[0]), int(size[1])
-    h, w = image.shape[:2]
-    r = min(out_h / h, out_w / w)
-    new_w, new_h = min(out_w, int(round(w * r))), min(out_h, int(round(h * r)))
-    if (new_w, new_h) != (w, h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    if (new_h, new_w) == (out_h, out_w):
-        return np.ascontiguousarray(image), r
-    out = np.full((out_h, out_w, image.shape[2]), pad_value, dtype=np.uint8)
-    out[:new_h, :new_w] = image
-    return out, r
 
 
 # ============================================================================================ box helpers
@@ -618,7 +588,7 @@ def train_sample(
         flip = False  # done
     else:
         src, boxes, labels = load(index)
-        image, r = letterbox(src, (out_h, out_w))
+        image, r = Letterbox((out_h, out_w)).apply(src)
         if image is src:
             image = image.copy()  # never hand out (and later modify) a cached array
         boxes = boxes * np.float32(r)

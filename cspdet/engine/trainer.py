@@ -377,25 +377,23 @@ class Trainer(TrainingRun):
         n = min(self.cfg.train.log_images, len(self.val_set))
         if n <= 0 or self.writer is None:
             return
-        from torchvision.utils import draw_bounding_boxes
-
-        from ..data.transforms import letterbox
+        from ..data.letterbox import Letterbox
+        from ..data.visualize import draw_boxes
 
         model = self.eval_model()
         model.eval()
-        size = tuple(self.cfg.eval.img_size)
+        letterbox = Letterbox(tuple(self.cfg.eval.img_size))
         names = self.val_set.class_names
         for k in range(n):
             sample = self.val_set.load_sample(k)
-            image, _ = letterbox(sample.image, size)
+            image, _ = letterbox.apply(sample.image)
             x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
             with self.autocast:
                 pred = model.predict(x[None].float().to(self.device), conf=0.25)[0]
-            labels = [f"{names[int(c)]} {float(s):.2f}" for c, s in zip(pred["labels"], pred["scores"])]
-            drawn = x
-            if labels:  # an untrained model may find nothing: log the plain image
-                drawn = draw_bounding_boxes(x, pred["boxes"].float().cpu(), labels=labels, width=1)
-            self.writer.add_image(f"val_images/{k}", drawn, self.iteration)
+            # boxes stay in input px: the logged picture is the letterboxed image the model saw
+            drawn = draw_boxes(image, pred["boxes"].float().cpu().numpy(), pred["labels"].cpu().numpy(), names,
+                               scores=pred["scores"].float().cpu().numpy())
+            self.writer.add_image(f"val_images/{k}", drawn, self.iteration, dataformats="HWC")
 
     # ------------------------------------------------------------------------------------ persistence
 

@@ -56,7 +56,8 @@ def _free_port() -> int:
 
 def _failing_evaluation() -> str:
     """Rank 0 fails while scoring (e.g. a full disk): every rank must leave the collective and raise."""
-    from cspdet.engine.evaluator import COCOEvaluator, EvaluationError
+    from cspdet.engine.coco_metrics import EvaluationError
+    from cspdet.engine.evaluator import COCOEvaluator
 
     class Failing(COCOEvaluator):
         def __init__(self):  # no loader needed: predict and scoring are replaced

@@ -1,4 +1,4 @@
-"""cspdet.engine.evaluator: numbers equal a direct pycocotools COCOeval run; clear errors for bad input."""
+"""cspdet.engine.coco_metrics / evaluator: numbers equal a direct pycocotools COCOeval run; clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cspdet.engine.evaluator import (
+from cspdet.engine.coco_metrics import (
     STAT_KEYS,
     EvaluationError,
     coco_evaluate,
-    detections_to_coco,
     faster_coco_eval_available,
     load_coco_gt,
     load_detections,
 )
+from cspdet.engine.evaluator import detections_to_coco
 
 CATS = [{"id": 1, "name": "cat"}, {"id": 5, "name": "dog"}, {"id": 9, "name": "bird"}]  # gaps, like COCO
 
@@ -229,7 +229,7 @@ def test_pr_curves_png(tmp_path):
 
 def test_summary_lines_match_pycocotools_layout():
     # the faster-coco-eval backend prints the 12 stats through this layout; it must be pycocotools' own
-    from cspdet.engine.evaluator import _summary_lines
+    from cspdet.engine.coco_metrics import _summary_lines
 
     data, dets = _random_case(6)
     ref = coco_evaluate(_coco(data), dets, backend="pycocotools")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cspdet.data import ImageReadError, letterbox
+from cspdet.data import ImageReadError, Letterbox
 from cspdet.engine import CheckpointError, save_checkpoint
 from cspdet.engine.predictor import Predictor, Results, expand_source
 
@@ -37,7 +37,7 @@ def test_results_are_in_original_coordinates_and_match_the_manual_pipeline(predi
     assert res.names == [predictor.class_names[i] for i in res.labels]
     assert res.boxes[:, 0::2].max() <= 200 and res.boxes[:, 1::2].max() <= 90 and res.boxes.min() >= 0
     # same as: letterbox -> Detector.predict -> / ratio -> clip
-    boxed, r = letterbox(image, (128, 128))
+    boxed, r = Letterbox((128, 128)).apply(image)
     (ref,) = predictor.model.predict(torch.from_numpy(boxed).permute(2, 0, 1)[None].float(), conf=0.2, iou=0.5,
                                      max_det=50)
     expected = (ref["boxes"].numpy() / r).clip(0, [200, 90, 200, 90])
