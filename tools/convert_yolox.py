@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ConfigError) as err:
         print(f"convert_yolox: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out}: {args.model}, {len(ckpt['class_names'])} classes, "
-          f"img_size {ckpt['config']['eval']['img_size'][0]}")
+    print(f"wrote {args.out}: {args.model}, {len(ckpt['meta']['class_names'])} classes, "
+          f"img_size {ckpt['meta']['img_size'][0]}")
     return 0
 
 

@@ -46,14 +46,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog=PROG, description="Detect objects in images and videos.")
     parser.add_argument("source", nargs="+", help="image, folder, glob pattern (quoted) or video file")
     parser.add_argument("--weights", "-w", help="cspdet detector checkpoint (best.pt / last.pt of a run)")
-    parser.add_argument("--conf", type=range_type("eval.conf"), default=0.25,
-                        help="score threshold in [0, 1] (default 0.25)")
-    parser.add_argument("--iou", type=range_type("eval.iou"), default=0.45,
-                        help="NMS IoU threshold in [0, 1] (default 0.45)")
+    parser.add_argument("--conf", type=range_type("eval.conf"), default=None,
+                        help="score threshold in [0, 1] (default: the checkpoint's, 0.25 for cspdet-trained models)")
+    parser.add_argument("--iou", type=range_type("eval.iou"), default=None,
+                        help="NMS IoU threshold in [0, 1] (default: the checkpoint's, 0.45 for cspdet-trained "
+                        "models)")
     parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
                         help="letterbox size: N or H W, multiples of 32 (default: the checkpoint's eval size)")
-    parser.add_argument("--max-det", type=range_type("eval.max_det"), default=300,
-                        help="detections kept per image (default 300)")
+    parser.add_argument("--max-det", type=range_type("eval.max_det"), default=None,
+                        help="detections kept per image (default: the checkpoint's, 300)")
     parser.add_argument("--classes", nargs="+", default=None, metavar="C",
                         help="keep only these classes (indices or names, e.g. --classes person 2)")
     parser.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes")

@@ -60,7 +60,7 @@ def _print_metrics(metrics, all_classes: bool) -> None:
 
 
 def run_file_mode(args: argparse.Namespace) -> int:
-    from cspdet.engine.evaluator import coco_evaluate, load_coco_gt, load_detections
+    from cspdet.engine.coco_metrics import coco_evaluate, load_coco_gt, load_detections
 
     if args.args or args.weights or args.pre_nms_topk is not None:
         raise _UsageError("--ann/--results score an existing detections file: give no CONFIG, --weights or "
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from cspdet.config import ConfigError
     from cspdet.data import DatasetError, ImageReadError
     from cspdet.engine.checkpoint import CheckpointError
-    from cspdet.engine.evaluator import EvaluationError
+    from cspdet.engine.coco_metrics import EvaluationError
     from cspdet.fileio import OutputError
 
     try:

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
     from cspdet.engine.checkpoint import load_checkpoint
-    from cspdet.engine.run import run_training_cli
-    from cspdet.engine.trainer import Trainer, config_from_checkpoint, find_resume_checkpoint
+    from cspdet.engine.run import find_resume_checkpoint, run_training_cli
+    from cspdet.engine.trainer import Trainer, config_from_checkpoint
 
     def train() -> dict:
         if args.config is None:

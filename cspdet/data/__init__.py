@@ -1,9 +1,9 @@
 """cspdet.data: datasets (COCO json, YOLO txt, VOC xml), augmentation, loaders and dataset checks.
 
-Public API (see contract.md):
+Public API:
     build_dataset(descriptor, split, strict=False, cache=False) -> DetectionDataset
     DetectionDataset: class_names, category_ids, image_ids, load_sample(i) -> Sample, coco_gt(), skipped
-    letterbox(image, size, pad_value=114) -> (image, ratio)
+    Letterbox(size, pad_value=114): apply(image) -> (image, ratio); invert(boxes, ratio, orig_size) -> boxes
     build_train_loader(dataset, cfg, batch_size, seed, rank=0, world_size=1) -> DataLoader
     build_val_loader(dataset, img_size, batch_size, workers, rank=0, world_size=1) -> DataLoader
 """
@@ -28,7 +28,8 @@ from .loader import (
     collate_detection,
 )
 from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
-from .transforms import AugmentConfig, letterbox
+from .letterbox import Letterbox
+from .transforms import AugmentConfig
 
 __all__ = [
     "AugmentConfig",
@@ -40,6 +41,7 @@ __all__ = [
     "ImageCache",
     "ImageReadError",
     "ImageRecord",
+    "Letterbox",
     "ProblemReport",
     "Sample",
     "TrainDataset",
@@ -49,7 +51,6 @@ __all__ = [
     "build_train_loader",
     "build_val_loader",
     "collate_detection",
-    "letterbox",
     "load_descriptor",
     "read_image",
     "yolo_label_path",

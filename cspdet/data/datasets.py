@@ -165,10 +165,6 @@ class DetectionDataset(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def label_to_category(self, labels: Iterable[int]) -> list[int]:
-        """Contiguous labels -> original category ids."""
-        return [self.category_ids[int(i)] for i in labels]
-
     def load_image(self, index: int) -> np.ndarray:
         """(H, W, 3) uint8 RGB of sample ``index``; raises :class:`ImageReadError`.
 
@@ -319,14 +315,6 @@ class DetectionDataset(torch.utils.data.Dataset):
             coco.createIndex()
         self._coco = coco
         return coco
-
-    def class_counts(self) -> np.ndarray:
-        """(C,) int64 number of training boxes per class."""
-        counts = np.zeros(self.num_classes, np.int64)
-        for rec in self.records:
-            if len(rec.labels):
-                counts += np.bincount(rec.labels, minlength=self.num_classes)
-        return counts
 
     def __repr__(self) -> str:
         n_boxes = sum(len(r.labels) for r in self.records)

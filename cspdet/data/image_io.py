@@ -12,7 +12,6 @@ get distinct, precise messages instead of a ``None`` or a deep OpenCV traceback.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -150,7 +149,3 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         pass  # its error does not come chained to Pillow's)
     image = read_image(path)
     return int(image.shape[0]), int(image.shape[1])
-
-
-def is_image_file(path: str | Path) -> bool:
-    return Path(path).suffix.lower() in IMAGE_SUFFIXES

@@ -48,7 +48,8 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from .datasets import DetectionDataset
 from .image_io import ImageReadError, read_image
 from .problems import DatasetWarning, user_stacklevel
-from .transforms import PAD_VALUE, AugmentConfig, fit_size, letterbox, train_sample
+from .letterbox import PAD_VALUE, Letterbox
+from .transforms import AugmentConfig, fit_size, train_sample
 
 __all__ = [
     "TrainDataset",
@@ -292,7 +293,8 @@ class ValDataset(_DatasetView):
 
     def __init__(self, dataset: DetectionDataset, img_size: int | Sequence[int]):
         self.dataset = dataset
-        self.img_size = (int(img_size), int(img_size)) if isinstance(img_size, int) else tuple(int(v) for v in img_size)
+        self.letterbox = Letterbox(img_size)
+        self.img_size = self.letterbox.size
 
     def coco_gt(self):
         return self.dataset.coco_gt()
@@ -307,7 +309,7 @@ class ValDataset(_DatasetView):
             image = np.full((*self.img_size, 3), PAD_VALUE, np.uint8)
             item = (image, np.zeros((0, 5), np.float32), rec.image_id, 1.0, (rec.height or 0, rec.width or 0))
             return _with_pending(self.dataset, item)
-        image, r = letterbox(s.image, self.img_size)
+        image, r = self.letterbox.apply(s.image)
         boxes = s.boxes * np.float32(r)
         targets = np.concatenate([s.labels[:, None].astype(np.float32), boxes], axis=1)
         return _with_pending(self.dataset, (image, targets, rec.image_id, float(r), s.image.shape[:2]))
@@ -428,7 +430,7 @@ class DetectionLoader(DataLoader):
     :func:`collate_detection`) and is taken out of the batch here and recorded in the main process's
     ``dataset.skipped`` once per file (a :class:`DatasetWarning`; in strict mode a :class:`DatasetError`
     with the same message). When a pass over the loader met new problems, a summary warning with the totals
-    follows its last batch. Batches handed out are exactly the contract's dict.
+    follows its last batch. Batches handed out are exactly the dict of :func:`collate_detection`.
     """
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:

@@ -1,4 +1,9 @@
-"""Draw boxes with class names and tile images into a grid (``tools/show_dataset.py``)."""
+"""Every picture cspdet draws: one class palette, one box drawer, and an image grid.
+
+:func:`draw_boxes` draws the detections of ``Results.plot`` (``tools/detect.py``), the samples of
+``tools/show_dataset.py`` and the trainer's TensorBoard images, so a class has the same colour everywhere.
+numpy + OpenCV only (no torch), so the data package can use it too.
+"""
 
 from __future__ import annotations
 
@@ -11,29 +16,60 @@ __all__ = ["class_color", "draw_boxes", "make_grid"]
 
 
 def class_color(label: int) -> tuple[int, int, int]:
-    """A stable, well-separated RGB colour per class index (golden-ratio hue steps)."""
-    hue = int((label * 0.61803398875 % 1.0) * 180)
-    hsv = np.array([[[hue, 220, 235]]], np.uint8)
+    """A fixed, distinct-ish RGB colour per class index (golden-ratio hue steps)."""
+    hue = int((label * 0.618033988749895 % 1.0) * 180)
+    hsv = np.uint8([[[hue, 200, 230]]])
     r, g, b = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0]
     return int(r), int(g), int(b)
 
 
 def draw_boxes(
-    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, names: Sequence[str], thickness: int = 2
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    names: Sequence[str],
+    scores: np.ndarray | None = None,
+    line_width: int | None = None,
 ) -> np.ndarray:
-    """Copy of ``image`` ((H, W, 3) uint8 RGB) with (N, 4) xyxy ``boxes`` and their class names drawn."""
-    out = np.ascontiguousarray(image).copy()
-    for (x1, y1, x2, y2), label in zip(np.asarray(boxes).tolist(), np.asarray(labels).tolist()):
+    """A copy of ``image`` with boxes and their class names (and scores) drawn in :func:`class_color`.
+
+    Args:
+        image: (H, W, 3) uint8 RGB; not modified.
+        boxes: (N, 4) xyxy px.
+        labels: (N,) class indices into ``names`` (an index outside it is written as the number).
+        names: class names.
+        scores: (N,) shown after the name with 2 decimals; None: names only.
+        line_width: box line width in px (default: scales with the image size).
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    canvas = np.ascontiguousarray(image).copy()
+    h, w = canvas.shape[:2]
+    lw = line_width or max(1, round((h + w) / 2 * 0.003))
+    font_scale = max(0.35, lw / 3)
+    thickness = max(1, lw - 1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    labels = np.asarray(labels).reshape(-1)
+    for i, (box, label) in enumerate(zip(boxes, labels.tolist())):
         label = int(label)
-        color = class_color(label)
-        p1, p2 = (int(round(x1)), int(round(y1))), (int(round(x2)), int(round(y2)))
-        cv2.rectangle(out, p1, p2, color, thickness, cv2.LINE_AA)
-        text = names[label] if 0 <= label < len(names) else str(label)
-        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
-        ty = p1[1] - 3 if p1[1] - th - 4 >= 0 else p1[1] + th + 3
-        cv2.rectangle(out, (p1[0], ty - th - 2), (p1[0] + tw + 2, ty + base - 1), color, -1)
-        cv2.putText(out, text, (p1[0] + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return out
+        colour = class_color(label)
+        x1, y1, x2, y2 = (int(round(float(v))) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, lw, cv2.LINE_AA)
+        text = str(names[label]) if 0 <= label < len(names) else str(label)
+        if scores is not None:
+            text += f" {float(scores[i]):.2f}"
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
+        # label above the box when it fits, else inside its top edge; shifted left so that a box at the
+        # right border keeps its whole label inside the image
+        top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
+        left = max(0, min(x1, w - tw - 2))
+        cv2.rectangle(canvas, (left, top), (left + tw + 2, top + th + base + 2), colour, -1)
+        luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
+        ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
+        cv2.putText(canvas, text, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, thickness,
+                    cv2.LINE_AA)
+    return canvas
 
 
 def make_grid(images: Sequence[np.ndarray], cols: int = 4, cell: int = 320, pad: int = 4) -> np.ndarray:

@@ -18,7 +18,8 @@ from .checkpoint import CheckpointError, load_checkpoint, load_state_file, save_
 if TYPE_CHECKING:
     from .build import build_detector, detector_from_checkpoint
     from .classify import ClassifierTrainer, build_classifier
-    from .evaluator import COCOEvaluator, EvaluationError
+    from .coco_metrics import EvaluationError
+    from .evaluator import COCOEvaluator
     from .predictor import Predictor, Results
     from .run import NonFiniteLossError, ResumeError, RunFinished
     from .trainer import Trainer
@@ -29,7 +30,7 @@ _LAZY = {
     "ClassifierTrainer": "classify",
     "build_classifier": "classify",
     "COCOEvaluator": "evaluator",
-    "EvaluationError": "evaluator",
+    "EvaluationError": "coco_metrics",
     "Predictor": "predictor",
     "Results": "predictor",
     "build_detector": "build",

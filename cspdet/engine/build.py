@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 
-from ..config import ConfigError, ModelConfig, config_from_dict
+from ..config import ConfigError, ModelConfig
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_state_file
 
 __all__ = [
@@ -35,32 +36,73 @@ def build_detector(cfg: ModelConfig):
         raise ConfigError(f"model: cannot build {cfg.name!r}: {err}") from None
 
 
-def detector_from_checkpoint(path: str, device: str | torch.device = "cpu"):
-    """Rebuild a trained detector from a cspdet detector checkpoint.
+def detector_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild a trained detector from a cspdet detector checkpoint: its spec, metadata and weights.
 
     Returns:
-        (detector in eval mode on ``device``, the checkpoint dict). The checkpoint's ``config`` says which
-        model to build, so no config file is needed.
+        (detector in eval mode on ``device`` with ``detector.meta`` from the checkpoint, the checkpoint dict).
+        No config file is needed and the run config stored in training checkpoints is not read.
 
     Raises:
-        CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the model it describes.
+        CheckpointError: not a cspdet detector checkpoint, a spec this cspdet cannot build, or weights that do
+            not fit the model it describes.
     """
+    from ..models import Detector, DetectorMeta, DetectorSpec, SpecError
+
     ckpt = load_checkpoint(path, kind="detector")
+    spec, meta = (ckpt.get("spec"), ckpt.get("meta")) if ckpt.get("version", 1) >= 2 else _upgrade_v1(ckpt, path)
     try:
-        cfg = config_from_dict(ckpt["config"], source=f"in the config stored in {path}")
-    except (KeyError, ConfigError) as err:
-        raise CheckpointError(f"{path}: checkpoint config is unusable: {err}") from None
-    model = build_detector(cfg.model)
+        model = Detector.from_spec(DetectorSpec.from_dict(spec, "spec"))
+    except (SpecError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model it describes: {err}") from None
+    what = f"model {meta.get('preset') or 'of its spec'!r} with {model.num_classes} classes" if isinstance(
+        meta, dict) else f"its model with {model.num_classes} classes"
     try:
         missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
     except RuntimeError as err:  # size mismatches
-        raise CheckpointError(f"{path}: weights do not fit model {cfg.model.name!r}: {_first(err)}") from None
+        raise CheckpointError(f"{path}: weights do not fit {what}: {_first(err)}") from None
     if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: weights do not match model {cfg.model.name!r} with {cfg.model.num_classes} classes "
-            f"(missing: {_short(missing)}; unexpected: {_short(unexpected)})"
-        )
+        raise CheckpointError(f"{path}: weights do not match {what} (missing: {_short(missing)}; unexpected: "
+                              f"{_short(unexpected)})")
+    names = meta.get("class_names") if isinstance(meta, dict) else None
+    if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
+        n = len(names) if isinstance(names, (list, tuple)) else "no"
+        raise CheckpointError(f"{path}: checkpoint has {n} class names for a model with {model.num_classes} classes")
+    try:
+        model.meta = DetectorMeta.from_dict(meta, "meta")
+    except SpecError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval(), ckpt
+
+
+def _upgrade_v1(ckpt: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Spec and meta of a version-1 checkpoint, rebuilt from its ``config["model"]``, class names and sizes.
+
+    Only the model keys of the stored config are read (as plain data), never the whole training config.
+    """
+    from ..models import SpecError, detector_spec
+
+    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    if "name" not in model:
+        raise CheckpointError(f"{path}: version-1 checkpoint without config.model.name; cannot tell its model")
+    overrides = {k: model.get(k) for k in ("depth", "width", "depthwise", "act", "stem_channels", "stage_defs")}
+    try:
+        spec = detector_spec(model["name"], int(model.get("num_classes", 80)), **overrides)
+    except (SpecError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model of this version-1 checkpoint: {err}") from None
+    names = ckpt.get("class_names")
+    if not isinstance(names, (list, tuple)):
+        raise CheckpointError(f"{path}: checkpoint has no class names for a model with {spec.num_classes} classes")
+
+    def size(section: str) -> Any:
+        value = (config.get(section) or {}).get("img_size") if isinstance(config.get(section), dict) else None
+        return list(value) if isinstance(value, (list, tuple)) else None
+
+    meta = {"class_names": list(names), "category_ids": ckpt.get("category_ids"),
+            "img_size": size("eval") or [640, 640], "train_img_size": size("data"), "strides": list(spec.head.strides),
+            "preset": model["name"], "source": ckpt.get("source")}
+    return spec.to_dict(), meta
 
 
 def _first(err: Exception, limit: int = 300) -> str:
@@ -149,15 +191,23 @@ def init_weights(model: torch.nn.Module, cfg: ModelConfig) -> str:
             raise CheckpointError(f"{path}: timm weights do not fit model.backbone: {err}") from None
         return f"initialised the backbone from timm weights {path}"
     if fmt == "yolox":
-        from ..models import load_yolox_weights
-
-        state = obj.get("model", obj)
-        try:
-            load_yolox_weights(model, state)
-        except ValueError as err:
-            raise CheckpointError(f"{path}: YOLOX weights do not fit the detector: {err}") from None
+        _load_yolox_state(model, obj, path)
         return f"initialised the detector from YOLOX checkpoint {path}"
     raise CheckpointError(f"model.weights_format: unknown format {fmt!r}")
+
+
+def _load_yolox_state(model: torch.nn.Module, obj: Any, path: str | os.PathLike) -> None:
+    """Load a YOLOX checkpoint object (``{"model": state_dict}`` or a bare state dict) into ``model``."""
+    from ..models import load_yolox_weights
+
+    state = obj.get("model", obj) if isinstance(obj, dict) else obj
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: expected a YOLOX checkpoint ({{'model': state_dict}}), got "
+                              f"{type(state).__name__}")
+    try:
+        load_yolox_weights(model, state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: YOLOX weights do not fit the detector: {err}") from None
 
 
 def _load_backbone_from_classifier(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> str:
@@ -215,31 +265,29 @@ def convert_yolox_checkpoint(
         yolox_path: the YOLOX checkpoint (its ``"model"`` entry holds the weights).
         out_path: where to write the cspdet checkpoint (atomically).
         name: the matching cspdet preset, ``cspdarknet_{nano,tiny,s,m,l,x}``.
-        img_size: evaluation / inference size stored in the config (YOLOX: 416 for nano/tiny, else 640).
+        img_size: inference / evaluation size stored in the metadata (YOLOX: 416 for nano/tiny, else 640).
 
     Returns:
         the checkpoint dict that was written.
     """
-    from ..config import config_to_dict, load_config
     from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
-    from .checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+    from ..models import DetectorMeta, SpecError, create_detector
+    from .checkpoint import new_checkpoint, save_checkpoint
 
     class_names = list(class_names or COCO_CLASSES)
     category_ids = list(category_ids or (COCO_CATEGORY_IDS if len(class_names) == 80 else range(len(class_names))))
     if len(category_ids) != len(class_names):
         raise ConfigError(f"{len(class_names)} class names but {len(category_ids)} category ids")
     size = img_size or (416 if name in ("cspdarknet_nano", "cspdarknet_tiny") else 640)
-    cfg = load_config(None, [f"model.name={name}", f"model.num_classes={len(class_names)}",
-                             f"data.img_size={size}", f"eval.img_size={size}"])
-    model = build_detector(cfg.model)
-    cfg.model.weights, cfg.model.weights_format = yolox_path, "yolox"
-    init_weights(model, cfg.model)
-    cfg.model.weights, cfg.model.weights_format = None, "auto"  # the weights now live in the checkpoint itself
-    ckpt = {
-        "format": CHECKPOINT_FORMAT, "kind": "detector", "version": 1, "config": config_to_dict(cfg),
-        "class_names": class_names, "category_ids": category_ids,
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "source": f"converted from YOLOX checkpoint {yolox_path}",
-    }
+    try:
+        model = create_detector(name, num_classes=len(class_names))
+    except SpecError as err:
+        raise ConfigError(f"--model: {err}") from None
+    _load_yolox_state(model, load_state_file(yolox_path), yolox_path)
+    source = f"converted from YOLOX checkpoint {yolox_path}"
+    meta = DetectorMeta(class_names, category_ids, img_size=(size, size), strides=model.strides, preset=name,
+                        source=source)
+    ckpt = new_checkpoint("detector", model.spec.to_dict(), meta.to_dict(),
+                          {k: v.detach().cpu() for k, v in model.state_dict().items()}, source=source)
     save_checkpoint(ckpt, out_path)
     return ckpt

@@ -1,9 +1,29 @@
-"""Checkpoint files: atomic writes and safe loads.
+"""Checkpoint files: the layout, atomic writes and safe loads.
 
 A checkpoint is a plain dict of tensors, numbers, strings and containers, so it loads with
 ``torch.load(..., weights_only=True)`` (no pickled code runs). Writes go to a temporary file in the same
 directory, are fsync'ed, then renamed over the target (:func:`cspdet.fileio.atomic_write`): a crash or
-``kill -9`` mid-save leaves the previous checkpoint intact, and a full disk is a one-line :class:`cspdet.fileio.OutputError`.
+``kill -9`` mid-save leaves the previous checkpoint intact, and a full disk is a one-line
+:class:`cspdet.fileio.OutputError`.
+
+Layout, format version 2 (what a model needs first, provenance last)::
+
+    format   "cspdet"
+    version  2
+    kind     "detector" | "classifier"
+    spec     the network as data: DetectorSpec.to_dict() / BackboneSpec.to_dict()  (cspdet.models.spec)
+    meta     DetectorMeta.to_dict(): class names, category ids, input size, channel order, pixel range,
+             strides, default conf / IoU / max_det, preset, source   (a classifier: class_names, img_size)
+    model    state dict of the weights to use (the EMA weights when EMA is on)
+    -- training checkpoints only --
+    epoch, metrics, best_ap | best_top1
+    config   the resolved run config (provenance; read only by --resume)
+    trainer  optimizer, scaler, schedule, iteration, per-rank RNG states, raw weights under EMA
+
+Everything that only uses a model (Predictor, eval, detect, convert) reads ``spec`` + ``meta`` + ``model``
+(:func:`cspdet.engine.build.detector_from_checkpoint`), never ``config``. Version 1 files (no ``spec`` /
+``meta``; class names at the top level and the model in ``config["model"]``) still load: the reader rebuilds
+their spec and meta from those entries.
 """
 
 from __future__ import annotations
@@ -17,13 +37,25 @@ import torch
 
 from ..fileio import atomic_write
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "load_state_file",
+    "new_checkpoint", "save_checkpoint",
+]
 
 CHECKPOINT_FORMAT = "cspdet"
+#: The layout written now (see the module docstring); 1 = cspdet 0.1's layout, still read.
+CHECKPOINT_VERSION = 2
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or is not what the caller needs; the message says why."""
+
+
+def new_checkpoint(kind: str, spec: dict[str, Any], meta: dict[str, Any], weights: dict[str, Any],
+                   **extra: Any) -> dict[str, Any]:
+    """A version-2 checkpoint dict (see the module docstring); ``extra`` adds training entries."""
+    return {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "kind": kind, "spec": spec, "meta": meta,
+            "model": weights, **extra}
 
 
 def save_checkpoint(obj: dict[str, Any], path: str | os.PathLike) -> Path:
@@ -54,6 +86,10 @@ def load_checkpoint(
             f"{path}: not a cspdet checkpoint (no 'format: {CHECKPOINT_FORMAT}' entry); "
             "for YOLOX or timm weights set model.weights with model.weights_format=yolox|timm"
         )
+    version = ckpt.get("version", 1)
+    if not isinstance(version, int) or not 1 <= version <= CHECKPOINT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {version!r} is not supported by this cspdet "
+                              f"(it reads versions 1..{CHECKPOINT_VERSION}); upgrade cspdet")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{path}: is a cspdet {ckpt.get('kind')} checkpoint, expected a {kind} checkpoint")
     return ckpt

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, PretrainConfig, config_to_dict
 from .distributed import all_reduce_sum
-from .ema import ModelEMA
+from .ema import ModelEMA, unwrap_model
 from .optim import CosineSchedule, build_optimizer, set_lr
 from .run import NonFiniteLossError, RunFinished, TrainingRun, all_reduce_finite, restore_rng_state, seed_everything
 
@@ -33,58 +33,30 @@ __all__ = ["ClassifierTrainer", "IMAGENET_MEAN", "IMAGENET_STD", "build_classifi
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
-_PRESET_ALIASES = {"cspresnet50": "csp_resnet50", "cspresnext50": "csp_resnext50_32x4d",
-                   "cspdarknet53": "csp_darknet53"}
-
-
 def build_classifier(pcfg: PretrainConfig, num_classes: int) -> nn.Module:
-    """The CSPNet classifier named by ``pcfg.model`` with ``num_classes`` outputs.
+    """The CSPNet classifier named by ``pcfg.model`` (a preset of :data:`cspdet.models.BACKBONES`) with
+    ``num_classes`` outputs.
 
-    Each name builds exactly the backbone that ``create_detector`` builds for the same name (plus a pooling
-    + linear head), so the checkpoint initialises that detector's backbone:
-    ``cspresnet50`` / ``cspdarknet53`` (timm-exact; also spelled ``csp_resnet50`` / ``csp_darknet53``),
-    ``csp_resnext50_32x4d`` (classification only), ``cspdarknet_{nano,tiny,s,m,l,x}`` (YOLOX CSPDarknet;
-    ``depth`` / ``width`` override the multipliers like ``model.depth`` / ``model.width``), or
-    ``custom`` with ``stem_channels`` (default 32) and ``stage_defs`` ``[[num_blocks, out_channels, block,
-    downsample], ...]`` where block is ``resnet``, ``resnext`` or ``darknet`` (YOLOX BN, 3x3 pre-convs).
+    Each name builds exactly the backbone that ``create_detector`` builds for the same family (plus a pooling +
+    linear head), so the checkpoint initialises that detector's backbone: ``cspresnet50`` / ``cspdarknet53``
+    (timm-exact; also spelled ``csp_resnet50`` / ``csp_darknet53``), ``csp_resnext50_32x4d``,
+    ``cspdarknet_{nano,tiny,s,m,l,x}`` (YOLOX CSPDarknet; ``depth`` / ``width`` override the multipliers like
+    ``model.depth`` / ``model.width``), or ``custom`` with ``stem_channels`` (default 32) and ``stage_defs``
+    ``[[num_blocks, out_channels, block, downsample], ...]`` (YOLOX BN, 3x3 pre-convs).
 
     Raises:
         ConfigError: unknown name, or a bad custom definition.
     """
-    from .. import models
-    from ..models.detector import ACTIVATIONS, _stage_defs
+    from ..models import BACKBONES, SpecError, create_classifier
 
-    act = None
-    if pcfg.act is not None:
-        if pcfg.act not in ACTIVATIONS:
-            raise ConfigError(f"pretrain.act: {pcfg.act!r} is not one of {', '.join(ACTIVATIONS)}")
-        act = ACTIVATIONS[pcfg.act]
-    name = _PRESET_ALIASES.get(pcfg.model, pcfg.model)
-    presets = "cspresnet50, cspdarknet53, csp_resnext50_32x4d, cspdarknet_{nano,tiny,s,m,l,x}, custom"
+    if pcfg.model not in BACKBONES:
+        raise ConfigError(f"pretrain.model: unknown model {pcfg.model!r} (expected one of {', '.join(BACKBONES)})")
+    overrides = dict(act=pcfg.act, depth=pcfg.depth, width=pcfg.width, stem_channels=pcfg.stem_channels,
+                     stage_defs=pcfg.stage_defs)
     try:
-        if name in ("csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53"):
-            kwargs = {"act": act} if act is not None else {}
-            return getattr(models, name)(num_classes=num_classes, **kwargs)
-        if name.startswith("cspdarknet_"):
-            size = name.split("_", 1)[1]
-            if size not in models.CSPDARKNET_SIZES:
-                raise ConfigError(f"pretrain.model: unknown model {pcfg.model!r} (expected one of {presets})")
-            depth, width, depthwise = models.CSPDARKNET_SIZES[size]
-            depth = depth if pcfg.depth is None else pcfg.depth
-            width = width if pcfg.width is None else pcfg.width
-            return models.cspdarknet(depth, width, depthwise=depthwise, act=act or nn.SiLU, features_only=False,
-                                     num_classes=num_classes)
-        if name == "custom":
-            if not pcfg.stage_defs:
-                raise ConfigError("pretrain.stage_defs: required for pretrain.model=custom")
-            return models.CSPNet(stem_channels=pcfg.stem_channels or 32, stage_defs=_stage_defs(pcfg.stage_defs),
-                                 num_classes=num_classes, norm=models.YoloxBatchNorm2d, act=act or nn.SiLU,
-                                 pre_kernel_size=3)
-    except ConfigError:
-        raise
-    except (ValueError, TypeError) as err:
+        return create_classifier(pcfg.model, num_classes, **{k: v for k, v in overrides.items() if v is not None})
+    except (SpecError, ValueError, TypeError) as err:
         raise ConfigError(f"pretrain.model: cannot build {pcfg.model!r}: {err}") from None
-    raise ConfigError(f"pretrain.model: unknown model {pcfg.model!r} (expected one of {presets})")
 
 
 @torch.no_grad()
@@ -288,4 +260,7 @@ class ClassifierTrainer(TrainingRun):
         self._append_result_row(header, row)
 
     def _checkpoint_meta(self) -> dict[str, Any]:
-        return {"class_names": list(self.train_set.class_names), "best_top1": float(self.best_top1)}
+        # A classifier's meta: what inference needs besides the spec (ImageNet-normalised RGB input).
+        meta = {"class_names": list(self.train_set.class_names), "img_size": int(self.cfg.pretrain.img_size),
+                "channel_order": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": list(IMAGENET_STD)}
+        return {"spec": unwrap_model(self.model).spec.to_dict(), "meta": meta, "best_top1": float(self.best_top1)}

@@ -16,7 +16,7 @@ If the nodes have several network interfaces, pick the one to use with ``NCCL_SO
 
 Every helper is a no-op (or the identity) in a single process, so callers never branch on the world size.
 Every collective must be reached by all ranks: call these helpers unconditionally, never under
-``if is_main_process()``.
+``if rank == 0``.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ __all__ = [
     "DeviceError",
     "DistInfo",
     "all_gather_objects",
-    "all_reduce_mean",
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
@@ -43,7 +42,6 @@ __all__ = [
     "get_world_size",
     "init_distributed",
     "is_distributed",
-    "is_main_process",
     "select_device",
 ]
 
@@ -129,10 +127,6 @@ def get_world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def is_main_process() -> bool:
-    return get_rank() == 0
-
-
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
@@ -145,11 +139,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     out = tensor.detach().clone()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out
-
-
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks (a new tensor)."""
-    return all_reduce_sum(tensor) / get_world_size()
 
 
 def all_gather_objects(obj: Any) -> list[Any]:

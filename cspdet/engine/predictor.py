@@ -30,6 +30,8 @@ import torch
 
 from ..config import field_range
 from ..data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
+from ..data.letterbox import Letterbox
+from ..data.visualize import draw_boxes
 from .checkpoint import CheckpointError
 
 __all__ = ["ImageLike", "Predictor", "Results", "VIDEO_SUFFIXES", "expand_source", "is_video"]
@@ -61,13 +63,6 @@ def expand_source(source: str | os.PathLike) -> list[Path]:
     if not matches:
         raise FileNotFoundError(f"{text}: no files match this pattern")
     return matches
-
-
-def _colour(label: int) -> tuple[int, int, int]:
-    """A fixed, distinct-ish RGB colour per class (golden-ratio hue steps)."""
-    hue = int((label * 0.618033988749895 % 1.0) * 180)
-    hsv = np.uint8([[[hue, 200, 230]]])
-    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
 @dataclass
@@ -124,30 +119,13 @@ class Results:
         Args:
             bgr: return BGR (for ``cv2.imwrite`` / ``cv2.imshow``) instead of RGB.
             line_width: box line width in px (default: scales with the image size).
+            show_scores: write each score after its class name.
 
         Returns:
             (H, W, 3) uint8, RGB unless ``bgr``.
         """
-        canvas = np.ascontiguousarray(self.image.copy())
-        h, w = self.orig_size
-        lw = line_width or max(1, round((h + w) / 2 * 0.003))
-        font_scale = max(0.35, lw / 3)
-        thickness = max(1, lw - 1)
-        for box, score, label in zip(self.boxes, self.scores, self.labels):
-            colour = _colour(int(label))
-            x1, y1, x2, y2 = (int(round(float(v))) for v in box)
-            cv2.rectangle(canvas, (x1, y1), (x2, y2), colour, lw, cv2.LINE_AA)
-            text = self.class_names[int(label)] + (f" {float(score):.2f}" if show_scores else "")
-            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-            # label above the box when it fits, else inside its top edge; shifted left so that a box at the
-            # right border keeps its whole label inside the image
-            top = y1 - th - base - 2 if y1 - th - base - 2 >= 0 else y1
-            left = max(0, min(x1, w - tw - 2))
-            cv2.rectangle(canvas, (left, top), (left + tw + 2, top + th + base + 2), colour, -1)
-            luminance = 0.299 * colour[0] + 0.587 * colour[1] + 0.114 * colour[2]
-            ink = (0, 0, 0) if luminance > 140 else (255, 255, 255)
-            cv2.putText(canvas, text, (left + 1, top + th + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, ink, thickness,
-                        cv2.LINE_AA)
+        canvas = draw_boxes(self.image, self.boxes, self.labels, self.class_names,
+                            scores=self.scores if show_scores else None, line_width=line_width)
         return cv2.cvtColor(canvas, cv2.COLOR_RGB2BGR) if bgr else canvas
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -244,6 +222,7 @@ class Predictor:
         self.model = model.eval()
         self.class_names = [str(n) for n in class_names]
         self.img_size = _as_hw(img_size)
+        self.letterbox = Letterbox(self.img_size)
         stride = max(getattr(model, "strides", (32,)))
         if self.img_size[0] % stride or self.img_size[1] % stride:
             raise ValueError(f"img_size {self.img_size} must be a multiple of the model stride {stride} "
@@ -261,30 +240,26 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True, **kwargs: Any
     ) -> Predictor:
-        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run).
+        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one).
 
-        ``img_size`` defaults to the checkpoint's ``eval.img_size``; other keyword arguments go to
-        :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
+        Everything comes from the checkpoint's spec and metadata (no config file): class names, category ids,
+        and the defaults of ``img_size``, ``conf``, ``iou`` and ``max_det``; keyword arguments override them and
+        go to :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
 
         Raises:
-            CheckpointError: not a cspdet detector checkpoint, weights that do not fit the stored model, or
-                class names that do not match the model's number of classes.
+            CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the stored model.
         """
         from ..models import fuse_conv_bn
         from .build import detector_from_checkpoint
 
-        model, ckpt = detector_from_checkpoint(str(path), device=device)
-        names = ckpt.get("class_names")
-        if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
-            n = "no" if not isinstance(names, (list, tuple)) else len(names)
-            raise CheckpointError(f"{path}: checkpoint has {n} class names for a model with {model.num_classes} "
-                                  "classes")
-        if "img_size" not in kwargs:
-            kwargs["img_size"] = (ckpt.get("config", {}).get("eval", {}) or {}).get("img_size", 640)
-        kwargs.setdefault("category_ids", ckpt.get("category_ids"))
+        model, _ = detector_from_checkpoint(path, device=device)
+        meta = model.meta
+        for key in ("img_size", "conf", "iou", "max_det", "category_ids"):
+            if kwargs.get(key) is None:
+                kwargs[key] = getattr(meta, key)
         if fuse:
             fuse_conv_bn(model)
-        return cls(model, names, **kwargs)
+        return cls(model, meta.class_names, **kwargs)
 
     def resolve_classes(self, classes: Sequence[int | str]) -> list[int]:
         """Class indices from indices or names (``["person", 5]``); unknown ones raise ``ValueError``."""
@@ -372,15 +347,13 @@ class Predictor:
     @torch.inference_mode()
     def predict_images(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
         """Detections for a batch of (H, W, 3) uint8 RGB images (any sizes; all letterboxed to ``img_size``)."""
-        from ..data.transforms import letterbox
-
         if not images:
             return []
         paths = list(paths) if paths is not None else [None] * len(images)
         tic = time.perf_counter()
         boxed, ratios = [], []
         for image in images:
-            img, r = letterbox(image, self.img_size)
+            img, r = self.letterbox.apply(image)
             boxed.append(torch.from_numpy(np.ascontiguousarray(img)))
             ratios.append(float(r))
         batch = torch.stack(boxed).to(self.device).permute(0, 3, 1, 2).float()  # (B, 3, H, W) 0..255 RGB
@@ -388,10 +361,7 @@ class Predictor:
                                   agnostic=self.agnostic)
         out = []
         for image, path, r, det in zip(images, paths, ratios, dets):
-            h, w = image.shape[:2]
-            boxes = det["boxes"].float().cpu().numpy() / r
-            boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
-            boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+            boxes = Letterbox.invert(det["boxes"].float().cpu().numpy(), r, image.shape[:2])
             out.append(Results(image=image, boxes=boxes.astype(np.float32),
                                scores=det["scores"].float().cpu().numpy(),
                                labels=det["labels"].cpu().numpy().astype(np.int64), class_names=self.class_names,

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
 from ..fileio import TEMP_PATTERN, OutputError, as_output_error, atomic_write, make_dirs, remove_stale_temps
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
     all_gather_objects,
@@ -44,7 +44,6 @@ from .distributed import (
 from .ema import ModelEMA, unwrap_model
 
 __all__ = [
-    "CHECKPOINT_VERSION",
     "NonFiniteLossError",
     "RUN_OUTPUTS",
     "ResumeError",
@@ -59,7 +58,6 @@ __all__ = [
     "seed_everything",
 ]
 
-CHECKPOINT_VERSION = 1
 # Faults of the machine that end a run with a one-line message rather than a traceback.
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 # Temp files of atomic writes (``.last.pt.XXXX.tmp``, ``.results.csv.XXXX.tmp``, ...) that a kill -9 mid-write
@@ -412,7 +410,8 @@ class TrainingRun(abc.ABC):
 
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
-        """Kind-specific checkpoint entries (class names, best score); provided by the subclass."""
+        """Kind-specific checkpoint entries, provided by the subclass: ``spec`` and ``meta`` (plain data, see
+        :mod:`cspdet.engine.checkpoint`) and the best score so far."""
 
     def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
         """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.
@@ -421,16 +420,10 @@ class TrainingRun(abc.ABC):
         """
         rng = all_gather_objects(capture_rng_state()) if with_state else None
         if self.is_main:
-            ckpt: dict[str, Any] = {
-                "format": CHECKPOINT_FORMAT,
-                "kind": self.kind,
-                "version": CHECKPOINT_VERSION,
-                "config": config_to_dict(self.cfg),
-                **self._checkpoint_meta(),
-                "model": cpu_state(self.eval_model()),
-                "epoch": epoch,
-                "metrics": {k: float(v) for k, v in metrics.items()},
-            }
+            record = self._checkpoint_meta()
+            ckpt = new_checkpoint(self.kind, record.pop("spec"), record.pop("meta"), cpu_state(self.eval_model()),
+                                  epoch=epoch, metrics={k: float(v) for k, v in metrics.items()}, **record,
+                                  config=config_to_dict(self.cfg))
             if with_state:
                 state: dict[str, Any] = {
                     "optimizer": self.optimizer.state_dict(),
@@ -462,7 +455,7 @@ def run_training_cli(train: Callable[[], dict[str, Any]], done: Callable[[dict[s
     """
     from ..data.problems import DatasetError
     from .distributed import destroy_distributed, env_dist_info
-    from .evaluator import EvaluationError
+    from .coco_metrics import EvaluationError
 
     try:
         summary = train()

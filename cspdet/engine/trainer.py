@@ -32,34 +32,17 @@ from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
 from .ema import ModelEMA, unwrap_model
 from .optim import YoloxSchedule, build_optimizer, set_lr
-# The run bookkeeping shared with the classifier lives in .run; the names below stay importable from here.
-from .run import (  # noqa: F401
-    CHECKPOINT_VERSION,
-    RUN_OUTPUTS,
+from .run import (
     NonFiniteLossError,
     ResumeError,
     RunFinished,
     TrainingRun,
     all_reduce_finite,
-    capture_rng_state,
-    find_resume_checkpoint,
     restore_rng_state,
     seed_everything,
 )
-from .run import new_run_dir as _new_run_dir  # noqa: F401  (its old private name)
 
-__all__ = [
-    "LOSS_KEYS",
-    "NonFiniteLossError",
-    "ResumeError",
-    "RunFinished",
-    "Trainer",
-    "capture_rng_state",
-    "config_from_checkpoint",
-    "find_resume_checkpoint",
-    "restore_rng_state",
-    "seed_everything",
-]
+__all__ = ["LOSS_KEYS", "Trainer", "config_from_checkpoint"]
 
 LOSS_KEYS = ("loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss")
 # Config keys that may differ on resume without changing the trained weights.
@@ -394,25 +377,23 @@ class Trainer(TrainingRun):
         n = min(self.cfg.train.log_images, len(self.val_set))
         if n <= 0 or self.writer is None:
             return
-        from torchvision.utils import draw_bounding_boxes
-
-        from ..data.transforms import letterbox
+        from ..data.letterbox import Letterbox
+        from ..data.visualize import draw_boxes
 
         model = self.eval_model()
         model.eval()
-        size = tuple(self.cfg.eval.img_size)
+        letterbox = Letterbox(tuple(self.cfg.eval.img_size))
         names = self.val_set.class_names
         for k in range(n):
             sample = self.val_set.load_sample(k)
-            image, _ = letterbox(sample.image, size)
+            image, _ = letterbox.apply(sample.image)
             x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
             with self.autocast:
                 pred = model.predict(x[None].float().to(self.device), conf=0.25)[0]
-            labels = [f"{names[int(c)]} {float(s):.2f}" for c, s in zip(pred["labels"], pred["scores"])]
-            drawn = x
-            if labels:  # an untrained model may find nothing: log the plain image
-                drawn = draw_bounding_boxes(x, pred["boxes"].float().cpu(), labels=labels, width=1)
-            self.writer.add_image(f"val_images/{k}", drawn, self.iteration)
+            # boxes stay in input px: the logged picture is the letterboxed image the model saw
+            drawn = draw_boxes(image, pred["boxes"].float().cpu().numpy(), pred["labels"].cpu().numpy(), names,
+                               scores=pred["scores"].float().cpu().numpy())
+            self.writer.add_image(f"val_images/{k}", drawn, self.iteration, dataformats="HWC")
 
     # ------------------------------------------------------------------------------------ persistence
 
@@ -425,11 +406,15 @@ class Trainer(TrainingRun):
         self._append_result_row(header, row)
 
     def _checkpoint_meta(self) -> dict[str, Any]:
-        return {
-            "class_names": list(self.train_set.class_names),
-            "category_ids": [int(c) for c in self.train_set.category_ids],
-            "best_ap": float(self.best_ap),
-        }
+        from ..models import DetectorMeta
+
+        model = unwrap_model(self.model)
+        meta = DetectorMeta(
+            class_names=list(self.train_set.class_names), category_ids=list(self.train_set.category_ids),
+            img_size=tuple(self.cfg.eval.img_size), train_img_size=tuple(self.cfg.data.img_size),
+            strides=model.strides, preset=self.cfg.model.name, source=f"trained by cspdet in {self.run_dir}",
+        )
+        return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), "best_ap": float(self.best_ap)}
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:

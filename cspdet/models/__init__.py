@@ -1,18 +1,27 @@
-"""cspdet.models: layers, residual blocks, the CSP stage, CSPNet backbones and (below) the detector parts."""
+"""cspdet.models: layers, blocks, the CSP stage, CSPNet, necks, heads, the detector, and the model zoo as data.
 
-from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
-from .cspnet import (
+A network is a spec (:mod:`cspdet.models.spec`): a preset name in :data:`DETECTORS` / :data:`BACKBONES` resolves
+to one, ``create_detector`` / ``create_classifier`` build from it, and a built model describes itself again
+(``model.spec``, ``model.meta``).
+"""
+
+from .backbones import (
     CSPDARKNET_SIZES,
-    DEFAULT_STAGE_DEFS,
-    ClassifierHead,
-    CSPNet,
-    CSPStage,
-    StageDef,
     csp_darknet53,
+    csp_darknet53_spec,
     csp_resnet50,
+    csp_resnet50_spec,
     csp_resnext50_32x4d,
+    csp_resnext50_32x4d_spec,
     cspdarknet,
+    cspdarknet_spec,
 )
+from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
+from .csp_stage import CSPStage
+from .cspnet import DEFAULT_STAGE_DEFS, ClassifierHead, CSPNet, StageDef
+from .detector import Detector
+from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
+from .info import count_flops, count_parameters, model_info
 from .layers import (
     YOLOX_BN_EPS,
     YOLOX_BN_MOMENTUM,
@@ -23,28 +32,44 @@ from .layers import (
     YoloxBatchNorm2d,
     fuse_conv_bn,
 )
-from .timm_weights import load_timm_weights, timm_to_cspdet_key
-
-__all__ = [
-    "ConvBNAct", "DWConv", "Focus", "SPPBottleneck", "YoloxBatchNorm2d", "YOLOX_BN_EPS", "YOLOX_BN_MOMENTUM",
-    "fuse_conv_bn",
-    "ResNetBottleneck", "ResNeXtBottleneck", "DarknetBottleneck",
-    "CSPStage", "CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS", "CSPDARKNET_SIZES",
-    "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet",
-    "load_timm_weights", "timm_to_cspdet_key",
-]
-
-# ---- detector (owned by the detector engineer: neck.py, head.py, detector.py, yolox_weights.py, info.py) ----
-# Add `from .detector import ...` etc. here and extend __all__ with `__all__ += [...]`.
-from .detector import ACTIVATIONS, BLOCKS, DETECTOR_NAMES, Detector, create_detector
-from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
-from .info import count_flops, count_parameters, model_info
 from .neck import CSPPAN
+from .presets import (
+    BACKBONES,
+    DETECTORS,
+    FAMILIES,
+    Preset,
+    classifier_spec,
+    create_classifier,
+    create_detector,
+    detector_spec,
+    register_activation,
+    register_backbone,
+    register_block,
+    register_detector,
+    register_family,
+    register_norm,
+)
+from .registry import ACTIVATIONS, BLOCKS, HEADS, NECKS, NORMS, Registry, SpecError
+from .spec import BackboneSpec, DetectorMeta, DetectorSpec, HeadSpec, NeckSpec, StageSpec
+from .timm_weights import load_timm_weights, timm_to_cspdet_key
 from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
 
-__all__ += [
-    "Detector", "create_detector", "DETECTOR_NAMES", "ACTIVATIONS", "BLOCKS",
-    "CSPPAN", "DecoupledHead", "DecoupledHeadLevel", "HeadOutputs",
-    "count_parameters", "count_flops", "model_info",
+__all__ = [
+    # layers and blocks
+    "ConvBNAct", "DWConv", "Focus", "SPPBottleneck", "YoloxBatchNorm2d", "YOLOX_BN_EPS", "YOLOX_BN_MOMENTUM",
+    "fuse_conv_bn", "ResNetBottleneck", "ResNeXtBottleneck", "DarknetBottleneck",
+    # networks
+    "CSPStage", "CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS", "CSPPAN", "DecoupledHead",
+    "DecoupledHeadLevel", "HeadOutputs", "Detector",
+    # published backbones
+    "CSPDARKNET_SIZES", "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet", "csp_resnet50_spec",
+    "csp_resnext50_32x4d_spec", "csp_darknet53_spec", "cspdarknet_spec",
+    # models as data
+    "BackboneSpec", "DetectorMeta", "DetectorSpec", "HeadSpec", "NeckSpec", "StageSpec", "SpecError", "Registry",
+    "ACTIVATIONS", "BLOCKS", "HEADS", "NECKS", "NORMS", "BACKBONES", "DETECTORS", "FAMILIES", "Preset",
+    "classifier_spec", "create_classifier", "create_detector", "detector_spec", "register_activation",
+    "register_backbone", "register_block", "register_detector", "register_family", "register_norm",
+    # size, weights
+    "count_parameters", "count_flops", "model_info", "load_timm_weights", "timm_to_cspdet_key",
     "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
 ]

@@ -1,10 +1,9 @@
-"""Cross-stage-partial networks: the :class:`CSPStage` building block and the :class:`CSPNet` backbone.
+"""Cross-stage-partial networks: the :class:`CSPNet` backbone (stem -> :class:`~cspdet.models.CSPStage` s).
 
 One ``CSPNet`` class covers classification (pooling + linear head, timm-style API) and detection
-(multi-scale features at strides 8/16/32). The presets reproduce published layouts exactly:
-``csp_resnet50`` / ``csp_resnext50_32x4d`` / ``csp_darknet53`` (timm ``cspresnet50`` / ``cspresnext50`` /
-``cspdarknet53``; weights via :func:`cspdet.models.load_timm_weights`) and ``cspdarknet(depth, width)``
-(YOLOX ``CSPDarknet``).
+(multi-scale features at strides 8/16/32). A CSPNet is described by data, a
+:class:`~cspdet.models.spec.BackboneSpec` (``net.spec``, ``CSPNet.from_spec``); the published presets
+(timm's CSPResNet/ResNeXt/Darknet, YOLOX's CSPDarknet) are specs in :mod:`cspdet.models.backbones`.
 """
 
 from __future__ import annotations
@@ -16,174 +15,16 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 import torch
 from torch import nn
 
-from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
-from .layers import ActLayer, ConvBNAct, DWConv, Focus, NormLayer, SPPBottleneck, YoloxBatchNorm2d
+from .blocks import ResNetBottleneck
+from .csp_stage import CSPStage
+from .layers import ActLayer, ConvBNAct, Focus, NormLayer
+from .registry import ACTIVATIONS, BLOCKS, NORMS
+from .spec import BackboneSpec, StageSpec, plain_data
 
-__all__ = [
-    "CSPStage",
-    "CSPNet",
-    "ClassifierHead",
-    "StageDef",
-    "DEFAULT_STAGE_DEFS",
-    "CSPDARKNET_SIZES",
-    "csp_resnet50",
-    "csp_resnext50_32x4d",
-    "csp_darknet53",
-    "cspdarknet",
-]
+__all__ = ["CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS"]
 
 #: ``(num_blocks, out_channels, block_fn, downsample)`` -- one CSP stage of a :class:`CSPNet`.
 StageDef = tuple[int, int, Callable[..., nn.Module], bool]
-
-
-class CSPStage(nn.Module):
-    """One cross-stage-partial stage: [down conv] -> [SPP] -> [1x1 expand] -> split -> blocks on one part
-    -> [partial transition] -> concat -> 1x1 fuse.
-
-    Data flow (C_* are channel counts, every conv is a :class:`ConvBNAct` with ``norm`` / ``act``)::
-
-        x (B, in_channels, H, W)
-          -> down    kernel ``down_kernel_size``, ``stride``, in_channels -> D       (only if built, see below)
-          -> spp     SPPBottleneck(D, D), pools 5/9/13                               (only if ``spp``)
-          -> expand  1x1, D -> E, no activation if ``linear_expand``                  (only if ``expand``)
-          -> split E channels into the block part (C_b = E * split_ratio) and the shortcut part (C_s = E - C_b)
-               blocks_first=False (timm):  channels [0:C_s] = shortcut, [C_s:E] = block part
-               blocks_first=True  (YOLOX): channels [0:C_b] = block part, [C_b:E] = shortcut
-          -> block part: num_blocks x block_fn(C_b, C_b, norm=norm, act=act, **block_kwargs)
-          -> transition_b 1x1, C_b -> C_b                                           (only if ``transition_b``)
-          -> concat: [shortcut, blocks] (blocks_first=False) or [blocks, shortcut] (blocks_first=True)
-          -> fuse    1x1, E -> out_channels
-        -> (B, out_channels, H / stride, W / stride)
-
-    Args:
-        in_channels: channels of the stage input.
-        out_channels: channels of the stage output (the ``fuse`` conv).
-        num_blocks: number of blocks on the block part, >= 1.
-        block_fn: block class/factory following the contract in :mod:`cspdet.models.blocks`
-            (``block_fn(C_b, C_b, norm=..., act=..., **block_kwargs)``, spatial size preserved).
-        stride: stride of the down conv; ``stride != 1`` forces a down conv.
-        down_channels: D, output channels of the down conv. The down conv is built iff
-            ``down_channels is not None or stride != 1``; when built without ``down_channels``, D = in_channels.
-            Without a down conv D = in_channels.
-        down_kernel_size: kernel of the down conv (3 in timm and YOLOX).
-        down_groups: groups of the down conv (32 in timm CSPResNeXt-50).
-        depthwise_down: make the down conv a :class:`DWConv` (``.down.dconv`` / ``.down.pconv``; YOLOX-nano).
-        spp: insert ``SPPBottleneck(D, D)`` after the down conv (YOLOX's last backbone stage).
-        expand: build the 1x1 expand conv. If False the split is applied to the down-conv output
-            (E = D) -- the plain "pre-conv, split, blocks, concat, 1x1" stage of ``CSPNet``'s defaults.
-        expand_channels: E, output channels of the expand conv (default ``out_channels``).
-        linear_expand: no activation on the expand conv (timm ``cross_linear``).
-        split_ratio: fraction of the E channels sent through the blocks, in (0, 1); ``E * split_ratio`` must
-            be a whole number.
-        transition_b: add the 1x1 partial-transition conv on the block part (timm ``conv_transition_b``;
-            CSPNet paper's "fusion first + last" variant). YOLOX / C3 stages have none.
-        blocks_first: channel order of the split and of the concat, see the data flow. False reproduces
-            timm's ``CrossStage``, True reproduces YOLOX's ``CSPLayer``.
-        block_kwargs: extra keyword arguments for every ``block_fn`` call (e.g. ``bottle_ratio``,
-            ``shortcut``, ``depthwise``, ``groups``).
-        norm: norm factory for every conv (``YoloxBatchNorm2d`` for YOLOX's eps 1e-3 / momentum 0.03).
-        act: activation factory for every conv and block.
-
-    Submodules (``nn.Identity`` when not built): ``down``, ``spp``, ``expand``, ``blocks`` (``nn.Sequential``),
-    ``transition_b``, ``fuse``. Attributes ``block_channels`` (C_b), ``shortcut_channels`` (C_s),
-    ``expand_channels`` (E), ``in_channels``, ``out_channels``, ``stride``.
-
-    YOLOX ``CSPLayer(in_c, out_c, n, shortcut, expansion=0.5, depthwise, act)`` is exactly::
-
-        CSPStage(in_c, out_c, n, DarknetBottleneck, expand_channels=2 * int(out_c * 0.5), blocks_first=True,
-                 block_kwargs=dict(bottle_ratio=1.0, shortcut=shortcut, depthwise=depthwise),
-                 norm=YoloxBatchNorm2d, act=nn.SiLU)
-
-    with YOLOX's two parallel 1x1 convs ``conv1`` (block path) and ``conv2`` (shortcut path) stacked into
-    ``expand`` (same parameter count): ``expand.conv.weight = cat([conv1.conv.weight, conv2.conv.weight])``
-    and likewise each ``bn`` tensor; ``blocks.{i}`` <- ``m.{i}``; ``fuse`` <- ``conv3``.
-    """
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        num_blocks: int,
-        block_fn: Callable[..., nn.Module] = DarknetBottleneck,
-        *,
-        stride: int = 1,
-        down_channels: int | None = None,
-        down_kernel_size: int = 3,
-        down_groups: int = 1,
-        depthwise_down: bool = False,
-        spp: bool = False,
-        expand: bool = True,
-        expand_channels: int | None = None,
-        linear_expand: bool = False,
-        split_ratio: float = 0.5,
-        transition_b: bool = False,
-        blocks_first: bool = False,
-        block_kwargs: Mapping[str, Any] | None = None,
-        norm: NormLayer = nn.BatchNorm2d,
-        act: ActLayer = nn.SiLU,
-    ) -> None:
-        super().__init__()
-        if not isinstance(num_blocks, int) or num_blocks < 1:
-            raise ValueError(f"num_blocks must be an integer >= 1 (a CSP stage needs a block branch), "
-                             f"got {num_blocks!r}")
-        if not 0.0 < split_ratio < 1.0:
-            raise ValueError(f"split_ratio must be in (0, 1) (both the block part and the shortcut part need "
-                             f"channels), got {split_ratio}")
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride),
-                            ("down_kernel_size", down_kernel_size), ("down_groups", down_groups)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not callable(block_fn):
-            raise ValueError(f"block_fn must be a block class or factory, got {block_fn!r}")
-        self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
-        self.blocks_first = blocks_first
-
-        channels = in_channels
-        if down_channels is not None or stride != 1:
-            d = in_channels if down_channels is None else down_channels
-            if depthwise_down:
-                self.down: nn.Module = DWConv(channels, d, down_kernel_size, stride, norm=norm, act=act)
-            else:
-                if channels % down_groups or d % down_groups:
-                    raise ValueError(f"down_groups={down_groups} must divide the down conv's in/out channels "
-                                     f"({channels} -> {d})")
-                self.down = ConvBNAct(channels, d, down_kernel_size, stride, groups=down_groups, norm=norm, act=act)
-            channels = d
-        else:
-            self.down = nn.Identity()
-        self.spp: nn.Module = SPPBottleneck(channels, channels, norm=norm, act=act) if spp else nn.Identity()
-        if expand:
-            e = out_channels if expand_channels is None else expand_channels
-            self.expand: nn.Module = ConvBNAct(channels, e, 1, norm=norm, act=None if linear_expand else act)
-            channels = e
-        else:
-            self.expand = nn.Identity()
-        self.expand_channels = channels
-
-        exact = channels * split_ratio
-        block_channels = int(round(exact))
-        if abs(exact - block_channels) > 1e-6 * max(1, channels) or not 0 < block_channels < channels:
-            raise ValueError(f"split_ratio={split_ratio} cannot split {channels} channels into two whole, non-empty "
-                             f"parts ({channels} * {split_ratio} = {exact:g}); pick channels divisible by the ratio")
-        self.block_channels = block_channels
-        self.shortcut_channels = channels - block_channels
-
-        kwargs = dict(block_kwargs or {})
-        self.blocks = nn.Sequential(*(block_fn(block_channels, block_channels, norm=norm, act=act, **kwargs)
-                                      for _ in range(num_blocks)))
-        self.transition_b: nn.Module = (ConvBNAct(block_channels, block_channels, 1, norm=norm, act=act)
-                                        if transition_b else nn.Identity())
-        self.fuse = ConvBNAct(channels, out_channels, 1, norm=norm, act=act)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, in_channels, H, W) -> (B, out_channels, H / stride, W / stride)."""
-        x = self.expand(self.spp(self.down(x)))
-        if self.blocks_first:
-            xb, xs = x.split([self.block_channels, self.shortcut_channels], dim=1)
-        else:
-            xs, xb = x.split([self.shortcut_channels, self.block_channels], dim=1)
-        xb = self.transition_b(self.blocks(xb))
-        return self.fuse(torch.cat([xb, xs] if self.blocks_first else [xs, xb], dim=1))
 
 
 class ClassifierHead(nn.Module):
@@ -343,6 +184,12 @@ class CSPNet(nn.Module):
         weight_init: Literal["timm", "torch"] = "timm",
     ) -> None:
         super().__init__()
+        # The arguments as given; :attr:`spec` turns them into data (naming classes through the registries).
+        self._spec_args: dict[str, Any] = dict(
+            in_channels=in_channels, stem_channels=stem_channels, stage_defs=stage_defs, num_classes=num_classes,
+            norm=norm, act=act, split_ratio=split_ratio, global_pool=global_pool, dropout=dropout,
+            feature_channels=feature_channels, pre_kernel_size=pre_kernel_size, stem_type=stem_type,
+            stage_kwargs=stage_kwargs, features_only=features_only, out_indices=out_indices, weight_init=weight_init)
         if weight_init not in ("timm", "torch"):
             raise ValueError(f"weight_init must be 'timm' or 'torch', got {weight_init!r}")
         if not 0.0 < split_ratio < 1.0:
@@ -407,6 +254,23 @@ class CSPNet(nn.Module):
         self.weight_init = weight_init
         if weight_init == "timm":
             self._init_weights_timm()
+
+    @property
+    def spec(self) -> BackboneSpec:
+        """This network as data (:class:`~cspdet.models.spec.BackboneSpec`); ``CSPNet.from_spec(net.spec)``
+        builds the same layers.
+
+        Raises:
+            SpecError: a class it was built with (block, norm, activation) has no name a spec can store
+                (a lambda or local definition): register it (``cspdet.models.register_block`` etc.).
+        """
+        return _spec_from_args(**self._spec_args)
+
+    @classmethod
+    def from_spec(cls, spec: BackboneSpec, **overrides: Any) -> CSPNet:
+        """Build the network ``spec`` describes; ``overrides`` replace constructor arguments (e.g.
+        ``features_only=True``, ``act=nn.SiLU``)."""
+        return cls(**{**_args_from_spec(spec), **overrides})
 
     @property
     def out_channels(self) -> list[int]:
@@ -504,100 +368,29 @@ def _per_stage_kwargs(stage_kwargs: Mapping[str, Any] | Sequence[Mapping[str, An
     return out
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Presets. timm layouts (facts from timm's model configs): every stage has a 3x3 stride-2 down conv (none in the
-# stride-1 first stage of the ResNe(X)t variants), a 1x1 expand conv, a 50/50 split, a partial transition on the
-# block branch and a 1x1 fuse; leaky ReLU (slope 0.01) everywhere.
-# --------------------------------------------------------------------------------------------------------------
-
-def csp_resnet50(num_classes: int = 1000, **kwargs: Any) -> CSPNet:
-    """CSPResNet-50 (CSPNet paper), layer-for-layer timm ``cspresnet50``: 21,616,168 parameters at 1000 classes.
-
-    Stem 7x7/2 conv + max-pool to 64 channels; stages (3, 3, 5, 2) blocks, widths 128/256/512/1024, strides
-    4/8/16/32; expand to 2x the stage width (linear), ResNet bottlenecks with hidden = width / 4 of the expand.
-    """
-    widths, depths = (128, 256, 512, 1024), (3, 3, 5, 2)
-    stage_defs = [(d, w, ResNetBottleneck, i > 0) for i, (d, w) in enumerate(zip(depths, widths))]
-    stage_kwargs = [dict(down_channels=None if i == 0 else widths[i - 1], down_kernel_size=3, expand=True,
-                         expand_channels=2 * w, linear_expand=True, transition_b=True,
-                         block_kwargs=dict(bottle_ratio=0.5)) for i, w in enumerate(widths)]
-    return CSPNet(stem_channels=64, stage_defs=stage_defs, num_classes=num_classes, act=nn.LeakyReLU,
-                  stem_type="resnet", stage_kwargs=stage_kwargs, **kwargs)
+def _spec_from_args(*, stage_defs: Sequence[StageDef] | None, stage_kwargs: Any, norm: Any, act: Any,
+                    **args: Any) -> BackboneSpec:
+    """The :class:`BackboneSpec` of ``CSPNet(**args)``: classes become registry names."""
+    stage_defs = list(DEFAULT_STAGE_DEFS if stage_defs is None else stage_defs)
+    stages = []
+    for i, ((num_blocks, out_channels, block_fn, downsample), options) in enumerate(
+            zip(stage_defs, _per_stage_kwargs(stage_kwargs, len(stage_defs)))):
+        named = {k: NORMS.name_of(v) if k == "norm" else ACTIVATIONS.name_of(v) if k == "act"
+                 else plain_data(v, f"stage_kwargs[{i}].{k}") for k, v in options.items()}
+        stages.append(StageSpec(int(num_blocks), int(out_channels), BLOCKS.name_of(block_fn), bool(downsample),
+                                named))
+    return BackboneSpec(stages=tuple(stages), norm=NORMS.name_of(norm), act=ACTIVATIONS.name_of(act), **args)
 
 
-def csp_resnext50_32x4d(num_classes: int = 1000, **kwargs: Any) -> CSPNet:
-    """CSPResNeXt-50 32x4d, layer-for-layer timm ``cspresnext50``: 20,569,896 parameters at 1000 classes.
-
-    Like :func:`csp_resnet50` with widths 256/512/1024/2048, expand = stage width (linear), ResNeXt blocks of
-    32 groups with hidden = block width, and grouped (32) down convs.
-    """
-    widths, depths = (256, 512, 1024, 2048), (3, 3, 5, 2)
-    stage_defs = [(d, w, ResNeXtBottleneck, i > 0) for i, (d, w) in enumerate(zip(depths, widths))]
-    stage_kwargs = [dict(down_channels=None if i == 0 else widths[i - 1], down_kernel_size=3, down_groups=32,
-                         expand=True, expand_channels=w, linear_expand=True, transition_b=True,
-                         block_kwargs=dict(bottle_ratio=1.0, groups=32)) for i, w in enumerate(widths)]
-    return CSPNet(stem_channels=64, stage_defs=stage_defs, num_classes=num_classes, act=nn.LeakyReLU,
-                  stem_type="resnet", stage_kwargs=stage_kwargs, **kwargs)
-
-
-def csp_darknet53(num_classes: int = 1000, **kwargs: Any) -> CSPNet:
-    """CSPDarknet-53 (CSPNet paper / YOLOv4 backbone), layer-for-layer timm ``cspdarknet53``: 27,642,184 parameters
-    at 1000 classes.
-
-    Stem 3x3/1 conv to 32 channels; five stages of (1, 2, 8, 8, 4) Darknet blocks, widths 64..1024, strides
-    2..32; every stage has a 3x3/2 down conv to its width; the first stage expands to 2x width with
-    hidden = block width / 2, later stages expand to 1x width with hidden = block width.
-    """
-    widths, depths = (64, 128, 256, 512, 1024), (1, 2, 8, 8, 4)
-    stage_defs = [(d, w, DarknetBottleneck, True) for d, w in zip(depths, widths)]
-    stage_kwargs = [dict(expand=True, expand_channels=2 * w if i == 0 else w, transition_b=True,
-                         block_kwargs=dict(bottle_ratio=0.5 if i == 0 else 1.0)) for i, w in enumerate(widths)]
-    return CSPNet(stem_channels=32, stage_defs=stage_defs, num_classes=num_classes, act=nn.LeakyReLU,
-                  pre_kernel_size=3, stem_type="darknet", stage_kwargs=stage_kwargs, **kwargs)
-
-
-#: YOLOX model sizes: name -> (depth multiplier, width multiplier, depthwise).
-CSPDARKNET_SIZES: dict[str, tuple[float, float, bool]] = {
-    "nano": (0.33, 0.25, True),
-    "tiny": (0.33, 0.375, False),
-    "s": (0.33, 0.50, False),
-    "m": (0.67, 0.75, False),
-    "l": (1.0, 1.0, False),
-    "x": (1.33, 1.25, False),
-}
-
-
-def cspdarknet(depth: float, width: float, depthwise: bool = False, act: type[nn.Module] = nn.SiLU,
-               out_indices: Sequence[int] = (2, 3, 4), **kwargs: Any) -> CSPNet:
-    """YOLOX ``CSPDarknet(depth, width)`` as a :class:`CSPNet` feature extractor (YOLOX-exact layout).
-
-    base = ``int(64 * width)``, n = ``max(round(3 * depth), 1)``. Focus stem (3x3) to base channels; stages
-    ``stages.0..3`` = YOLOX ``dark2..dark5``: a 3x3/2 down conv (a :class:`DWConv` when ``depthwise``) to
-    2/4/8/16 x base channels, then a YOLOX CSP layer (:class:`CSPStage` with ``blocks_first=True``) of n, 3n,
-    3n, n :class:`DarknetBottleneck` (``bottle_ratio=1.0``, residual except in the last stage, depthwise 3x3
-    when ``depthwise``); the last stage has an SPP (5/9/13) between its down conv and its CSP layer. All BN use
-    eps 1e-3, momentum 0.03 (:class:`YoloxBatchNorm2d`). Initialisation is YOLOX's too: PyTorch's layer
-    defaults (``weight_init="torch"``; pass ``weight_init="timm"`` for timm's kaiming / zero-init-last scheme).
-
-    Returns a ``features_only`` CSPNet: ``model(x)`` -> list of feature maps for ``out_indices`` (default
-    ``(2, 3, 4)`` = dark3, dark4, dark5 at strides 8, 16, 32 with 4/8/16 x base channels, also in
-    ``model.out_channels`` / ``model.out_strides``). Pass ``features_only=False, num_classes=...`` for a
-    classifier. Parameter counts (feature extractor): s 4,212,672; nano 459,968; l 27,075,968.
-
-    YOLOX checkpoint key correspondence (``backbone.backbone.`` prefix in YOLOX detectors):
-    ``stem.conv`` <- ``stem.conv``; ``stages.{k}.down`` <- ``dark{k+2}.0``; ``stages.3.spp`` <- ``dark5.1``;
-    CSP layer ``dark{k+2}.1`` (``dark5.2``): ``expand`` <- cat(``conv1``, ``conv2``) on dim 0,
-    ``blocks.{i}`` <- ``m.{i}``, ``fuse`` <- ``conv3``.
-    """
-    base = int(64 * width)
-    n = max(round(3 * depth), 1)
-    widths, depths = [2 * base, 4 * base, 8 * base, 16 * base], [n, 3 * n, 3 * n, n]
-    stage_defs = [(d, w, DarknetBottleneck, True) for d, w in zip(depths, widths)]
-    stage_kwargs = [dict(depthwise_down=depthwise, spp=i == 3, expand=True, expand_channels=2 * int(w * 0.5),
-                         blocks_first=True, block_kwargs=dict(bottle_ratio=1.0, shortcut=i < 3, depthwise=depthwise))
-                    for i, w in enumerate(widths)]
-    kwargs.setdefault("features_only", True)
-    kwargs.setdefault("weight_init", "torch")  # YOLOX keeps PyTorch's default conv init
-    kwargs.setdefault("num_classes", 0 if kwargs["features_only"] else 1000)
-    return CSPNet(stem_channels=base, stage_defs=stage_defs, norm=YoloxBatchNorm2d, act=act, pre_kernel_size=3,
-                  stem_type="focus", stage_kwargs=stage_kwargs, out_indices=out_indices, **kwargs)
+def _args_from_spec(spec: BackboneSpec) -> dict[str, Any]:
+    """``CSPNet`` constructor arguments from a spec: registry names become classes again."""
+    if spec.kind != "cspnet":
+        raise ValueError(f"CSPNet.from_spec: backbone kind {spec.kind!r} is not 'cspnet'")
+    stage_defs = [(s.num_blocks, s.out_channels, BLOCKS.get(s.block), s.downsample) for s in spec.stages]
+    stage_kwargs = [{k: NORMS.get(v) if k == "norm" else ACTIVATIONS.get(v) if k == "act" else v
+                     for k, v in s.options.items()} for s in spec.stages]
+    args = {f: getattr(spec, f) for f in ("in_channels", "stem_channels", "num_classes", "split_ratio",
+                                          "global_pool", "dropout", "feature_channels", "pre_kernel_size",
+                                          "stem_type", "features_only", "out_indices", "weight_init")}
+    return dict(args, stage_defs=stage_defs, stage_kwargs=stage_kwargs if any(stage_kwargs) else None,
+                norm=NORMS.get(spec.norm), act=ACTIVATIONS.get(spec.act))

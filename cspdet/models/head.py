@@ -20,8 +20,13 @@ from ..det.assigner import SimOTAAssigner
 from ..det.boxes import decode_boxes, grid_points
 from ..det.losses import SimOTALoss
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
+from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
+from .spec import HeadSpec
 
 __all__ = ["HeadOutputs", "DecoupledHeadLevel", "DecoupledHead"]
+
+# Loss settings a spec records only when they differ from YOLOX's (so equal networks have equal specs).
+_LOSS_DEFAULTS = {"reg_weight": 5.0, "iou_type": "iou"}
 
 
 class HeadOutputs(NamedTuple):
@@ -105,8 +110,8 @@ class DecoupledHead(nn.Module):
         norm: NormLayer = YoloxBatchNorm2d,
         act: ActLayer | None = nn.SiLU,
         prior_prob: float = 0.01,
-        reg_weight: float = 5.0,
-        iou_type: Literal["iou", "giou"] = "iou",
+        reg_weight: float = _LOSS_DEFAULTS["reg_weight"],
+        iou_type: Literal["iou", "giou"] = _LOSS_DEFAULTS["iou_type"],
         assigner: SimOTAAssigner | None = None,
     ) -> None:
         super().__init__()
@@ -119,11 +124,23 @@ class DecoupledHead(nn.Module):
         self.num_classes = num_classes
         self.strides = tuple(int(s) for s in strides)
         self.use_l1 = False
+        self._spec_args = dict(hidden_channels=hidden_channels, depthwise=depthwise, norm=norm, act=act,
+                               prior_prob=prior_prob, reg_weight=reg_weight, iou_type=iou_type, assigner=assigner)
         self.levels = nn.ModuleList(
             DecoupledHeadLevel(c, hidden_channels, num_classes, depthwise, norm, act) for c in in_channels
         )
         self.loss_fn = SimOTALoss(num_classes, reg_weight=reg_weight, iou_type=iou_type, assigner=assigner)
         self.initialize_biases(prior_prob)
+
+    @property
+    def spec(self) -> HeadSpec:
+        """This head as data (the input channels come from the neck it is built on)."""
+        a = self._spec_args
+        if a["assigner"] is not None:
+            raise SpecError("DecoupledHead: a head built with a custom assigner object cannot be described as data")
+        return HeadSpec("yolox", self.num_classes, a["hidden_channels"], self.strides, a["depthwise"],
+                        NORMS.name_of(a["norm"]), None if a["act"] is None else ACTIVATIONS.name_of(a["act"]),
+                        a["prior_prob"], {k: a[k] for k in ("reg_weight", "iou_type") if a[k] != _LOSS_DEFAULTS[k]})
 
     def initialize_biases(self, prior_prob: float) -> None:
         """Set cls and obj biases so every sigmoid output starts at ``prior_prob`` (focal-loss style init):
@@ -185,3 +202,6 @@ class DecoupledHead(nn.Module):
         return self.loss_fn(
             out.cls, out.obj, out.reg, pred_boxes, points, strides, targets, target_mask, use_l1=self.use_l1
         )
+
+
+HEADS.register("yolox", DecoupledHead)

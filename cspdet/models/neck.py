@@ -24,8 +24,10 @@ import torch
 from torch import Tensor, nn
 
 from .blocks import DarknetBottleneck
-from .cspnet import CSPStage
+from .csp_stage import CSPStage
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
+from .registry import ACTIVATIONS, NECKS, NORMS
+from .spec import NeckSpec
 
 __all__ = ["CSPPAN"]
 
@@ -62,6 +64,7 @@ class CSPPAN(nn.Module):
                 f"out_channels={out_channels}"
             )
         self.in_channels, self.out_channels = in_channels, out_channels
+        self._spec_args = dict(num_blocks=num_blocks, depthwise=depthwise, norm=norm, act=act)
         levels = len(in_channels)
 
         def csp(c_in: int, c_out: int) -> CSPStage:
@@ -94,6 +97,13 @@ class CSPPAN(nn.Module):
             csp(2 * out_channels[i], out_channels[i + 1]) for i in range(levels - 1)
         )
 
+    @property
+    def spec(self) -> NeckSpec:
+        """This neck as data (the input channels come from the backbone it is built on)."""
+        a = self._spec_args
+        return NeckSpec("csppan", tuple(self.out_channels), a["num_blocks"], a["depthwise"], NORMS.name_of(a["norm"]),
+                        None if a["act"] is None else ACTIVATIONS.name_of(a["act"]))
+
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         if len(features) != len(self.in_channels):
             raise ValueError(f"CSPPAN expects {len(self.in_channels)} feature maps, got {len(features)}")
@@ -106,3 +116,6 @@ class CSPPAN(nn.Module):
         for i in range(len(features) - 1):
             outs.append(self.bottom_up_stages[i](torch.cat([self.down_convs[i](outs[-1]), laterals[i]], 1)))
         return outs
+
+
+NECKS.register("csppan", CSPPAN)

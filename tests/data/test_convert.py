@@ -14,7 +14,7 @@ def _boxes_by_image(ds):
     out = {}
     for i, rec in enumerate(ds.records):
         s = ds.load_sample(i)
-        out[rec.image_id] = (s.boxes, ds.label_to_category(s.labels), s.image.shape)
+        out[rec.image_id] = (s.boxes, [ds.category_ids[lab] for lab in s.labels], s.image.shape)
     return out
 
 

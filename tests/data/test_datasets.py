@@ -36,7 +36,7 @@ def test_coco_reader(coco_dir):
     crowd = [a for a in gt.dataset["annotations"] if a["iscrowd"]]
     assert len(crowd) == 1 and crowd[0]["category_id"] == 7 and crowd[0]["id"] == 99
     assert sorted(gt.getCatIds()) == CAT_IDS and sorted(gt.getImgIds()) == [1, 2, 3]
-    assert ds.label_to_category([0, 2]) == [3, 11]
+    assert [ds.category_ids[i] for i in (0, 2)] == [3, 11]
 
 
 def test_yolo_reader_and_ultralytics_yaml(yolo_dir):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from cspdet.config import Config, ModelConfig, config_to_dict
-from cspdet.engine import save_checkpoint
+from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
 
 SHAPES = ["circle", "square", "triangle"]
 
@@ -32,10 +32,21 @@ def tiny_detector(cfg: Config, seed: int = 0):
                            prior_prob=0.5).eval()
 
 
-def write_checkpoint(path: Path, cfg: Config, class_names: list[str], category_ids: list[int], seed: int = 0) -> Path:
+def write_checkpoint(path: Path, cfg: Config, class_names: list[str], category_ids: list[int], seed: int = 0,
+                     version: int = 2) -> Path:
+    """A checkpoint of ``tiny_detector(cfg, seed)``; ``version=1`` writes the layout cspdet 0.1 wrote (class names
+    at the top level, the model described only by the stored config)."""
+    from cspdet.models import DetectorMeta
+
     model = tiny_detector(cfg, seed)
-    save_checkpoint({"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
-                     "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}, path)
+    if version == 1:
+        ckpt = {"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
+                "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}
+    else:
+        meta = DetectorMeta(class_names, category_ids, img_size=tuple(cfg.eval.img_size))
+        ckpt = new_checkpoint("detector", model.spec.to_dict(), meta.to_dict(), model.state_dict(),
+                              config=config_to_dict(cfg))
+    save_checkpoint(ckpt, path)
     return path
 
 

@@ -29,9 +29,12 @@ def make_yolox_pth(path, name="cspdarknet_nano", num_classes=80):
 def test_converted_checkpoint_predicts_like_the_source(tmp_path):
     source = make_yolox_pth(tmp_path / "yolox_nano.pth")
     ckpt = convert_yolox_checkpoint(str(tmp_path / "yolox_nano.pth"), str(tmp_path / "nano.pt"), "cspdarknet_nano")
-    assert ckpt["class_names"] == list(COCO_CLASSES) and ckpt["category_ids"] == list(COCO_CATEGORY_IDS)
-    assert ckpt["config"]["eval"]["img_size"] == [416, 416] and ckpt["config"]["model"]["weights"] is None
+    meta = ckpt["meta"]
+    assert meta["class_names"] == list(COCO_CLASSES) and meta["category_ids"] == list(COCO_CATEGORY_IDS)
+    assert meta["img_size"] == [416, 416] and meta["preset"] == "cspdarknet_nano"
+    assert ckpt["version"] == 2 and "config" not in ckpt  # a converted model has no training run behind it
     model, loaded = detector_from_checkpoint(tmp_path / "nano.pt")
+    assert model.meta.class_names == list(COCO_CLASSES) and model.meta.img_size == (416, 416)
     x = torch.rand(1, 3, 64, 64) * 255
     assert torch.equal(model(x), source(x))
 

@@ -14,6 +14,7 @@ from cspdet.config import ConfigError, PretrainConfig, config_from_dict
 from cspdet.data.imagefolder import ImageFolderDataset, ImageFolderError, build_classification_loader
 from cspdet.engine.build import build_detector, init_weights
 from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
+from cspdet.models import BackboneSpec, CSPNet
 from cspdet.engine.classify import ClassifierTrainer, build_classifier, evaluate_classifier
 
 # Four stride-2 stages after a stride-2 stem: strides 4/8/16/32, so the same backbone serves a detector.
@@ -96,7 +97,8 @@ def test_pretraining_learns_and_initialises_a_detector(folder, tmp_path):
     with (run / "results.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == 6
     best = load_checkpoint(run / "best.pt", kind="classifier")
-    assert best["class_names"] == ["blue", "green", "red"] and "trainer" not in best
+    assert best["meta"]["class_names"] == ["blue", "green", "red"] and "trainer" not in best
+    assert CSPNet.from_spec(BackboneSpec.from_dict(best["spec"])).spec.to_dict() == best["spec"]
     assert "trainer" in torch.load(run / "last.pt", weights_only=True)
 
     # the classifier's backbone initialises a detector with the same backbone through model.weights

@@ -1,4 +1,4 @@
-"""cspdet.engine.evaluator: numbers equal a direct pycocotools COCOeval run; clear errors for bad input."""
+"""cspdet.engine.coco_metrics / evaluator: numbers equal a direct pycocotools COCOeval run; clear errors for bad input."""
 
 from __future__ import annotations
 
@@ -15,15 +15,15 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from cspdet.engine.evaluator import (
+from cspdet.engine.coco_metrics import (
     STAT_KEYS,
     EvaluationError,
     coco_evaluate,
-    detections_to_coco,
     faster_coco_eval_available,
     load_coco_gt,
     load_detections,
 )
+from cspdet.engine.evaluator import detections_to_coco
 
 CATS = [{"id": 1, "name": "cat"}, {"id": 5, "name": "dog"}, {"id": 9, "name": "bird"}]  # gaps, like COCO
 
@@ -277,7 +277,7 @@ def test_pr_curves_png(tmp_path):
 
 def test_summary_lines_match_pycocotools_layout():
     # the faster-coco-eval backend prints the 12 stats through this layout; it must be pycocotools' own
-    from cspdet.engine.evaluator import _summary_lines
+    from cspdet.engine.coco_metrics import _summary_lines
 
     data, dets = _random_case(6)
     ref = coco_evaluate(_coco(data), dets, backend="pycocotools")
@@ -380,8 +380,12 @@ def test_load_detector_for_eval_rejects_other_models(tiny, tmp_path):
     cfg = tiny.config()
     ckpt = tiny.write_checkpoint(tmp_path / "a.pt", cfg, tiny.names, [1, 2, 3])
     assert load_detector_for_eval(ckpt, cfg, tiny.names).num_classes == 3
+    # the checkpoint's own spec decides the model; the config's model section does not matter ...
     other = tiny.config(num_classes=80)
-    with pytest.raises(CheckpointError, match=r"different model.*model.num_classes: checkpoint 3 vs config 80"):
+    other.model.name = "cspdarknet_l"
+    assert load_detector_for_eval(ckpt, other, tiny.names).num_classes == 3
+    # ... but the dataset it is scored on must have as many classes
+    with pytest.raises(CheckpointError, match=r"model has 3 classes but the evaluation dataset has 80"):
         load_detector_for_eval(ckpt, other, [str(i) for i in range(80)])
     with pytest.raises(CheckpointError, match="model has 3 classes but the evaluation dataset has 2"):
         load_detector_for_eval(ckpt, cfg, ["a", "b"])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from cspdet.data import ImageReadError, letterbox
+from cspdet.data import ImageReadError, Letterbox
 from cspdet.engine import CheckpointError, save_checkpoint
 from cspdet.engine.predictor import Predictor, Results, expand_source
 
@@ -38,7 +38,7 @@ def test_results_are_in_original_coordinates_and_match_the_manual_pipeline(predi
     assert res.names == [predictor.class_names[i] for i in res.labels]
     assert res.boxes[:, 0::2].max() <= 200 and res.boxes[:, 1::2].max() <= 90 and res.boxes.min() >= 0
     # same as: letterbox -> Detector.predict -> / ratio -> clip
-    boxed, r = letterbox(image, (128, 128))
+    boxed, r = Letterbox((128, 128)).apply(image)
     (ref,) = predictor.model.predict(torch.from_numpy(boxed).permute(2, 0, 1)[None].float(), conf=0.2, iou=0.5,
                                      max_det=50)
     expected = (ref["boxes"].numpy() / r).clip(0, [200, 90, 200, 90])
@@ -173,13 +173,13 @@ def test_from_checkpoint_errors(shapes_checkpoint, tiny, tmp_path):
     with pytest.raises(CheckpointError, match="not a cspdet checkpoint"):
         Predictor.from_checkpoint(tmp_path / "yolox.pth")
     ckpt = torch.load(shapes_checkpoint, weights_only=True)
-    # weights of a 3-class model under a config that says 80 classes
-    ckpt["config"]["model"]["num_classes"] = 80
+    # weights of a 3-class model under a spec that says 80 classes
+    ckpt["spec"]["head"]["num_classes"] = 80
     save_checkpoint(ckpt, tmp_path / "mismatch.pt")
     with pytest.raises(CheckpointError, match="do not fit|do not match"):
         Predictor.from_checkpoint(tmp_path / "mismatch.pt")
-    ckpt["config"]["model"]["num_classes"] = 3
-    ckpt["class_names"] = ["a", "b"]
+    ckpt["spec"]["head"]["num_classes"] = 3
+    ckpt["meta"]["class_names"] = ["a", "b"]
     save_checkpoint(ckpt, tmp_path / "names.pt")
     with pytest.raises(CheckpointError, match="2 class names for a model with 3 classes"):
         Predictor.from_checkpoint(tmp_path / "names.pt")

@@ -19,7 +19,8 @@ from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine import checkpoint as checkpoint_module
 from cspdet.engine.build import build_detector, detect_weights_format, init_weights
 from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
-from cspdet.engine.trainer import NonFiniteLossError, ResumeError, RunFinished, Trainer, _new_run_dir
+from cspdet.engine.run import NonFiniteLossError, ResumeError, RunFinished, new_run_dir
+from cspdet.engine.trainer import Trainer
 
 
 def write_shapes_descriptor(root: Path, num_train: int = 8, num_val: int = 4, size: int = 64) -> Path:
@@ -72,7 +73,10 @@ def test_run_directory_outputs(straight):
     last = torch.load(run / "last.pt", weights_only=True)  # only safe types inside
     best = load_checkpoint(run / "best.pt", kind="detector")
     assert last["format"] == "cspdet" and last["kind"] == "detector" and last["epoch"] == 2
-    assert last["class_names"] == ["circle", "square", "triangle"] and last["category_ids"] == [1, 2, 3]
+    meta = last["meta"]
+    assert last["version"] == 2 and last["spec"] == best["spec"] and last["spec"]["head"]["num_classes"] == 3
+    assert meta["class_names"] == ["circle", "square", "triangle"] and meta["category_ids"] == [1, 2, 3]
+    assert meta["img_size"] == list(cfg.eval.img_size) and meta["train_img_size"] == list(cfg.data.img_size)
     state = last["trainer"]
     assert {"optimizer", "scaler", "schedule", "iteration", "rng", "model", "ema_updates"} <= state.keys()
     assert state["iteration"] == 4 and state["ema_updates"] == 4  # 8 images / batch 4 x 2 epochs
@@ -234,18 +238,18 @@ def test_weights_format_detection():
 
 
 def test_new_runs_never_reuse_a_run_directory(tmp_path):
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")
     (tmp_path / "exp").mkdir()
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")  # empty: reuse
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")  # empty: reuse
     (tmp_path / "exp" / "last.pt").write_bytes(b"x")
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp2")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp2")
     (tmp_path / "exp2").mkdir()
     (tmp_path / "exp2" / "results.csv").write_text("epoch\n")
-    assert _new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp3")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp3")
     # exist_ok reuses the directory and clears the earlier run's outputs (nothing else)
     (tmp_path / "exp2" / "events.out.tfevents.1.host").write_bytes(b"x")
     (tmp_path / "exp2" / "notes.txt").write_text("mine")
-    assert _new_run_dir(str(tmp_path), "exp2", exist_ok=True) == str(tmp_path / "exp2")
+    assert new_run_dir(str(tmp_path), "exp2", exist_ok=True) == str(tmp_path / "exp2")
     assert sorted(p.name for p in (tmp_path / "exp2").iterdir()) == ["notes.txt"]
 
 

@@ -12,7 +12,7 @@ import torch
 from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import CSPNet, DarknetBottleneck, csp_darknet53, csp_resnet50, fuse_conv_bn
 from cspdet.models.yolox_weights import yolox_to_cspdet_state_dict
-from cspdet.models.detector import DETECTOR_NAMES, Detector, create_detector
+from cspdet.models import DETECTORS, Detector, create_detector
 from cspdet.models.info import count_flops, count_parameters, model_info
 
 # YOLOX's published parameter counts for 80 classes (yolox/exp get_model + sum of numel).
@@ -84,7 +84,7 @@ def test_bad_names_and_overrides_are_clear():
         create_detector("custom", stage_defs=[[1, 32, "darknet", True]] * 3)
     with pytest.raises(ValueError, match="activation"):
         create_detector("cspdarknet_nano", act="gelu2")
-    assert "cspdarknet_nano" in DETECTOR_NAMES and "cspresnet50" in DETECTOR_NAMES
+    assert "cspdarknet_nano" in DETECTORS and "cspresnet50" in DETECTORS
 
 
 def _conv_bound(conv: torch.nn.Conv2d) -> float:

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cspdet.models.cspnet import CSPStage
+from cspdet.models import CSPStage
 from cspdet.models.neck import CSPPAN
 
 

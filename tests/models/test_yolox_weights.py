@@ -7,7 +7,7 @@ import types
 import pytest
 import torch
 
-from cspdet.models.detector import create_detector
+from cspdet.models import create_detector
 from cspdet.models.yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
 
 SIZES = {"nano": (0.33, 0.25, True), "tiny": (0.33, 0.375, False), "s": (0.33, 0.50, False)}

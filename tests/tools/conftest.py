@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cspdet.config import Config, ModelConfig, config_to_dict
-from cspdet.engine import save_checkpoint
+from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,9 +25,10 @@ def _run_tool(tool: str, *args: str, cwd: Path | None = None, timeout: float = 3
 
 
 def make_checkpoint(path: Path, num_classes: int, class_names: list[str], category_ids: list[int],
-                    img_size: int = 128, dataset: str | None = None) -> Path:
-    """A tiny real cspdet detector (random weights; head prior 0.5 so it returns boxes) saved as a checkpoint."""
-    from cspdet.models import create_detector
+                    img_size: int = 128, dataset: str | None = None, version: int = 2) -> Path:
+    """A tiny real cspdet detector (random weights; head prior 0.5 so it returns boxes) saved as a checkpoint
+    of format ``version`` (1 = the layout cspdet 0.1 wrote: class names at the top, the model in the config)."""
+    from cspdet.models import DetectorMeta, create_detector
 
     cfg = Config(model=ModelConfig(name="cspdarknet_nano", num_classes=num_classes, width=0.125))
     cfg.eval.img_size = [img_size, img_size]
@@ -36,8 +37,14 @@ def make_checkpoint(path: Path, num_classes: int, class_names: list[str], catego
         cfg.data.dataset = dataset
     torch.manual_seed(0)
     model = create_detector("cspdarknet_nano", num_classes=num_classes, width=0.125, prior_prob=0.5)
-    save_checkpoint({"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
-                     "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}, path)
+    if version == 1:
+        ckpt = {"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
+                "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}
+    else:
+        meta = DetectorMeta(class_names, category_ids, img_size=(img_size, img_size))
+        ckpt = new_checkpoint("detector", model.spec.to_dict(), meta.to_dict(), model.state_dict(),
+                              config=config_to_dict(cfg))
+    save_checkpoint(ckpt, path)
     return path
 
 

@@ -106,7 +106,8 @@ def test_wrong_checkpoint_and_unknown_class(shapes_weights, inputs, tmp_path, ru
     from cspdet.engine import save_checkpoint
 
     ckpt = torch.load(shapes_weights, weights_only=True)
-    ckpt["config"]["model"]["num_classes"] = 80  # weights of a 3-class model under an 80-class config
+    ckpt["spec"]["head"]["num_classes"] = 80  # weights of a 3-class model under an 80-class spec
+    ckpt["meta"]["preset"] = "cspdarknet_nano"
     save_checkpoint(ckpt, tmp_path / "other.pt")
     proc = run_tool("detect.py", inputs / "street.jpg", "--weights", tmp_path / "other.pt", "--out", tmp_path / "o")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -105,10 +105,9 @@ def test_checkpoint_mode(coco_subset, tmp_path, run_tool):
     assert [rescored[k] for k in KEYS] == [metrics[k] for k in KEYS]
 
 
-def test_checkpoint_mode_errors(coco_subset, tmp_path, run_tool):
-    line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
-                                    "model.num_classes=3"))
-    assert "different model" in line and "model.num_classes: checkpoint 80 vs config 3" in line
+def test_checkpoint_mode_errors(coco_subset, shapes_weights, tmp_path, run_tool):
+    line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", shapes_weights))
+    assert "model has 3 classes but the evaluation dataset has 80" in line
     line = _one_error_line(run_tool("eval.py", coco_subset["config"]))
     assert "no --weights" in line
     proc = run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"], "--pre-nms-topk", "0")
