@@ -1,4 +1,5 @@
-"""Time SimOTA label assignment (and the whole loss) for a training batch: by default 8 images at 640x640.
+"""Time SimOTA and task-aligned label assignment (and the whole losses) for a training batch: by default 8 images
+at 640x640.
 
     python benchmarks/bench_assigner.py [--threads 1] [--batch 8] [--img-size 640] [--boxes 10] [--repeats 20]
 
@@ -13,7 +14,11 @@ Reported (median and p90 over ``--repeats`` runs, ms per batch):
   points);
 - ``assigner, per-image calls``: the same assigner called once per image (B = 1), for comparison with a
   loop-over-images implementation;
-- ``loss forward``: :class:`cspdet.det.SimOTALoss` (assignment + IoU / objectness / classification / L1).
+- ``loss forward``: :class:`cspdet.det.SimOTALoss` (assignment + IoU / objectness / classification / L1);
+- ``TAL ...``: :class:`cspdet.det.TaskAlignedAssigner` on the same batch (issue 11; class probabilities =
+  sigmoid of the same class logits, the same predicted boxes): the one-to-many setting (topk 10, alpha 0.5,
+  beta 6, CIoU, small-box widening), the same per image, the one-to-one setting (topk 7, topk2 1), and
+  :class:`cspdet.det.TaskAlignedLoss` (assignment + CIoU / DFL with 16 bins / BCE; random bin logits).
 
 The machine is shared and noisy: compare numbers measured in one run.
 """
@@ -35,7 +40,8 @@ except ImportError:  # run from a checkout without installing
 from torchvision.ops import box_convert
 
 from timing import time_ms  # benchmarks/timing.py
-from cspdet.det import SimOTAAssigner, SimOTALoss, decode_boxes, grid_points
+from cspdet.det import SimOTAAssigner, SimOTALoss, TaskAlignedAssigner, TaskAlignedLoss, decode_boxes, grid_points
+from cspdet.det.dfl import bbox2dist
 
 
 def synthetic_batch(batch: int, img_size: int, boxes: int, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -89,16 +95,46 @@ def main(argv: list[str] | None = None) -> None:
             return loss(d["cls"], d["obj"], d["reg"], d["pred_boxes"], d["points"], d["strides"], d["targets"],
                         d["mask"], use_l1=True)
 
+    # Task-aligned assignment on the same batch. The TAL loss decodes its boxes from DFL distances: encode the
+    # same predicted boxes as distances and give each side a peaked bin distribution around them.
+    tal = TaskAlignedAssigner()
+    tal_o2o = TaskAlignedAssigner(topk=7, topk2=1)
+    scores = d["cls"].sigmoid()
+    reg_max = 16
+    anchors = d["points"] + 0.5
+    dist = bbox2dist(anchors, d["pred_boxes"] / d["strides"][:, None], reg_max)
+    bins = torch.arange(reg_max, dtype=torch.float32)
+    box_logits = -(dist[..., None] - bins).abs().flatten(2) * 2.0  # (B, A, 4 * reg_max)
+    tal_loss = TaskAlignedLoss(args.classes, reg_max, tal)
+
+    def tal_batched():
+        return tal(scores, d["pred_boxes"], centers, d["gt"], d["labels"], d["mask"])
+
+    def tal_per_image():
+        return [tal(scores[i : i + 1], d["pred_boxes"][i : i + 1], centers, d["gt"][i : i + 1],
+                    d["labels"][i : i + 1], d["mask"][i : i + 1]) for i in range(args.batch)]
+
+    def tal_one2one():
+        return tal_o2o(scores, d["pred_boxes"], centers, d["gt"], d["labels"], d["mask"])
+
+    def tal_loss_forward():
+        with torch.no_grad():
+            return tal_loss(box_logits, dist, d["cls"], anchors, d["strides"], d["targets"], d["mask"])
+
     out = batched()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch} at "
           f"{args.img_size}x{args.img_size} ({d['points'].shape[0]} points), {args.classes} classes, "
           f"{d['mask'].sum(1).tolist()} gt boxes per image, {args.repeats} repeats")
-    print(f"foreground points per image: {out.num_fg.tolist()}")
-    print(f"{'':<28} {'median ms/batch':>16} {'p90':>8}")
-    for name, fn in (("assigner", batched), ("assigner, per-image calls", per_image), ("loss forward", loss_forward)):
+    print(f"foreground points per image: SimOTA {out.num_fg.tolist()}, TAL {tal_batched().num_fg.tolist()}, "
+          f"TAL one-to-one {tal_one2one().num_fg.tolist()}")
+    print(f"{'':<30} {'median ms/batch':>16} {'p90':>8}")
+    cases = (("assigner", batched), ("assigner, per-image calls", per_image), ("loss forward", loss_forward),
+             ("TAL assigner", tal_batched), ("TAL assigner, per-image calls", tal_per_image),
+             ("TAL one-to-one assigner", tal_one2one), ("TAL loss forward", tal_loss_forward))
+    for name, fn in cases:
         times = time_ms(fn, args.repeats)
         p90 = sorted(times)[int(0.9 * (len(times) - 1))]
-        print(f"{name:<28} {statistics.median(times):>16.2f} {p90:>8.2f}")
+        print(f"{name:<30} {statistics.median(times):>16.2f} {p90:>8.2f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 from .assigner import Assignment, SimOTAAssigner
 from .boxes import batched_box_iou, decode_boxes, elementwise_box_iou, grid_points
+from .dfl import batched_box_ciou, bbox2dist, ciou_loss, dfl_expectation, dist2bbox, distribution_focal_loss
 from .losses import SimOTALoss, box_iou_loss, encode_l1_targets
+from .nms_free import topk_postprocess
 from .postprocess import postprocess
+from .tal import TALAssignment, TaskAlignedAssigner
+from .tal_loss import TaskAlignedLoss, o2m_weight_schedule
 
 __all__ = [
     "Assignment",
@@ -16,4 +20,16 @@ __all__ = [
     "encode_l1_targets",
     "grid_points",
     "postprocess",
+    # task-aligned head (issue 11)
+    "TALAssignment",
+    "TaskAlignedAssigner",
+    "TaskAlignedLoss",
+    "o2m_weight_schedule",
+    "batched_box_ciou",
+    "bbox2dist",
+    "ciou_loss",
+    "dfl_expectation",
+    "dist2bbox",
+    "distribution_focal_loss",
+    "topk_postprocess",
 ]

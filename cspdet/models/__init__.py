@@ -73,3 +73,15 @@ __all__ = [
     "count_parameters", "count_flops", "model_info", "load_timm_weights", "timm_to_cspdet_key",
     "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
 ]
+
+# ---- task-aligned / ELAN family (issue 11): elan.py, elan_neck.py, tal_head.py, yolov8_layout.py ----
+from .elan import C2fNet, C2fStage, C3k, C3k2Stage, ConvBottleneck, SPPF
+from .elan_neck import C2fPAN
+from .tal_head import TALHeadLevel, TALHeadOutputs, TaskAlignedHead
+from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout
+
+__all__ += [
+    "ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF", "C2fNet", "C2fPAN",
+    "TaskAlignedHead", "TALHeadLevel", "TALHeadOutputs",
+    "yolov8_layout", "yolov8_channels", "YOLOV8_SIZES",
+]

@@ -1,0 +1,97 @@
+"""ELAN-PAN neck: YOLOv8's path aggregation with C2f (or C3k2) stages, no lateral 1x1 convs.
+
+For L input levels (finest first) with channels ``in_channels`` and output channels ``out_channels``::
+
+    top-down, for i = L-2 .. 0 (x starts as the coarsest input, unchanged):
+        td[i] = top_down_stages[i](cat[upsample2x(x), in_i])           stage, channels(x) + in[i] -> out[i]
+        x     = td[i]
+    bottom-up, for i = 0 .. L-2 (y starts as td[0], the finest output):
+        y     = bottom_up_stages[i](cat[down_convs[i](y), lat])         3x3/2 conv out[i] -> out[i], then
+                                                                        stage, out[i] + channels(lat) -> out[i+1]
+        with lat = td[i+1] for i < L-2 and the coarsest input itself for i = L-2
+
+Unlike :class:`~cspdet.models.CSPPAN` (YOLOX) there are no lateral 1x1 convs: the coarsest map is upsampled as it
+is and the bottom-up path concatenates the top-down stage outputs. With L = 3, ``in = out = [64, 128, 256]`` and
+one block per stage this is YOLOv8n's neck layer for layer (``[256, 512, 1024] x width``, the backbone's SPPF
+output as the coarsest input). Any backbone returning a list of maps at strides s, 2s, 4s, ... feeds it (a
+``features_only`` :class:`~cspdet.models.CSPNet` such as CSPResNet-50, or :class:`~cspdet.models.elan.C2fNet`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .elan import C2fStage
+from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
+
+__all__ = ["C2fPAN"]
+
+
+class C2fPAN(nn.Module):
+    """Path-aggregation neck of ELAN stages (YOLOv8 / YOLO11 layout).
+
+    Args:
+        in_channels: channels of the backbone maps, finest first (>= 2 levels, each twice the stride of the last).
+        out_channels: channels of the output maps (default ``in_channels``, as in YOLOv8).
+        num_blocks: blocks per stage (YOLOv8: ``max(round(3 * depth), 1)``).
+        stage_fn: stage class called as ``stage_fn(c_in, c_out, num_blocks, norm=..., act=..., **stage_kwargs)``;
+            default :class:`~cspdet.models.elan.C2fStage`; :class:`~cspdet.models.elan.C3k2Stage` for YOLO11.
+        stage_kwargs: extra keywords for every stage; default ``{"block_kwargs": {"shortcut": False}}`` for
+            C2fStage (YOLOv8's neck blocks have no residual), ``{}`` for other stage classes.
+        norm, act: norm and activation factories.
+
+    Shapes: a list of L maps (B, in_channels[i], H / s_i, W / s_i) -> a list of L maps
+    (B, out_channels[i], H / s_i, W / s_i).
+    """
+
+    def __init__(
+        self,
+        in_channels: Sequence[int],
+        out_channels: Sequence[int] | None = None,
+        num_blocks: int = 1,
+        stage_fn: Callable[..., nn.Module] = C2fStage,
+        stage_kwargs: Mapping[str, Any] | None = None,
+        norm: NormLayer = YoloxBatchNorm2d,
+        act: ActLayer = nn.SiLU,
+    ) -> None:
+        super().__init__()
+        in_channels = [int(c) for c in in_channels]
+        out_channels = list(in_channels) if out_channels is None else [int(c) for c in out_channels]
+        if len(in_channels) < 2 or len(out_channels) != len(in_channels):
+            raise ValueError(f"C2fPAN needs >= 2 levels and as many out_channels as in_channels, got "
+                             f"in_channels={in_channels}, out_channels={out_channels}")
+        if stage_kwargs is None:
+            stage_kwargs = {"block_kwargs": {"shortcut": False}} if stage_fn is C2fStage else {}
+        self.in_channels, self.out_channels = in_channels, out_channels
+        levels = len(in_channels)
+
+        def stage(c_in: int, c_out: int) -> nn.Module:
+            return stage_fn(c_in, c_out, num_blocks, norm=norm, act=act, **stage_kwargs)
+
+        self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
+        # Channels of the map upsampled into level i: the coarsest input for the top level, else td[i + 1].
+        up_channels = [out_channels[i + 1] for i in range(levels - 2)] + [in_channels[-1]]
+        self.top_down_stages = nn.ModuleList(stage(up_channels[i] + in_channels[i], out_channels[i])
+                                             for i in range(levels - 1))
+        self.down_convs = nn.ModuleList(ConvBNAct(out_channels[i], out_channels[i], 3, 2, norm=norm, act=act)
+                                        for i in range(levels - 1))
+        self.bottom_up_stages = nn.ModuleList(stage(out_channels[i] + up_channels[i], out_channels[i + 1])
+                                              for i in range(levels - 1))
+
+    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+        if len(features) != len(self.in_channels):
+            raise ValueError(f"C2fPAN expects {len(self.in_channels)} feature maps, got {len(features)}")
+        levels = len(features)
+        x = features[-1]
+        laterals: list[Tensor] = [x] * levels  # laterals[i + 1] is what level i's top-down stage upsampled
+        for i in reversed(range(levels - 1)):
+            x = self.top_down_stages[i](torch.cat([self.upsample(x), features[i]], 1))
+            laterals[i] = x
+        outs = [laterals[0]]
+        for i in range(levels - 1):
+            outs.append(self.bottom_up_stages[i](torch.cat([self.down_convs[i](outs[-1]), laterals[i + 1]], 1)))
+        return outs

@@ -1,0 +1,304 @@
+"""Task-aligned anchor-free head (YOLOv8 layout) with an optional one-to-one branch for NMS-free inference.
+
+Per pyramid level, two decoupled branches (no shared stem, no objectness):
+
+* box: two 3x3 conv units of width ``box_channels`` then a 1x1 conv to ``4 * reg_max`` -- per side a distribution
+  over ``reg_max`` distance bins (decoded to its expectation, trained with DFL), or with ``reg_max == 1`` the
+  distance itself (``softplus`` of the output, trained with L1);
+* class: two 3x3 conv units of width ``cls_channels`` then a 1x1 conv to C logits.
+
+A point at cell ``(i, j)`` of a level with stride s sits at the cell centre ``(j + 0.5, i + 0.5)`` (grid units) and
+predicts its distances ``l, t, r, b`` (in strides) to the box sides: ``box = (x - l, y - t, x + r, y + b) * s``.
+
+**One-to-one branch** (``one2one=True``; YOLOv10's consistent dual assignment, YOLO26's end-to-end head): a copy
+of both branches with its own weights, trained beside the one-to-many branch with task-aligned matching of the
+same metric (same alpha / beta) pruned to one point per object (``topk2 = 1``). Its features are detached
+(``o2o_detach``, as YOLOv10), so only the one-to-many loss trains the backbone and the neck; its predictions
+need no NMS. ``loss = o2m_weight * L_o2m + (1 - o2m_weight) * L_o2o``.
+
+**Inference modes** (``nms_free``): ``True`` runs only the one-to-one branch and :meth:`postprocess` takes the
+top-k (point, class) scores; ``False`` runs only the one-to-many branch and :meth:`postprocess` is the usual
+score filter + class-aware NMS (:func:`cspdet.det.postprocess`). :meth:`decode` gives YOLOX's layout either way.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..det.boxes import grid_points
+from ..det.dfl import dfl_expectation
+from ..det.nms_free import topk_postprocess
+from ..det.postprocess import postprocess as nms_postprocess
+from ..det.tal import TaskAlignedAssigner
+from ..det.tal_loss import TaskAlignedLoss
+from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
+
+__all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
+
+
+class TALHeadOutputs(NamedTuple):
+    """Raw outputs of all levels, concatenated over the A = sum(H_l * W_l) points (stride 8 first, row-major).
+
+    A branch that did not run is ``None``: in training both run; in eval only the one ``nms_free`` selects.
+    """
+
+    box: Tensor | None
+    """(B, A, 4 * reg_max) one-to-many box outputs: bin logits per side (side-major), or raw distances if reg_max 1."""
+    cls: Tensor | None
+    """(B, A, C) one-to-many class logits."""
+    o2o_box: Tensor | None
+    """(B, A, 4 * reg_max) one-to-one box outputs."""
+    o2o_cls: Tensor | None
+    """(B, A, C) one-to-one class logits."""
+    sizes: tuple[tuple[int, int], ...]
+    """(H, W) of each level's grid."""
+
+
+class TALHeadLevel(nn.Module):
+    """The branches of one level.
+
+    Shapes: (B, C_in, H, W) -> box (B, 4 * reg_max, H, W), cls (B, num_classes, H, W).
+    """
+
+    def __init__(self, in_channels: int, box_channels: int, cls_channels: int, num_classes: int, reg_max: int,
+                 norm: NormLayer = YoloxBatchNorm2d, act: ActLayer | None = nn.SiLU) -> None:
+        super().__init__()
+        self.box_convs = nn.Sequential(ConvBNAct(in_channels, box_channels, 3, norm=norm, act=act),
+                                       ConvBNAct(box_channels, box_channels, 3, norm=norm, act=act))
+        self.box_pred = nn.Conv2d(box_channels, 4 * reg_max, 1)
+        self.cls_convs = nn.Sequential(ConvBNAct(in_channels, cls_channels, 3, norm=norm, act=act),
+                                       ConvBNAct(cls_channels, cls_channels, 3, norm=norm, act=act))
+        self.cls_pred = nn.Conv2d(cls_channels, num_classes, 1)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.box_pred(self.box_convs(x)), self.cls_pred(self.cls_convs(x))
+
+
+class TaskAlignedHead(nn.Module):
+    """Decoupled anchor-free head with task-aligned assignment, DFL / CIoU / BCE losses, optional one-to-one branch.
+
+    Args:
+        num_classes: number of classes C.
+        in_channels: channels of each input map (one per stride, finest first).
+        strides: input pixels per grid cell of each level.
+        reg_max: distance bins per side (YOLOv8: 16, so distances up to 15 strides); ``1`` = direct regression of
+            the distances (YOLO26 dropped DFL for simpler export), trained with L1 in the ``dfl_loss`` slot.
+        box_channels: width of the box branch (default YOLOv8's ``max(16, in_channels[0] // 4, 4 * reg_max)``).
+        cls_channels: width of the class branch (default YOLOv8's ``max(in_channels[0], min(num_classes, 100))``).
+        one2one: add the one-to-one branch (separate weights, same structure).
+        o2o_detach: the one-to-one branch sees detached features (YOLOv10): it cannot pull the shared features
+            towards its sparse one-positive-per-object supervision; the backbone learns from the one-to-many
+            loss only (so its gradient scales with ``o2m_weight``).
+        nms_free: inference mode, see the module docstring; default ``one2one``.
+        o2m_weight: initial weight of the one-to-many loss (the one-to-one gets ``1 - o2m_weight``); YOLO26
+            starts at 0.8 and decays it (:func:`cspdet.det.tal_loss.o2m_weight_schedule`). Ignored without
+            ``one2one``.
+        assigner: one-to-many assigner (default YOLOv8's: topk 10, alpha 0.5, beta 6, CIoU, small-box widening).
+        o2o_assigner: one-to-one assigner (default: the one-to-many metric -- same alpha, beta, overlap -- with
+            topk 7 and ``topk2=1``, YOLO26's one-to-one settings).
+        box_weight, cls_weight, dfl_weight: loss gains (YOLOv8: 7.5, 0.5, 1.5).
+        cls_prior: initial class probability of every point; default YOLOv8's per-level prior ``5 / C /
+            (prior_image_size / s)^2`` (about 5 objects per image, spread over classes and cells), which keeps the
+            first iterations' background BCE small; a float sets one prior for every level (RetinaNet's 0.01).
+        prior_image_size: image size of that per-level prior (640).
+        norm, act: norm and activation factories of the conv units.
+
+    Attributes:
+        o2m_weight: settable by the trainer each epoch, in [0, 1].
+        nms_free: settable inference mode (True needs ``one2one``).
+        dfl_project: (reg_max,) bin values 0 .. reg_max - 1, a **frozen parameter** (not a buffer) so the parameter
+            count equals YOLOv8's published one, which counts its fixed DFL conv weight; ``None`` if reg_max 1.
+    """
+
+    #: Keys of :meth:`loss` a trainer logs (plus ``num_fg``).
+    loss_keys = ("loss", "box_loss", "cls_loss", "dfl_loss")
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: Sequence[int],
+        strides: Sequence[int] = (8, 16, 32),
+        reg_max: int = 16,
+        box_channels: int | None = None,
+        cls_channels: int | None = None,
+        one2one: bool = False,
+        o2o_detach: bool = True,
+        nms_free: bool | None = None,
+        o2m_weight: float = 0.8,
+        assigner: TaskAlignedAssigner | None = None,
+        o2o_assigner: TaskAlignedAssigner | None = None,
+        box_weight: float = 7.5,
+        cls_weight: float = 0.5,
+        dfl_weight: float = 1.5,
+        cls_prior: float | None = None,
+        prior_image_size: int = 640,
+        norm: NormLayer = YoloxBatchNorm2d,
+        act: ActLayer | None = nn.SiLU,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"TaskAlignedHead: num_classes must be >= 1, got {num_classes}")
+        if len(in_channels) != len(strides):
+            raise ValueError(f"TaskAlignedHead: {len(in_channels)} in_channels {list(in_channels)} but "
+                             f"{len(strides)} strides")
+        if isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1:
+            raise ValueError(f"TaskAlignedHead: reg_max must be an integer >= 1, got {reg_max!r}")
+        self.num_classes, self.reg_max = num_classes, reg_max
+        self.strides = tuple(int(s) for s in strides)
+        self.one2one, self.o2o_detach = bool(one2one), bool(o2o_detach)
+        c0 = int(in_channels[0])
+        box_channels = max(16, c0 // 4, 4 * reg_max) if box_channels is None else box_channels
+        cls_channels = max(c0, min(num_classes, 100)) if cls_channels is None else cls_channels
+        self.levels = nn.ModuleList(TALHeadLevel(int(c), box_channels, cls_channels, num_classes, reg_max, norm, act)
+                                    for c in in_channels)
+        self.dfl_project = (nn.Parameter(torch.arange(reg_max, dtype=torch.float32), requires_grad=False)
+                            if reg_max > 1 else None)
+        self.initialize_biases(cls_prior, prior_image_size)
+        # Same structure, separate weights; built after the bias init so both branches start alike.
+        self.o2o_levels = copy.deepcopy(self.levels) if self.one2one else None
+
+        assigner = assigner or TaskAlignedAssigner(topk=10, alpha=0.5, beta=6.0)
+        if o2o_assigner is None:  # consistent matching metric (YOLOv10): only the number of positives differs
+            o2o_assigner = TaskAlignedAssigner(topk=7, alpha=assigner.alpha, beta=assigner.beta, topk2=1,
+                                               iou_type=assigner.iou_type, small_box=assigner.small_box)
+        gains = dict(box_weight=box_weight, cls_weight=cls_weight, dfl_weight=dfl_weight)
+        self.loss_fn = TaskAlignedLoss(num_classes, reg_max, assigner, **gains)
+        self.o2o_loss_fn = TaskAlignedLoss(num_classes, reg_max, o2o_assigner, **gains) if self.one2one else None
+        self.o2m_weight = o2m_weight
+        self._nms_free = False
+        self.nms_free = self.one2one if nms_free is None else nms_free
+        self.use_l1 = False  # accepted for trainer compatibility (the YOLOX trainer switches it on); unused
+
+    @property
+    def nms_free(self) -> bool:
+        return self._nms_free
+
+    @nms_free.setter
+    def nms_free(self, value: bool) -> None:
+        if value and not self.one2one:
+            raise ValueError("TaskAlignedHead: nms_free inference needs the one-to-one branch (one2one=True)")
+        self._nms_free = bool(value)
+
+    def initialize_biases(self, cls_prior: float | None = None, prior_image_size: int = 640) -> None:
+        """Box biases 1.0 (YOLOv8; with DFL a uniform start, expected distance (reg_max - 1) / 2 strides) and class
+        biases ``logit(p)`` with p = ``cls_prior`` or YOLOv8's per-level ``5 / C / (prior_image_size / s)^2``."""
+        for level, s in zip(self.levels, self.strides):
+            p = cls_prior if cls_prior is not None else 5 / self.num_classes / (prior_image_size / s) ** 2
+            if not 0 < p < 1:
+                raise ValueError(f"TaskAlignedHead: class prior must be in (0, 1), got {p}")
+            nn.init.constant_(level.box_pred.bias, 1.0)
+            nn.init.constant_(level.cls_pred.bias, math.log(p / (1 - p)))
+
+    def _run(self, levels: nn.ModuleList, features: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        boxes, clss = [], []
+        for level, x in zip(levels, features):
+            box, cls = level(x)
+            boxes.append(box.flatten(2).transpose(1, 2))  # (B, K, H, W) -> (B, H*W, K), row-major points
+            clss.append(cls.flatten(2).transpose(1, 2))
+        return torch.cat(boxes, 1), torch.cat(clss, 1)
+
+    def forward(self, features: Sequence[Tensor]) -> TALHeadOutputs:
+        """Run the branches the mode needs.
+
+        Args:
+            features: one (B, C_l, H_l, W_l) map per stride, finest first.
+
+        Returns:
+            :class:`TALHeadOutputs` with raw outputs; in training both branches, in eval only the selected one.
+        """
+        if len(features) != len(self.levels):
+            raise ValueError(f"TaskAlignedHead: expected {len(self.levels)} feature maps, got {len(features)}")
+        sizes = tuple((x.shape[-2], x.shape[-1]) for x in features)
+        box = cls = o2o_box = o2o_cls = None
+        if self.training or not self.nms_free:
+            box, cls = self._run(self.levels, features)
+        if self.one2one and (self.training or self.nms_free):
+            o2o_in = [x.detach() for x in features] if self.o2o_detach else features
+            o2o_box, o2o_cls = self._run(self.o2o_levels, o2o_in)
+        return TALHeadOutputs(box, cls, o2o_box, o2o_cls, sizes)
+
+    def distances(self, box: Tensor) -> Tensor:
+        """(B, A, 4 * reg_max) raw box outputs -> (B, A, 4) ``l, t, r, b`` in strides (DFL expectation, or
+        ``softplus`` of the raw value with reg_max 1: positive distances without dead units)."""
+        if self.dfl_project is None:
+            return F.softplus(box.float())
+        return dfl_expectation(box.float(), self.dfl_project)
+
+    def _anchors(self, sizes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:
+        cells, strides = grid_points(sizes, self.strides, device=device, dtype=torch.float32)
+        return cells + 0.5, strides
+
+    def decode(self, out: TALHeadOutputs) -> Tensor:
+        """Eval-mode predictions of the branch ``nms_free`` selects, in YOLOX's layout (so
+        :func:`cspdet.det.postprocess` and everything built for the YOLOX head read it unchanged).
+
+        Returns:
+            (B, A, 5 + C): ``cx, cy, w, h`` in input pixels, objectness = 1 (this head has none), class
+            probabilities.
+        """
+        box, cls = (out.o2o_box, out.o2o_cls) if self.nms_free else (out.box, out.cls)
+        if box is None or cls is None:
+            raise ValueError(f"TaskAlignedHead.decode: the {'one-to-one' if self.nms_free else 'one-to-many'} branch "
+                             f"did not run (outputs from another mode?)")
+        points, strides = self._anchors(out.sizes, box.device)
+        dist = self.distances(box)
+        s = strides[:, None]
+        cxcy = (points + (dist[..., 2:] - dist[..., :2]) / 2) * s
+        wh = (dist[..., :2] + dist[..., 2:]) * s
+        obj = torch.ones_like(cxcy[..., :1])
+        return torch.cat((cxcy, wh, obj, cls.float().sigmoid()), -1)
+
+    def postprocess(
+        self,
+        preds: Tensor,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
+        pre_nms_topk: int | None = None,
+    ) -> list[dict[str, Tensor]]:
+        """Detections from :meth:`decode`'s output, for the current mode: NMS-free top-k (``iou``, ``agnostic``,
+        ``pre_nms_topk`` unused) or :func:`cspdet.det.postprocess` (class-aware NMS). Same signature and result
+        as :func:`cspdet.det.postprocess`: per image ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,)."""
+        if self.nms_free:
+            return topk_postprocess(preds, conf, max_det, classes)
+        return nms_postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk)
+
+    def loss(self, out: TALHeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
+        """Task-aligned assignment and losses of both branches.
+
+        Args:
+            out: raw outputs from :meth:`forward` in training mode.
+            targets: (B, M, 5) float [cls, x1, y1, x2, y2] input px (M may be 0).
+            target_mask: (B, M) bool, True for real boxes.
+
+        Returns:
+            dict of scalar tensors: ``loss`` (to backpropagate), and detached ``box_loss``, ``cls_loss``,
+            ``dfl_loss`` (weighted; with the one-to-one branch the ``o2m_weight`` mix of both branches, so they
+            sum to ``loss``), ``num_fg`` (one-to-many positives); with the one-to-one branch also ``o2m_loss``,
+            ``o2o_loss`` (each branch's unmixed total) and ``o2o_num_fg``.
+        """
+        if out.box is None or out.cls is None:
+            raise ValueError("TaskAlignedHead.loss needs training-mode outputs (call .train() before forward)")
+        points, strides = self._anchors(out.sizes, out.box.device)
+        o2m = self.loss_fn(out.box, self.distances(out.box), out.cls, points, strides, targets, target_mask)
+        if not self.one2one:
+            return o2m
+        if out.o2o_box is None or out.o2o_cls is None:
+            raise ValueError("TaskAlignedHead.loss: the one-to-one outputs are missing")
+        o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets,
+                               target_mask)
+        w = float(self.o2m_weight)
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"TaskAlignedHead: o2m_weight must be in [0, 1], got {w}")
+        mixed = {k: w * o2m[k] + (1 - w) * o2o[k] for k in self.loss_keys}
+        return {**mixed, "num_fg": o2m["num_fg"], "o2m_loss": o2m["loss"].detach(), "o2o_loss": o2o["loss"].detach(),
+                "o2o_num_fg": o2o["num_fg"]}

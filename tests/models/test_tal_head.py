@@ -1,0 +1,209 @@
+"""Tests for cspdet/models/tal_head.py: the task-aligned head, its one-to-one branch and both inference modes."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import cv2
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import box_iou
+
+from cspdet.det import topk_postprocess
+from cspdet.models import Detector, TaskAlignedHead, TALHeadOutputs, yolov8_layout
+from cspdet.models.info import count_parameters
+
+
+def _feats(batch=2, size=64, channels=(16, 32, 64)):
+    return [torch.randn(batch, c, size // s, size // s) for c, s in zip(channels, (8, 16, 32))]
+
+
+def test_layout_widths_and_frozen_dfl_bins():
+    head = TaskAlignedHead(80, [64, 128, 256])  # YOLOv8n's head
+    lvl = head.levels[0]
+    assert lvl.box_convs[0].conv.out_channels == 64 and lvl.box_pred.out_channels == 64  # max(16, 64 // 4, 4 * 16)
+    assert lvl.cls_convs[0].conv.out_channels == 80 and lvl.cls_pred.out_channels == 80  # max(64, min(80, 100))
+    assert head.levels[2].cls_convs[0].conv.in_channels == 256
+    assert not head.dfl_project.requires_grad and head.dfl_project.tolist() == list(range(16))
+    assert head.o2o_levels is None and not head.nms_free
+    direct = TaskAlignedHead(3, [16, 32, 64], reg_max=1)
+    assert direct.dfl_project is None and direct.levels[0].box_pred.out_channels == 4
+    assert direct.levels[0].box_convs[0].conv.out_channels == 16  # max(16, 16 // 4, 4)
+
+
+def test_bias_init_per_stride_prior_or_fixed():
+    head = TaskAlignedHead(80, [64, 128, 256])
+    for lvl, s in zip(head.levels, (8, 16, 32)):
+        p = 5 / 80 / (640 / s) ** 2  # YOLOv8's prior: ~5 objects per 640 image, over classes and cells
+        torch.testing.assert_close(lvl.cls_pred.bias.sigmoid(), torch.full((80,), p))
+        assert (lvl.box_pred.bias == 1.0).all()
+    fixed = TaskAlignedHead(3, [16, 32, 64], cls_prior=0.01, one2one=True)
+    for lvl in [*fixed.levels, *fixed.o2o_levels]:
+        assert math.isclose(lvl.cls_pred.bias[0].item(), -math.log(99), rel_tol=1e-6)
+
+
+def test_one2one_branch_has_separate_weights_and_modes_run_one_branch():
+    head = TaskAlignedHead(3, [16, 32, 64], one2one=True)
+    assert head.nms_free  # default mode with the one-to-one branch
+    assert head.o2o_levels[0].cls_pred.weight.data_ptr() != head.levels[0].cls_pred.weight.data_ptr()
+    torch.testing.assert_close(head.o2o_levels[0].cls_pred.weight, head.levels[0].cls_pred.weight)  # same start
+    out = head(_feats())
+    a = 8 * 8 + 4 * 4 + 2 * 2
+    assert out.box.shape == out.o2o_box.shape == (2, a, 64) and out.cls.shape == out.o2o_cls.shape == (2, a, 3)
+    head.eval()
+    out = head(_feats())
+    assert out.box is None and out.cls is None and out.o2o_box is not None  # NMS-free: one-to-one only
+    head.nms_free = False
+    out = head(_feats())
+    assert out.o2o_box is None and out.box is not None
+    with pytest.raises(ValueError, match="one2one"):
+        TaskAlignedHead(3, [16, 32, 64]).nms_free = True
+
+
+@pytest.mark.parametrize("reg_max", [16, 1])
+def test_decode_layout_is_yolox_with_unit_objectness(reg_max):
+    head = TaskAlignedHead(2, [16, 32, 64], reg_max=reg_max).eval()
+    out = head(_feats(batch=1))
+    a = out.cls.shape[1]
+    # Distances l, t, r, b = 1, 2, 3, 4 strides at every point.
+    d = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    if reg_max > 1:
+        box = (torch.nn.functional.one_hot(d.long(), reg_max).float() * 50).flatten()  # peaked on bins 1..4
+    else:
+        box = torch.log(torch.expm1(d))  # softplus^-1
+    dec = head.decode(TALHeadOutputs(box.expand(1, a, -1), out.cls, None, None, out.sizes))
+    assert dec.shape == (1, a, 5 + 2)
+    # Point 0 (stride 8) sits at (4, 4): box (4 - 8, 4 - 16, 4 + 24, 4 + 32) -> centre (12, 12), size (32, 48).
+    torch.testing.assert_close(dec[0, 0, :5], torch.tensor([12.0, 12.0, 32.0, 48.0, 1.0]), atol=1e-4, rtol=0)
+    # First stride-16 point at (8, 8): the same distances at twice the stride.
+    torch.testing.assert_close(dec[0, 64, :4], torch.tensor([24.0, 24.0, 64.0, 96.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(dec[..., 5:], out.cls.sigmoid())
+
+
+@pytest.mark.parametrize("reg_max,one2one", [(16, True), (1, True), (16, False)])
+def test_loss_finite_with_zero_box_batches_and_keys(reg_max, one2one):
+    det = yolov8_layout(0.33, 0.125, 4, reg_max=reg_max, one2one=one2one).train()
+    x = torch.rand(2, 3, 64, 64) * 255
+    for m in (0, 2):
+        out = det(x, torch.zeros(2, m, 5), torch.zeros(2, m, dtype=torch.bool))
+        assert torch.isfinite(out["loss"]) and out["num_fg"] == 0 and out["box_loss"] == 0
+        det.zero_grad()
+        out["loss"].backward()
+        grads = [p.grad for p in det.parameters() if p.requires_grad and p.grad is not None]
+        assert grads and all(torch.isfinite(g).all() for g in grads)
+    targets = torch.tensor([[[1.0, 4, 8, 40, 50]], [[0, 0, 0, 0, 0]]])
+    out = det(x, targets, torch.tensor([[True], [False]]))
+    assert torch.isfinite(out["loss"]) and out["num_fg"] > 0
+    keys = {"loss", "box_loss", "cls_loss", "dfl_loss", "num_fg"}
+    assert set(out) == (keys | {"o2m_loss", "o2o_loss", "o2o_num_fg"} if one2one else keys)
+    if one2one:
+        assert out["o2o_num_fg"] == 1  # one-to-one: one positive for the one box
+        w = det.head.o2m_weight
+        torch.testing.assert_close(out["loss"].detach(), w * out["o2m_loss"] + (1 - w) * out["o2o_loss"])
+        torch.testing.assert_close(out["loss"].detach(), out["box_loss"] + out["cls_loss"] + out["dfl_loss"])
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_one2one_branch_sees_detached_features(detach):
+    det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_detach=detach).train()
+    det.head.o2m_weight = 0.0  # only the one-to-one loss
+    out = det(torch.rand(1, 3, 64, 64) * 255, torch.tensor([[[1.0, 4, 8, 40, 50]]]))
+    out["loss"].backward()
+    neck_grad = sum(p.grad.abs().sum() for p in det.neck.parameters() if p.grad is not None)
+    assert det.head.o2o_levels[0].cls_pred.weight.grad.abs().sum() > 0
+    assert (neck_grad == 0) == detach
+    assert det.head.levels[0].cls_pred.weight.grad is None or not det.head.levels[0].cls_pred.weight.grad.any()
+
+
+def test_detector_predict_uses_the_existing_nms_postprocess_in_o2m_mode():
+    det = yolov8_layout(0.33, 0.125, 3)
+    assert isinstance(det, Detector) and det.num_classes == 3 and det.strides == (8, 16, 32)
+    x = torch.rand(1, 3, 64, 96) * 255
+    dets = det.predict(x, conf=0.0, max_det=7)
+    det.eval()
+    with torch.no_grad():
+        again = det.head.postprocess(det(x), conf=0.0, max_det=7)
+    assert len(dets[0]["boxes"]) == 7
+    torch.testing.assert_close(dets[0]["scores"], again[0]["scores"])
+
+
+def _real_batch(coco128_root, size):
+    """coco128 train image 309 (3 teddy bears and a dog, side by side) resized to size x size, and its flip."""
+    data = json.loads((coco128_root / "annotations" / "instances_train.json").read_text())
+    im = next(i for i in data["images"] if i["file_name"] == "000000000309.jpg")
+    anns = [a for a in data["annotations"] if a["image_id"] == im["id"]]
+    cats = sorted({a["category_id"] for a in anns})
+    bgr = cv2.imread(str(coco128_root / "images" / "train" / im["file_name"]))
+    img = torch.from_numpy(cv2.resize(bgr[:, :, ::-1].copy(), (size, size))).permute(2, 0, 1).float()
+    sx, sy = size / im["width"], size / im["height"]
+    t = torch.tensor([[cats.index(a["category_id"]), a["bbox"][0] * sx, a["bbox"][1] * sy,
+                       (a["bbox"][0] + a["bbox"][2]) * sx, (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns])
+    flipped = t.clone()
+    flipped[:, 1], flipped[:, 3] = size - t[:, 3], size - t[:, 1]
+    return torch.stack([img, img.flip(-1)]), torch.stack([t, flipped]), len(cats)
+
+
+def _overfit(det, images, targets, steps):
+    opt = torch.optim.AdamW([p for p in det.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.0)
+    det.train()
+    losses = []
+    for _ in range(steps):
+        out = det(images, targets)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(out["loss"].item())
+    # Running statistics of the final weights: a short run moves the weights faster than BN's momentum-0.03
+    # averages follow, so recalibrate them on the batch (no gradient) before evaluating.
+    with torch.no_grad():
+        for m in det.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = 1.0
+        det(images, targets)
+    return losses
+
+
+def _same_class_duplicates(r, thr=0.5):
+    iou = box_iou(r["boxes"], r["boxes"]).fill_diagonal_(0)
+    same = r["labels"][:, None] == r["labels"][None]
+    return int(((iou > thr) & same).sum()) // 2
+
+
+def test_overfit_one_real_batch_recovers_boxes_and_one2one_needs_no_nms(coco128_root):
+    torch.manual_seed(0)
+    images, targets, num_classes = _real_batch(coco128_root, 160)
+    det = yolov8_layout(0.33, 0.125, num_classes, one2one=True, o2m_weight=0.5)
+    losses = _overfit(det, images, targets, 120)
+    assert losses[-1] < 0.2 * losses[0]
+    det.eval()
+    gt = targets[0]
+    for nms_free in (True, False):
+        det.head.nms_free = nms_free
+        with torch.no_grad():
+            preds = det(images[:1])
+        r = det.head.postprocess(preds, conf=0.25)[0]
+        iou = box_iou(gt[:, 1:], r["boxes"])
+        best = iou.argmax(1)
+        assert (iou.max(1).values > 0.6).all(), (nms_free, iou)  # every object found ...
+        assert torch.equal(r["labels"][best], gt[:, 0].long())  # ... with its class
+        assert _same_class_duplicates(r) == 0
+        # Without any NMS: the one-to-one branch gives one detection per object, the one-to-many branch many.
+        raw = topk_postprocess(preds, conf=0.25)[0]
+        if nms_free:
+            assert len(raw["boxes"]) == len(gt) and _same_class_duplicates(raw) == 0
+        else:
+            assert _same_class_duplicates(raw) > len(gt)
+
+
+def test_overfit_direct_regression_reg_max_1(coco128_root):
+    torch.manual_seed(0)
+    images, targets, num_classes = _real_batch(coco128_root, 128)
+    det = yolov8_layout(0.33, 0.125, num_classes, reg_max=1)
+    assert count_parameters(det.head) < count_parameters(yolov8_layout(0.33, 0.125, num_classes).head)
+    losses = _overfit(det, images, targets, 80)
+    assert losses[-1] < 0.2 * losses[0]
+    r = det.predict(images[:1], conf=0.25)[0]
+    assert (box_iou(targets[0, :, 1:], r["boxes"]).max(1).values > 0.6).all()
