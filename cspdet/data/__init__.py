@@ -9,27 +9,16 @@ Public API:
 """
 
 from .cache import ImageCache
-from .datasets import (
-    VOC_CLASSES,
-    DetectionDataset,
-    ImageRecord,
-    Sample,
-    build_dataset,
-    load_descriptor,
-    yolo_label_path,
-)
+from .datasets import DetectionDataset, build_dataset, load_descriptor
 from .image_io import ImageReadError, read_image
-from .loader import (
-    DetectionLoader,
-    TrainDataset,
-    ValDataset,
-    build_train_loader,
-    build_val_loader,
-    collate_detection,
-)
-from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
 from .letterbox import Letterbox
+from .loader import DetectionLoader, build_train_loader, build_val_loader, collate_detection
+from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
+from .records import ImageRecord, Sample
 from .transforms import AugmentConfig
+from .views import TrainDataset, ValDataset
+from .voc_format import VOC_CLASSES
+from .yolo_format import yolo_label_path
 
 __all__ = [
     "AugmentConfig",

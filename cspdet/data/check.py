@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import DetectionDataset, build_dataset, load_descriptor, yolo_label_path
+from .datasets import DetectionDataset, build_dataset, load_descriptor
 from .image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
+from .yolo_format import yolo_label_path
 
 __all__ = ["SplitReport", "check_dataset", "descriptor_for_folder", "format_report"]
 

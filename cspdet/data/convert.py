@@ -29,8 +29,9 @@ import numpy as np
 import yaml
 
 from ..fileio import atomic_write, make_dirs
-from .datasets import DetectionDataset, ImageRecord
+from .datasets import DetectionDataset
 from .image_io import ImageReadError, image_size
+from .records import ImageRecord
 
 __all__ = ["write_dataset", "FORMATS"]
 

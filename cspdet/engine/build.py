@@ -101,7 +101,8 @@ def _upgrade_v1(ckpt: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str
 
     meta = {"class_names": list(names), "category_ids": ckpt.get("category_ids"),
             "img_size": size("eval") or [640, 640], "train_img_size": size("data"), "strides": list(spec.head.strides),
-            "preset": model["name"], "source": ckpt.get("source")}
+            "preset": model["name"], "source": ckpt.get("source"),
+            "dataset": (config.get("data") or {}).get("dataset") if isinstance(config.get("data"), dict) else None}
     return spec.to_dict(), meta
 
 

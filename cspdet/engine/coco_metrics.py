@@ -31,7 +31,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..data.datasets import check_coco_ground_truth
+from ..data.coco_format import check_coco_ground_truth
 from ..fileio import atomic_write
 
 __all__ = [
@@ -67,7 +67,7 @@ def load_coco_gt(path: str | os.PathLike) -> COCO:
     Raises:
         EvaluationError: missing file, invalid json, no ``images`` / ``annotations`` / ``categories``, or an
             entry the dataset readers would refuse (non-object, NaN / negative box, unknown image or category
-            id, ...; see ``cspdet.data.datasets.check_coco_ground_truth``).
+            id, ...; see ``cspdet.data.coco_format.check_coco_ground_truth``).
     """
     data = _read_json(path, "ground truth")
     if not isinstance(data, dict):

@@ -32,7 +32,6 @@ from ..config import field_range
 from ..data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from ..data.letterbox import Letterbox
 from ..data.visualize import draw_boxes
-from .checkpoint import CheckpointError
 
 __all__ = ["ImageLike", "Predictor", "Results", "VIDEO_SUFFIXES", "expand_source", "is_video"]
 

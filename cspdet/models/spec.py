@@ -277,6 +277,8 @@ class DetectorMeta:
         conf, iou, max_det: default score threshold, NMS IoU and detections per image for prediction.
         preset: the registry name the model was created from, when it was.
         source: where the weights come from (a run directory, a converted checkpoint, ...).
+        dataset: the dataset descriptor the model was trained on, when known (``cspdet val WEIGHTS`` scores on
+            its validation split unless told otherwise).
     """
 
     class_names: list[str]
@@ -291,6 +293,7 @@ class DetectorMeta:
     max_det: int = 300
     preset: str | None = None
     source: str | None = None
+    dataset: str | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]

@@ -126,7 +126,7 @@ def test_yolo_bad_lines(yolo_dir, case):
     assert ds.skipped.counts == {kind: 1}
     assert f"{label}:3" in str(ds.skipped.problems[0]) and text in str(ds.skipped.problems[0])
     assert len(ds.records[0].labels) == 2  # the good lines of that file survive
-    with pytest.raises(DatasetError, match=f"000000000001.txt:3"):
+    with pytest.raises(DatasetError, match="000000000001.txt:3"):
         build_dataset(yolo_dir / "data.yaml", "train", strict=True)
 
 

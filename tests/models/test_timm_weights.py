@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import csp_darknet53, csp_resnet50, csp_resnext50_32x4d, load_timm_weights, timm_to_cspdet_key

@@ -1,0 +1,189 @@
+"""The config schema: one dataclass per YAML section (every key documented), and :class:`ConfigError`."""
+
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+__all__ = ["Config", "ConfigError", "DataConfig", "EvalConfig", "ModelConfig", "PretrainConfig", "RunOptions",
+           "TrainConfig"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem; ``str(err)`` is a complete one-line message for the user."""
+
+
+@dataclass
+class ModelConfig:
+    """Which detector to build (``cspdet.models.create_detector``) and how to initialise it."""
+
+    name: str = "cspdarknet_s"
+    """Preset name: cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50, cspdarknet53, or ``custom``."""
+    num_classes: int = 80
+    depth: float | None = None
+    """Override of the preset's depth multiplier (YOLOX convention)."""
+    width: float | None = None
+    """Override of the preset's width multiplier (YOLOX convention)."""
+    depthwise: bool | None = None
+    act: str | None = None
+    """Activation override: silu, relu, leaky_relu."""
+    stem_channels: int | None = None
+    """Stem width for ``name: custom``."""
+    stage_defs: list[list[Any]] | None = None
+    """For ``name: custom``: ``[[num_blocks, out_channels, block_name, downsample], ...]`` with block names
+    ``resnet``, ``resnext``, ``darknet``."""
+    weights: str | None = None
+    """Initial weights: a cspdet checkpoint (detector or classifier backbone), a timm or a YOLOX state dict."""
+    weights_format: Literal["auto", "cspdet", "timm", "yolox"] = "auto"
+
+
+@dataclass
+class DataConfig:
+    """Dataset, input size and augmentation (YOLOX defaults)."""
+
+    dataset: str = "datasets/coco.yaml"
+    """Dataset descriptor YAML (see datasets/README.md), relative to the working directory."""
+    img_size: list[int] = field(default_factory=lambda: [640, 640])
+    """Training input (height, width)."""
+    workers: int = 4
+    cache: bool = False
+    """Keep decoded images in RAM (keyed by path, size and mtime, so it never goes stale)."""
+    strict: bool = False
+    """Raise on the first bad image or annotation instead of skipping it with a warning."""
+    max_labels: int = 120
+    mosaic_prob: float = 1.0
+    mosaic_scale: list[float] = field(default_factory=lambda: [0.1, 2.0])
+    mixup_prob: float = 1.0
+    mixup_scale: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    degrees: float = 10.0
+    translate: float = 0.1
+    shear: float = 2.0
+    hsv_prob: float = 1.0
+    hsv_gains: list[float] = field(default_factory=lambda: [5.0, 30.0, 30.0])
+    """Max hue (0..180 scale), saturation and value shifts; each applied with p=0.5."""
+    flip_prob: float = 0.5
+    mosaic_pool: int = 64
+    """Mosaic/MixUp partners come from blocks of about this many consecutive samples of the epoch's shuffled
+    order, so each image is decoded about once per epoch; 0 = partners from the whole dataset, as YOLOX."""
+    min_box_size: float = 2.0
+    """After each geometric step, drop boxes whose width or height is <= this many pixels."""
+    min_area_ratio: float = 0.1
+    """Drop boxes with less than this fraction of their uncropped area left."""
+    max_aspect_ratio: float = 20.0
+    """Drop boxes with max(w/h, h/w) >= this."""
+    multiscale_range: int = 0
+    """Random input sizes in ``img_size +- 32 * multiscale_range`` (0 = fixed size)."""
+
+
+@dataclass
+class RunOptions:
+    """Settings every training run has, detection (``train``) and classification pretraining (``pretrain``)."""
+
+    amp: bool = True
+    """Mixed precision on CUDA (ignored on CPU)."""
+    bf16: bool = False
+    """bfloat16 autocast on CPU."""
+    grad_clip: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    """auto, cpu, cuda, cuda:N."""
+    exist_ok: bool = False
+    """Start a new run in ``output_dir/name`` even if it holds an earlier run (whose outputs are replaced),
+    instead of numbering a fresh directory (``name2``, ``name3``, ...)."""
+
+
+@dataclass
+class TrainConfig(RunOptions):
+    """Optimisation schedule and run bookkeeping (YOLOX recipe by default)."""
+
+    epochs: int = 300
+    batch_size: int = 64
+    """Global batch size (split across processes under torchrun)."""
+    nominal_batch_size: int | None = None
+    """Accumulate gradients until this many images per step (None = no accumulation)."""
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr_per_image: float = 0.01 / 64
+    """Base learning rate = lr_per_image x batch size (YOLOX: 0.01 at batch 64)."""
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 5.0
+    warmup_lr: float = 0.0
+    min_lr_ratio: float = 0.05
+    no_aug_epochs: int = 15
+    """Final epochs without mosaic/mixup, with the L1 loss switched on, at the minimum lr."""
+    ema: bool = True
+    ema_decay: float = 0.9998
+    sync_bn: bool = False
+    eval_interval: int = 10
+    """Evaluate every N epochs (and after the last); 0 = only after the last."""
+    save_interval: int = 1
+    output_dir: str = "runs/train"
+    name: str = "exp"
+    log_images: int = 4
+    """Validation images with predicted boxes logged to TensorBoard at each evaluation."""
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation and inference settings (YOLOX: conf 0.01 / nms 0.65 for COCO eval)."""
+
+    img_size: list[int] = field(default_factory=lambda: [640, 640])
+    batch_size: int = 8
+    conf: float = 0.001
+    iou: float = 0.65
+    max_det: int = 300
+    split: str = "val"
+    backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
+
+
+@dataclass
+class PretrainConfig(RunOptions):
+    """Classification pretraining of a CSPNet backbone on an ImageFolder dataset."""
+
+    model: str = "csp_resnet50"
+    """A CSPNet preset (csp_resnet50, csp_resnext50_32x4d, csp_darknet53, cspdarknet_s, ...) or ``custom``."""
+    stem_channels: int | None = None
+    stage_defs: list[list[Any]] | None = None
+    data: str = "datasets/imagenet"
+    """ImageFolder root with train/<class>/*.jpg and val/<class>/*.jpg."""
+    img_size: int = 224
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.1
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 5.0
+    label_smoothing: float = 0.1
+    ema: bool = False
+    ema_decay: float = 0.9998
+    workers: int = 4
+    act: str | None = None
+    """Activation override (silu, relu, leaky_relu); must match the detector that will load the backbone."""
+    depth: float | None = None
+    """Depth multiplier override for ``cspdarknet_*`` (as ``model.depth`` of the detector)."""
+    width: float | None = None
+    """Width multiplier override for ``cspdarknet_*`` (as ``model.width`` of the detector)."""
+    momentum: float = 0.9
+    """SGD momentum (Nesterov), or AdamW's beta1."""
+    min_lr_ratio: float = 0.0
+    """The cosine ends at ``lr * min_lr_ratio``."""
+    warmup_lr: float = 0.0
+    eval_interval: int = 1
+    output_dir: str = "runs/pretrain"
+    name: str = "exp"
+
+
+@dataclass
+class Config:
+    """A whole run: the sections of one YAML file (after ``_base_`` merging and overrides)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+
+

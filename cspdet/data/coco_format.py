@@ -1,0 +1,235 @@
+"""COCO json annotations -> :class:`~cspdet.data.records.ImageRecord` s, and the ground-truth check of ``eval.py --ann``.
+
+COCO ``bbox`` ``[x, y, w, h]`` px becomes ``[x1, y1, x2, y2]`` px; category ids become contiguous labels 0..C-1 in
+ascending id order (``category_ids[label]`` maps back). ``iscrowd`` boxes are kept out of the training targets
+and stay in the ground truth, where COCOeval ignores them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
+from .records import ImageRecord, _check_box, _is_int, _is_number
+
+__all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
+
+# ================================================================================================ COCO
+
+
+def _load_json(path: Path) -> Any:
+    if not path.is_file():
+        raise DatasetError(f"{path}: annotation file not found")
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except json.JSONDecodeError as err:
+        raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not a UTF-8 JSON file ({err.reason} at byte {err.start})") from None
+
+
+def read_coco(
+    annotation_file: str | os.PathLike,
+    image_dir: str | os.PathLike,
+    report: ProblemReport,
+    names: list[str] | None = None,
+) -> tuple[list[ImageRecord], list[str], list[int]]:
+    """Parse a COCO instances json (validated via plain json, indexed like pycocotools does).
+
+    Returns (records, class_names, category_ids). Problems go to ``report`` (see module docstring).
+    """
+    ann_path, image_dir = Path(annotation_file), Path(image_dir)
+    data = _load_json(ann_path)
+    if not image_dir.is_dir():  # else every image would be "not found" without naming the folder
+        report.add("missing_folder", str(image_dir), f"images folder not found (the images of {ann_path.name})")
+    return parse_coco(data, str(ann_path), image_dir, report, names)
+
+
+def parse_coco(
+    data: Any,
+    src: str,
+    image_dir: Path | None,
+    report: ProblemReport,
+    names: list[str] | None = None,
+) -> tuple[list[ImageRecord], list[str], list[int]]:
+
+    """:func:`read_coco` on json already loaded from file ``src``. With ``image_dir=None`` only the json is
+    checked (images need no ``file_name`` and are not looked for on disk; records have ``path=None``)."""
+    if not isinstance(data, dict):
+        report.add("malformed_file", src, f"expected a JSON object with images/annotations/categories, got {type(data).__name__}")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            report.add("malformed_file", src, f"missing or non-list '{key}' (is this a COCO instances file?)")
+    anns = data.get("annotations", [])
+    if not isinstance(anns, list):
+        report.add("malformed_file", src, "'annotations' is not a list")
+
+    # categories -> contiguous labels in ascending id order (the usual COCO 80-class order)
+    cats: dict[int, str] = {}
+    for k, cat in enumerate(data["categories"]):
+        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+            report.add("malformed_file", f"{src} categories[{k}]", f"category needs an integer 'id', got {cat!r:.80}")
+        if cat["id"] in cats:
+            report.add("malformed_file", f"{src} categories[{k}]", f"duplicate category id {cat['id']}")
+        cats[cat["id"]] = str(cat.get("name", cat["id"]))
+    if not cats:
+        report.add("malformed_file", src, "no categories")
+    category_ids = sorted(cats)
+    class_names = [cats[c] for c in category_ids]
+    if names is not None and list(names) != class_names:
+        report.add(
+            "malformed_file", src,
+            f"categories {class_names[:5]}... (in ascending id order) differ from the descriptor's names "
+            f"{list(names)[:5]}...; fix one of them so labels mean the same in every split",
+        )  # fmt: skip
+    label_of = {c: i for i, c in enumerate(category_ids)}
+
+    # images
+    order: list[int] = []
+    info: dict[int, dict[str, Any]] = {}
+    for k, img in enumerate(data["images"]):
+        where = f"{src} images[{k}]"
+        need_file = image_dir is not None
+        if (not isinstance(img, dict) or not _is_int(img.get("id"))
+                or (need_file and not isinstance(img.get("file_name"), str))):
+            needs = "integer 'id' and string 'file_name'" if need_file else "an integer 'id'"
+            report.add("bad_image_entry", where, f"image entry needs {needs}, got {img!r:.100}")
+            continue
+        where = f"{src} image id {img['id']}"
+        if img["id"] in info:
+            report.add("duplicate_image", where, f"duplicate image id (file {img.get('file_name')}); keeping the first entry")
+            continue
+        h, w = img.get("height"), img.get("width")
+        if not (_is_number(h) and _is_number(w) and h > 0 and w > 0):
+            h = w = None  # read from the file header later if needed
+        path = image_dir / img["file_name"] if need_file else None
+        if path is not None and not path.is_file():
+            report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {Path(src).name})")
+            info[img["id"]] = {"skip": True}
+            continue
+        info[img["id"]] = {"path": path if path is None else str(path), "h": h, "w": w, "boxes": [], "labels": [],
+                           "ids": [], "iboxes": [], "ilabels": [], "iids": [], "anns": []}  # fmt: skip
+        order.append(img["id"])
+
+    # annotations
+    seen_ann: set[int] = set()
+    for k, ann in enumerate(anns if isinstance(anns, list) else []):
+        ann_id = ann.get("id") if isinstance(ann, dict) else None
+        if not _is_int(ann_id):
+            ann_id = None  # a missing or non-integer id (e.g. a list) is named by position instead
+        where = f"{src} annotation id {ann_id}" if ann_id is not None else f"{src} annotations[{k}]"
+        if not isinstance(ann, dict):
+            report.add("bad_box", where, f"annotation is not an object: {ann!r:.80}")
+            continue
+        if ann_id is not None:
+            if ann_id in seen_ann:
+                report.add("duplicate_annotation", where, "duplicate annotation id; keeping the first")
+                continue
+            seen_ann.add(ann_id)
+        image_ref = ann.get("image_id")
+        img = info.get(image_ref) if _is_int(image_ref) else None
+        if img is None:
+            report.add("unknown_image_ref", where, f"refers to image id {image_ref!r:.40} which is not in 'images'")
+            continue
+        if img.get("skip"):
+            continue  # its image was already reported
+        cat_ref = ann.get("category_id")
+        if not (_is_int(cat_ref) and cat_ref in label_of):
+            report.add("unknown_category", where, f"category id {cat_ref!r:.40} is not in 'categories'")
+            continue
+        bbox = ann.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            report.add("bad_box", where, f"bbox must be 4 numbers [x, y, w, h], got {bbox!r:.80}")
+            continue
+        x, y, bw, bh = (float(v) for v in bbox)
+        box = _check_box([x, y, x + bw, y + bh], img["w"], img["h"], where, report)
+        if box is None:
+            continue
+        crowd = bool(ann.get("iscrowd", 0))
+        pre = "i" if crowd else ""
+        img[pre + "boxes"].append(box)
+        img[pre + "labels"].append(label_of[ann["category_id"]])
+        ann_id = ann_id if ann_id is not None else -(k + 1)
+        img[pre + "ids"].append(ann_id)
+        gt = {key: v for key, v in ann.items() if key != "segmentation"}
+        gt["id"] = ann_id
+        if box != [x, y, x + bw, y + bh]:
+            gt["bbox"] = [box[0], box[1], box[2] - box[0], box[3] - box[1]]
+        if not _is_number(gt.get("area")):
+            gt["area"] = (box[2] - box[0]) * (box[3] - box[1])
+        gt["iscrowd"] = int(crowd)
+        img["anns"].append(gt)
+
+    records = []
+    for image_id in order:
+        img = info[image_id]
+        records.append(
+            ImageRecord(
+                path=img["path"], image_id=image_id, height=img["h"], width=img["w"],
+                boxes=np.array(img["boxes"], np.float32).reshape(-1, 4),
+                labels=np.array(img["labels"], np.int64),
+                ignore_boxes=np.array(img["iboxes"], np.float32).reshape(-1, 4),
+                ignore_labels=np.array(img["ilabels"], np.int64),
+                ann_ids=img["ids"], ignore_ann_ids=img["iids"], coco_anns=img["anns"],
+            )
+        )  # fmt: skip
+    _fix_missing_ann_ids(records)
+    return records, class_names, category_ids
+
+
+def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = DatasetError) -> None:
+    """Validate COCO ground truth given for scoring (``tools/eval.py --ann``) as carefully as a training set:
+    the checks and messages of :func:`read_coco` (without looking for image files), plus what pycocotools
+    needs of every annotation (an integer ``id``, a finite ``area`` >= 0). Boxes that merely extend past
+    their image are accepted (scored as given).
+
+    Raises:
+        error: (default :class:`DatasetError`) the first problem, naming the file, the annotation (or image)
+            id and what is wrong, and how many more problems there are.
+    """
+    report = ProblemReport(name=src, warn=False)
+    try:
+        parse_coco(data, src, None, report)
+    except DatasetError as err:  # a problem that makes the whole file unusable
+        raise error(str(err)) from None
+    problems = [p for p in report.problems if PROBLEM_KINDS[p.kind] != "fixed"]
+    reported = {p.source for p in problems}
+    for k, ann in enumerate(data.get("annotations") or []):
+        if not isinstance(ann, dict):
+            continue  # reported by parse_coco
+        ann_id = ann.get("id")
+        where = f"{src} annotation id {ann_id}" if _is_int(ann_id) else f"{src} annotations[{k}]"
+        if where in reported:
+            continue
+        area = ann.get("area")
+        if not _is_int(ann_id):
+            problems.append(DatasetProblem("bad_box", where, "needs an integer 'id' (pycocotools indexes ground "
+                                           f"truth by it), got {ann_id!r:.40}"))
+        elif not (_is_number(area) and math.isfinite(area) and area >= 0):
+            problems.append(DatasetProblem("bad_box", where, f"'area' must be a finite number >= 0 (COCO's size "
+                                           f"ranges use it), got {area!r:.40}"))
+    if problems:
+        more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
+        raise error(f"{problems[0]}{more}")
+
+
+def _fix_missing_ann_ids(records: list[ImageRecord]) -> None:
+    """Annotations without an integer id got a negative placeholder; give them fresh positive ids."""
+    used = {a for r in records for a in r.ann_ids + r.ignore_ann_ids if a > 0}
+    nxt = max(used, default=0) + 1
+    for r in records:
+        fresh: dict[int, int] = {}
+        for ids in (r.ann_ids, r.ignore_ann_ids):
+            for j, a in enumerate(ids):
+                if a <= 0:
+                    fresh[a] = ids[j] = nxt
+                    nxt += 1
+        for gt in r.coco_anns or []:
+            if gt["id"] <= 0:
+                gt["id"] = fresh[gt["id"]]

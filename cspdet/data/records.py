@@ -1,0 +1,137 @@
+"""What every annotation reader produces (:class:`ImageRecord`, one per usable image; :class:`Sample`, a decoded
+one) and the checks they share (numbers, boxes against their image, stable ids)."""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .problems import DatasetWarning, ProblemReport, user_stacklevel
+
+__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample"]
+
+# A box may stick out of its image by this much (annotation tools round) before it counts as a problem;
+# it is clipped either way.
+BOX_TOLERANCE_PX = 1.0
+
+
+@dataclass
+class Sample:
+    """One decoded image with its training targets.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB.
+        boxes: (N, 4) float32 xyxy in pixels of ``image``.
+        labels: (N,) int64 contiguous class indices.
+        image_id: the dataset's image id (COCO: the original id).
+        path: image file.
+    """
+
+    image: np.ndarray
+    boxes: np.ndarray
+    labels: np.ndarray
+    image_id: int
+    path: str
+
+
+@dataclass
+class ImageRecord:
+    """What a reader knows about one image before decoding it.
+
+    ``boxes`` are xyxy pixels, or xyxy fractions of the image size when ``normalized`` (YOLO).
+    ``ignore_boxes``/``ignore_labels`` are crowd (COCO) or difficult (VOC) boxes: not trained on, but part
+    of the evaluation ground truth. ``height``/``width`` are None when the format does not store them.
+    ``ann_ids`` are the original COCO annotation ids (None for other formats).
+    """
+
+    path: str
+    image_id: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    height: int | None = None
+    width: int | None = None
+    normalized: bool = False
+    ignore_boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    ignore_labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
+    ann_ids: list[int] | None = None
+    ignore_ann_ids: list[int] | None = None
+    coco_anns: list[dict[str, Any]] | None = None
+    """COCO only: the valid original annotations (without segmentation), kept verbatim for coco_gt() so
+    that evaluation uses the json's own ``area`` (COCO's small/medium/large split) and exact boxes."""
+
+
+def _empty_boxes() -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((0, 4), np.float32), np.zeros((0,), np.int64)
+
+
+# ======================================================================================== shared checks
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_box(
+    box: list[float], width: float | None, height: float | None, source: str, report: ProblemReport
+) -> list[float] | None:
+
+    """Validate an xyxy box (pixels, or fractions when width=height=1); returns the clipped box or None."""
+    x1, y1, x2, y2 = box
+    if not all(math.isfinite(v) for v in box):
+        report.add("bad_box", source, f"box {_fmt(box)} has a NaN or infinite coordinate")
+        return None
+    if x2 <= x1 or y2 <= y1:
+        report.add("bad_box", source, f"box {_fmt(box)} has zero or negative width/height")
+        return None
+    if width is None or height is None:
+        return [x1, y1, x2, y2]
+    tol = BOX_TOLERANCE_PX if width > 1 else 1e-3  # 1 px, or 0.1% of a normalised side
+    cx1, cy1 = min(max(x1, 0.0), width), min(max(y1, 0.0), height)
+    cx2, cy2 = min(max(x2, 0.0), width), min(max(y2, 0.0), height)
+    # normalised (YOLO) boxes are checked against the unit square: say so instead of "a [1, 1] image"
+    frame = f"{_fmt([width, height])} image" if width > 1 else "image (normalised coordinates must lie in 0..1)"
+    if cx2 <= cx1 or cy2 <= cy1:
+        report.add("box_outside_image", source, f"box {_fmt(box)} lies outside the {frame}")
+        return None
+    if x1 < -tol or y1 < -tol or x2 > width + tol or y2 > height + tol:
+        report.add("box_clipped", source, f"box {_fmt(box)} extends outside the {frame}")
+    return [cx1, cy1, cx2, cy2]
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" if _is_number(v) else repr(v) for v in values) + "]"
+
+
+def _stable_image_ids(paths: list[str]) -> list[int]:
+    """Image ids from file stems when they are all numeric (``000000000139`` -> 139, VOC ``2008_000008`` ->
+    2008000008) and unique, so ids survive format conversions; else 1..N in the given order."""
+    ids = []
+    for p in paths:
+        stem = Path(p).stem
+        if not re.fullmatch(r"[0-9][0-9_]*", stem) or len(stem.replace("_", "")) > 18:
+            return list(range(1, len(paths) + 1))
+        ids.append(int(stem.replace("_", "")))
+    if len(set(ids)) != len(ids):
+        return list(range(1, len(paths) + 1))
+    return ids
+
+
+def _finish(records: list[ImageRecord], report: ProblemReport, what: str) -> None:
+    if not records:
+        report.add("empty_dataset", what, "no usable images" + (f" ({report.summary()})" if report else ""))
+    if report:
+        warnings.warn(
+            report.summary(hint="dataset.skipped, or `python tools/check_dataset.py` for the full list"),
+            DatasetWarning,
+            stacklevel=user_stacklevel(),
+        )
