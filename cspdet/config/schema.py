@@ -103,9 +103,11 @@ class TrainConfig(RunOptions):
     """Global batch size (split across processes under torchrun)."""
     nominal_batch_size: int | None = None
     """Accumulate gradients until this many images per step (None = no accumulation)."""
-    optimizer: Literal["sgd", "adamw"] = "sgd"
+    optimizer: Literal["sgd", "adamw", "auto"] = "sgd"
+    """``auto``: AdamW with lr 0.002 * 5 / (4 + classes) for short schedules (<= 10,000 optimizer steps), SGD at
+    ``lr_per_image`` for long ones (what Ultralytics users expect); ``sgd`` is YOLOX's recipe."""
     lr_per_image: float = 0.01 / 64
-    """Base learning rate = lr_per_image x batch size (YOLOX: 0.01 at batch 64)."""
+    """Base learning rate = lr_per_image x batch size (YOLOX: 0.01 at batch 64); not used by ``auto`` -> AdamW."""
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -137,6 +139,12 @@ class EvalConfig:
     max_det: int = 300
     split: str = "val"
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
+    nms_free: bool | None = None
+    """Models with a one-to-one branch: score its NMS-free top-k (true) or the NMS path (false); null = the
+    model's default (NMS-free when it has the branch)."""
+    multi_label: bool | None = None
+    """Every class above conf of a point is a candidate (YOLOv8's validator); null = the head's convention:
+    single-label for the YOLOX family (mAP equal to YOLOX's), multi-label for the task-aligned family."""
 
 
 @dataclass

@@ -19,10 +19,13 @@ def postprocess(
     classes: Sequence[int] | None = None,
     agnostic: bool = False,
     pre_nms_topk: int | None = None,
+    multi_label: bool = False,
 ) -> list[dict[str, Tensor]]:
     """Turn the eval-mode output of the detector into per-image detections.
 
-    Each point keeps its best class (YOLOX's convention), scored ``obj * cls_prob``.
+    Single-label (default, YOLOX's convention): each point keeps its best class, scored ``obj * cls_prob``.
+    Multi-label (YOLOv8's validator): every (point, class) pair scoring at least ``conf`` is a candidate, so a
+    point can give boxes of several classes; more candidates reach NMS, which raises COCO recall at low ``conf``.
 
     Args:
         preds: (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness and class probabilities.
@@ -36,6 +39,7 @@ def postprocess(
             (and mAP) equal YOLOX's. A cap is purely a speed knob for low ``conf`` (evaluation at 0.001 lets
             thousands of points through; at 640 px there are 8400 points, so any cap >= 8400 is a no-op) and
             can drop true detections in crowded images; ``benchmarks/bench_postprocess.py`` measures it.
+        multi_label: every class above ``conf`` of a point is a candidate (see above).
 
     Returns:
         One dict per image: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,) float32,
@@ -49,12 +53,19 @@ def postprocess(
     keep_classes = None if classes is None else torch.as_tensor(list(classes), device=preds.device)
     results = []
     for p in preds.float():  # NMS output sizes differ per image, so this loop is inherent
-        cls_prob, labels = p[:, 5:].max(1)
-        scores = p[:, 4] * cls_prob
-        keep = scores >= conf
+        if multi_label:
+            all_scores = p[:, 4:5] * p[:, 5:]  # (N, C)
+            point, labels = (all_scores >= conf).nonzero(as_tuple=True)
+            scores = all_scores[point, labels]
+            keep = torch.ones_like(scores, dtype=torch.bool)
+        else:
+            cls_prob, labels = p[:, 5:].max(1)
+            scores = p[:, 4] * cls_prob
+            keep = scores >= conf
+            point = torch.arange(p.shape[0], device=p.device)
         if keep_classes is not None:
             keep &= torch.isin(labels, keep_classes)
-        boxes, scores, labels = p[keep, :4], scores[keep], labels[keep]
+        boxes, scores, labels = p[point[keep], :4], scores[keep], labels[keep]
         if pre_nms_topk is not None and scores.numel() > pre_nms_topk:
             top = scores.topk(pre_nms_topk).indices
             boxes, scores, labels = boxes[top], scores[top], labels[top]

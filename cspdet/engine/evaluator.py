@@ -95,6 +95,11 @@ class COCOEvaluator:
             None (default) = no cap, as YOLOX: the mAP equals YOLOX's. At conf 0.001 thousands of points pass;
             a cap of ~1000 makes NMS several times faster but can drop detections in crowded images
             (``benchmarks/bench_postprocess.py`` measures both).
+        nms_free: score the one-to-one branch's top-k (True) or the NMS path (False) of a head that has both;
+            None = the model's current mode.
+        multi_label: every class above ``conf`` of a point is a candidate; None = the head's own evaluation
+            convention (``head.eval_multi_label``: single-label for the YOLOX head, so mAP equals YOLOX's;
+            multi-label for the task-aligned head, as YOLOv8's validator).
 
     Under ``torch.distributed`` each rank predicts its shard and rank 0 scores the gathered results
     (other ranks get the same metrics broadcast back).
@@ -111,6 +116,8 @@ class COCOEvaluator:
         max_det: int = 300,
         backend: str = "pycocotools",
         pre_nms_topk: int | None = None,
+        nms_free: bool | None = None,
+        multi_label: bool | None = None,
     ):
         dataset = getattr(dataloader, "dataset", None)
         if coco_gt is None or category_ids is None or class_names is None:
@@ -129,6 +136,7 @@ class COCOEvaluator:
                                          or pre_nms_topk < 1):
             raise ValueError(f"COCOEvaluator: pre_nms_topk must be None or a positive integer, got {pre_nms_topk!r}")
         self.pre_nms_topk = pre_nms_topk
+        self.nms_free, self.multi_label = nms_free, multi_label
         self.last_timing: dict[str, float] = {}
 
     @classmethod
@@ -140,6 +148,8 @@ class COCOEvaluator:
         dataset = build_dataset(cfg.data.dataset, cfg.eval.split, strict=cfg.data.strict, cache=cfg.data.cache)
         loader = build_val_loader(dataset, tuple(cfg.eval.img_size), cfg.eval.batch_size, cfg.data.workers,
                                   rank=rank, world_size=world_size)
+        kwargs.setdefault("nms_free", cfg.eval.nms_free)
+        kwargs.setdefault("multi_label", cfg.eval.multi_label)
         return cls(loader, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, backend=cfg.eval.backend,
                    **kwargs)
 
@@ -151,8 +161,17 @@ class COCOEvaluator:
             image id -> that image's COCO result dicts (an image without detections maps to ``[]``).
         """
         net = getattr(model, "module", model)  # DDP / EMA wrappers keep the detector in .module
-        was_training = net.training
+        was_training, was_nms_free = net.training, getattr(net, "nms_free", False)
         net.eval()
+        # Only what is set reaches predict, so any model with predict(images, conf, iou, max_det) works.
+        extra: dict[str, Any] = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
+        multi_label = self.multi_label
+        if multi_label is None:
+            multi_label = getattr(getattr(net, "head", None), "eval_multi_label", False)
+        if multi_label:
+            extra["multi_label"] = True
+        if self.nms_free is not None:
+            net.nms_free = self.nms_free
         device = next(net.parameters()).device
         results: dict[int, list[dict[str, Any]]] = {}
         n_images, t_model = 0, 0.0
@@ -165,9 +184,7 @@ class COCOEvaluator:
             for batch in batches:
                 images = batch["images"].to(device, non_blocking=True).float()
                 tic = time.perf_counter()
-                # the cap is passed only when set, so any model with predict(images, conf, iou, max_det) works
-                topk = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
-                dets = net.predict(images, conf=self.conf, iou=self.iou, max_det=self.max_det, **topk)
+                dets = net.predict(images, conf=self.conf, iou=self.iou, max_det=self.max_det, **extra)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t_model += time.perf_counter() - tic
@@ -184,6 +201,8 @@ class COCOEvaluator:
                 n_images += images.shape[0]
         finally:
             net.train(was_training)
+            if self.nms_free is not None:
+                net.nms_free = was_nms_free
         self.last_timing = {"images": n_images, "ms_per_image": 1000 * t_model / max(n_images, 1)}
         return results
 
@@ -225,7 +244,8 @@ class COCOEvaluator:
         metrics = coco_evaluate(self.coco_gt, detections, backend=self.backend, class_names=self.class_names,
                                 check_entries=False)
         metrics.extra.update({"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
-                              "pre_nms_topk": self.pre_nms_topk,
+                              "pre_nms_topk": self.pre_nms_topk, "nms_free": self.nms_free,
+                              "multi_label": self.multi_label,
                               "ms_per_image": round(self.last_timing.get("ms_per_image", 0.0), 2)})
         if len(per_image) < len(self.coco_gt.getImgIds()):
             logger.warning("evaluated %d of %d ground-truth images (the others were not in the loader)",

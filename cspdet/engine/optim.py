@@ -19,7 +19,10 @@ import torch
 from torch import nn
 
 __all__ = [
+    "AUTO_SGD_ITERATIONS",
     "CosineSchedule",
+    "OptimizerChoice",
+    "resolve_optimizer",
     "YoloxSchedule",
     "build_optimizer",
     "cosine_lr",
@@ -80,6 +83,41 @@ def build_optimizer(
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     raise ValueError(f"optimizer {name!r}: expected 'sgd' or 'adamw'")
+
+
+#: ``optimizer: auto`` picks SGD above this many optimizer steps, AdamW below (Ultralytics' threshold).
+AUTO_SGD_ITERATIONS = 10_000
+
+
+@dataclass(frozen=True)
+class OptimizerChoice:
+    """What ``train.optimizer`` resolves to for one run: the optimizer, its base lr, and why (for the run header)."""
+
+    name: str
+    base_lr: float
+    reason: str
+
+
+def resolve_optimizer(name: str, *, num_images: int, batch_size: int, accumulate: int, epochs: int,
+                      num_classes: int, lr_per_image: float) -> OptimizerChoice:
+    """Resolve ``train.optimizer`` (``sgd`` / ``adamw`` / ``auto``) to an optimizer and base lr.
+
+    ``sgd`` / ``adamw``: base lr = ``lr_per_image`` x the batch per optimizer step (YOLOX's linear scaling).
+    ``auto``: long schedules (more than :data:`AUTO_SGD_ITERATIONS` optimizer steps) train with SGD at that lr;
+    short ones -- the common case of a few hundred images for tens of epochs -- with AdamW at a class-count-aware
+    lr ``0.002 * 5 / (4 + C)`` (Ultralytics' fit; Adam's step size does not scale with the batch), which learns
+    far faster than SGD in a few hundred steps.
+    """
+    step_batch = batch_size * accumulate
+    if name != "auto":
+        return OptimizerChoice(name, lr_per_image * step_batch, f"{name} lr {lr_per_image:g} x {step_batch} images")
+    steps = math.ceil(num_images / step_batch) * epochs
+    if steps > AUTO_SGD_ITERATIONS:
+        return OptimizerChoice("sgd", lr_per_image * step_batch,
+                               f"auto -> sgd ({steps} optimizer steps > {AUTO_SGD_ITERATIONS})")
+    lr = round(0.002 * 5 / (4 + num_classes), 6)
+    return OptimizerChoice("adamw", lr, f"auto -> adamw lr {lr:g} for {num_classes} classes ({steps} optimizer steps "
+                                        f"<= {AUTO_SGD_ITERATIONS})")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -199,6 +199,8 @@ class Predictor:
         classes: keep only these class indices (None = all); agnostic: class-agnostic NMS.
         category_ids: contiguous class index -> dataset category id (reported in json when given).
         batch_size: images per forward pass when called with a list.
+        nms_free: for a model with a one-to-one branch (the ``csptal_*`` presets): True = its top-k with no NMS,
+            False = NMS on the one-to-many branch; None = the model's default (NMS-free when it can).
     """
 
     def __init__(
@@ -213,12 +215,15 @@ class Predictor:
         agnostic: bool = False,
         category_ids: Sequence[int] | None = None,
         batch_size: int = 8,
+        nms_free: bool | None = None,
     ):
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and len(class_names) != num_classes:
             raise ValueError(f"Predictor: model has {num_classes} classes but {len(class_names)} class names "
                              "were given")
         self.model = model.eval()
+        if nms_free is not None:
+            model.nms_free = nms_free
         self.class_names = [str(n) for n in class_names]
         self.img_size = _as_hw(img_size)
         self.letterbox = Letterbox(self.img_size)

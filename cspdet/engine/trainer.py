@@ -31,7 +31,7 @@ from torch import nn
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
 from .ema import ModelEMA, unwrap_model
-from .optim import YoloxSchedule, build_optimizer, set_lr
+from .optim import YoloxSchedule, build_optimizer, resolve_optimizer, set_lr
 from .run import (
     NonFiniteLossError,
     ResumeError,
@@ -42,9 +42,8 @@ from .run import (
     seed_everything,
 )
 
-__all__ = ["LOSS_KEYS", "Trainer", "config_from_checkpoint"]
+__all__ = ["Trainer", "config_from_checkpoint"]
 
-LOSS_KEYS = ("loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss")
 # Config keys that may differ on resume without changing the trained weights.
 RESUME_SAFE_KEYS = frozenset({
     "data.workers", "data.cache", "data.strict", "train.device", "train.log_images", "train.save_interval",
@@ -94,7 +93,6 @@ class Trainer(TrainingRun):
         self.batch_per_rank = tcfg.batch_size // self.world_size
         nominal = tcfg.nominal_batch_size or tcfg.batch_size
         self.accumulate = max(1, round(nominal / tcfg.batch_size))
-        self.base_lr = tcfg.lr_per_image * tcfg.batch_size * self.accumulate
         seed_everything(tcfg.seed + self.rank)
 
         self._setup_run_dir(resume_ckpt is not None, run_dir, tcfg.output_dir, tcfg.name, tcfg.exist_ok)
@@ -136,8 +134,16 @@ class Trainer(TrainingRun):
                 self._log("train.sync_bn: SyncBatchNorm needs CUDA; using per-process BatchNorm on CPU")
         model.to(self.device)
         self.model = model
+        # The losses logged (results.csv columns, progress bar) are the head's: each head kind owns its loss.
+        self.loss_keys: tuple[str, ...] = tuple(model.head.loss_keys)
+        choice = resolve_optimizer(tcfg.optimizer, num_images=len(self.train_set), batch_size=tcfg.batch_size,
+                                   accumulate=self.accumulate, epochs=tcfg.epochs, num_classes=cfg.model.num_classes,
+                                   lr_per_image=tcfg.lr_per_image)
+        self.base_lr = choice.base_lr
+        if tcfg.optimizer == "auto":
+            self._log(f"train.optimizer: {choice.reason}")
         self.optimizer = build_optimizer(
-            model, tcfg.optimizer, lr=self.base_lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay,
+            model, choice.name, lr=self.base_lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay,
             nesterov=tcfg.nesterov,
         )
         total_iters = tcfg.epochs * self.iters_per_epoch
@@ -255,8 +261,13 @@ class Trainer(TrainingRun):
         if epoch >= self.no_aug_start:
             self._start_no_aug(epoch)
         self._set_epoch(epoch)
+        # A head with a schedule over training (the task-aligned head hands weight from its one-to-many to its
+        # one-to-one branch) follows the epoch: a pure function of it, so a resumed run continues exactly.
+        head_schedule = getattr(unwrap_model(self.model).head, "set_epoch", None)
+        if head_schedule is not None:
+            head_schedule(epoch, self.cfg.train.epochs)
         self.model.train()
-        sums = dict.fromkeys(LOSS_KEYS, 0.0)
+        sums = dict.fromkeys(self.loss_keys, 0.0)
         count = 0
         lr = self.schedule(self.iteration + 1)
         bar = self._progress_bar(epoch, tcfg.epochs)
@@ -279,19 +290,19 @@ class Trainer(TrainingRun):
             if step_now:
                 self._optimizer_step(tcfg.grad_clip)
             self.iteration += 1
-            for key, value in zip(LOSS_KEYS, values):
+            for key, value in zip(self.loss_keys, values):
                 sums[key] += value
             count += 1
             images_seen += images.shape[0] * self.world_size
             if self.is_main:
                 if i % 10 == 0 or i + 1 == self.iters_per_epoch:
-                    for key, value in zip(LOSS_KEYS, values):
+                    for key, value in zip(self.loss_keys, values):
                         self.writer.add_scalar(f"train/{key}", value, self.iteration)
                     self.writer.add_scalar("train/lr", lr, self.iteration)
                 if bar is not None:
                     rate = images_seen / max(time.perf_counter() - start, 1e-9)
                     bar.set_postfix_str(
-                        " ".join(f"{k.replace('_loss', '')}={sums[k] / count:.3f}" for k in LOSS_KEYS)
+                        " ".join(f"{k.replace('_loss', '')}={sums[k] / count:.3f}" for k in self.loss_keys)
                         + f" lr={lr:.2e} {rate:.1f}img/s",
                         refresh=False,
                     )
@@ -333,14 +344,14 @@ class Trainer(TrainingRun):
     def _check_losses(self, out: dict[str, torch.Tensor], batch: dict, epoch: int, i: int) -> list[float]:
         """Loss values averaged over ranks; raises :class:`NonFiniteLossError` on every rank if any is NaN/Inf."""
         local = torch.stack([out[k].detach().float().reshape(()) if k in out else torch.zeros((), device=self.device)
-                             for k in LOSS_KEYS])
+                             for k in self.loss_keys])
         total, bad_counts = all_reduce_finite(local)
         if bool(bad_counts.any()):
-            terms = [k for k, flag in zip(LOSS_KEYS, bad_counts.tolist()) if flag and k != "loss"] or ["loss"]
+            terms = [k for k, flag in zip(self.loss_keys, bad_counts.tolist()) if flag and k != "loss"] or ["loss"]
             where = f"epoch {epoch + 1}, iteration {i + 1}/{self.iters_per_epoch}"
             if not bool(torch.isfinite(local).all()):  # this rank diverged: name the batch
                 ids = batch["image_ids"].tolist() if "image_ids" in batch else "?"
-                detail = ", ".join(f"{k}={v}" for k, v in zip(LOSS_KEYS, local.tolist()))
+                detail = ", ".join(f"{k}={v}" for k, v in zip(self.loss_keys, local.tolist()))
                 msg = (f"loss became non-finite at {where} in term(s) {', '.join(terms)} ({detail}); "
                        f"batch image ids {ids}")
             else:
@@ -398,10 +409,10 @@ class Trainer(TrainingRun):
     # ------------------------------------------------------------------------------------ persistence
 
     def _write_row(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict[str, float], seconds: float):
-        header = ["epoch", "lr", *(f"train/{k}" for k in LOSS_KEYS), "AP", "AP50", "AP75", "APs", "APm", "APl",
+        header = ["epoch", "lr", *(f"train/{k}" for k in self.loss_keys), "AP", "AP50", "AP75", "APs", "APm", "APl",
                   "time_s"]
-        row = [epoch, f"{lr:.6g}", *(f"{losses[k]:.5f}" for k in LOSS_KEYS)]
-        row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in header[2 + len(LOSS_KEYS):-1]]
+        row = [epoch, f"{lr:.6g}", *(f"{losses[k]:.5f}" for k in self.loss_keys)]
+        row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in header[2 + len(self.loss_keys):-1]]
         row.append(f"{seconds:.1f}")
         self._append_result_row(header, row)
 

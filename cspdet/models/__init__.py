@@ -20,6 +20,8 @@ from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
 from .csp_stage import CSPStage
 from .cspnet import DEFAULT_STAGE_DEFS, ClassifierHead, CSPNet, StageDef
 from .detector import Detector
+from .elan import SPPF, C2fNet, C2fStage, C3k, C3k2Stage, ConvBottleneck
+from .elan_neck import C2fPAN
 from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
 from .info import count_flops, count_parameters, model_info
 from .layers import (
@@ -49,9 +51,11 @@ from .presets import (
     register_family,
     register_norm,
 )
-from .registry import ACTIVATIONS, BLOCKS, HEADS, NECKS, NORMS, Registry, SpecError
+from .registry import ACTIVATIONS, BACKBONE_KINDS, BLOCKS, HEADS, NECKS, NORMS, STAGES, Registry, SpecError
 from .spec import BackboneSpec, DetectorMeta, DetectorSpec, HeadSpec, NeckSpec, StageSpec
+from .tal_head import TALHeadLevel, TALHeadOutputs, TaskAlignedHead
 from .timm_weights import load_timm_weights, timm_to_cspdet_key
+from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout, yolov8_spec
 from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
 
 __all__ = [
@@ -60,28 +64,18 @@ __all__ = [
     "fuse_conv_bn", "ResNetBottleneck", "ResNeXtBottleneck", "DarknetBottleneck",
     # networks
     "CSPStage", "CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS", "CSPPAN", "DecoupledHead",
-    "DecoupledHeadLevel", "HeadOutputs", "Detector",
+    "DecoupledHeadLevel", "HeadOutputs", "Detector", "ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF",
+    "C2fNet", "C2fPAN", "TaskAlignedHead", "TALHeadLevel", "TALHeadOutputs",
     # published backbones
     "CSPDARKNET_SIZES", "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet", "csp_resnet50_spec",
-    "csp_resnext50_32x4d_spec", "csp_darknet53_spec", "cspdarknet_spec",
+    "csp_resnext50_32x4d_spec", "csp_darknet53_spec", "cspdarknet_spec", "YOLOV8_SIZES", "yolov8_channels",
+    "yolov8_layout", "yolov8_spec",
     # models as data
     "BackboneSpec", "DetectorMeta", "DetectorSpec", "HeadSpec", "NeckSpec", "StageSpec", "SpecError", "Registry",
-    "ACTIVATIONS", "BLOCKS", "HEADS", "NECKS", "NORMS", "BACKBONES", "DETECTORS", "FAMILIES", "Preset",
+    "ACTIVATIONS", "BACKBONE_KINDS", "BLOCKS", "HEADS", "NECKS", "NORMS", "STAGES", "BACKBONES", "DETECTORS", "FAMILIES", "Preset",
     "classifier_spec", "create_classifier", "create_detector", "detector_spec", "register_activation",
     "register_backbone", "register_block", "register_detector", "register_family", "register_norm",
     # size, weights
     "count_parameters", "count_flops", "model_info", "load_timm_weights", "timm_to_cspdet_key",
     "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
-]
-
-# ---- task-aligned / ELAN family (issue 11): elan.py, elan_neck.py, tal_head.py, yolov8_layout.py ----
-from .elan import C2fNet, C2fStage, C3k, C3k2Stage, ConvBottleneck, SPPF
-from .elan_neck import C2fPAN
-from .tal_head import TALHeadLevel, TALHeadOutputs, TaskAlignedHead
-from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout
-
-__all__ += [
-    "ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF", "C2fNet", "C2fPAN",
-    "TaskAlignedHead", "TALHeadLevel", "TALHeadOutputs",
-    "yolov8_layout", "yolov8_channels", "YOLOV8_SIZES",
 ]

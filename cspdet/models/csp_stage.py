@@ -9,6 +9,7 @@ from torch import nn
 
 from .blocks import DarknetBottleneck
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, SPPBottleneck
+from .registry import STAGES
 
 __all__ = ["CSPStage"]
 
@@ -161,3 +162,6 @@ class CSPStage(nn.Module):
             xs, xb = x.split([self.shortcut_channels, self.block_channels], dim=1)
         xb = self.transition_b(self.blocks(xb))
         return self.fuse(torch.cat([xb, xs] if self.blocks_first else [xs, xb], dim=1))
+
+
+STAGES.register("csp", CSPStage)

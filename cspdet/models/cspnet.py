@@ -18,7 +18,7 @@ from torch import nn
 from .blocks import ResNetBottleneck
 from .csp_stage import CSPStage
 from .layers import ActLayer, ConvBNAct, Focus, NormLayer
-from .registry import ACTIVATIONS, BLOCKS, NORMS
+from .registry import ACTIVATIONS, BACKBONE_KINDS, BLOCKS, NORMS
 from .spec import BackboneSpec, StageSpec, plain_data
 
 __all__ = ["CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS"]
@@ -384,8 +384,9 @@ def _spec_from_args(*, stage_defs: Sequence[StageDef] | None, stage_kwargs: Any,
 
 def _args_from_spec(spec: BackboneSpec) -> dict[str, Any]:
     """``CSPNet`` constructor arguments from a spec: registry names become classes again."""
-    if spec.kind != "cspnet":
-        raise ValueError(f"CSPNet.from_spec: backbone kind {spec.kind!r} is not 'cspnet'")
+    if spec.kind != "cspnet" or spec.options:
+        raise ValueError(f"CSPNet.from_spec: backbone kind {spec.kind!r} with options {dict(spec.options)} is not a "
+                         "plain 'cspnet'")
     stage_defs = [(s.num_blocks, s.out_channels, BLOCKS.get(s.block), s.downsample) for s in spec.stages]
     stage_kwargs = [{k: NORMS.get(v) if k == "norm" else ACTIVATIONS.get(v) if k == "act" else v
                      for k, v in s.options.items()} for s in spec.stages]
@@ -394,3 +395,6 @@ def _args_from_spec(spec: BackboneSpec) -> dict[str, Any]:
                                           "stem_type", "features_only", "out_indices", "weight_init")}
     return dict(args, stage_defs=stage_defs, stage_kwargs=stage_kwargs if any(stage_kwargs) else None,
                 norm=NORMS.get(spec.norm), act=ACTIVATIONS.get(spec.act))
+
+
+BACKBONE_KINDS.register("cspnet", CSPNet)

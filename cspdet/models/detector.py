@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..det.postprocess import postprocess
 from .cspnet import CSPNet
-from .registry import ACTIVATIONS, HEADS, NECKS, NORMS, SpecError
+from .registry import ACTIVATIONS, BACKBONE_KINDS, HEADS, NECKS, NORMS, SpecError
 from .spec import DetectorMeta, DetectorSpec
 
 __all__ = ["Detector"]
@@ -73,7 +73,7 @@ class Detector(nn.Module):
             SpecError (a ValueError): an unknown block / norm / activation / neck / head name, or parts that do
                 not fit together (e.g. backbone strides that differ from the head's).
         """
-        backbone = CSPNet.from_spec(spec.backbone)
+        backbone = BACKBONE_KINDS.get(spec.backbone.kind).from_spec(spec.backbone)
         if list(backbone.out_strides) != list(spec.head.strides):
             raise SpecError(f"detector: backbone feature strides are {list(backbone.out_strides)}, the head's are "
                             f"{list(spec.head.strides)} (need [8, 16, 32]: the last three stages must downsample)")
@@ -81,10 +81,10 @@ class Detector(nn.Module):
         neck = NECKS.get(n.kind)(backbone.out_channels, n.out_channels, num_blocks=n.num_blocks, depthwise=n.depthwise,
                                  norm=NORMS.get(n.norm), act=None if n.act is None else ACTIVATIONS.get(n.act),
                                  **n.options)
-        head = HEADS.get(h.kind)(h.num_classes, neck.out_channels, h.hidden_channels, strides=h.strides,
-                                 depthwise=h.depthwise, norm=NORMS.get(h.norm),
-                                 act=None if h.act is None else ACTIVATIONS.get(h.act), prior_prob=h.prior_prob,
-                                 **h.options)
+        head = HEADS.get(h.kind)(num_classes=h.num_classes, in_channels=neck.out_channels,
+                                 hidden_channels=h.hidden_channels, strides=h.strides, depthwise=h.depthwise,
+                                 norm=NORMS.get(h.norm), act=None if h.act is None else ACTIVATIONS.get(h.act),
+                                 prior_prob=h.prior_prob, **h.options)
         return cls(backbone, neck, head, meta)
 
     @property
@@ -142,6 +142,7 @@ class Detector(nn.Module):
         classes: Sequence[int] | None = None,
         agnostic: bool = False,
         pre_nms_topk: int | None = None,
+        multi_label: bool = False,
     ) -> list[dict[str, Tensor]]:
         """Detections for a batch (runs in eval mode; the previous train/eval mode is restored).
 
@@ -151,6 +152,11 @@ class Detector(nn.Module):
             classes: keep only these class indices; agnostic: class-agnostic NMS.
             pre_nms_topk: at most this many top-scoring points per image enter NMS; ``None`` (default) = no
                 cap, as YOLOX (see :func:`cspdet.det.postprocess`; a cap only trades accuracy for speed).
+            multi_label: every class above ``conf`` of a point is a candidate (COCO evaluation of the task-aligned
+                family); default one class per point.
+
+        A head with its own ``postprocess`` (the task-aligned head: NMS-free top-k when :attr:`nms_free`) decides
+        how its predictions become detections; otherwise :func:`cspdet.det.postprocess` (class-aware NMS).
 
         Returns:
             list of B dicts: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,), ``labels`` (K,) int64.
@@ -161,4 +167,18 @@ class Detector(nn.Module):
             preds = self(images)
         finally:
             self.train(was_training)
-        return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk)
+        post = getattr(self.head, "postprocess", postprocess)
+        return post(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+
+    @property
+    def nms_free(self) -> bool:
+        """True when predictions come from a one-to-one branch as top-k with no NMS (heads that have one)."""
+        return bool(getattr(self.head, "nms_free", False))
+
+    @nms_free.setter
+    def nms_free(self, value: bool) -> None:
+        if not hasattr(type(self.head), "nms_free"):
+            if value:
+                raise ValueError(f"Detector: {type(self.head).__name__} has no NMS-free (one-to-one) branch")
+            return
+        self.head.nms_free = bool(value)

@@ -26,8 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cspnet import CSPStage
+from .csp_stage import CSPStage
 from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
+from .registry import ACTIVATIONS, BACKBONE_KINDS, BLOCKS, NORMS, STAGES
+from .spec import BackboneSpec, StageSpec, plain_data
 
 __all__ = ["ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF", "C2fNet"]
 
@@ -268,6 +270,11 @@ class C2fNet(nn.Module):
     ) -> None:
         super().__init__()
         _check_positive(stem_channels=stem_channels, in_channels=in_channels)
+        if isinstance(stage_fn, str):
+            stage_fn = STAGES.get(stage_fn)
+        self._spec_args = dict(stage_defs=stage_defs, stem_channels=stem_channels, stage_fn=stage_fn,
+                               stage_kwargs=stage_kwargs, sppf=sppf, sppf_kernel=sppf_kernel, out_indices=out_indices,
+                               in_channels=in_channels, norm=norm, act=act)
         stage_defs = [tuple(sd) for sd in stage_defs]
         if not stage_defs or any(len(sd) != 2 for sd in stage_defs):
             raise ValueError(f"stage_defs must be a non-empty list of (num_blocks, out_channels), got {stage_defs}")
@@ -299,6 +306,42 @@ class C2fNet(nn.Module):
     def out_strides(self) -> list[int]:
         return [self.feature_info[i]["reduction"] for i in self.out_indices]
 
+    @property
+    def spec(self) -> BackboneSpec:
+        """This backbone as data (``kind="c2fnet"``): a stage's ``block_fn`` becomes its ``StageSpec.block``."""
+        a = self._spec_args
+        kwargs = a["stage_kwargs"]
+        per_stage = [dict(kwargs or {}) for _ in a["stage_defs"]] if kwargs is None or isinstance(kwargs, Mapping) \
+            else [dict(k) for k in kwargs]
+        stages = []
+        for i, ((n, c), kw) in enumerate(zip(a["stage_defs"], per_stage)):
+            block = kw.pop("block_fn", None)
+            stages.append(StageSpec(int(n), int(c), "" if block is None else BLOCKS.name_of(block), True,
+                                    plain_data(kw, f"stage_kwargs[{i}]")))
+        return BackboneSpec(
+            stages=tuple(stages), kind="c2fnet", in_channels=a["in_channels"], stem_channels=a["stem_channels"],
+            stem_type="conv", norm=NORMS.name_of(a["norm"]), act=ACTIVATIONS.name_of(a["act"]), num_classes=0,
+            features_only=True, out_indices=None if a["out_indices"] is None else tuple(a["out_indices"]),
+            weight_init="torch",
+            options=dict(stage=STAGES.name_of(a["stage_fn"]), sppf=bool(a["sppf"]), sppf_kernel=int(a["sppf_kernel"])),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: BackboneSpec) -> C2fNet:
+        """Build the backbone a ``kind="c2fnet"`` spec describes (``StageSpec.block``, when set, is the stage's
+        ``block_fn``; an empty name lets the stage class pick its own block)."""
+        if spec.kind != "c2fnet":
+            raise ValueError(f"C2fNet.from_spec: backbone kind {spec.kind!r} is not 'c2fnet'")
+        unknown = set(spec.options) - {"stage", "sppf", "sppf_kernel"}
+        if unknown:
+            raise ValueError(f"C2fNet.from_spec: unknown option(s) {sorted(unknown)}")
+        stage_kwargs = [dict(s.options, **({"block_fn": BLOCKS.get(s.block)} if s.block else {})) for s in spec.stages]
+        return cls([(s.num_blocks, s.out_channels) for s in spec.stages], spec.stem_channels,
+                   stage_fn=STAGES.get(spec.options.get("stage", "c2f")), stage_kwargs=stage_kwargs,
+                   sppf=spec.options.get("sppf", True), sppf_kernel=spec.options.get("sppf_kernel", 5),
+                   out_indices=spec.out_indices, in_channels=spec.in_channels, norm=NORMS.get(spec.norm),
+                   act=ACTIVATIONS.get(spec.act))
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats = [self.stem(x)]
         last = len(self.stages) - 1
@@ -306,3 +349,10 @@ class C2fNet(nn.Module):
             y = stage(feats[-1])
             feats.append(self.sppf(y) if i == last else y)
         return [feats[i] for i in self.out_indices]
+
+
+BLOCKS.register("conv_bottleneck", ConvBottleneck)
+BLOCKS.register("c3k", C3k)
+STAGES.register("c2f", C2fStage)
+STAGES.register("c3k2", C3k2Stage)
+BACKBONE_KINDS.register("c2fnet", C2fNet)

@@ -27,6 +27,8 @@ from torch import Tensor, nn
 
 from .elan import C2fStage
 from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
+from .registry import ACTIVATIONS, NECKS, NORMS, STAGES
+from .spec import NeckSpec, plain_data
 
 __all__ = ["C2fPAN"]
 
@@ -53,12 +55,18 @@ class C2fPAN(nn.Module):
         in_channels: Sequence[int],
         out_channels: Sequence[int] | None = None,
         num_blocks: int = 1,
-        stage_fn: Callable[..., nn.Module] = C2fStage,
+        stage_fn: Callable[..., nn.Module] | str = C2fStage,
         stage_kwargs: Mapping[str, Any] | None = None,
         norm: NormLayer = YoloxBatchNorm2d,
         act: ActLayer = nn.SiLU,
+        depthwise: bool = False,
     ) -> None:
         super().__init__()
+        if depthwise:  # the NeckSpec convention passes it; this neck has no depthwise variant
+            raise ValueError("C2fPAN has no depthwise variant (depthwise=True)")
+        if isinstance(stage_fn, str):
+            stage_fn = STAGES.get(stage_fn)
+        self._spec_args = dict(num_blocks=num_blocks, stage_fn=stage_fn, stage_kwargs=stage_kwargs, norm=norm, act=act)
         in_channels = [int(c) for c in in_channels]
         out_channels = list(in_channels) if out_channels is None else [int(c) for c in out_channels]
         if len(in_channels) < 2 or len(out_channels) != len(in_channels):
@@ -82,6 +90,18 @@ class C2fPAN(nn.Module):
         self.bottom_up_stages = nn.ModuleList(stage(out_channels[i] + up_channels[i], out_channels[i + 1])
                                               for i in range(levels - 1))
 
+    @property
+    def spec(self) -> NeckSpec:
+        """This neck as data (``kind="c2fpan"``; the input channels come from the backbone it is built on)."""
+        a = self._spec_args
+        options: dict[str, Any] = {}
+        if a["stage_fn"] is not C2fStage:
+            options["stage_fn"] = STAGES.name_of(a["stage_fn"])
+        if a["stage_kwargs"] is not None:
+            options["stage_kwargs"] = plain_data(dict(a["stage_kwargs"]), "C2fPAN.stage_kwargs")
+        return NeckSpec("c2fpan", tuple(self.out_channels), a["num_blocks"], False, NORMS.name_of(a["norm"]),
+                        ACTIVATIONS.name_of(a["act"]), options)
+
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         if len(features) != len(self.in_channels):
             raise ValueError(f"C2fPAN expects {len(self.in_channels)} feature maps, got {len(features)}")
@@ -95,3 +115,6 @@ class C2fPAN(nn.Module):
         for i in range(levels - 1):
             outs.append(self.bottom_up_stages[i](torch.cat([self.down_convs[i](outs[-1]), laterals[i + 1]], 1)))
         return outs
+
+
+NECKS.register("c2fpan", C2fPAN)

@@ -98,7 +98,10 @@ class DecoupledHead(nn.Module):
 
     Attributes:
         use_l1: add the L1 regression loss (the trainer switches it on for the last no-augmentation epochs).
+        loss_keys: the scalar losses :meth:`loss` returns that the trainer logs (``loss`` first).
     """
+
+    loss_keys = ("loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss")
 
     def __init__(
         self,
@@ -129,6 +132,8 @@ class DecoupledHead(nn.Module):
         self.levels = nn.ModuleList(
             DecoupledHeadLevel(c, hidden_channels, num_classes, depthwise, norm, act) for c in in_channels
         )
+        #: COCO evaluation keeps one class per point, as YOLOX's evaluator (so mAP equals YOLOX's).
+        self.eval_multi_label = False
         self.loss_fn = SimOTALoss(num_classes, reg_weight=reg_weight, iou_type=iou_type, assigner=assigner)
         self.initialize_biases(prior_prob)
 

@@ -32,8 +32,12 @@ from .backbones import (
 )
 from .cspnet import CSPNet
 from .detector import Detector
+from .elan import C2fNet  # noqa: F401  (registers the c2fnet backbone kind and the C2f / C3k2 stages)
+from .elan_neck import C2fPAN  # noqa: F401  (registers the c2fpan neck)
 from .registry import ACTIVATIONS, BLOCKS, NORMS, Registry, SpecError
 from .spec import BackboneSpec, DetectorSpec, HeadSpec, NeckSpec, StageSpec, plain_data
+from .tal_head import TaskAlignedHead  # noqa: F401  (registers the tal head)
+from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_spec
 
 __all__ = [
     "BACKBONES", "DETECTORS", "FAMILIES", "Preset", "classifier_spec", "create_classifier", "create_detector",
@@ -264,7 +268,30 @@ def custom_backbone_family(num_classes: int, stage_defs: Sequence[Sequence[Any]]
                         pre_kernel_size=3, num_classes=num_classes)
 
 
+def yolov8_family(num_classes: int, depth: float, width: float, max_channels: int = 1024, reg_max: int = 16,
+                  one2one: bool = False, act: str = "silu", prior_prob: float | None = None,
+                  head_options: dict[str, Any] | None = None) -> DetectorSpec:
+    """YOLOv8's layout (C2f backbone + SPPF -> C2f PAN -> task-aligned head with DFL); ``one2one`` adds the NMS-free
+    one-to-one branch (see :func:`cspdet.models.yolov8_spec`)."""
+    return yolov8_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob, head_options)
+
+
+def csp_tal_family(num_classes: int, backbone: str, depth: float = 0.33, width: float = 0.25,
+                   max_channels: int = 1024, reg_max: int = 16, one2one: bool = False, act: str = "silu",
+                   prior_prob: float | None = None, head_options: dict[str, Any] | None = None) -> DetectorSpec:
+    """A registered CSPNet backbone (:data:`BACKBONES`, e.g. timm's ``csp_resnet50``) under the C2f PAN neck and the
+    task-aligned head, neck widths as YOLOv8's at ``width`` (``depth`` scales the neck's blocks)."""
+    _check_multipliers(depth, width)
+    bb = classifier_spec(backbone, 0).replace(features_only=True)
+    if bb.out_strides != [8, 16, 32]:
+        raise SpecError(f"backbone {backbone!r} has feature strides {bb.out_strides}, need [8, 16, 32]")
+    tal = yolov8_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob, head_options)
+    return DetectorSpec(bb, tal.neck.replace(out_channels=tuple(yolov8_channels(width, max_channels)[2:])), tal.head)
+
+
 FAMILIES.register("yolox", yolox_family)
+FAMILIES.register("yolov8", yolov8_family)
+FAMILIES.register("csp_tal", csp_tal_family)
 FAMILIES.register("csp_backbone", csp_backbone_family)
 FAMILIES.register("custom", custom_family)
 FAMILIES.register("cspdarknet_backbone", cspdarknet_backbone_family)
@@ -285,3 +312,12 @@ BACKBONES.register("custom", Preset("custom_backbone"))
 DETECTORS.register("cspresnet50", Preset("csp_backbone", dict(backbone="csp_resnet50")))
 DETECTORS.register("cspdarknet53", Preset("csp_backbone", dict(backbone="csp_darknet53")))
 DETECTORS.register("custom", Preset("custom"))
+# YOLOv8's layout with its published parameter counts (3,157,200 / 11,166,560 / 25,902,640 at 80 classes), so the
+# same network can be trained in cspdet and elsewhere; and cspdet's task-aligned family at the same scales with the
+# NMS-free one-to-one branch (dual assignment; NMS-free inference by default, NMS on the one-to-many branch on demand).
+for _size in ("n", "s", "m"):
+    _d, _w, _mc = YOLOV8_SIZES[_size]
+    DETECTORS.register(f"yolov8{_size}_layout", Preset("yolov8", dict(depth=_d, width=_w, max_channels=_mc)))
+    DETECTORS.register(f"csptal_{_size}", Preset("yolov8", dict(depth=_d, width=_w, max_channels=_mc, one2one=True)))
+DETECTORS.register("cspresnet50_tal", Preset("csp_tal", dict(backbone="csp_resnet50", depth=0.33, width=0.5,
+                                                            one2one=True)))

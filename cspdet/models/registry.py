@@ -22,7 +22,8 @@ from torch import nn
 from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
 from .layers import YoloxBatchNorm2d
 
-__all__ = ["ACTIVATIONS", "BLOCKS", "HEADS", "NECKS", "NORMS", "Registry", "SpecError", "leaky_relu_01"]
+__all__ = ["ACTIVATIONS", "BACKBONE_KINDS", "BLOCKS", "HEADS", "NECKS", "NORMS", "Registry", "SpecError", "STAGES",
+           "leaky_relu_01"]
 
 T = TypeVar("T")
 
@@ -121,6 +122,10 @@ ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
 NECKS: Registry[Callable[..., nn.Module]] = Registry("neck")
 #: Head classes by ``HeadSpec.kind`` (see :class:`~cspdet.models.spec.HeadSpec`).
 HEADS: Registry[Callable[..., nn.Module]] = Registry("head")
+#: Backbone classes by ``BackboneSpec.kind``; each has ``from_spec(spec)`` and a ``spec`` property.
+BACKBONE_KINDS: Registry[Any] = Registry("backbone kind")
+#: Stage classes a backbone or neck stacks (``stage_fn(c_in, c_out, num_blocks, ..., norm=..., act=...)``).
+STAGES: Registry[Callable[..., nn.Module]] = Registry("stage")
 
 BLOCKS.register("resnet", ResNetBottleneck)
 BLOCKS.register("resnext", ResNeXtBottleneck)

@@ -140,7 +140,9 @@ class StageSpec(_Spec):
 
 @dataclass(frozen=True)
 class BackboneSpec(_Spec):
-    """A :class:`~cspdet.models.CSPNet`: its constructor arguments as data (see ``CSPNet`` for each field).
+    """A backbone as data. ``kind="cspnet"`` is a :class:`~cspdet.models.CSPNet` (its constructor arguments, see
+    ``CSPNet`` for each field); other kinds are registered in ``BACKBONE_KINDS`` and read the fields they share
+    (stages, stem width, norm, act, out_indices) plus their ``options``.
 
     ``features_only=True`` makes a multi-scale feature extractor (a detector backbone), else a classifier with
     ``num_classes`` outputs.
@@ -162,12 +164,15 @@ class BackboneSpec(_Spec):
     features_only: bool = False
     out_indices: tuple[int, ...] | None = None
     weight_init: str = "timm"
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Kind-specific extras (``c2fnet``: ``stage``, ``sppf``, ``sppf_kernel``); plain data."""
 
     _SPEC_TUPLES = {"stages": StageSpec}
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
         _freeze(self, "out_indices")
+        object.__setattr__(self, "options", plain_data(dict(self.options), "BackboneSpec.options"))
         if self.stem_type not in STEM_STRIDES:
             raise SpecError(f"BackboneSpec.stem_type: {self.stem_type!r} is not one of {', '.join(STEM_STRIDES)}")
 
@@ -233,7 +238,7 @@ class HeadSpec(_Spec):
     depthwise: bool = False
     norm: str = "yolox_bn"
     act: str | None = "silu"
-    prior_prob: float = 0.01
+    prior_prob: float | None = 0.01
     options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -37,10 +37,17 @@ from ..det.dfl import dfl_expectation
 from ..det.nms_free import topk_postprocess
 from ..det.postprocess import postprocess as nms_postprocess
 from ..det.tal import TaskAlignedAssigner
-from ..det.tal_loss import TaskAlignedLoss
+from ..det.tal_loss import TaskAlignedLoss, o2m_weight_schedule
 from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
+from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
+from .spec import HeadSpec
 
 __all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
+
+# Constructor arguments a spec records (only where they differ from these defaults) -- everything but the assigners.
+_SPEC_DEFAULTS = dict(reg_max=16, box_channels=None, cls_channels=None, one2one=False, o2o_detach=True, nms_free=None,
+                      o2m_weight=0.8, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
+                      prior_image_size=640, norm=None, act=None)
 
 
 class TALHeadOutputs(NamedTuple):
@@ -104,7 +111,7 @@ class TaskAlignedHead(nn.Module):
         o2o_assigner: one-to-one assigner (default: the one-to-many metric -- same alpha, beta, overlap -- with
             topk 7 and ``topk2=1``, YOLO26's one-to-one settings).
         box_weight, cls_weight, dfl_weight: loss gains (YOLOv8: 7.5, 0.5, 1.5).
-        cls_prior: initial class probability of every point; default YOLOv8's per-level prior ``5 / C /
+        prior_prob: initial class probability of every point; default YOLOv8's per-level prior ``5 / C /
             (prior_image_size / s)^2`` (about 5 objects per image, spread over classes and cells), which keeps the
             first iterations' background BCE small; a float sets one prior for every level (RetinaNet's 0.01).
         prior_image_size: image size of that per-level prior (640).
@@ -126,6 +133,8 @@ class TaskAlignedHead(nn.Module):
         in_channels: Sequence[int],
         strides: Sequence[int] = (8, 16, 32),
         reg_max: int = 16,
+        hidden_channels: int | None = None,
+        depthwise: bool = False,
         box_channels: int | None = None,
         cls_channels: int | None = None,
         one2one: bool = False,
@@ -137,7 +146,7 @@ class TaskAlignedHead(nn.Module):
         box_weight: float = 7.5,
         cls_weight: float = 0.5,
         dfl_weight: float = 1.5,
-        cls_prior: float | None = None,
+        prior_prob: float | None = None,
         prior_image_size: int = 640,
         norm: NormLayer = YoloxBatchNorm2d,
         act: ActLayer | None = nn.SiLU,
@@ -145,6 +154,12 @@ class TaskAlignedHead(nn.Module):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"TaskAlignedHead: num_classes must be >= 1, got {num_classes}")
+        if hidden_channels is not None or depthwise:  # the HeadSpec convention passes them; widths are per branch
+            raise ValueError("TaskAlignedHead: set box_channels / cls_channels instead of hidden_channels; there is "
+                             "no depthwise variant")
+        if assigner is not None or o2o_assigner is not None:
+            self._describable = False  # a custom assigner object is code, not data: no spec
+        self._spec_args = {k: v for k, v in locals().items() if k in _SPEC_DEFAULTS}
         if len(in_channels) != len(strides):
             raise ValueError(f"TaskAlignedHead: {len(in_channels)} in_channels {list(in_channels)} but "
                              f"{len(strides)} strides")
@@ -160,7 +175,7 @@ class TaskAlignedHead(nn.Module):
                                     for c in in_channels)
         self.dfl_project = (nn.Parameter(torch.arange(reg_max, dtype=torch.float32), requires_grad=False)
                             if reg_max > 1 else None)
-        self.initialize_biases(cls_prior, prior_image_size)
+        self.initialize_biases(prior_prob, prior_image_size)
         # Same structure, separate weights; built after the bias init so both branches start alike.
         self.o2o_levels = copy.deepcopy(self.levels) if self.one2one else None
 
@@ -171,10 +186,19 @@ class TaskAlignedHead(nn.Module):
         gains = dict(box_weight=box_weight, cls_weight=cls_weight, dfl_weight=dfl_weight)
         self.loss_fn = TaskAlignedLoss(num_classes, reg_max, assigner, **gains)
         self.o2o_loss_fn = TaskAlignedLoss(num_classes, reg_max, o2o_assigner, **gains) if self.one2one else None
-        self.o2m_weight = o2m_weight
+        self.o2m_weight = self._o2m_start = o2m_weight
         self._nms_free = False
         self.nms_free = self.one2one if nms_free is None else nms_free
         self.use_l1 = False  # accepted for trainer compatibility (the YOLOX trainer switches it on); unused
+        #: COCO evaluation considers every class above conf per point (YOLOv8's validator); predict does not.
+        self.eval_multi_label = True
+
+    def set_epoch(self, epoch: int, epochs: int) -> None:
+        """Training schedule (called by the trainer at the start of each epoch): with the one-to-one branch, the
+        one-to-many weight decays linearly from its initial value to 0.1 over the run (YOLO26's ProgLoss), so the
+        dense branch guides early training and the NMS-free branch owns the end."""
+        if self.one2one:
+            self.o2m_weight = o2m_weight_schedule(epoch / max(epochs - 1, 1), start=self._o2m_start)
 
     @property
     def nms_free(self) -> bool:
@@ -186,11 +210,21 @@ class TaskAlignedHead(nn.Module):
             raise ValueError("TaskAlignedHead: nms_free inference needs the one-to-one branch (one2one=True)")
         self._nms_free = bool(value)
 
-    def initialize_biases(self, cls_prior: float | None = None, prior_image_size: int = 640) -> None:
+    @property
+    def spec(self) -> HeadSpec:
+        """This head as data (``kind="tal"``; options that differ from the defaults are recorded)."""
+        if not getattr(self, "_describable", True):
+            raise SpecError("TaskAlignedHead: a head built with custom assigner objects cannot be described as data")
+        a = self._spec_args
+        options = {k: a[k] for k in _SPEC_DEFAULTS if k not in ("norm", "act", "prior_prob") and a[k] != _SPEC_DEFAULTS[k]}
+        return HeadSpec("tal", self.num_classes, None, self.strides, False, NORMS.name_of(a["norm"]),
+                        None if a["act"] is None else ACTIVATIONS.name_of(a["act"]), a["prior_prob"], options)
+
+    def initialize_biases(self, prior_prob: float | None = None, prior_image_size: int = 640) -> None:
         """Box biases 1.0 (YOLOv8; with DFL a uniform start, expected distance (reg_max - 1) / 2 strides) and class
-        biases ``logit(p)`` with p = ``cls_prior`` or YOLOv8's per-level ``5 / C / (prior_image_size / s)^2``."""
+        biases ``logit(p)`` with p = ``prior_prob`` or YOLOv8's per-level ``5 / C / (prior_image_size / s)^2``."""
         for level, s in zip(self.levels, self.strides):
-            p = cls_prior if cls_prior is not None else 5 / self.num_classes / (prior_image_size / s) ** 2
+            p = prior_prob if prior_prob is not None else 5 / self.num_classes / (prior_image_size / s) ** 2
             if not 0 < p < 1:
                 raise ValueError(f"TaskAlignedHead: class prior must be in (0, 1), got {p}")
             nn.init.constant_(level.box_pred.bias, 1.0)
@@ -264,13 +298,14 @@ class TaskAlignedHead(nn.Module):
         classes: Sequence[int] | None = None,
         agnostic: bool = False,
         pre_nms_topk: int | None = None,
+        multi_label: bool = False,
     ) -> list[dict[str, Tensor]]:
         """Detections from :meth:`decode`'s output, for the current mode: NMS-free top-k (``iou``, ``agnostic``,
         ``pre_nms_topk`` unused) or :func:`cspdet.det.postprocess` (class-aware NMS). Same signature and result
         as :func:`cspdet.det.postprocess`: per image ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,)."""
         if self.nms_free:
             return topk_postprocess(preds, conf, max_det, classes)
-        return nms_postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk)
+        return nms_postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
 
     def loss(self, out: TALHeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
         """Task-aligned assignment and losses of both branches.
@@ -302,3 +337,6 @@ class TaskAlignedHead(nn.Module):
         mixed = {k: w * o2m[k] + (1 - w) * o2o[k] for k in self.loss_keys}
         return {**mixed, "num_fg": o2m["num_fg"], "o2m_loss": o2m["loss"].detach(), "o2o_loss": o2o["loss"].detach(),
                 "o2o_num_fg": o2o["num_fg"]}
+
+
+HEADS.register("tal", TaskAlignedHead)

@@ -19,15 +19,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from torch import nn
-
 from .detector import Detector
-from .elan import C2fNet, C2fStage
-from .elan_neck import C2fPAN
-from .layers import ActLayer, NormLayer, YoloxBatchNorm2d
-from .tal_head import TaskAlignedHead
+from .spec import BackboneSpec, DetectorSpec, HeadSpec, NeckSpec, StageSpec
 
-__all__ = ["YOLOV8_SIZES", "yolov8_channels", "yolov8_layout"]
+__all__ = ["YOLOV8_SIZES", "yolov8_channels", "yolov8_layout", "yolov8_spec"]
 
 #: YOLOv8 sizes: name -> (depth multiplier, width multiplier, max channels).
 YOLOV8_SIZES: dict[str, tuple[float, float, int]] = {
@@ -45,50 +40,56 @@ def yolov8_channels(width: float, max_channels: int = 1024) -> list[int]:
     return [int(math.ceil(min(c, max_channels) * width / 8) * 8) for c in (64, 128, 256, 512, 1024)]
 
 
-def yolov8_layout(
+def yolov8_spec(
+    num_classes: int = 80,
     depth: float = 0.33,
     width: float = 0.25,
-    num_classes: int = 80,
-    *,
     max_channels: int = 1024,
     reg_max: int = 16,
     one2one: bool = False,
-    norm: NormLayer = YoloxBatchNorm2d,
-    act: ActLayer = nn.SiLU,
-    **head_kwargs: Any,
-) -> Detector:
-    """A :class:`~cspdet.models.Detector` with YOLOv8's layout (defaults: YOLOv8n, see :data:`YOLOV8_SIZES`).
+    act: str = "silu",
+    prior_prob: float | None = None,
+    head_options: dict[str, Any] | None = None,
+) -> DetectorSpec:
+    """YOLOv8's layout as data (the ``yolov8`` family of :data:`cspdet.models.FAMILIES`).
 
     Args:
-        depth, width, max_channels: YOLOv8's scaling (n: 0.33 / 0.25 / 1024, s: 0.33 / 0.50 / 1024).
         num_classes: C.
+        depth, width, max_channels: YOLOv8's scaling (n: 0.33 / 0.25 / 1024, s: 0.33 / 0.50 / 1024).
         reg_max: DFL bins (16); 1 = direct distance regression (YOLO26 style).
-        one2one: add the one-to-one branch for NMS-free inference (default inference mode then NMS-free).
-        norm, act: norm and activation factories.
-        head_kwargs: more :class:`~cspdet.models.tal_head.TaskAlignedHead` options (``cls_prior``,
-            ``o2m_weight``, assigners, loss gains, ...).
-
-    Returns:
-        ``Detector(C2fNet, C2fPAN, TaskAlignedHead)``: training forward gives the head's loss dict, eval forward
-        (B, A, 5 + C) YOLOX-layout predictions (objectness column = 1).
+        one2one: add the one-to-one branch for NMS-free inference (the default inference mode then).
+        act: activation name; prior_prob: class prior (None: YOLOv8's per-level prior).
+        head_options: more :class:`~cspdet.models.tal_head.TaskAlignedHead` options (``o2m_weight``,
+            ``o2o_detach``, loss gains, ...).
     """
-    if depth <= 0 or width <= 0:
-        raise ValueError(f"yolov8_layout: depth and width must be > 0, got depth={depth}, width={width}")
+    if not depth > 0 or not width > 0:
+        raise ValueError(f"yolov8: depth and width must be > 0, got depth={depth}, width={width}")
     c = yolov8_channels(width, max_channels)
 
     def n(k: int) -> int:
         return max(round(k * depth), 1)
 
-    backbone = C2fNet(
-        [(n(3), c[1]), (n(6), c[2]), (n(6), c[3]), (n(3), c[4])],
-        stem_channels=c[0],
-        stage_fn=C2fStage,
-        stage_kwargs=dict(block_kwargs=dict(shortcut=True)),
-        sppf=True,
-        norm=norm,
-        act=act,
+    residual = {"block_kwargs": {"shortcut": True}}
+    backbone = BackboneSpec(
+        stages=tuple(StageSpec(n(k), ch, "", True, residual) for k, ch in zip((3, 6, 6, 3), c[1:])),
+        kind="c2fnet", stem_channels=c[0], stem_type="conv", norm="yolox_bn", act=act, num_classes=0,
+        features_only=True, weight_init="torch", options={"stage": "c2f", "sppf": True, "sppf_kernel": 5},
     )
-    neck = C2fPAN(backbone.out_channels, num_blocks=n(3), norm=norm, act=act)
-    head = TaskAlignedHead(num_classes, neck.out_channels, strides=backbone.out_strides, reg_max=reg_max,
-                           one2one=one2one, norm=norm, act=act, **head_kwargs)
-    return Detector(backbone, neck, head)
+    neck = NeckSpec("c2fpan", tuple(c[2:]), n(3), False, "yolox_bn", act)
+    options = dict(head_options or {})
+    if reg_max != 16:
+        options["reg_max"] = reg_max
+    if one2one:
+        options["one2one"] = True
+    head = HeadSpec("tal", num_classes, None, (8, 16, 32), False, "yolox_bn", act, prior_prob, options)
+    return DetectorSpec(backbone, neck, head)
+
+
+def yolov8_layout(depth: float = 0.33, width: float = 0.25, num_classes: int = 80, *, max_channels: int = 1024,
+                  reg_max: int = 16, one2one: bool = False, act: str = "silu", prior_prob: float | None = None,
+                  **head_options: Any) -> Detector:
+    """A :class:`~cspdet.models.Detector` with YOLOv8's layout (defaults: YOLOv8n), built from
+    :func:`yolov8_spec`: ``Detector(C2fNet, C2fPAN, TaskAlignedHead)``; training forward gives the head's loss
+    dict, eval forward (B, A, 5 + C) YOLOX-layout predictions (objectness column = 1)."""
+    return Detector.from_spec(yolov8_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob,
+                                          head_options))

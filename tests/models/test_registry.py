@@ -39,6 +39,7 @@ from cspdet.models import (
 PUBLISHED_DETECTOR_PARAMS = {
     "cspdarknet_nano": 912_159, "cspdarknet_tiny": 5_055_855, "cspdarknet_s": 8_968_255,
     "cspdarknet_m": 25_326_495, "cspdarknet_l": 54_208_895, "cspdarknet_x": 99_071_455,
+    "yolov8n_layout": 3_157_200, "yolov8s_layout": 11_166_560, "yolov8m_layout": 25_902_640,  # Ultralytics'
 }
 PUBLISHED_CLASSIFIER_PARAMS = {
     "csp_resnet50": 21_616_168, "cspresnet50": 21_616_168, "csp_resnext50_32x4d": 20_569_896,

@@ -39,7 +39,7 @@ def test_bias_init_per_stride_prior_or_fixed():
         p = 5 / 80 / (640 / s) ** 2  # YOLOv8's prior: ~5 objects per 640 image, over classes and cells
         torch.testing.assert_close(lvl.cls_pred.bias.sigmoid(), torch.full((80,), p))
         assert (lvl.box_pred.bias == 1.0).all()
-    fixed = TaskAlignedHead(3, [16, 32, 64], cls_prior=0.01, one2one=True)
+    fixed = TaskAlignedHead(3, [16, 32, 64], prior_prob=0.01, one2one=True)
     for lvl in [*fixed.levels, *fixed.o2o_levels]:
         assert math.isclose(lvl.cls_pred.bias[0].item(), -math.log(99), rel_tol=1e-6)
 
