@@ -126,3 +126,18 @@ def _remount_read_only(where: Path) -> None:
     proc = subprocess.run(["mount", "-o", "remount,ro", str(where)], capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot remount the tmpfs read-only: {proc.stderr.strip()}")
+
+
+@pytest.fixture(scope="session")
+def shapes_descriptor(tmp_path_factory) -> Path:
+    """Descriptor YAML of a tiny synthetic COCO-layout dataset cspdet draws itself: 3 classes, 8 train and 4 val
+    images of 64 px (seed 0). Read-only for the tests that share it."""
+    from cspdet.data.synthetic import make_shapes_dataset
+
+    root = tmp_path_factory.mktemp("shapes")
+    make_shapes_dataset(root / "shapes", num_train=8, num_val=4, size=64, seed=0)
+    desc = root / "shapes.yaml"
+    desc.write_text(f"format: coco\npath: {root / 'shapes'}\n"
+                    "train: {images: images/train, annotations: annotations/instances_train.json}\n"
+                    "val: {images: images/val, annotations: annotations/instances_val.json}\n")
+    return desc

@@ -16,7 +16,6 @@ from torch import nn
 
 from cspdet import Predictor
 from cspdet.config import config_from_dict
-from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine.build import detector_from_checkpoint
 from cspdet.engine.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from cspdet.engine.trainer import Trainer
@@ -51,17 +50,6 @@ class GhostishBlock(nn.Module):
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(root / "shapes", num_train=8, num_val=4, size=64, seed=0)
-    desc = root / "shapes.yaml"
-    desc.write_text(f"format: coco\npath: {root / 'shapes'}\n"
-                    "train: {images: images/train, annotations: annotations/instances_train.json}\n"
-                    "val: {images: images/val, annotations: annotations/instances_val.json}\n")
-    return desc
-
-
-@pytest.fixture(scope="module")
 def ghost_preset():
     register_block("test_ghostish", GhostishBlock, overwrite=True)
     rows = [[1, 16, "test_ghostish", True], [1, 32, "test_ghostish", True], [1, 32, "darknet", True],
@@ -73,10 +61,10 @@ def ghost_preset():
     BLOCKS._by_name.pop("test_ghostish", None)
 
 
-def test_registered_custom_preset_trains_saves_loads_and_predicts(ghost_preset, shapes, tmp_path):
+def test_registered_custom_preset_trains_saves_loads_and_predicts(ghost_preset, shapes_descriptor, tmp_path):
     raw = {
         "model": {"name": ghost_preset, "num_classes": 3},
-        "data": {"dataset": str(shapes), "img_size": [64, 64], "workers": 0},
+        "data": {"dataset": str(shapes_descriptor), "img_size": [64, 64], "workers": 0},
         "train": {"epochs": 2, "batch_size": 4, "warmup_epochs": 1, "no_aug_epochs": 1, "eval_interval": 1,
                   "output_dir": str(tmp_path), "name": "ghost", "log_images": 0, "device": "cpu"},
         "eval": {"img_size": [96, 96], "batch_size": 4},

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .boxes import batched_box_iou
+from .boxes import batched_box_iou, pack_targets
 
 __all__ = ["Assignment", "SimOTAAssigner"]
 
@@ -113,10 +113,7 @@ class SimOTAAssigner:
                 num_fg=torch.zeros(b, dtype=torch.long, device=device),
             )
         # Move real gts to the front and drop all-padding columns: M shrinks to the most gts in one image.
-        order = torch.argsort((~gt_mask).to(torch.int8), dim=1, stable=True)[:, :m]
-        gt_boxes = gt_boxes.gather(1, order[..., None].expand(-1, -1, 4)).float()
-        gt_labels = gt_labels.long().gather(1, order)
-        gt_mask = gt_mask.gather(1, order)
+        order, gt_boxes, gt_labels, gt_mask = pack_targets(gt_boxes, gt_labels, gt_mask, m)
 
         chunk = max(1, self.max_pairs // max(1, m * a))
         parts = [

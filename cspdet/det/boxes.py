@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["batched_box_iou", "elementwise_box_iou", "grid_points", "decode_boxes"]
+__all__ = ["batched_box_iou", "elementwise_box_iou", "grid_points", "decode_boxes", "pack_targets"]
 
 
 def batched_box_iou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-9) -> Tensor:
@@ -97,3 +97,19 @@ def decode_boxes(reg: Tensor, points: Tensor, point_strides: Tensor) -> Tensor:
     xy = (reg[..., :2] + points) * s
     wh = reg[..., 2:].exp() * s
     return torch.cat((xy, wh), -1)
+
+
+def pack_targets(gt_boxes: Tensor, gt_labels: Tensor, gt_mask: Tensor, m: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Move each image's real targets to the front of the padded M axis and keep the first ``m`` columns (``m`` =
+    the most real targets in one image), so assigners work on (B, m) instead of the loader's padded (B, M).
+
+    Args:
+        gt_boxes: (B, M, 4) xyxy; gt_labels: (B, M); gt_mask: (B, M) bool, True for real targets.
+
+    Returns:
+        ``order`` (B, m) int64 -- packed column -> the caller's column (``order.gather(1, j)`` maps back), and the
+        packed (B, m, 4) float32 boxes, (B, m) int64 labels, (B, m) bool mask.
+    """
+    order = torch.argsort((~gt_mask).to(torch.int8), dim=1, stable=True)[:, :m]
+    return (order, gt_boxes.gather(1, order[..., None].expand(-1, -1, 4)).float(), gt_labels.long().gather(1, order),
+            gt_mask.gather(1, order))

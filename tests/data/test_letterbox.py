@@ -5,27 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 
-import cv2
 import numpy as np
 import pytest
 import torch
 
 from cspdet.data import Letterbox, ValDataset, build_dataset
-
-
-def _old_letterbox(image: np.ndarray, size, pad_value: int = 114) -> tuple[np.ndarray, float]:
-    """``cspdet.data.transforms.letterbox`` before Letterbox replaced it, verbatim."""
-    out_h, out_w = int(size[0]), int(size[1])
-    h, w = image.shape[:2]
-    r = min(out_h / h, out_w / w)
-    new_w, new_h = min(out_w, int(round(w * r))), min(out_h, int(round(h * r)))
-    if (new_w, new_h) != (w, h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    if (new_h, new_w) == (out_h, out_w):
-        return np.ascontiguousarray(image), r
-    out = np.full((out_h, out_w, image.shape[2]), pad_value, dtype=np.uint8)
-    out[:new_h, :new_w] = image
-    return out, r
+from letterbox_reference import old_letterbox  # tests/letterbox_reference.py
 
 
 def _old_predictor_invert(boxes: np.ndarray, r: float, h: int, w: int) -> np.ndarray:
@@ -58,17 +43,17 @@ SHAPES = [(90, 200), (200, 90), (64, 80), (128, 128), (333, 517), (17, 1000), (4
 
 
 @pytest.mark.parametrize("size", [(128, 128), (160, 128), (64, 80), (640, 640), (96, 320)])
-def test_apply_is_bit_identical_to_the_old_letterbox(size):
+def test_apply_is_bit_identical_to_theold_letterbox(size):
     rng = np.random.default_rng(0)
     for h, w in SHAPES:
         for channels in (3, 4):  # the training path letterboxes RGB + a spare channel
             image = rng.integers(0, 256, (h, w, channels), dtype=np.uint8)
-            want, want_r = _old_letterbox(image, size)
+            want, want_r = old_letterbox(image, size)
             got, r = Letterbox(size).apply(image)
             assert r == want_r and got.dtype == np.uint8 and got.shape == (*size, channels)
             np.testing.assert_array_equal(got, want)
     image = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(Letterbox(size, pad_value=0).apply(image)[0], _old_letterbox(image, size, 0)[0])
+    np.testing.assert_array_equal(Letterbox(size, pad_value=0).apply(image)[0], old_letterbox(image, size, 0)[0])
 
 
 def test_invert_is_bit_identical_to_the_old_predictor_and_evaluator_formulas():
@@ -140,7 +125,7 @@ def test_val_dataset_letterbox_is_the_old_one(coco_dir):
     for i in range(len(ds)):
         image, targets, _, ratio, orig = val[i]
         s = ds.load_sample(i)
-        want, r = _old_letterbox(s.image, (64, 80))
+        want, r = old_letterbox(s.image, (64, 80))
         np.testing.assert_array_equal(image, want)
         assert ratio == float(r) and tuple(orig) == s.image.shape[:2]
         np.testing.assert_array_equal(targets[:, 1:], s.boxes * np.float32(r))

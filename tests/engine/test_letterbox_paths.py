@@ -15,21 +15,7 @@ from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.data.visualize import class_color, draw_boxes
 from cspdet.engine.evaluator import COCOEvaluator
 from cspdet.engine.predictor import Predictor
-
-
-def _old_letterbox(image: np.ndarray, size) -> tuple[np.ndarray, float]:
-    """``cspdet.data.transforms.letterbox`` before Letterbox replaced it."""
-    out_h, out_w = size
-    h, w = image.shape[:2]
-    r = min(out_h / h, out_w / w)
-    new_w, new_h = min(out_w, int(round(w * r))), min(out_h, int(round(h * r)))
-    if (new_w, new_h) != (w, h):
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-    if (new_h, new_w) == (out_h, out_w):
-        return np.ascontiguousarray(image), r
-    out = np.full((out_h, out_w, 3), 114, dtype=np.uint8)
-    out[:new_h, :new_w] = image
-    return out, r
+from letterbox_reference import old_letterbox  # tests/letterbox_reference.py
 
 
 def _photo(h: int, w: int, seed: int) -> np.ndarray:
@@ -47,7 +33,7 @@ def test_predictor_boxes_equal_the_old_pipeline_bit_for_bit(tiny):
         (res,) = predictor.predict_images([image])
         assert len(res) > 0
         # before: letterbox -> predict -> float32 boxes / r, clipped to the image
-        boxed, r = _old_letterbox(image, (96, 128))
+        boxed, r = old_letterbox(image, (96, 128))
         (ref,) = model.predict(torch.from_numpy(boxed).permute(2, 0, 1)[None].float(), conf=0.2, iou=0.5, max_det=50)
         boxes = ref["boxes"].float().numpy() / r
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
@@ -66,7 +52,7 @@ def test_evaluator_results_equal_the_old_pipeline(coco128_subset, tiny):
     want: dict[int, list[dict]] = {}
     for start in range(0, len(dataset), 5):
         samples = [dataset.load_sample(i) for i in range(start, min(start + 5, len(dataset)))]
-        boxed = [_old_letterbox(s.image, (160, 128)) for s in samples]
+        boxed = [old_letterbox(s.image, (160, 128)) for s in samples]
         images = torch.stack([torch.from_numpy(b) for b, _ in boxed]).permute(0, 3, 1, 2).float()
         for k, det in enumerate(model.predict(images, conf=0.001, iou=0.65, max_det=20)):
             (h, w), ratio = samples[k].image.shape[:2], float(np.float32(boxed[k][1]))
@@ -120,7 +106,7 @@ def test_trainer_logs_letterboxed_images_drawn_in_the_class_colour(tmp_path: Pat
     trainer._log_val_images(0)
     assert len(logged) == 2
     for k, ((tag, image, _), kw) in enumerate(logged):
-        padded, _ = _old_letterbox(trainer.val_set.load_sample(k).image, (64, 96))
+        padded, _ = old_letterbox(trainer.val_set.load_sample(k).image, (64, 96))
         assert tag == f"val_images/{k}" and kw == {"dataformats": "HWC"}
         np.testing.assert_array_equal(stub.inputs[k][0].permute(1, 2, 0).numpy(), padded.astype(np.float32))
         box = np.array([[4.0, 20.0, 40.0, 44.0]], np.float32)

@@ -13,7 +13,6 @@ import torch
 
 from cspdet import Predictor
 from cspdet.config import config_from_dict
-from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.det.postprocess import postprocess
 from cspdet.engine.checkpoint import load_checkpoint
 from cspdet.engine.evaluator import COCOEvaluator
@@ -22,21 +21,10 @@ from cspdet.engine.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("shapes")
-    make_shapes_dataset(root / "shapes", num_train=8, num_val=4, size=64, seed=0)
-    desc = root / "shapes.yaml"
-    desc.write_text(f"format: coco\npath: {root / 'shapes'}\n"
-                    "train: {images: images/train, annotations: annotations/instances_train.json}\n"
-                    "val: {images: images/val, annotations: annotations/instances_val.json}\n")
-    return desc
-
-
-@pytest.fixture(scope="module")
-def run(shapes, tmp_path_factory):
+def run(shapes_descriptor, tmp_path_factory):
     raw = {
         "model": {"name": "csptal_n", "num_classes": 3, "width": 0.125},
-        "data": {"dataset": str(shapes), "img_size": [64, 64], "workers": 0},
+        "data": {"dataset": str(shapes_descriptor), "img_size": [64, 64], "workers": 0},
         "train": {"epochs": 3, "batch_size": 4, "warmup_epochs": 1, "no_aug_epochs": 1, "eval_interval": 1,
                   "optimizer": "auto", "output_dir": str(tmp_path_factory.mktemp("runs")), "name": "tal",
                   "log_images": 0, "device": "cpu"},
