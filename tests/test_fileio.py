@@ -103,8 +103,10 @@ def test_read_only_and_permission_errors_name_the_path(tmp_path, monkeypatch):
 
 def test_run_files_are_written_through_the_atomic_helper(tmp_path, disk_full):
     """config.yaml, metrics.json and the PR curves: a full disk leaves the previous file, and no temp file."""
-    from cspdet.engine.evaluator import coco_evaluate
     from pycocotools.coco import COCO
+
+    from cspdet.engine.evaluator import coco_evaluate
+    from cspdet.engine.plots import plot_pr_curve
 
     cfg = Config()
     save_config(cfg, tmp_path / "config.yaml")
@@ -115,14 +117,14 @@ def test_run_files_are_written_through_the_atomic_helper(tmp_path, disk_full):
     gt.createIndex()
     metrics = coco_evaluate(gt, [{"image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "score": 0.9}])
     metrics.save_json(tmp_path / "metrics.json")
-    metrics.plot_pr_curves(tmp_path / "pr_curves.png")
+    plot_pr_curve(metrics, tmp_path / "pr_curve.png")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    assert before["pr_curves.png"].startswith(b"\x89PNG")
+    assert before["pr_curve.png"].startswith(b"\x89PNG")
     disk_full(room=10)
     cfg.train.epochs = 7
     for write, name in [(lambda: save_config(cfg, tmp_path / "config.yaml"), "config.yaml"),
                         (lambda: metrics.save_json(tmp_path / "metrics.json"), "metrics.json"),
-                        (lambda: metrics.plot_pr_curves(tmp_path / "pr_curves.png"), "pr_curves.png")]:
+                        (lambda: plot_pr_curve(metrics, tmp_path / "pr_curve.png"), "pr_curve.png")]:
         with pytest.raises(OutputError, match=rf"disk full while saving .*{name}; the previous {name} is intact"):
             write()
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

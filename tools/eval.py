@@ -9,8 +9,10 @@ Score a COCO results json from any detector against COCO ground truth (no model 
     python tools/eval.py --ann instances_val2017.json --results detections.json [--out metrics.json]
 
 Prints pycocotools' 12-line summary and a per-class AP / AP50 table. Writes ``metrics.json`` (the 12 stats
-under AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl, plus ``per_class``) and
-``pr_curves.png``; with a checkpoint also ``detections.json`` (COCO results, xywh, original ids).
+under AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl, plus ``per_class``) and the pictures
+``pr_curve.png``, ``f1_curve.png``, ``p_curve.png``, ``r_curve.png``, ``confusion_matrix.png`` and
+``confusion_matrix_normalized.png`` (not with ``--no-plots``); with a checkpoint also ``detections.json``
+(COCO results, xywh, original ids).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--pre-nms-topk", type=range_type(Range(1), int), default=None, metavar="K",
                         help="checkpoint mode: at most K top-scoring points per image enter NMS (faster at conf "
                         "0.001, may lower mAP slightly; default: no cap, as YOLOX)")
-    parser.add_argument("--no-plots", action="store_true", help="do not write pr_curves.png")
+    parser.add_argument("--no-plots", action="store_true",
+                        help="do not write the PR / F1 / P / R curves and confusion matrices")
     parser.add_argument("--all-classes", action="store_true", help="also list classes without ground truth")
     return parser.parse_intermixed_args(argv)
 
@@ -75,7 +78,10 @@ def run_file_mode(args: argparse.Namespace) -> int:
         out = metrics.save_json(args.out)
         print(f"\nwrote {out}")
         if not args.no_plots:
-            print(f"wrote {metrics.plot_pr_curves(out.with_name('pr_curves.png'))}")
+            from cspdet.engine.plots import write_eval_plots
+
+            pictures = write_eval_plots(out.parent, metrics, gt, dets)
+            print(f"wrote {', '.join(p.name for p in pictures)} to {out.parent}")
     return 0
 
 
@@ -113,7 +119,7 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
     print(f"\n{metrics.extra.get('ms_per_image', 0):.1f} ms/image (model + NMS), COCO eval "
           f"{metrics.eval_seconds:.2f} s ({metrics.backend})")
     print(f"wrote {out / 'metrics.json'}, {out / 'detections.json'}"
-          + ("" if args.no_plots else f", {out / 'pr_curves.png'}"))
+          + ("" if args.no_plots else ", the PR / F1 / P / R curves and confusion matrices (*.png)"))
     return 0
 
 

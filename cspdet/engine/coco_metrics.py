@@ -1,7 +1,8 @@
-"""COCO box scoring: ground truth and detections in, the 12 ``COCOeval`` stats, a per-class table, PR curves
-and ``metrics.json`` out. No model and no torch: :mod:`cspdet.engine.evaluator` runs a detector over a
+"""COCO box scoring: ground truth and detections in, the 12 ``COCOeval`` stats, a per-class table and
+``metrics.json`` out. No model and no torch: :mod:`cspdet.engine.evaluator` runs a detector over a
 validation loader and hands its results list to :func:`coco_evaluate`; ``tools/eval.py --ann --results``
-scores a results file with it directly.
+scores a results file with it directly. The pictures of an evaluation (PR, F1, P, R curves, confusion
+matrix) are drawn from its results by :func:`cspdet.engine.plots.write_eval_plots`.
 
     detections [{"image_id", "category_id", "bbox": [x, y, w, h] original px, "score"}]
       ─► check_detections (ids known to the ground truth, well-formed entries)
@@ -242,57 +243,6 @@ class COCOMetrics:
         if skipped:
             lines.append(f"({skipped} categories without ground truth not shown)")
         return "\n".join(lines)
-
-    def plot_pr_curves(self, path: str | os.PathLike, max_classes: int | None = None) -> Path:
-        """Save precision-recall curves as one PNG: a panel per category with ground truth.
-
-        Each panel shows precision vs recall at IoU 0.50 and 0.75 and the mean over 0.50:0.95 (all areas,
-        100 detections per image), i.e. the curves whose areas are AP50, AP75 and AP. The first panel is
-        the mean over categories.
-        """
-        from matplotlib.backends.backend_agg import FigureCanvasAgg  # Agg: no display needed
-        from matplotlib.figure import Figure
-
-        path = Path(path)
-        rows = [(k, c) for k, c in enumerate(self.per_class) if c.num_gt > 0]
-        if max_classes is not None:
-            rows = rows[:max_classes]
-        n_panels = len(rows) + 1
-        ncols = min(n_panels, max(1, math.ceil(math.sqrt(n_panels))))
-        nrows = math.ceil(n_panels / ncols)
-        fig = Figure(figsize=(2.6 * ncols, 2.3 * nrows), dpi=72)
-        # fixed margins: constrained layout costs seconds with ~80 panels
-        fig.subplots_adjust(left=0.03, right=0.99, bottom=0.03, top=0.97, wspace=0.25, hspace=0.45)
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-        rec = self.recall_thresholds
-        # (T, R, K) at area "all" (index 0) and 100 detections per image (last index); -1 = undefined
-        prec = np.where(self.precision > -1, self.precision, np.nan)[:, :, :, 0, -1]
-        t50 = int(np.argmin(np.abs(self.iou_thresholds - 0.5)))
-        t75 = int(np.argmin(np.abs(self.iou_thresholds - 0.75)))
-        panels = [("all classes", prec, self.stats["AP50"], self.stats["AP"])]
-        panels += [(c.name, prec[:, :, k:k + 1], c.ap50, c.ap) for k, c in rows]
-        for ax, (title, p, ap50, ap) in zip(axes, panels):
-            with _quiet_nan_warnings():  # all-NaN slices (no detections) just draw nothing
-                curve = np.nanmean(p, axis=2) if p.shape[2] else np.full(p.shape[:2], np.nan)  # (T, R)
-                mean_curve = np.nanmean(curve, axis=0)
-            ax.plot(rec, curve[t50], lw=1.5, label="IoU .50")
-            ax.plot(rec, curve[t75], lw=1.0, label="IoU .75")
-            ax.plot(rec, mean_curve, lw=1.0, ls="--", label=".50:.95")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1.02)
-            ax.set_title(f"{title}\nAP50 {_pct(ap50)}  AP {_pct(ap)}", fontsize=8)
-            ax.tick_params(labelsize=6)
-        axes[0].legend(fontsize=6, loc="lower left")
-        axes[0].set_xlabel("recall", fontsize=7)
-        axes[0].set_ylabel("precision", fontsize=7)
-        for ax in axes[len(panels):]:
-            ax.set_axis_off()
-        return atomic_write(path, lambda fh: fig.savefig(fh, format=path.suffix[1:].lower() or "png"))
-
-
-def _pct(v: float) -> str:
-    return "-" if v is None or math.isnan(v) or v < 0 else f"{100 * v:.1f}"
 
 
 @contextlib.contextmanager

@@ -6,8 +6,9 @@ The flow for one validation image::
       ─► Letterbox.invert (/ ratio, clip to the original image) ─► xywh + original category id
       ─► COCO results list ─► coco_metrics.coco_evaluate (12 stats + per-class AP table)
 
-The scoring itself (pycocotools / faster-coco-eval, the per-class table, PR curves, ``metrics.json``) is
-:mod:`cspdet.engine.coco_metrics`; this module is the loop around it, including the distributed gather.
+The scoring itself (pycocotools / faster-coco-eval, the per-class table, ``metrics.json``) is
+:mod:`cspdet.engine.coco_metrics`, the pictures :mod:`cspdet.engine.plots`; this module is the loop around
+them, including the distributed gather.
 """
 
 from __future__ import annotations
@@ -210,8 +211,9 @@ class COCOEvaluator:
         self, model: torch.nn.Module, output_dir: str | os.PathLike | None = None, plots: bool = True,
         progress: bool = False,
     ) -> COCOMetrics:
-        """Predict, gather (distributed), score. Rank 0 writes ``detections.json``, ``metrics.json`` and
-        ``pr_curves.png`` to ``output_dir`` when given.
+        """Predict, gather (distributed), score. Rank 0 writes ``detections.json``, ``metrics.json`` and (with
+        ``plots``) the pictures of :data:`cspdet.engine.plots.EVAL_PLOTS` -- PR, F1, P and R curves, confusion
+        matrices -- to ``output_dir`` when given.
 
         Returns:
             :class:`COCOMetrics` (on every rank).
@@ -255,8 +257,22 @@ class COCOEvaluator:
             atomic_write(out / "detections.json", json.dumps(detections))
             metrics.save_json(out / "metrics.json")
             if plots:
-                metrics.plot_pr_curves(out / "pr_curves.png")
+                self._write_plots(out, metrics, detections)
         return metrics
+
+    def _write_plots(self, out: Path, metrics: COCOMetrics, detections: list[dict[str, Any]]) -> None:
+        """The pictures of :func:`cspdet.engine.plots.write_eval_plots`. One that cannot be drawn is reported and
+        skipped: the scores are already written, and the final evaluation of a training run must not lose
+        ``last.pt`` to a drawing. A file that cannot be written (disk full, ...) raises like every other output."""
+        from ..fileio import OutputError
+        from .plots import write_eval_plots  # matplotlib: only when pictures are asked for
+
+        try:
+            write_eval_plots(out, metrics, self.coco_gt, detections)
+        except OutputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - see the docstring
+            logger.warning("could not draw the evaluation plots in %s (%s: %s)", out, type(err).__name__, err)
 
 
 def load_detector_for_eval(

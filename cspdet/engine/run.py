@@ -64,7 +64,8 @@ OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
 # leaves (see cspdet.fileio).
 STALE_SAVE_TEMPS = TEMP_PATTERN
 # Files a previous run leaves in its directory; ``exist_ok`` reuse deletes them (see :func:`new_run_dir`).
-RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*", STALE_SAVE_TEMPS)
+RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*", "labels.png",
+               "train_batch*.jpg", "results.png", STALE_SAVE_TEMPS)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -220,6 +220,8 @@ class Trainer(TrainingRun):
             restore_rng_state(self.rng_state)
         metrics: dict[str, float] = {}
         try:
+            if self.start_epoch == 0:
+                self._write_plots("labels")
             for epoch in range(self.start_epoch, end):
                 losses, lr, seconds = self._train_epoch(epoch)
                 metrics = {}
@@ -233,7 +235,10 @@ class Trainer(TrainingRun):
                 if self.is_main:
                     self._write_row(epoch + 1, lr, losses, metrics, seconds)
                     for key, value in metrics.items():
-                        self.writer.add_scalar(f"val/{key}", value, self.iteration)
+                        if value != -1:  # COCOeval's "no objects of this size", not a score: no point on the curve
+                            self.writer.add_scalar(f"val/{key}", value, self.iteration)
+                    if metrics or epoch + 1 == end:
+                        self._write_plots("results")
                 if last or epoch + 1 == end or (epoch + 1) % max(tcfg.save_interval, 1) == 0:
                     self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
         finally:
@@ -278,6 +283,8 @@ class Trainer(TrainingRun):
             lr = self.schedule(self.iteration + 1)  # YOLOX sets the lr of the step it is about to take
             set_lr(self.optimizer, lr)
             images, targets, mask = self._prepare_batch(batch, epoch, i)
+            if epoch == 0 and i < 3:
+                self._write_plots("batch", batch, i)
             group_start = (i // self.accumulate) * self.accumulate
             group_size = min(self.accumulate, self.iters_per_epoch - group_start)
             step_now = i + 1 == group_start + group_size
@@ -407,6 +414,30 @@ class Trainer(TrainingRun):
             self.writer.add_image(f"val_images/{k}", drawn, self.iteration, dataformats="HWC")
 
     # ------------------------------------------------------------------------------------ persistence
+
+    def _write_plots(self, what: str, batch: dict[str, torch.Tensor] | None = None, index: int = 0) -> None:
+        """Rank 0: the run's pictures (:mod:`cspdet.engine.plots`): ``"labels"`` -> labels.png, ``"batch"`` ->
+        train_batch{index}.jpg of ``batch``, ``"results"`` -> results.png from results.csv.
+
+        A picture that cannot be drawn is reported and skipped: it must never end a run that trains fine. A
+        file that cannot be written (disk full, ...) raises as every other output of the run does.
+        """
+        if not self.is_main:
+            return
+        from ..fileio import OutputError
+        from . import plots
+
+        try:
+            if what == "labels":
+                plots.plot_labels(self.train_set, self.run_dir / "labels.png")
+            elif what == "batch":
+                plots.plot_train_batch(batch, self.train_set.class_names, self.run_dir / f"train_batch{index}.jpg")
+            else:
+                plots.plot_results(self.csv_path, self.run_dir / "results.png")
+        except OutputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a drawing bug or an odd dataset: say so and train on
+            self._log(f"warning: could not draw {what} ({type(err).__name__}: {err})")
 
     def _write_row(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict[str, float], seconds: float):
         header = ["epoch", "lr", *(f"train/{k}" for k in self.loss_keys), "AP", "AP50", "AP75", "APs", "APm", "APl",

@@ -264,10 +264,12 @@ def test_detections_to_coco_maps_back_to_original_image_and_ids():
         detections_to_coco(boxes, torch.ones(2), torch.tensor([3, 0]), 7, [1, 5, 9])
 
 
-def test_pr_curves_png(tmp_path):
+def test_pr_curve_png(tmp_path):
+    from cspdet.engine.plots import plot_pr_curve
+
     data, dets = _random_case(4)
     metrics = coco_evaluate(_coco(data), dets)
-    png = metrics.plot_pr_curves(tmp_path / "pr.png")
+    png = plot_pr_curve(metrics, tmp_path / "pr.png")
     import cv2
 
     image = cv2.imread(str(png))
@@ -360,7 +362,10 @@ def test_tiny_detector_results_equal_pycocotools_on_written_json(coco128_subset,
     np.testing.assert_array_equal(np.array([metrics.stats[k] for k in STAT_KEYS]), expected)
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert [saved[k] for k in STAT_KEYS] == [metrics.stats[k] for k in STAT_KEYS]
-    assert (tmp_path / "pr_curves.png").stat().st_size > 1000
+    from cspdet.engine.plots import EVAL_PLOTS
+
+    for name in EVAL_PLOTS:  # PR, F1, P, R curves and the confusion matrices
+        assert (tmp_path / name).read_bytes().startswith(b"\x89PNG") and (tmp_path / name).stat().st_size > 1000
 
 
 def test_pre_nms_topk_caps_the_candidates_entering_nms(coco128_subset, tiny):

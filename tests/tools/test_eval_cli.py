@@ -67,7 +67,9 @@ def test_file_mode_equals_pycocotools(files, run_tool):
     metrics = json.loads((d / "out" / "metrics.json").read_text())
     assert [k for k in metrics if k in KEYS] == KEYS
     assert [metrics[k] for k in KEYS] == pytest.approx(_pycocotools_stats(d / "gt.json", dets), abs=1e-12)
-    assert (d / "out" / "pr_curves.png").stat().st_size > 1000
+    for name in ("pr_curve.png", "f1_curve.png", "p_curve.png", "r_curve.png", "confusion_matrix.png",
+                 "confusion_matrix_normalized.png"):
+        assert (d / "out" / name).stat().st_size > 1000, name
     train = [c for c in metrics["per_class"] if c["name"] == "train"][0]
     assert train["AP"] is None and train["num_det"] == 1  # detections for a class without GT
 
@@ -95,7 +97,7 @@ def test_checkpoint_mode(coco_subset, tmp_path, run_tool):
     metrics = json.loads((out / "metrics.json").read_text())
     dets = json.loads((out / "detections.json").read_text())
     assert 0 < len(dets) <= 8 * 30 and metrics["meta"]["max_det"] == 30
-    assert (out / "pr_curves.png").is_file()
+    assert (out / "pr_curve.png").is_file() and (out / "confusion_matrix.png").is_file()
     # the written detections score the same through the file mode and through pycocotools directly
     assert [metrics[k] for k in KEYS] == pytest.approx(_pycocotools_stats(coco_subset["gt"], dets), abs=1e-12)
     again = run_tool("eval.py", "--ann", coco_subset["gt"], "--results", out / "detections.json",
