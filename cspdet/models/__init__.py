@@ -52,7 +52,7 @@ from .presets import (
 from .registry import ACTIVATIONS, BLOCKS, HEADS, NECKS, NORMS, Registry, SpecError
 from .spec import BackboneSpec, DetectorMeta, DetectorSpec, HeadSpec, NeckSpec, StageSpec
 from .timm_weights import load_timm_weights, timm_to_cspdet_key
-from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
+from .yolox_weights import YoloxWeightsError, infer_yolox_preset, load_yolox_weights, yolox_to_cspdet_state_dict
 
 __all__ = [
     # layers and blocks
@@ -71,7 +71,7 @@ __all__ = [
     "register_backbone", "register_block", "register_detector", "register_family", "register_norm",
     # size, weights
     "count_parameters", "count_flops", "model_info", "load_timm_weights", "timm_to_cspdet_key",
-    "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
+    "infer_yolox_preset", "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
 ]
 
 # ---- task-aligned / ELAN family (issue 11): elan.py, elan_neck.py, tal_head.py, yolov8_layout.py ----
