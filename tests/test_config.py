@@ -293,9 +293,11 @@ def test_range_type_checks_cli_options_with_the_config_ranges(capsys):
 
 
 def test_every_numeric_cli_option_has_a_range(repo_root):
-    """The tools' numeric options use range_type (the config's ranges), never a bare type=int / type=float."""
-    bare = [f"{p.name}:{n}" for p in sorted((repo_root / "tools").glob("*.py"))
+    """The commands' numeric options (cspdet/cli and tools/) use range_type (the config's ranges), never a bare
+    type=int / type=float."""
+    files = sorted([*(repo_root / "tools").glob("*.py"), *(repo_root / "cspdet" / "cli").glob("*.py")])
+    bare = [f"{p.name}:{n}" for p in files
             for n, line in enumerate(p.read_text().splitlines(), 1) if re.search(r"type=(int|float)\b", line)]
     assert not bare, f"numeric CLI options without a declared range: {bare}"
-    uses = sum(p.read_text().count("range_type(") for p in (repo_root / "tools").glob("*.py"))
+    uses = sum(p.read_text().count("range_type(") for p in files)
     assert uses >= 10

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Draw (augmented) training samples with their boxes and class names into one grid image.
 
     python tools/show_dataset.py datasets/coco128.yaml --augment --out samples.jpg
@@ -12,49 +13,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
-try:
-    import cspdet  # noqa: F401
-except ImportError:  # running from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from cspdet.data.visualize import write_grid  # re-exported: the grid is drawn in the package
 
-def write_grid(
-    descriptor: Any, split: str, out: str, augment: bool = False, num: int = 16, img_size: int = 640,
-    seed: int = 0, cols: int = 4, no_mosaic: bool = False,
-) -> Path:  # fmt: skip
-    """Render ``num`` samples of ``split`` into ``out`` (any image format OpenCV writes)."""
-    import cv2
-    import numpy as np
-
-    from cspdet.data import AugmentConfig, TrainDataset, ValDataset, build_dataset
-    from cspdet.data.visualize import draw_boxes, make_grid
-
-    ds = build_dataset(descriptor, split)
-    if augment:
-        view = TrainDataset(ds, AugmentConfig(img_size=(img_size, img_size)), seed=seed)
-        if no_mosaic:
-            view.close_mosaic()
-    else:
-        view = ValDataset(ds, img_size)
-    rng = np.random.default_rng(seed)
-    picks = rng.permutation(len(ds))[:num] if augment else np.arange(min(num, len(ds)))
-    tiles = []
-    for i in picks.tolist():
-        image, targets, image_id, _, _ = view[i]
-        tile = draw_boxes(image, targets[:, 1:], targets[:, 0].astype(np.int64), ds.class_names)
-        cv2.putText(tile, f"id {image_id}", (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
-        tiles.append(tile)
-    grid = make_grid(tiles, cols=cols, cell=min(img_size, 480))
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise SystemExit(f"error: could not write {path} (unsupported extension?)")
-    return path
+__all__ = ["main", "write_grid"]
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python tools/show_dataset.py DATASET [--augment] [--out grid.jpg]``; returns the exit code."""
     from cspdet.config import Range, range_type
 
     parser = argparse.ArgumentParser(prog="show_dataset.py", description=__doc__.split("\n\n")[0])
@@ -69,11 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="dataset_samples.jpg")
     args = parser.parse_args(argv)
     from cspdet.data import DatasetError
+    from cspdet.fileio import OutputError
 
     try:
         path = write_grid(args.dataset, args.split, args.out, args.augment, args.num, args.img_size, args.seed,
                           args.cols, args.no_mosaic)  # fmt: skip
-    except DatasetError as err:
+    except (DatasetError, OutputError, ValueError) as err:  # ValueError: an image suffix OpenCV cannot write
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"wrote {path}")

@@ -1,6 +1,6 @@
 """Dataset doctor: find every problem of a dataset in one pass and describe what is in it.
 
-Used by ``tools/check_dataset.py``. Unlike training, which skips bad input lazily, the doctor reads each
+Used by ``cspdet check``. Unlike training, which skips bad input lazily, the doctor reads each
 split non-strictly (collecting every annotation problem), then decodes every image (unreadable,
 truncated, size mismatches), and for YOLO lists label files without an image. It also gathers class and
 box-size statistics, so a user can see at a glance that the labels are what they think.
@@ -38,6 +38,8 @@ class SplitReport:
     boxes: int = 0
     ignored_boxes: int = 0
     class_names: list[str] = field(default_factory=list)
+    category_ids: list[int] = field(default_factory=list)
+    """The dataset's category id of each class (COCO's 1..90, a YOLO descriptor's ids, ...), as eval lists them."""
     boxes_per_class: list[int] = field(default_factory=list)
     images_per_class: list[int] = field(default_factory=list)
     size_counts: dict[str, int] = field(default_factory=dict)
@@ -157,6 +159,7 @@ def _orphan_labels(ds: DetectionDataset, report: ProblemReport) -> None:
 def _statistics(ds: DetectionDataset, rep: SplitReport) -> None:
     c = ds.num_classes
     rep.class_names = list(ds.class_names)
+    rep.category_ids = list(ds.category_ids)
     rep.images = len(ds)
     boxes_per_class = np.zeros(c, np.int64)
     images_per_class = np.zeros(c, np.int64)
@@ -223,9 +226,11 @@ def format_report(reports: list[SplitReport], max_per_kind: int | None = None, c
                 f"width min/median/max {rep.box_wh['width']}, height {rep.box_wh['height']} px"
             )
         if classes and rep.class_names:
-            lines.append(f"  {'class':<24} {'images':>7} {'boxes':>7}")
+            ids = rep.category_ids or list(range(len(rep.class_names)))
+            w = max(len("id"), *(len(str(c)) for c in ids))
+            lines.append(f"  {'id':>{w}} {'class':<20} {'images':>7} {'boxes':>7}")
             for k, name in enumerate(rep.class_names):
-                lines.append(f"  {k:>3} {name:<20} {rep.images_per_class[k]:>7} {rep.boxes_per_class[k]:>7}")
+                lines.append(f"  {ids[k]:>{w}} {name:<20} {rep.images_per_class[k]:>7} {rep.boxes_per_class[k]:>7}")
             missing = [n for n, b in zip(rep.class_names, rep.boxes_per_class) if b == 0]
             if missing:
                 lines.append(f"  classes without boxes ({len(missing)}): {', '.join(missing)}")

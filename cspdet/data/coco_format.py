@@ -1,4 +1,5 @@
-"""COCO json annotations -> :class:`~cspdet.data.records.ImageRecord` s, and the ground-truth check of ``eval.py --ann``.
+"""COCO json annotations -> :class:`~cspdet.data.records.ImageRecord` s, and the ground-truth check of
+``cspdet val --ann``.
 
 COCO ``bbox`` ``[x, y, w, h]`` px becomes ``[x1, y1, x2, y2]`` px; category ids become contiguous labels 0..C-1 in
 ascending id order (``category_ids[label]`` maps back). ``iscrowd`` boxes are kept out of the training targets
@@ -184,7 +185,7 @@ def parse_coco(
 
 
 def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = DatasetError) -> None:
-    """Validate COCO ground truth given for scoring (``tools/eval.py --ann``) as carefully as a training set:
+    """Validate COCO ground truth given for scoring (``cspdet val --ann``) as carefully as a training set:
     the checks and messages of :func:`read_coco` (without looking for image files), plus what pycocotools
     needs of every annotation (an integer ``id``, a finite ``area`` >= 0). Boxes that merely extend past
     their image are accepted (scored as given).

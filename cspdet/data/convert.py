@@ -1,7 +1,7 @@
-"""Write a :class:`DetectionDataset` in COCO, YOLO or VOC layout (used by ``tools/convert_dataset.py``).
+"""Write a :class:`DetectionDataset` in COCO, YOLO or VOC layout (used by ``cspdet convert``).
 
-Each writer produces a complete dataset folder plus a descriptor YAML (``dataset.yaml``) that
-:func:`cspdet.data.build_dataset` reads back:
+Each writer produces a complete dataset folder plus a descriptor YAML (``dataset.yaml``, its ``path`` absolute)
+that :func:`cspdet.data.build_dataset` reads back; a YOLO one is also an Ultralytics data YAML:
 
 - ``coco``: ``images/<split>/``, ``annotations/instances_<split>.json`` (original image and category ids;
   crowd / VOC-difficult boxes written with ``iscrowd: 1``).
@@ -105,7 +105,8 @@ def write_dataset(
         if ds.class_names != names:
             raise ValueError(f"split {name!r} has different class names than the others")
     stats: dict[str, Any] = {}
-    desc: dict[str, Any] = {"format": fmt, "path": "."}
+    # an absolute root: Ultralytics resolves a relative ``path`` against its own datasets folder, not the YAML's
+    desc: dict[str, Any] = {"format": fmt, "path": str(out.resolve())}
     for split, ds in splits.items():
         writer = {"coco": _write_coco, "yolo": _write_yolo, "voc": _write_voc}[fmt]
         stats[split], desc[split] = writer(ds, out, split, images)

@@ -182,7 +182,7 @@ class DetectionLoader(DataLoader):
         if new:
             warnings.warn(
                 f"{new} image problem(s) met while loading this pass (bad images were replaced); "
-                + source.skipped.summary(hint="dataset.skipped, or `python tools/check_dataset.py`"),
+                + source.skipped.summary(hint="dataset.skipped, or `cspdet check DATASET`"),
                 DatasetWarning,
                 stacklevel=user_stacklevel(),
             )

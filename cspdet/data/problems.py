@@ -4,7 +4,7 @@ Readers never crash on a single bad file. Each problem becomes a :class:`Dataset
 file (and line or annotation id) and says what is wrong. In the default mode the bad image or box is
 skipped with a :class:`DatasetWarning`; in strict mode the same message is raised as a
 :class:`DatasetError`. A :class:`ProblemReport` keeps every problem so that a summary ("skipped 3 images,
-7 boxes") can be printed at the end of loading and ``tools/check_dataset.py`` can list them all.
+7 boxes") can be printed at the end of loading and ``cspdet check`` can list them all.
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ def _finish(records: list[ImageRecord], report: ProblemReport, what: str) -> Non
         report.add("empty_dataset", what, "no usable images" + (f" ({report.summary()})" if report else ""))
     if report:
         warnings.warn(
-            report.summary(hint="dataset.skipped, or `python tools/check_dataset.py` for the full list"),
+            report.summary(hint="dataset.skipped, or `cspdet check DATASET` for the full list"),
             DatasetWarning,
             stacklevel=user_stacklevel(),
         )

@@ -1,18 +1,20 @@
 """Every picture cspdet draws: one class palette, one box drawer, and an image grid.
 
-:func:`draw_boxes` draws the detections of ``Results.plot`` (``tools/detect.py``), the samples of
-``tools/show_dataset.py`` and the trainer's TensorBoard images, so a class has the same colour everywhere.
-numpy + OpenCV only (no torch), so the data package can use it too.
+:func:`draw_boxes` draws the detections of ``Results.plot`` (``cspdet predict``), the samples of
+``tools/show_dataset.py`` / ``cspdet check --show`` and the trainer's TensorBoard images, so a class has the same
+colour everywhere. numpy + OpenCV only at import (no torch), so the data package can use it too.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import os
+from pathlib import Path
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
 
-__all__ = ["class_color", "draw_boxes", "make_grid"]
+__all__ = ["class_color", "draw_boxes", "make_grid", "write_grid"]
 
 
 def class_color(label: int) -> tuple[int, int, int]:
@@ -85,3 +87,47 @@ def make_grid(images: Sequence[np.ndarray], cols: int = 4, cell: int = 320, pad:
         x = pad + (k % cols) * (cell + pad)
         grid[y : y + small.shape[0], x : x + small.shape[1]] = small
     return grid
+
+
+def write_grid(
+    descriptor: Any, split: str, out: str | os.PathLike, augment: bool = False, num: int = 16, img_size: int = 640,
+    seed: int = 0, cols: int = 4, no_mosaic: bool = False,
+) -> Path:  # fmt: skip
+    """Render ``num`` samples of ``split`` of a dataset, boxes and class names drawn, into one grid image.
+
+    Args:
+        descriptor: dataset descriptor (path or dict, as :func:`cspdet.data.build_dataset` takes).
+        out: the image file to write (any format OpenCV writes, by its suffix).
+        augment: show the training pipeline's output (mosaic, affine, mixup, HSV, flip) instead of the images
+            as stored (letterboxed to ``img_size``); ``no_mosaic``: the final no-mosaic epochs' pipeline.
+
+    Returns:
+        the written path.
+
+    Raises:
+        DatasetError: the dataset cannot be read; OutputError: ``out`` cannot be written.
+    """
+    from ..fileio import atomic_write
+    from . import AugmentConfig, TrainDataset, ValDataset, build_dataset
+
+    ds = build_dataset(descriptor, split)
+    if augment:
+        view = TrainDataset(ds, AugmentConfig(img_size=(img_size, img_size)), seed=seed)
+        if no_mosaic:
+            view.close_mosaic()
+    else:
+        view = ValDataset(ds, img_size)
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(ds))[:num] if augment else np.arange(min(num, len(ds)))
+    tiles = []
+    for i in picks.tolist():
+        image, targets, image_id, _, _ = view[i]
+        tile = draw_boxes(image, targets[:, 1:], targets[:, 0].astype(np.int64), ds.class_names)
+        cv2.putText(tile, f"id {image_id}", (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        tiles.append(tile)
+    grid = make_grid(tiles, cols=cols, cell=min(img_size, 480))
+    path = Path(out)
+    ok, encoded = cv2.imencode(path.suffix or ".jpg", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f"{path}: OpenCV cannot write images with suffix {path.suffix!r}")
+    return atomic_write(path, encoded.tobytes())

@@ -146,7 +146,7 @@ def detect_weights_format(obj: Any) -> str:
 def init_weights(model: torch.nn.Module, cfg: ModelConfig) -> str:
     """Initialise a freshly built detector from ``cfg.weights`` (format ``cfg.weights_format`` or detected).
 
-    * cspdet **classifier** checkpoint (``tools/pretrain.py``): its CSPNet ``stem.*`` / ``stages.*`` tensors
+    * cspdet **classifier** checkpoint (``cspdet pretrain``): its CSPNet ``stem.*`` / ``stages.*`` tensors
       go to ``model.backbone`` (all backbone tensors must be present with equal shapes; ``head.*`` is dropped).
     * cspdet **detector** checkpoint: all tensors; when the number of classes differs, the head tensors whose
       shape depends on it keep their fresh initialisation (fine-tuning on a new dataset).
@@ -250,41 +250,74 @@ def _load_detector_state(model: torch.nn.Module, state: dict[str, torch.Tensor],
 
 
 def convert_yolox_checkpoint(
-    yolox_path: str,
-    out_path: str,
-    name: str = "cspdarknet_s",
+    yolox_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    name: str | None = None,
     img_size: int | None = None,
     class_names: list[str] | None = None,
     category_ids: list[int] | None = None,
 ) -> dict[str, Any]:
     """Turn an official YOLOX ``.pth`` (yolox_nano/tiny/s/m/l/x) into a cspdet detector checkpoint.
 
-    The result works everywhere a trained cspdet checkpoint does (``tools/detect.py``, ``tools/eval.py``,
-    ``Predictor.from_checkpoint``). Class names and ids default to COCO's 80 classes.
+    The result works everywhere a trained cspdet checkpoint does (``cspdet predict``, ``cspdet val``,
+    ``Predictor.from_checkpoint``). Class names and ids default to COCO's 80 classes for an 80-class model and
+    to ``"0".."C-1"`` otherwise.
 
     Args:
         yolox_path: the YOLOX checkpoint (its ``"model"`` entry holds the weights).
         out_path: where to write the cspdet checkpoint (atomically).
-        name: the matching cspdet preset, ``cspdarknet_{nano,tiny,s,m,l,x}``.
+        name: the matching cspdet preset, ``cspdarknet_{nano,tiny,s,m,l,x}``; None = read the size from the
+            weights (:func:`cspdet.models.infer_yolox_preset`).
         img_size: inference / evaluation size stored in the metadata (YOLOX: 416 for nano/tiny, else 640).
+        class_names, category_ids: the model's classes (default: see above).
 
     Returns:
         the checkpoint dict that was written.
+
+    Raises:
+        CheckpointError: unreadable or non-YOLOX file, or a ``name`` whose layout differs from the weights' (one
+            line naming the preset that fits).
+        ConfigError: class names or ids that do not match the weights' number of classes, an unknown preset.
     """
     from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
-    from ..models import DetectorMeta, SpecError, create_detector
+    from ..models import DETECTORS, DetectorMeta, SpecError, YoloxWeightsError, create_detector, infer_yolox_preset
     from .checkpoint import new_checkpoint, save_checkpoint
 
-    class_names = list(class_names or COCO_CLASSES)
-    category_ids = list(category_ids or (COCO_CATEGORY_IDS if len(class_names) == 80 else range(len(class_names))))
+    obj = load_state_file(yolox_path)
+    if not isinstance(obj, dict) or detect_weights_format(obj) != "yolox":
+        raise CheckpointError(f"{yolox_path}: not an official YOLOX checkpoint (no 'backbone.backbone.' keys)")
+    try:
+        inferred, num_classes = infer_yolox_preset(obj)
+    except YoloxWeightsError as err:
+        raise CheckpointError(f"{yolox_path}: {err}") from None
+    if name is None:
+        name = inferred
+    elif name not in DETECTORS.names():
+        raise ConfigError(f"--model {name}: unknown preset; these weights are {_yolox_title(inferred)}: use "
+                          f"--model {inferred} or leave --model out")
+    elif name != inferred and name.startswith("cspdarknet_"):
+        raise CheckpointError(f"{yolox_path}: these are {_yolox_title(inferred)} weights, not "
+                              f"{_yolox_title(name)}: use --model {inferred} or leave --model out")
+    if class_names is None:
+        class_names = list(COCO_CLASSES) if num_classes == 80 else [str(i) for i in range(num_classes)]
+    class_names = list(class_names)
+    if len(class_names) != num_classes:
+        raise ConfigError(f"--names: {len(class_names)} class names but {yolox_path} has {num_classes} classes")
+    category_ids = list(category_ids or (COCO_CATEGORY_IDS if class_names == list(COCO_CLASSES)
+                                         else range(len(class_names))))
     if len(category_ids) != len(class_names):
         raise ConfigError(f"{len(class_names)} class names but {len(category_ids)} category ids")
     size = img_size or (416 if name in ("cspdarknet_nano", "cspdarknet_tiny") else 640)
     try:
-        model = create_detector(name, num_classes=len(class_names))
+        model = create_detector(name, num_classes=num_classes)
     except SpecError as err:
         raise ConfigError(f"--model: {err}") from None
-    _load_yolox_state(model, load_state_file(yolox_path), yolox_path)
+    try:
+        _load_yolox_state(model, obj, yolox_path)
+    except CheckpointError:  # a custom preset of another layout: the key-by-key report runs for pages
+        raise CheckpointError(f"{yolox_path}: the weights do not fit --model {name}; they are "
+                              f"{_yolox_title(inferred)} weights: use --model {inferred} or leave --model out"
+                              ) from None
     source = f"converted from YOLOX checkpoint {yolox_path}"
     meta = DetectorMeta(class_names, category_ids, img_size=(size, size), strides=model.strides, preset=name,
                         source=source)
@@ -292,3 +325,9 @@ def convert_yolox_checkpoint(
                           {k: v.detach().cpu() for k, v in model.state_dict().items()}, source=source)
     save_checkpoint(ckpt, out_path)
     return ckpt
+
+
+def _yolox_title(preset: str) -> str:
+    """``"cspdarknet_nano"`` -> ``"YOLOX-Nano"`` (cspdet's presets have YOLOX's names)."""
+    size = preset.removeprefix("cspdarknet_")
+    return f"YOLOX-{size.capitalize() if len(size) > 1 else size.upper()}"

@@ -1,4 +1,4 @@
-"""Classification pretraining of a CSPNet backbone (``tools/pretrain.py``).
+"""Classification pretraining of a CSPNet backbone (``cspdet pretrain``).
 
 The usual ImageNet recipe on an ImageFolder dataset: random resized crop + flip, label smoothing, linear
 warm-up then cosine, SGD (Nesterov) or AdamW with no decay on norm weights and biases, optional EMA, AMP on

@@ -1,4 +1,4 @@
-"""Inference on images and videos: the object behind ``tools/detect.py`` and the Python API.
+"""Inference on images and videos: the object behind ``cspdet predict`` and the Python API.
 
     >>> from cspdet import Predictor
     >>> predictor = Predictor.from_checkpoint("runs/train/exp/best.pt")
@@ -242,20 +242,27 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True, **kwargs: Any
+        cls, path: str | os.PathLike, device: str | torch.device = "auto", fuse: bool = True, **kwargs: Any
     ) -> Predictor:
         """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one).
 
         Everything comes from the checkpoint's spec and metadata (no config file): class names, category ids,
         and the defaults of ``img_size``, ``conf``, ``iou`` and ``max_det``; keyword arguments override them and
-        go to :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
+        go to :class:`Predictor`. ``device``: ``"auto"`` (a GPU when there is one, as in training and evaluation),
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``. ``fuse`` folds BatchNorm into the convolutions
+        (faster, same outputs in eval).
 
         Raises:
             CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the stored model.
+            DeviceError: a CUDA device asked for on a machine without one (a ``RuntimeError``).
         """
         from ..models import fuse_conv_bn
         from .build import detector_from_checkpoint
 
+        if isinstance(device, str):
+            from .distributed import select_device
+
+            device = select_device(device)  # "auto": a GPU when there is one, as training and evaluation
         model, _ = detector_from_checkpoint(path, device=device)
         meta = model.meta
         for key in ("img_size", "conf", "iou", "max_det", "category_ids"):

@@ -56,7 +56,7 @@ from .spec import BackboneSpec, DetectorMeta, DetectorSpec, HeadSpec, NeckSpec, 
 from .tal_head import TALHeadLevel, TALHeadOutputs, TaskAlignedHead
 from .timm_weights import load_timm_weights, timm_to_cspdet_key
 from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout, yolov8_spec
-from .yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
+from .yolox_weights import YoloxWeightsError, infer_yolox_preset, load_yolox_weights, yolox_to_cspdet_state_dict
 
 __all__ = [
     # layers and blocks
@@ -77,5 +77,5 @@ __all__ = [
     "register_backbone", "register_block", "register_detector", "register_family", "register_norm",
     # size, weights
     "count_parameters", "count_flops", "model_info", "load_timm_weights", "timm_to_cspdet_key",
-    "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
+    "infer_yolox_preset", "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
 ]

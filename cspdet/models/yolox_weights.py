@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-__all__ = ["YoloxWeightsError", "yolox_to_cspdet_state_dict", "load_yolox_weights"]
+__all__ = ["YoloxWeightsError", "infer_yolox_preset", "load_yolox_weights", "yolox_to_cspdet_state_dict"]
 
 _STEM_WEIGHT = "backbone.stem.conv.conv.weight"
 
@@ -177,3 +177,42 @@ def load_yolox_weights(detector: nn.Module, state_dict: Mapping[str, Tensor], rg
             lines.append("  hint: the number of classes differs; build the detector with the checkpoint's classes")
         raise YoloxWeightsError("\n".join(lines))
     detector.load_state_dict(converted, strict=True)
+
+
+def infer_yolox_preset(state_dict: Mapping[str, Tensor]) -> tuple[str, int]:
+    """Which ``cspdarknet_<size>`` preset a YOLOX state dict belongs to, and its number of classes.
+
+    Read from the weights alone: the stem width (``64 x width``), the number of bottlenecks in the first CSP
+    stage (``3 x depth``) and whether the convolutions are depthwise (``dconv`` keys, YOLOX-Nano), each
+    compared with the six presets of ``CSPDARKNET_SIZES``; the classes are the rows of ``head.cls_preds.0``.
+
+    Args:
+        state_dict: YOLOX ``model.state_dict()`` or a checkpoint dict with a ``"model"`` entry (a DDP
+            ``module.`` prefix is accepted).
+
+    Returns:
+        (preset name such as ``"cspdarknet_s"``, number of classes).
+
+    Raises:
+        YoloxWeightsError: not YOLOX weights, or a size none of the presets has (the message gives the sizes).
+    """
+    from .backbones import CSPDARKNET_SIZES, cspdarknet_spec
+
+    if "model" in state_dict and isinstance(state_dict["model"], Mapping):
+        state_dict = state_dict["model"]
+    state = {k.removeprefix("module."): v for k, v in state_dict.items()}
+    stem = state.get("backbone.backbone.stem.conv.conv.weight")
+    cls = state.get("head.cls_preds.0.weight")
+    if stem is None or cls is None:
+        raise YoloxWeightsError("not a YOLOX detector state dict (no backbone.backbone.stem.conv.conv.weight or "
+                                "head.cls_preds.0.weight)")
+    width = int(stem.shape[0])
+    blocks = {k.split(".")[5] for k in state if k.startswith("backbone.backbone.dark2.1.m.")}
+    depthwise = any(".dconv." in k for k in state)
+    for size, (depth_mul, width_mul, dw) in CSPDARKNET_SIZES.items():
+        spec = cspdarknet_spec(depth_mul, width_mul, dw)
+        if (spec.stem_channels, spec.stages[0].num_blocks, dw) == (width, len(blocks), depthwise):
+            return f"cspdarknet_{size}", int(cls.shape[0])
+    raise YoloxWeightsError(f"YOLOX weights with stem width {width}, {len(blocks)} blocks per first CSP stage"
+                            f"{' and depthwise convolutions' if depthwise else ''} match none of YOLOX-"
+                            f"{{{', '.join(CSPDARKNET_SIZES)}}}")

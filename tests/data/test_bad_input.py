@@ -54,7 +54,7 @@ def test_coco_bad_input_skip_warn_count_and_strict(coco_dir, case):
     problem = ds.skipped.problems[0]
     assert text in str(problem)
     assert any(str(problem) in str(w.message) for w in record)
-    assert any("skipped" in str(w.message) and "tools/check_dataset.py" in str(w.message) for w in record)
+    assert any("skipped" in str(w.message) and "cspdet check" in str(w.message) for w in record)
     assert len(ds) == n_images
     assert sum(len(r.labels) for r in ds.records) == n_boxes
     with pytest.raises(DatasetError) as err:
@@ -235,7 +235,7 @@ def test_load_failures_in_workers_reach_the_main_process(coco_dir):
     assert "000000000002.png: cannot decode" in str(ds.skipped.problems[0])
     messages = [str(w.message) for w in record]
     assert any("000000000002.png" in m for m in messages)
-    assert any("skipped 1 images" in m and "tools/check_dataset.py" in m for m in messages)
+    assert any("skipped 1 images" in m and "cspdet check" in m for m in messages)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         val = [b for b in build_val_loader(ds, 64, batch_size=2, workers=2)]

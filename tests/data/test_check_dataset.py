@@ -79,3 +79,15 @@ def test_show_dataset_grid(coco_dir, tmp_path):
     assert show.main([str(coco_dir / "dataset.yaml"), "--augment", "--num", "4", "--img-size", "96", "--out", str(out)]) == 0
     grid = cv2.imread(str(out))
     assert grid is not None and grid.shape[0] > 90 and grid.shape[1] > 3 * 90  # 3 samples in the crafted dataset
+
+
+def test_class_table_lists_the_dataset_category_ids(check, coco_dir, capsys):
+    """The class table shows the dataset's category ids (3, 7, 11 here), as cspdet val's per-class table does,
+    not the contiguous labels 0..2."""
+    import re
+
+    assert check.main([str(coco_dir / "dataset.yaml")]) == 0
+    out = capsys.readouterr().out
+    rows = {m[2]: int(m[1]) for m in re.finditer(r"^\s+(\d+) (red|green|blue)\s+\d+\s+\d+$", out, re.M)}
+    assert rows == {"red": 3, "green": 7, "blue": 11}
+    assert re.search(r"^\s+id class\s+images\s+boxes$", out, re.M)

@@ -70,3 +70,23 @@ def test_convert_skips_unreadable_images_with_a_warning(yolo_dir, tmp_path):
     assert stats["train"]["images"] == 2 and ds.skipped.counts == {"unreadable_image": 1}
     back = build_dataset(stats["descriptor"], "train")
     assert len(back) == 2
+
+
+def test_yolo_export_has_an_absolute_path(coco_dir, tmp_path, monkeypatch):
+    """The written dataset.yaml names its root absolutely (Ultralytics resolves a relative ``path`` against its
+    own datasets folder), so it loads from any working directory, with a relative --out too."""
+    import yaml
+
+    monkeypatch.chdir(tmp_path)
+    tool = load_tool("convert_dataset")
+    assert tool.main([str(coco_dir / "dataset.yaml"), "--to", "yolo", "--out", "rel_yolo"]) == 0
+    desc = yaml.safe_load((tmp_path / "rel_yolo" / "dataset.yaml").read_text())
+    assert desc["path"] == str((tmp_path / "rel_yolo").resolve())
+    # the keys an Ultralytics data YAML has: path, split -> image folder (relative to path), names
+    assert desc["train"] == "images/train" and desc["names"] == ["red", "green", "blue"]
+    assert (tmp_path / "rel_yolo" / desc["train"]).is_dir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ds = build_dataset(tmp_path / "rel_yolo" / "dataset.yaml", "train")
+    assert len(ds) == 3 and ds.category_ids == [3, 7, 11]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 
@@ -47,7 +48,37 @@ def test_convert_yolox_cli(tmp_path, repo_root):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and "cspdarknet_nano" in result.stdout
+    # a wrong preset: one line naming the preset that fits (not hundreds of key names)
     wrong = subprocess.run([*cmd[:3], "--model", "cspdarknet_s", "--out", str(out)], capture_output=True,
                            text=True, timeout=300)
-    assert wrong.returncode != 0
-    assert "Traceback" not in wrong.stderr and "do not fit" in wrong.stderr
+    assert wrong.returncode == 2
+    assert wrong.stderr.strip().splitlines() == [
+        (f"cspdet convert: error: {tmp_path / 'yolox_nano.pth'}: these are YOLOX-Nano weights, not YOLOX-S: use "
+         "--model cspdarknet_nano or leave --model out")]
+
+
+@pytest.mark.parametrize("size", ["nano", "tiny", "s", "m", "l", "x"])
+def test_yolox_size_is_read_from_the_weights(size):
+    """Every YOLOX size is told apart by its stem width, CSP depth and depthwise convs, and the classes by the
+    head; the weights are made from the spec's shapes alone (no 99 M-parameter model is built)."""
+    from cspdet.models import infer_yolox_preset
+
+    with torch.device("meta"):  # shapes only
+        detector = create_detector(f"cspdarknet_{size}", num_classes=7)
+    state = cspdet_to_yolox_state_dict({k: torch.empty(v.shape) for k, v in detector.state_dict().items()})
+    assert infer_yolox_preset({"model": state}) == (f"cspdarknet_{size}", 7)
+
+
+def test_cspdet_convert_infers_the_model_and_classes(tmp_path):
+    """``cspdet convert yolox.pth --out x.pt``: no --model, no --from; a 5-class model gets placeholder names,
+    and --names of the wrong length is one line."""
+    from cspdet.cli import main
+
+    make_yolox_pth(tmp_path / "yolox_tiny.pth", name="cspdarknet_tiny", num_classes=5)
+    assert main(["convert", str(tmp_path / "yolox_tiny.pth"), "--out", str(tmp_path / "t.pt")]) == 0
+    model, _ = detector_from_checkpoint(tmp_path / "t.pt")
+    assert model.meta.preset == "cspdarknet_tiny" and model.meta.class_names == ["0", "1", "2", "3", "4"]
+    assert model.meta.img_size == (416, 416) and model.meta.category_ids == [0, 1, 2, 3, 4]
+    assert main(["convert", str(tmp_path / "yolox_tiny.pth"), "--out", str(tmp_path / "n.pt"),
+                 "--names", "a", "b"]) == 2
+    assert not (tmp_path / "n.pt").exists()

@@ -27,7 +27,8 @@ def _run_tool(tool: str, *args: str, cwd: Path | None = None, timeout: float = 3
 def make_checkpoint(path: Path, num_classes: int, class_names: list[str], category_ids: list[int],
                     img_size: int = 128, dataset: str | None = None, version: int = 2) -> Path:
     """A tiny real cspdet detector (random weights; head prior 0.5 so it returns boxes) saved as a checkpoint
-    of format ``version`` (1 = the layout cspdet 0.1 wrote: class names at the top, the model in the config)."""
+    of format ``version`` (1 = the layout cspdet 0.1 wrote: class names at the top, the model in the config);
+    ``dataset`` is recorded as a training run records it (``meta.dataset`` and the run config)."""
     from cspdet.models import DetectorMeta, create_detector
 
     cfg = Config(model=ModelConfig(name="cspdarknet_nano", num_classes=num_classes, width=0.125))
@@ -41,7 +42,7 @@ def make_checkpoint(path: Path, num_classes: int, class_names: list[str], catego
         ckpt = {"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
                 "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}
     else:
-        meta = DetectorMeta(class_names, category_ids, img_size=(img_size, img_size))
+        meta = DetectorMeta(class_names, category_ids, img_size=(img_size, img_size), dataset=dataset)
         ckpt = new_checkpoint("detector", model.spec.to_dict(), meta.to_dict(), model.state_dict(),
                               config=config_to_dict(cfg))
     save_checkpoint(ckpt, path)

@@ -84,7 +84,7 @@ def test_bad_items_fail_alone(shapes_weights, inputs, tmp_path, run_tool):
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     assert re.search(r"^good\.jpg: .* \(\d+ ms\)$", proc.stdout, re.M)  # the good one still ran
-    errors = [e for e in proc.stderr.strip().splitlines() if e.startswith("detect.py: error:")]
+    errors = [e for e in proc.stderr.strip().splitlines() if e.startswith("cspdet predict: error:")]
     assert len(errors) == len(proc.stderr.strip().splitlines()) == 6, proc.stderr
     text = "\n".join(errors)
     for expected in ("empty.jpg: empty file", "notes.png: cannot decode", "cut.jpg: truncated JPEG",
@@ -97,7 +97,7 @@ def test_no_weights_explains_how_to_get_them(inputs, run_tool):
     proc = run_tool("detect.py", inputs / "street.jpg")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "no --weights" in line and "tools/train.py" in line and "YOLOX" in line
+    assert "no --weights" in line and "cspdet train" in line and "YOLOX" in line
 
 
 def test_wrong_checkpoint_and_unknown_class(shapes_weights, inputs, tmp_path, run_tool):
@@ -128,14 +128,14 @@ def test_noise_video_and_yolox_weights_give_one_line(inputs, tmp_path, run_tool,
                     "--out", tmp_path / "o")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line.startswith("detect.py: error:") and "noise.mp4" in line
+    assert line.startswith("cspdet predict: error:") and "noise.mp4" in line
     assert re.search(r"^street\.jpg: .* \(\d+ ms\)$", proc.stdout, re.M)
     # an official YOLOX checkpoint: say what it is and how to use it, not "set model.weights"
     torch.save({"model": {"backbone.backbone.stem.conv.conv.weight": torch.zeros(16, 12, 3, 3)}}, tmp_path / "y.pth")
     proc = run_tool("detect.py", inputs / "street.jpg", "--weights", tmp_path / "y.pth")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert "y.pth: this is an official YOLOX checkpoint" in line and "tools/train.py" in line
+    assert "y.pth: this is an official YOLOX checkpoint" in line and "cspdet convert" in line
 
 
 def test_out_of_range_options_are_refused(inputs, shapes_weights, run_tool):
@@ -145,7 +145,7 @@ def test_out_of_range_options_are_refused(inputs, shapes_weights, run_tool):
                                    ("--img-size", "16", "value 16 out of range [32, inf)")]:
         proc = run_tool("detect.py", inputs / "street.jpg", "--weights", shapes_weights, option, value)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
-        assert proc.stderr.strip().splitlines()[-1] == f"detect.py: error: argument {option}: {message}"
+        assert proc.stderr.strip().splitlines()[-1] == f"cspdet predict: error: argument {option}: {message}"
 
 
 def test_truncated_video_warns_and_fails_under_strict(shapes_weights, tmp_path, run_tool):
@@ -159,13 +159,13 @@ def test_truncated_video_warns_and_fails_under_strict(shapes_weights, tmp_path, 
     assert proc.returncode == 0 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     read = int(re.search(r"decoded (\d+) of the 30 frames", line).group(1))
-    assert 0 < read < 30 and line.startswith(f"detect.py: WARNING: {path}: decoded {read} of the 30 frames")
+    assert 0 < read < 30 and line.startswith(f"cspdet predict: WARNING: {path}: decoded {read} of the 30 frames")
     assert f"done: 0 images, {read} video frames" in proc.stdout
     assert (tmp_path / "o" / "cut.avi").is_file() and not list((tmp_path / "o").glob(".*"))
     proc = run_tool("detect.py", path, "--weights", shapes_weights, "--out", tmp_path / "o", "--strict")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     (line,) = proc.stderr.strip().splitlines()
-    assert line == (f"detect.py: error: {path}: decoded {read} of the 30 frames its container declares; the video "
+    assert line == (f"cspdet predict: error: {path}: decoded {read} of the 30 frames its container declares; the video "
                     "is truncated or damaged")
 
 
@@ -174,4 +174,4 @@ def test_read_only_out_is_one_line(shapes_weights, inputs, run_tool, small_tmpfs
     small_tmpfs.read_only(disk)
     proc = run_tool("detect.py", inputs / "street.jpg", "--weights", shapes_weights, "--out", disk / "det")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines() == [f"detect.py: error: cannot write {disk / 'det'}: read-only file system"]
+    assert proc.stderr.strip().splitlines() == [f"cspdet predict: error: cannot write {disk / 'det'}: read-only file system"]

@@ -59,8 +59,7 @@ def files(tmp_path_factory):
 
 def test_file_mode_equals_pycocotools(files, run_tool):
     d, dets = files
-    proc = run_tool("eval.py", "--ann", d / "gt.json", "--results", d / "dets.json",
-                    "--out", d / "out" / "metrics.json")
+    proc = run_tool("eval.py", "--ann", d / "gt.json", "--results", d / "dets.json", "--out", d / "out")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("Average Precision") == 6 and proc.stdout.count("Average Recall") == 6
     assert "person" in proc.stdout and "car" in proc.stdout
@@ -101,9 +100,10 @@ def test_checkpoint_mode(coco_subset, tmp_path, run_tool):
     # the written detections score the same through the file mode and through pycocotools directly
     assert [metrics[k] for k in KEYS] == pytest.approx(_pycocotools_stats(coco_subset["gt"], dets), abs=1e-12)
     again = run_tool("eval.py", "--ann", coco_subset["gt"], "--results", out / "detections.json",
-                     "--out", tmp_path / "again.json", "--no-plots")
+                     "--out", tmp_path / "again", "--no-plots")
     assert again.returncode == 0, again.stderr
-    rescored = json.loads((tmp_path / "again.json").read_text())
+    rescored = json.loads((tmp_path / "again" / "metrics.json").read_text())
+    assert not (tmp_path / "again" / "pr_curve.png").exists()
     assert [rescored[k] for k in KEYS] == [metrics[k] for k in KEYS]
 
 
@@ -111,10 +111,11 @@ def test_checkpoint_mode_errors(coco_subset, shapes_weights, tmp_path, run_tool)
     line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", shapes_weights))
     assert "model has 3 classes but the evaluation dataset has 80" in line
     line = _one_error_line(run_tool("eval.py", coco_subset["config"]))
-    assert "no --weights" in line
+    assert "no checkpoint: give WEIGHTS" in line
     proc = run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"], "--pre-nms-topk", "0")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr  # argparse: usage, then the one error line
-    assert proc.stderr.strip().splitlines()[-1] == "eval.py: error: argument --pre-nms-topk: value 0 out of range [1, inf)"
+    assert proc.stderr.strip().splitlines()[-1] == ("cspdet val: error: argument --pre-nms-topk: value 0 out of range "
+                                                    "[1, inf)")
     line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
                                     "eval.batchsize=2"))
     assert "eval.batchsize: unknown key" in line and "did you mean eval.batch_size" in line
@@ -126,11 +127,11 @@ def test_bad_ground_truth_and_unwritable_out_are_one_line(files, tmp_path, run_t
     gt["annotations"] = [1, "two"]  # used to end in an AttributeError traceback inside the scoring
     (tmp_path / "gt_numbers.json").write_text(json.dumps(gt))
     line = _one_error_line(run_tool("eval.py", "--ann", tmp_path / "gt_numbers.json", "--results", d / "dets.json"))
-    assert line == (f"eval.py: error: {tmp_path / 'gt_numbers.json'} annotations[0]: annotation is not an object: 1 "
+    assert line == (f"cspdet val: error: {tmp_path / 'gt_numbers.json'} annotations[0]: annotation is not an object: 1 "
                     "[bad_box] (and 1 more problem)")
     # an --out that cannot be written: one line naming it, exit 1, nothing half-written
     (tmp_path / "blocker").write_text("a file, not a folder")
-    proc = run_tool("eval.py", "--ann", d / "gt.json", "--results", d / "dets.json", "--out",
-                    tmp_path / "blocker" / "metrics.json")
-    assert proc.returncode == 1 and _one_error_line(proc) == (f"eval.py: error: cannot write {tmp_path / 'blocker'}: "
-                                                             "a file of that name is in the way")
+    proc = run_tool("eval.py", "--ann", d / "gt.json", "--results", d / "dets.json", "--out", tmp_path / "blocker")
+    assert proc.returncode == 1
+    assert _one_error_line(proc) == (f"cspdet val: error: cannot write {tmp_path / 'blocker'}: a file of that name "
+                                     "is in the way")

@@ -1,0 +1,80 @@
+"""What every ``cspdet`` subcommand shares: config overrides anywhere on the line, parsers whose ``--help`` ends
+with examples, and usage errors.
+
+Overrides are taken out of the argument list *before* argparse sees it, so they may stand in any position
+(before the config, between options, after ``--resume``)::
+
+    cspdet train --no-progress model.name=cspdarknet_nano configs/demo.yaml train.epochs=3
+
+A token is an override when it does not start with ``-``, holds ``=``, and its key is ``section.key`` (any
+section: the config loader names a wrong one) or, Ultralytics-style, a bare key of one of the command's
+sections (``epochs=3`` -> ``train.epochs=3`` for ``cspdet train``; the first section in the command's order
+that has the key wins). Anything after ``--`` is never an override.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import textwrap
+import typing
+from collections.abc import Sequence
+
+__all__ = ["UsageError", "make_parser", "split_overrides"]
+
+_DOTTED = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*=")
+_BARE = re.compile(r"^([A-Za-z_]\w*)=")
+
+
+class UsageError(Exception):
+    """A wrong command line (exit code 2); ``str(err)`` is the one-line message."""
+
+
+def section_keys(section: str) -> set[str]:
+    """The keys of config section ``section`` (``"train"`` -> ``{"epochs", "batch_size", ...}``)."""
+    from ..config import Config
+
+    cls = typing.get_type_hints(Config)[section]
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def split_overrides(argv: Sequence[str], sections: Sequence[str] = ()) -> tuple[list[str], list[str]]:
+    """Separate ``section.key=value`` overrides from the other arguments, wherever they stand.
+
+    Args:
+        argv: the command's arguments (without the command name).
+        sections: the config sections whose bare keys are accepted (``epochs=3``), in priority order; empty:
+            only dotted keys are overrides.
+
+    Returns:
+        (the other arguments in their order, the overrides in their order with bare keys made dotted).
+    """
+    keys = [(s, section_keys(s)) for s in sections]
+    rest: list[str] = []
+    overrides: list[str] = []
+    literal = False
+    for token in argv:
+        if literal or token.startswith("-"):
+            literal = literal or token == "--"
+            rest.append(token)
+        elif _DOTTED.match(token):
+            overrides.append(token)
+        elif (bare := _BARE.match(token)) and (section := next((s for s, k in keys if bare[1] in k), None)):
+            overrides.append(f"{section}.{token}")
+        else:
+            rest.append(token)
+    return rest, overrides
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the description's and the examples' line breaks; wider option column."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32, width=110)
+
+
+def make_parser(command: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """The parser of ``cspdet <command>``: ``--help`` shows ``description``, the options, then ``examples``."""
+    return argparse.ArgumentParser(prog=f"cspdet {command}", description=textwrap.fill(description, 110),
+                                   epilog="examples:\n" + examples.strip("\n"), formatter_class=_HelpFormatter)

@@ -1,0 +1,203 @@
+"""``cspdet check`` (the dataset doctor) and ``cspdet convert`` (datasets between COCO / YOLO / VOC, and official
+YOLOX weights into a cspdet checkpoint)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .args import UsageError, make_parser, split_overrides
+
+__all__ = ["check", "convert", "dataset_from_args"]
+
+CHECK_EXAMPLES = """
+  cspdet check datasets/coco128.yaml                       # a dataset descriptor (any format)
+  cspdet check --ann instances_val.json --images val2017/  # a bare COCO dataset
+  cspdet check path/to/yolo_or_voc_folder --names cat dog  # a bare YOLO / VOC folder
+  cspdet check datasets/coco128.yaml --split val --show grid.jpg   # also draw labelled samples
+
+Every image is decoded (--no-decode skips that). Exit code 0 when the dataset is clean, 1 when any problem was
+found, 2 for a usage error. The class table lists the dataset's category ids (as cspdet val does).
+"""
+
+CONVERT_EXAMPLES = """
+  cspdet convert datasets/coco128.yaml --to yolo --out datasets/coco128_yolo     # loadable by Ultralytics too
+  cspdet convert /data/VOCdevkit/VOC2007 --to coco --out /data/voc07_coco
+  cspdet convert --ann instances_val.json --images val2017/ --to voc --out /data/val_voc
+  cspdet convert yolox_s.pth --out yolox_s_cspdet.pt      # official YOLOX weights: the size is read from them
+  cspdet convert yolox_custom.pth --from yolox --names cat dog --img-size 416 --out cats.pt
+
+Datasets: writes the dataset folder and OUT/dataset.yaml (a descriptor with an absolute path: cspdet and
+Ultralytics read it). Images are symlinked by default (--copy-images copy to copy). Bad input is skipped with a
+warning, as when training (--strict stops at the first problem). COCO crowd boxes become VOC difficult objects
+and are left out of YOLO labels. Weights: a .pth / .pt file is taken as an official YOLOX checkpoint.
+"""
+
+
+def dataset_from_args(args: argparse.Namespace) -> str | dict[str, Any]:
+    """A descriptor (path or dict) from DATASET / ``--ann`` + ``--images`` / a YOLO or VOC folder.
+
+    Raises:
+        UsageError: neither a dataset nor ``--ann`` + ``--images``.
+    """
+    from ..data.check import descriptor_for_folder
+
+    if args.ann:
+        if not args.images:
+            raise UsageError("--ann needs --images DIR")
+        ann, images = Path(args.ann).resolve(), Path(args.images).resolve()
+        return {"format": "coco", "path": "/", "name": ann.stem,
+                "splits": {"data": {"images": str(images), "annotations": str(ann)}}}  # fmt: skip
+    if not args.dataset:
+        raise UsageError("give DATASET (descriptor YAML or folder) or --ann GT.json --images DIR")
+    path = Path(args.dataset)
+    if path.is_dir():
+        return descriptor_for_folder(path, names=args.names)
+    return str(path)
+
+
+def _no_overrides(parser: argparse.ArgumentParser, argv: Sequence[str]) -> list[str]:
+    rest, overrides = split_overrides(argv)
+    if overrides:
+        parser.error(f"{overrides[0]}: this command takes no config overrides (see --help)")
+    return rest
+
+
+def check(argv: Sequence[str]) -> int:
+    """``cspdet check DATASET``: every problem of a dataset in one pass; returns 0 clean, 1 problems, 2 usage."""
+    from ..config import Range, range_type
+
+    parser = make_parser("check", "Dataset doctor: report EVERY problem of a dataset in one pass, with counts and "
+                         "class statistics.", CHECK_EXAMPLES)
+    parser.add_argument("dataset", nargs="?", help="dataset descriptor YAML, Ultralytics data YAML, or YOLO/VOC folder")
+    parser.add_argument("--ann", help="COCO annotation json (with --images)")
+    parser.add_argument("--images", help="image directory of --ann")
+    parser.add_argument("--names", nargs="+", help="class names for a bare YOLO/VOC folder")
+    parser.add_argument("--split", action="append", help="check only this split (repeatable)")
+    parser.add_argument("--no-decode", action="store_true", help="do not decode images (faster, finds fewer problems)")
+    parser.add_argument("--max-per-kind", type=range_type(Range(1), int), default=None,
+                        help="list at most N problems of each kind")
+    parser.add_argument("--no-classes", action="store_true", help="omit the per-class table")
+    parser.add_argument("--show", metavar="OUT.jpg", help="also write a grid of labelled samples (first split)")
+    args = parser.parse_args(_no_overrides(parser, argv))
+
+    from ..data.check import check_dataset, format_report
+    from ..data.problems import DatasetError
+    from ..data.visualize import write_grid
+    from ..fileio import OutputError
+
+    try:
+        descriptor = dataset_from_args(args)
+        reports = check_dataset(descriptor, splits=args.split, decode=not args.no_decode)
+    except UsageError as err:
+        print(f"cspdet check: error: {err}", file=sys.stderr)
+        return 2
+    except DatasetError as err:
+        print(f"FATAL: {err}")
+        return 1
+    print(format_report(reports, max_per_kind=args.max_per_kind, classes=not args.no_classes))
+    if args.show and reports[0].fatal is None:
+        try:
+            print(f"wrote {write_grid(descriptor, reports[0].split, args.show, augment=False)}")
+        except (OutputError, ValueError) as err:
+            print(f"cspdet check: error: {err}", file=sys.stderr)
+            return 1
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def _is_weights_file(path: str | None) -> bool:
+    """A file that ``torch.save`` wrote (zip archive or legacy pickle): converted as model weights."""
+    if not path or not Path(path).is_file():
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
+def convert(argv: Sequence[str]) -> int:
+    """``cspdet convert``: a dataset into COCO / YOLO / VOC, or YOLOX weights into a cspdet checkpoint."""
+    from ..config import range_type
+
+    parser = make_parser("convert", "Convert a detection dataset between COCO json, YOLO txt and Pascal VOC xml, "
+                         "or an official YOLOX checkpoint into a cspdet checkpoint.", CONVERT_EXAMPLES)
+    parser.add_argument("dataset", nargs="?", metavar="SOURCE",
+                        help="descriptor YAML, Ultralytics data YAML, YOLO/VOC folder, or a YOLOX .pth")
+    parser.add_argument("--from", dest="source_kind", choices=("auto", "dataset", "yolox"), default="auto",
+                        help="what SOURCE is (default auto: a torch checkpoint file is YOLOX weights)")
+    parser.add_argument("--out", required=True, help="output folder (dataset) or checkpoint file (weights)")
+    group = parser.add_argument_group("datasets")
+    group.add_argument("--to", choices=["coco", "yolo", "voc"], help="output format (required for a dataset)")
+    group.add_argument("--ann", help="COCO annotation json (with --images)")
+    group.add_argument("--images", help="image directory of --ann")
+    group.add_argument("--split", action="append", help="convert only this split (repeatable)")
+    group.add_argument("--copy-images", choices=["symlink", "copy", "none"], default="symlink",
+                       help="how images reach the output (none: COCO only, json points at the originals)")
+    group.add_argument("--strict", action="store_true", help="stop at the first bad image or label")
+    group = parser.add_argument_group("YOLOX weights")
+    group.add_argument("--model", default=None, help="the matching cspdet preset, cspdarknet_{nano,tiny,s,m,l,x} "
+                       "(default: read from the weights)")
+    group.add_argument("--img-size", type=range_type("eval.img_size"), default=None,
+                       help="inference size (default 416 nano/tiny, else 640)")
+    group.add_argument("--names", nargs="+", default=None,
+                       help="class names (YOLOX: default COCO's 80; a bare YOLO/VOC folder: its classes)")
+    args = parser.parse_args(_no_overrides(parser, argv))
+    weights = args.source_kind == "yolox" or (args.source_kind == "auto" and _is_weights_file(args.dataset))
+    try:
+        return _convert_weights(args) if weights else _convert_dataset(args)
+    except UsageError as err:
+        parser.error(str(err))
+        return 2  # not reached: parser.error exits
+
+
+def _convert_weights(args: argparse.Namespace) -> int:
+    from ..config import ConfigError
+    from ..engine.build import convert_yolox_checkpoint
+    from ..engine.checkpoint import CheckpointError
+    from ..fileio import OutputError
+
+    extra = [flag for flag, given in (("--to", args.to), ("--ann", args.ann), ("--images", args.images),
+                                      ("--split", args.split), ("--strict", args.strict)) if given]
+    if extra:
+        raise UsageError(f"{extra[0]} is for datasets; {args.dataset} is converted as YOLOX weights")
+    if not args.dataset:
+        raise UsageError("give the YOLOX checkpoint to convert")
+    try:
+        ckpt = convert_yolox_checkpoint(args.dataset, args.out, args.model, args.img_size, args.names)
+    except (CheckpointError, ConfigError) as err:
+        print(f"cspdet convert: error: {err}", file=sys.stderr)
+        return 2
+    except OutputError as err:
+        print(f"cspdet convert: error: {err}", file=sys.stderr)
+        return 1
+    meta = ckpt["meta"]
+    print(f"wrote {args.out}: {meta['preset']}, {len(meta['class_names'])} classes, img_size {meta['img_size'][0]}")
+    return 0
+
+
+def _convert_dataset(args: argparse.Namespace) -> int:
+    from ..data import DatasetError, build_dataset, load_descriptor
+    from ..data.convert import write_dataset
+    from ..fileio import OutputError
+
+    extra = [flag for flag, given in (("--model", args.model), ("--img-size", args.img_size)) if given]
+    if extra:
+        raise UsageError(f"{extra[0]} is for YOLOX weights; {args.dataset or args.ann} is converted as a dataset")
+    if not args.to:
+        raise UsageError("a dataset needs --to coco|yolo|voc")
+    descriptor = dataset_from_args(args)
+    try:
+        desc = load_descriptor(descriptor)
+        splits = {s: build_dataset(descriptor, s, strict=args.strict) for s in (args.split or desc["splits"])}
+        stats = write_dataset(splits, args.out, args.to, images=args.copy_images)
+    except (DatasetError, ValueError, OutputError) as err:  # OutputError: disk full, read-only --out, ...
+        print(f"cspdet convert: error: {err}", file=sys.stderr)
+        return 1
+    for ds in splits.values():
+        if ds.skipped:
+            print(ds.skipped.summary())
+    print(json.dumps(stats, indent=2))
+    return 0
