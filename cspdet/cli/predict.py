@@ -67,6 +67,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--classes", nargs="+", default=None, metavar="C",
                         help="keep only these classes (indices or names, e.g. --classes person 2)")
     parser.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes")
+    parser.add_argument("--nms-free", action=argparse.BooleanOptionalAction, default=None,
+                        help="models with a one-to-one branch (csptal_*): --nms-free = its top-k, no NMS (their "
+                        "default); --no-nms-free = NMS on the one-to-many branch")
     parser.add_argument("--out", default=None,
                         help="output folder (default: runs/predict/<run name>, numbered per call: -2, -3, ...)")
     parser.add_argument("--save-json", action="store_true", help="write <name>.json with the detections")
@@ -202,7 +205,7 @@ def predict(argv: Sequence[str]) -> int:
         print(f"{PROG}: error: {NO_WEIGHTS}", file=sys.stderr)
         return 2
     kwargs: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det,
-                              "agnostic": args.agnostic_nms}
+                              "agnostic": args.agnostic_nms, "nms_free": args.nms_free}
     if args.img_size:
         if len(args.img_size) > 2:
             print(f"{PROG}: error: --img-size takes N or H W, got {len(args.img_size)} numbers", file=sys.stderr)
