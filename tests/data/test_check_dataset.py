@@ -79,3 +79,16 @@ def test_show_dataset_grid(coco_dir, tmp_path):
     assert show.main([str(coco_dir / "dataset.yaml"), "--augment", "--num", "4", "--img-size", "96", "--out", str(out)]) == 0
     grid = cv2.imread(str(out))
     assert grid is not None and grid.shape[0] > 90 and grid.shape[1] > 3 * 90  # 3 samples in the crafted dataset
+
+
+def test_decoding_every_image_shows_a_bar(coco_dir, capsys):
+    from cspdet.data.check import check_dataset
+
+    capsys.readouterr()
+    assert check_dataset(coco_dir / "dataset.yaml", progress=True)[0].ok
+    err = capsys.readouterr().err
+    assert "check train:" in err and "/3 [" in err  # a tqdm bar over the 3 images
+    check_dataset(coco_dir / "dataset.yaml", progress=False)
+    assert capsys.readouterr().err == ""
+    check_dataset(coco_dir / "dataset.yaml")  # default: a bar only on a terminal (pytest's stderr is not one)
+    assert capsys.readouterr().err == ""

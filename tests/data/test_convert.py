@@ -70,3 +70,11 @@ def test_convert_skips_unreadable_images_with_a_warning(yolo_dir, tmp_path):
     assert stats["train"]["images"] == 2 and ds.skipped.counts == {"unreadable_image": 1}
     back = build_dataset(stats["descriptor"], "train")
     assert len(back) == 2
+
+
+def test_conversion_shows_a_bar_per_split(yolo_dir, tmp_path, capsys):
+    ds = build_dataset(yolo_dir / "data.yaml", "train")  # YOLO stores no image sizes: they are read first
+    capsys.readouterr()
+    write_dataset({"train": ds}, tmp_path / "out", "coco", progress=True)
+    err = capsys.readouterr().err
+    assert "sizes train:" in err and "convert train:" in err and "/3 [" in err
