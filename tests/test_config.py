@@ -36,9 +36,13 @@ def write(path: Path, data: dict | str) -> Path:
 
 
 def test_defaults_follow_yolox_recipe():
+    from cspdet.engine.optim import scaled_schedule_epochs
+
     cfg = load_config()
     assert cfg.model.name == "cspdarknet_s"
-    assert cfg.train.warmup_epochs == 5 and cfg.train.no_aug_epochs == 15
+    # left unset, warm-up and the no-aug tail scale with the run: YOLOX's 5 / 15 at its 300 epochs
+    assert cfg.train.warmup_epochs is None and cfg.train.no_aug_epochs is None and cfg.train.epochs == 300
+    assert scaled_schedule_epochs(cfg.train.epochs) == (5, 15)
     assert cfg.train.ema_decay == 0.9998 and cfg.train.nesterov
     assert cfg.train.lr_per_image * 64 == pytest.approx(0.01)
     assert cfg.data.mosaic_scale == [0.1, 2.0] and cfg.data.shear == 2.0

@@ -172,6 +172,9 @@ def validate_config(cfg: Config, source: str = "in <config>", key_sources: dict[
         if any(v % 32 for v in size):
             raise ConfigError(f"{dotted}: sides must be multiples of 32 (the largest stride) "
                               f"{key_sources.get(dotted, source)}, got {size}")
+    if cfg.train.patience and cfg.train.eval_interval == 0:
+        raise ConfigError(f"train.patience: early stopping compares evaluations; set train.eval_interval > 0 "
+                          f"{key_sources.get('train.patience', source)}")
     if 32 * cfg.data.multiscale_range >= min(cfg.data.img_size):
         raise ConfigError(f"data.multiscale_range: {cfg.data.multiscale_range} x 32 px must stay below the smaller "
                           f"side of data.img_size {cfg.data.img_size} {key_sources.get('data.multiscale_range', source)}")
@@ -275,17 +278,20 @@ def _first_line(err: Exception) -> str:
 # ------------------------------------------------------------------------------------------- writing
 
 
-def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain nested dict (YAML/JSON/checkpoint friendly) of a config."""
-    return dataclasses.asdict(cfg)
+def config_to_dict(cfg: Config, sections: typing.Iterable[str] | None = None) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON/checkpoint friendly) of a config; only ``sections`` when given (a
+    detection run uses model, data, train and eval; pretraining only pretrain)."""
+    raw = dataclasses.asdict(cfg)
+    return raw if sections is None else {name: raw[name] for name in sections}
 
 
-def save_config(cfg: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML so a run can be reproduced with ``load_config(path)``.
+def save_config(cfg: Config, path: str | Path, sections: typing.Iterable[str] | None = None) -> Path:
+    """Write the resolved config (only ``sections`` when given) as YAML so a run can be reproduced with
+    ``load_config(path)`` (sections left out load as their defaults).
 
     The write is atomic (:func:`cspdet.fileio.atomic_write`); a full disk or read-only directory raises
     :class:`cspdet.fileio.OutputError` with the previous file intact.
     """
     from ..fileio import atomic_write  # stdlib-only; imported here so the config package stays cspdet-free
 
-    return atomic_write(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return atomic_write(path, yaml.safe_dump(config_to_dict(cfg, sections), sort_keys=False))

@@ -97,6 +97,7 @@ FIELD_RANGES: dict[type, dict[str, Range | tuple[Range, ...]]] = {
     RunOptions: {
         "grad_clip": NON_NEGATIVE,  # 0 = no clipping
         "seed": SEED,
+        "threads": AT_LEAST_ONE,
     },
     TrainConfig: {
         "epochs": AT_LEAST_ONE,
@@ -113,6 +114,7 @@ FIELD_RANGES: dict[type, dict[str, Range | tuple[Range, ...]]] = {
         "eval_interval": NON_NEGATIVE,
         "save_interval": AT_LEAST_ONE,
         "log_images": NON_NEGATIVE,
+        "patience": NON_NEGATIVE,  # 0 = off
     },
     EvalConfig: {
         "img_size": IMAGE_SIDE,

@@ -91,7 +91,12 @@ class RunOptions:
     """auto, cpu, cuda, cuda:N."""
     exist_ok: bool = False
     """Start a new run in ``output_dir/name`` even if it holds an earlier run (whose outputs are replaced),
-    instead of numbering a fresh directory (``name2``, ``name3``, ...)."""
+    instead of numbering a fresh directory (``name-2``, ``name-3``, ...)."""
+    threads: int | None = None
+    """Intra-op CPU threads of each training process. None = the cores this process may use (its CPU
+    affinity, shared among the torchrun processes of the node) minus its training data workers, at least 1,
+    and never more than torch would use anyway (OMP_NUM_THREADS); on CUDA, torch's default. More threads
+    than free cores make OpenMP spin against the loader workers (see cspdet/engine/resources.py)."""
 
 
 @dataclass
@@ -111,11 +116,16 @@ class TrainConfig(RunOptions):
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    warmup_epochs: float = 5.0
+    warmup_epochs: float | None = None
+    """Quadratic lr warm-up. None = a tenth of the run, at most 5 epochs (YOLOX: 5 of 300)."""
     warmup_lr: float = 0.0
     min_lr_ratio: float = 0.05
-    no_aug_epochs: int = 15
-    """Final epochs without mosaic/mixup, with the L1 loss switched on, at the minimum lr."""
+    no_aug_epochs: int | None = None
+    """Final epochs without mosaic/mixup, with the L1 loss switched on, at the minimum lr. None = a tenth of
+    the run (rounded down), at most 15 epochs (YOLOX: 15 of 300; Ultralytics' close_mosaic: 10 of 100)."""
+    patience: int | None = None
+    """Early stopping: end the run when AP has not improved for this many epochs (checked at each
+    evaluation, so it needs ``eval_interval`` > 0). None or 0 = train all epochs."""
     ema: bool = True
     ema_decay: float = 0.9998
     sync_bn: bool = False

@@ -26,7 +26,29 @@ import numpy as np
 
 from .image_io import read_image
 
-__all__ = ["ImageCache", "cache_key"]
+__all__ = ["ImageCache", "available_memory", "cache_key"]
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate without swapping: the kernel's ``MemAvailable``, or less when a
+    cgroup (container) limit leaves less; None where neither is known (not Linux)."""
+    available = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    try:  # cgroup v2: the container's limit minus what it already uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            left = int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text())
+            available = left if available is None else min(available, left)
+    except (OSError, ValueError):
+        pass
+    return available
 
 
 def cache_key(path: str | os.PathLike) -> tuple[str, int, int]:

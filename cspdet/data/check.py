@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ..progress import progress_bar
 from .datasets import DetectionDataset, build_dataset, load_descriptor
 from .image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
@@ -99,17 +100,19 @@ def descriptor_for_folder(folder: str | os.PathLike, names: list[str] | None = N
 
 
 def check_dataset(
-    descriptor: str | os.PathLike | dict[str, Any], splits: list[str] | None = None, decode: bool = True
+    descriptor: str | os.PathLike | dict[str, Any], splits: list[str] | None = None, decode: bool = True,
+    progress: bool | None = None,
 ) -> list[SplitReport]:
-    """Check every split (or ``splits``) of a dataset; one :class:`SplitReport` per split."""
+    """Check every split (or ``splits``) of a dataset; one :class:`SplitReport` per split. ``progress``: a bar
+    while the images are decoded (None: when stderr is a terminal)."""
     desc = load_descriptor(descriptor)
     reports = []
     for split in splits or list(desc["splits"]):
-        reports.append(_check_split(descriptor, desc, split, decode))
+        reports.append(_check_split(descriptor, desc, split, decode, progress))
     return reports
 
 
-def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool) -> SplitReport:
+def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool, progress: bool | None) -> SplitReport:
     rep = SplitReport(split)
     try:
         with warnings.catch_warnings():
@@ -122,7 +125,7 @@ def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool
     report.warn = False
     undecodable: set[int] = set()
     if decode:
-        for i, rec in enumerate(ds.records):
+        for i, rec in enumerate(progress_bar(ds.records, progress, f"check {split}")):
             try:
                 image = read_image(rec.path)
             except ImageReadError as err:

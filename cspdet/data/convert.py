@@ -29,6 +29,7 @@ import numpy as np
 import yaml
 
 from ..fileio import atomic_write, make_dirs
+from ..progress import progress_bar
 from .datasets import DetectionDataset
 from .image_io import ImageReadError, image_size
 from .records import ImageRecord
@@ -44,12 +45,15 @@ def _size(rec: ImageRecord) -> tuple[int, int]:
     return rec.height, rec.width
 
 
-def _readable_records(ds: DetectionDataset) -> list[ImageRecord]:
+def _readable_records(ds: DetectionDataset, progress: bool | None = False, split: str = "") -> list[ImageRecord]:
     """The records whose image size is stored or readable from the file header. Others (missing, corrupt
     or non-image files) are reported in ``ds.skipped`` (a warning, or :class:`DatasetError` in strict mode)
     and left out: every writer needs the size to place the boxes."""
     out = []
-    for i, rec in enumerate(ds.records):
+    records = ds.records
+    if any(rec.height is None or rec.width is None for rec in records):  # sizes are read from the files
+        records = progress_bar(records, progress, f"sizes {split}", total=len(ds.records))
+    for i, rec in enumerate(records):
         try:
             _size(rec)
         except ImageReadError as err:
@@ -89,10 +93,11 @@ def _num(v: float) -> str:
 
 
 def write_dataset(
-    splits: dict[str, DetectionDataset], out_dir: str | os.PathLike, fmt: str, images: str = "symlink"
+    splits: dict[str, DetectionDataset], out_dir: str | os.PathLike, fmt: str, images: str = "symlink",
+    progress: bool | None = None,
 ) -> dict[str, Any]:
     """Write ``splits`` (name -> dataset) to ``out_dir`` in ``fmt``; returns stats per split and the path of
-    the written descriptor (``out_dir/dataset.yaml``)."""
+    the written descriptor (``out_dir/dataset.yaml``). ``progress``: a bar per split (None: on a terminal)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     if fmt == "voc" and images == "none":
@@ -109,7 +114,7 @@ def write_dataset(
     desc: dict[str, Any] = {"format": fmt, "path": str(out.resolve())}
     for split, ds in splits.items():
         writer = {"coco": _write_coco, "yolo": _write_yolo, "voc": _write_voc}[fmt]
-        stats[split], desc[split] = writer(ds, out, split, images)
+        stats[split], desc[split] = writer(ds, out, split, images, progress)
     desc["names"] = list(names)
     if fmt != "coco":
         desc["category_ids"] = list(cat_ids)
@@ -129,10 +134,11 @@ def _image_target(out: Path, sub: str, rec: ImageRecord, images: str) -> tuple[s
     return name, dst
 
 
-def _write_coco(ds: DetectionDataset, out: Path, split: str, images: str) -> tuple[dict, dict]:
+def _write_coco(ds: DetectionDataset, out: Path, split: str, images: str, progress: bool | None) -> tuple[dict, dict]:
     img_entries, anns = [], []
     ann_id = 1
-    for rec in _readable_records(ds):
+    records = _readable_records(ds, progress, split)
+    for rec in progress_bar(records, progress, f"convert {split}"):
         h, w = _size(rec)
         file_name, _ = _image_target(out, f"images/{split}", rec, images)
         img_entries.append({"id": rec.image_id, "file_name": file_name, "height": h, "width": w})
@@ -153,12 +159,12 @@ def _write_coco(ds: DetectionDataset, out: Path, split: str, images: str) -> tup
     return {"images": len(img_entries), "boxes": len(anns)}, {"images": image_dir, "annotations": f"annotations/{ann_file.name}"}
 
 
-def _write_yolo(ds: DetectionDataset, out: Path, split: str, images: str) -> tuple[dict, str]:
+def _write_yolo(ds: DetectionDataset, out: Path, split: str, images: str, progress: bool | None) -> tuple[dict, str]:
     if images == "none":
         raise ValueError("YOLO labels live beside the images (images/ -> labels/): use images='copy' or 'symlink'")
     n_boxes = dropped = 0
-    records = _readable_records(ds)
-    for rec in records:
+    records = _readable_records(ds, progress, split)
+    for rec in progress_bar(records, progress, f"convert {split}"):
         _, dst = _image_target(out, f"images/{split}", rec, images)
         label_file = out / "labels" / split / (dst.stem + ".txt")
         label_file.parent.mkdir(parents=True, exist_ok=True)
@@ -176,11 +182,11 @@ def _write_yolo(ds: DetectionDataset, out: Path, split: str, images: str) -> tup
     return {"images": len(records), "boxes": n_boxes, "dropped_crowd_or_difficult": dropped}, f"images/{split}"
 
 
-def _write_voc(ds: DetectionDataset, out: Path, split: str, images: str) -> tuple[dict, str]:
+def _write_voc(ds: DetectionDataset, out: Path, split: str, images: str, progress: bool | None) -> tuple[dict, str]:
     ids = []
     n_boxes = 0
-    records = _readable_records(ds)
-    for rec in records:
+    records = _readable_records(ds, progress, split)
+    for rec in progress_bar(records, progress, f"convert {split}"):
         _, dst = _image_target(out, "JPEGImages", rec, images)
         h, w = _size(rec)
         root = ET.Element("annotation")

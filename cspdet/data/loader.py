@@ -44,10 +44,11 @@ import torch
 import torch.utils.data
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from ..progress import progress_bar
 from .datasets import DetectionDataset
-from .image_io import ImageReadError
+from .image_io import ImageReadError, image_size
 from .problems import DatasetWarning, user_stacklevel
-from .transforms import AugmentConfig
+from .transforms import AugmentConfig, fit_size
 from .views import TrainDataset, ValDataset
 
 __all__ = [
@@ -56,6 +57,8 @@ __all__ = [
     "collate_detection",
     "build_train_loader",
     "build_val_loader",
+    "cache_ram_estimate",
+    "check_cache_memory",
 ]
 
 
@@ -201,15 +204,65 @@ def _loader_kwargs(workers: int) -> dict[str, Any]:
     return kwargs
 
 
-def _warm_cache(dataset: DetectionDataset, workers: int, train: TrainDataset | None = None) -> None:
+def cache_ram_estimate(dataset: DetectionDataset, train_size: Sequence[int] | None = None) -> int:
+    """Bytes a RAM cache of ``dataset`` holds once full: for training (``train_size`` given) each image fitted
+    into ``train_size`` as RGBA (an image of unknown size counts as the whole ``train_size``), for evaluation
+    each decoded RGB image (sizes not in the annotations are read from the file headers)."""
+    total = 0
+    for rec in dataset.records:
+        h, w = rec.height, rec.width
+        if train_size is not None:
+            if h and w:
+                _, h, w = fit_size(h, w, train_size)
+            else:
+                h, w = train_size
+            total += h * w * 4
+            continue
+        if not (h and w):
+            try:
+                h, w = image_size(rec.path)
+            except ImageReadError:
+                continue  # skipped when loaded
+        total += h * w * 3
+    return total
+
+
+def check_cache_memory(train_set: DetectionDataset, val_set: DetectionDataset, train_size: Sequence[int],
+                       processes: int = 1) -> str:
+    """The RAM the caches of a training run will hold (every one of ``processes`` training processes on the
+    machine keeps its own), checked against the memory available (:func:`~cspdet.data.cache.available_memory`).
+
+    Returns a one-line note for the run header; raises :class:`~cspdet.config.ConfigError` (``data.cache``)
+    when the caches would not fit, before any image is decoded.
+    """
+    from ..config import ConfigError
+    from .cache import available_memory
+
+    need = processes * (cache_ram_estimate(train_set, train_size) + cache_ram_estimate(val_set))
+    free = available_memory()
+    note = (f"RAM cache of {len(train_set)} train + {len(val_set)} val images: ~{_size_text(need)}"
+            + (f" x {processes} processes" if processes > 1 else "")
+            + (f" of {_size_text(free)} available" if free is not None else ""))
+    if free is not None and need > free:
+        raise ConfigError(f"data.cache: the {note}; set data.cache=false (or train on fewer images)")
+    return note
+
+
+def _size_text(n: float) -> str:
+    return f"{n / 2**30:.1f} GB" if n >= 2**30 else f"{n / 2**20:.1f} MB"
+
+
+def _warm_cache(dataset: DetectionDataset, workers: int, train: TrainDataset | None = None,
+                progress: bool | None = False) -> None:
     """Decode every image into a RAM cache before workers fork, so they share it instead of each
     decoding (and holding) their own copy. For a training loader (``train``), the cache is filled with the
     fitted RGBA images the training transform uses (see :meth:`TrainDataset._decode_fitted`)."""
     cache = dataset.cache
     if cache is None or cache.mode != "ram" or workers == 0 or len(cache):
         return
+    desc = f"cache {dataset.name}"
     if train is not None:
-        for index in range(len(dataset)):
+        for index in progress_bar(range(len(dataset)), progress, desc):
             try:
                 train._decode_fitted(index)
             except ImageReadError:  # reported when the sample is loaded (in a worker)
@@ -219,7 +272,8 @@ def _warm_cache(dataset: DetectionDataset, workers: int, train: TrainDataset | N
     def on_error(path: str, err: Exception) -> None:  # reported when the sample is loaded
         pass
 
-    cache.warm([r.path for r in dataset.records], on_error=on_error)
+    for record in progress_bar(dataset.records, progress, desc):
+        cache.warm([record.path], on_error=on_error)
 
 
 def build_train_loader(
@@ -230,6 +284,7 @@ def build_train_loader(
     rank: int = 0,
     world_size: int = 1,
     workers: int | None = None,
+    progress: bool | None = False,
 ) -> DataLoader:
     """Training loader: mosaic/affine/mixup/HSV/flip at ``cfg.img_size``, batches as in
     :func:`collate_detection`.
@@ -241,6 +296,7 @@ def build_train_loader(
         batch_size: per process.
         seed: base seed of shuffling and augmentation.
         rank, world_size: DDP process index and count (world_size > 1 shards the data per rank).
+        progress: a bar while a RAM cache is filled (None: when stderr is a terminal).
 
     ``loader.dataset`` is a :class:`TrainDataset` with ``set_epoch(epoch)`` and ``close_mosaic()``.
     Augmentation settings are the :class:`AugmentConfig` fields found on ``cfg`` (YOLOX defaults for the
@@ -255,7 +311,7 @@ def build_train_loader(
     train = TrainDataset(dataset, aug, seed=seed)
     sampler = EpochSampler(train, seed=seed, rank=rank, world_size=world_size, shuffle=True, pool=aug.mosaic_pool)
     train.sampler = sampler
-    _warm_cache(dataset, workers, train)
+    _warm_cache(dataset, workers, train, progress)
     return DetectionLoader(
         train, batch_size=batch_size, sampler=sampler, collate_fn=collate_detection, drop_last=False,
         **_loader_kwargs(workers),
@@ -269,15 +325,17 @@ def build_val_loader(
     workers: int,
     rank: int = 0,
     world_size: int = 1,
+    progress: bool | None = False,
 ) -> DataLoader:
     """Evaluation loader: letterbox only, dataset order. With world_size > 1 each rank gets a share
     (DistributedSampler without shuffling; it pads by repeating images so all ranks have equal counts,
-    so the evaluator should de-duplicate by image id when gathering)."""
+    so the evaluator should de-duplicate by image id when gathering). ``progress``: a bar while a RAM cache
+    is filled."""
     val = ValDataset(dataset, img_size)
     sampler = None
     if world_size > 1:
         sampler = DistributedSampler(val, num_replicas=world_size, rank=rank, shuffle=False, drop_last=False)
-    _warm_cache(dataset, workers)
+    _warm_cache(dataset, workers, progress=progress)
     return DetectionLoader(
         val, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate_detection,
         drop_last=False, **_loader_kwargs(min(workers, os.cpu_count() or 1)),

@@ -3,6 +3,7 @@
 The main API, importable from here::
 
     from cspdet.engine import Trainer, ClassifierTrainer, COCOEvaluator, Predictor, build_detector
+    from cspdet.engine import Callback, EpochStats      # events of a training run (trainer.callbacks)
 
 Checkpoint I/O is imported at once; everything else loads on first use, so ``import cspdet.engine`` does
 not pull in the models, pycocotools, OpenCV or TensorBoard until they are needed.
@@ -17,11 +18,12 @@ from .checkpoint import CheckpointError, load_checkpoint, load_state_file, save_
 
 if TYPE_CHECKING:
     from .build import build_detector, detector_from_checkpoint
+    from .callbacks import BatchStats, Callback, EpochStats
     from .classify import ClassifierTrainer, build_classifier
     from .coco_metrics import EvaluationError
     from .evaluator import COCOEvaluator
     from .predictor import Predictor, Results
-    from .run import NonFiniteLossError, ResumeError, RunFinished
+    from .run import NonFiniteLossError, ResumeError, RunBusyError, RunFinished
     from .trainer import Trainer
 
 # name -> submodule that defines it (imported on first attribute access)
@@ -38,6 +40,10 @@ _LAZY = {
     "NonFiniteLossError": "run",
     "ResumeError": "run",
     "RunFinished": "run",
+    "RunBusyError": "run",
+    "Callback": "callbacks",
+    "BatchStats": "callbacks",
+    "EpochStats": "callbacks",
 }
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint", *_LAZY]

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, PretrainConfig, config_to_dict
+from .callbacks import BatchStats, EpochStats, format_epochs
 from .distributed import all_reduce_sum
 from .ema import ModelEMA, unwrap_model
 from .optim import CosineSchedule, build_optimizer, set_lr
@@ -100,10 +101,15 @@ class ClassifierTrainer(TrainingRun):
         cfg: resolved config (only the ``pretrain`` section is used).
         resume: a classifier ``last.pt`` or run directory to continue from exactly.
         run_dir: explicit output directory (default ``pretrain.output_dir/pretrain.name``, numbered if taken).
-        progress: tqdm bar per epoch on rank 0.
+        progress: tqdm bar per epoch on rank 0 (the run header and one line per epoch are printed either way).
+
+    ``trainer.callbacks`` (:mod:`cspdet.engine.callbacks`) may be extended before ``fit()``.
     """
 
     kind = "classifier"
+    sections = ("pretrain",)
+    summary_metrics = ("top1", "top5")
+    score_name = "top-1"
 
     def __init__(
         self,
@@ -117,7 +123,9 @@ class ClassifierTrainer(TrainingRun):
         self.cfg = cfg
         p = cfg.pretrain
         self._setup_process(p.device, section="pretrain")
+        self._setup_threads(p.threads, p.workers, section="pretrain")
         self.progress = progress
+        self.total_epochs, self.eval_interval = p.epochs, p.eval_interval
         if p.batch_size % self.world_size:
             raise ConfigError(f"pretrain.batch_size: {p.batch_size} is not divisible by {self.world_size} processes")
         resume_ckpt = self._load_resume(resume) if resume is not None else None
@@ -131,15 +139,15 @@ class ClassifierTrainer(TrainingRun):
                                               class_names=self.train_set.class_names)
         except ImageFolderError as err:
             raise ConfigError(f"pretrain.data: {err}") from None
+        if p.batch_size > len(self.train_set):
+            raise ConfigError(f"pretrain.batch_size: {p.batch_size} is larger than the {len(self.train_set)} training "
+                              f"images of {root / 'train'}; use at most {len(self.train_set)}")
         per_rank = p.batch_size // self.world_size
         self.train_loader = build_classification_loader(self.train_set, per_rank, p.workers, train=True,
                                                         seed=p.seed, rank=self.rank, world_size=self.world_size)
         self.val_loader = build_classification_loader(self.val_set, per_rank, p.workers, train=False,
                                                       seed=p.seed, rank=self.rank, world_size=self.world_size)
         self.iters_per_epoch = len(self.train_loader)
-        if self.iters_per_epoch == 0:
-            raise ConfigError(f"pretrain.batch_size: {p.batch_size} is larger than the {len(self.train_set)} "
-                              "training images")
 
         model = build_classifier(p, len(self.train_set.class_names)).to(self.device)
         self.model = model
@@ -158,15 +166,20 @@ class ClassifierTrainer(TrainingRun):
             self._restore(resume_ckpt)
         self._wrap_ddp()
         # Unlike the detector, results.csv is only trimmed on resume (a reused run_dir keeps its rows).
-        self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=resume_ckpt is not None)
+        self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=resume_ckpt is not None,
+                           exist_ok=p.exist_ok)
+
+    @property
+    def best_score(self) -> float:
+        return self.best_top1
 
     def _load_resume(self, resume: str | os.PathLike) -> dict[str, Any]:
         ckpt = self._open_resume_checkpoint(resume, self.cfg.pretrain.output_dir)
         path = self.resume_path
         # Only the pretrain section matters here; the detection sections of the file may change freely.
         self._check_resume_config(
-            {"pretrain": ckpt["config"].get("pretrain") or {}}, {"pretrain": config_to_dict(self.cfg)["pretrain"]},
-            ("pretrain.workers", "pretrain.device"), "Resume with the run's own config",
+            ckpt["config"], config_to_dict(self.cfg),
+            ("pretrain.workers", "pretrain.device", "pretrain.threads"), "Resume with the run's own config",
         )
         if int(ckpt["epoch"]) >= self.cfg.pretrain.epochs:
             raise RunFinished(f"--resume: run {path.parent} already finished all {self.cfg.pretrain.epochs} epochs "
@@ -179,35 +192,43 @@ class ClassifierTrainer(TrainingRun):
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch}")
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to ``pretrain.epochs`` (or only up to epoch ``stop_after``, to be resumed later).
-
-        Returns ``{"epoch": epochs done, "best_top1", "metrics": last evaluation, "run_dir"}``.
+        """Train to ``pretrain.epochs`` (or only up to epoch ``stop_after``, to be resumed later; or until a
+        callback ends the run). Returns ``{"epoch": epochs done, "best_top1", "metrics": last evaluation,
+        "run_dir", "stop_reason"}``.
         """
         p = self.cfg.pretrain
         end = p.epochs if stop_after is None else min(stop_after, p.epochs)
         if self.rng_state is not None:
             restore_rng_state(self.rng_state)
         metrics: dict[str, float] = {}
-        for epoch in range(self.start_epoch, end):
-            train_loss, train_top1, lr, seconds = self._train_epoch(epoch)
-            metrics = {}
-            last = epoch + 1 == p.epochs
-            if last or (p.eval_interval > 0 and (epoch + 1) % p.eval_interval == 0):
-                metrics = evaluate_classifier(self.eval_model(), self.val_loader, self.device, self.autocast)
-                self._log(f"epoch {epoch + 1}: top-1 {metrics['top1']:.2f}%  top-5 {metrics['top5']:.2f}%")
-                if metrics["top1"] > self.best_top1:
-                    self.best_top1 = metrics["top1"]
-                    self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
-            if self.is_main:
-                self._write_row(epoch + 1, lr, train_loss, train_top1, metrics, seconds)
-                for k, v in metrics.items():
-                    self.writer.add_scalar(f"val/{k}", v, self.iteration)
-            self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
-        if self.writer is not None:
-            self.writer.close()
-        return {"epoch": end, "best_top1": self.best_top1, "metrics": metrics, "run_dir": str(self.run_dir)}
+        epoch = self.start_epoch - 1
+        try:
+            self._begin_fit()
+            for epoch in range(self.start_epoch, end):
+                self.callbacks.fire("on_epoch_start", self, epoch)
+                train_loss, train_top1, lr, seconds, images = self._train_epoch(epoch)
+                metrics, eval_seconds = {}, 0.0
+                if self._evaluates(epoch):
+                    tic = time.perf_counter()
+                    metrics = evaluate_classifier(self.eval_model(), self.val_loader, self.device, self.autocast)
+                    eval_seconds = time.perf_counter() - tic
+                    if metrics["top1"] > self.best_top1:
+                        self.best_top1, self.best_epoch = metrics["top1"], epoch + 1
+                        self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
+                    self.callbacks.fire("on_eval_end", self, epoch, metrics)
+                stats = self._epoch_stats(epoch, {"loss": train_loss}, lr, seconds, images, metrics, eval_seconds,
+                                          extra={"acc": train_top1})
+                self.callbacks.fire("on_epoch_end", self, stats)
+                self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
+                if self.stop_reason is not None:
+                    break
+            summary = {"epoch": epoch + 1, "best_top1": self.best_top1, "metrics": metrics,
+                       "run_dir": str(self.run_dir), "stop_reason": self.stop_reason}
+            return self._end_fit(summary)
+        finally:
+            self._release()
 
-    def _train_epoch(self, epoch: int) -> tuple[float, float, float, float]:
+    def _train_epoch(self, epoch: int) -> tuple[float, float, float, float, int]:
         p = self.cfg.pretrain
         self._set_epoch(epoch)
         self.model.train()
@@ -238,26 +259,40 @@ class ClassifierTrainer(TrainingRun):
             loss_sum += loss_total / self.world_size
             correct += correct_total
             seen += batch_total
-            if self.is_main:
-                if i % 10 == 0:
-                    self.writer.add_scalar("train/loss", loss_total / self.world_size, self.iteration)
-                    self.writer.add_scalar("train/lr", lr, self.iteration)
-                if bar is not None:
-                    rate = seen / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix_str(f"loss={loss_sum / (i + 1):.3f} acc={100 * correct / seen:.1f}% "
-                                        f"lr={lr:.2e} {rate:.1f}img/s", refresh=False)
-                    bar.update(1)
+            batch = BatchStats(epoch, i, self.iteration, {"loss": loss_total / self.world_size}, lr, batch_total)
+            self.callbacks.fire("on_batch_end", self, batch)
+            if bar is not None:
+                rate = seen / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"loss={loss_sum / (i + 1):.3f} acc={100 * correct / seen:.1f}% "
+                                    f"lr={lr:.2e} {rate:.1f}img/s", refresh=False)
+                bar.update(1)
         if bar is not None:
             bar.close()
         n = max(self.iters_per_epoch, 1)
-        return loss_sum / n, 100.0 * correct / max(seen, 1), lr, time.perf_counter() - start
+        return loss_sum / n, 100.0 * correct / max(seen, 1), lr, time.perf_counter() - start, int(seen)
 
-    def _write_row(self, epoch, lr, train_loss, train_top1, metrics, seconds) -> None:
+    def results_row(self, stats: EpochStats) -> tuple[list[str], list[Any]]:
         header = ["epoch", "lr", "train/loss", "train/top1", "val/loss", "top1", "top5", "time_s"]
-        row = [epoch, f"{lr:.6g}", f"{train_loss:.5f}", f"{train_top1:.3f}"]
-        row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in ("loss", "top1", "top5")]
-        row.append(f"{seconds:.1f}")
-        self._append_result_row(header, row)
+        row = [stats.epoch + 1, f"{stats.lr:.6g}", f"{stats.losses['loss']:.5f}", f"{stats.extra['acc']:.3f}"]
+        row += [f"{stats.metrics[k]:.5f}" if k in stats.metrics else "" for k in ("loss", "top1", "top5")]
+        row.append(f"{stats.seconds:.1f}")
+        return header, row
+
+    def _header_lines(self) -> list[str]:
+        from ..models.info import model_info
+
+        p = self.cfg.pretrain
+        info = model_info(unwrap_model(self.model), p.img_size)
+        evals = (f"every {format_epochs(p.eval_interval, 'epoch')} and after the last" if p.eval_interval
+                 else "after the last epoch")
+        model = (f"model     {p.model}: {info['params_m']:.2f} M parameters, {info['gflops']:.2f} GFLOPs at "
+                 f"{p.img_size}x{p.img_size}")
+        data = (f"data      {p.data}: {len(self.train_set)} train / {len(self.val_set)} val images, "
+                f"{len(self.train_set.class_names)} classes; batch {p.batch_size} = {self.iters_per_epoch} iterations "
+                f"per epoch; {min(p.workers, os.cpu_count() or 1)} loader workers")
+        schedule = (f"schedule  {format_epochs(p.epochs)}, {p.optimizer} lr {p.lr:g}, warm-up "
+                    f"{format_epochs(p.warmup_epochs)}, cosine to {p.lr * p.min_lr_ratio:g}; evaluate {evals}")
+        return [model, data, schedule]
 
     def _checkpoint_meta(self) -> dict[str, Any]:
         # A classifier's meta: what inference needs besides the spec (ImageNet-normalised RGB input).

@@ -27,7 +27,9 @@ __all__ = [
     "build_optimizer",
     "cosine_lr",
     "param_groups",
+    "scaled_schedule_epochs",
     "set_lr",
+    "with_scaled_schedule",
     "yolox_lr",
 ]
 
@@ -169,6 +171,35 @@ def cosine_lr(
     span = max(total_iters - warmup_iters, 1)
     progress = min(max((iteration - warmup_iters) / span, 0.0), 1.0)
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+# Warm-up and no-augmentation tail left unset (None) scale with the run: a tenth of it each, at most YOLOX's
+# numbers. YOLOX trains 300 epochs with 5 warm-up and 15 no-aug epochs (both reached here at 300: 300 / 10 =
+# 30 -> 5, 15); Ultralytics closes mosaic for the last 10 of its default 100 epochs (here 100 -> 10 no-aug).
+# A 2-epoch run thus warms up for 0.2 epochs and keeps its augmentation, instead of a warm-up that never ends
+# inside a run that is all no-aug tail; warm-up + tail never exceed a fifth of the run.
+AUTO_SCHEDULE_DIVISOR = 10
+AUTO_WARMUP_MAX = 5.0
+AUTO_NO_AUG_MAX = 15
+
+
+def scaled_schedule_epochs(epochs: int, warmup_epochs: float | None = None,
+                           no_aug_epochs: int | None = None) -> tuple[float, int]:
+    """``(warm-up epochs, no-aug epochs)`` of a detection run: the given values, or for None a tenth of the
+    run (the no-aug tail rounded down to whole epochs), at most 5 and 15 epochs (YOLOX's numbers at 300)."""
+    warmup = min(AUTO_WARMUP_MAX, epochs / AUTO_SCHEDULE_DIVISOR) if warmup_epochs is None else warmup_epochs
+    no_aug = min(AUTO_NO_AUG_MAX, epochs // AUTO_SCHEDULE_DIVISOR) if no_aug_epochs is None else no_aug_epochs
+    return float(warmup), int(no_aug)
+
+
+def with_scaled_schedule(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with ``train.warmup_epochs`` / ``no_aug_epochs`` as the run uses them, so a resume
+    compares what was trained (5 written out, or None scaled to 5, are the same schedule)."""
+    train = dict(raw.get("train") or {})
+    if "epochs" in train:
+        train["warmup_epochs"], train["no_aug_epochs"] = scaled_schedule_epochs(
+            train["epochs"], train.get("warmup_epochs"), train.get("no_aug_epochs"))
+    return {**raw, "train": train}
 
 
 @dataclass(frozen=True)

@@ -7,30 +7,29 @@ differ in data, model, loss, schedule and metrics; the bookkeeping around them l
 the same run layout, checkpoint format and resume rules:
 
 - RNG seeding, capture and restore (:func:`seed_everything`, :func:`capture_rng_state`, ...);
-- ``--resume`` resolution and run-directory numbering (:func:`find_resume_checkpoint`, :func:`new_run_dir`);
-- :class:`TrainingRun`, a plain base class holding the process/device setup, AMP, resume checks and restore,
-  ``results.csv`` handling, the optimizer step and checkpoint writing;
+- ``--resume`` resolution, run-directory numbering and the one-writer lock (:mod:`cspdet.engine.rundir`);
+- :class:`TrainingRun`, a plain base class holding the process/device/thread setup, AMP, resume checks and
+  restore, ``results.csv`` handling, the optimizer step, checkpoint writing, the run header, early stopping and
+  the events callbacks hook into (:mod:`cspdet.engine.callbacks`: console, ``results.csv`` and TensorBoard
+  logging are callbacks too);
 - :func:`run_training_cli`, the exit-code handling of ``tools/train.py`` and ``tools/pretrain.py``.
 """
 
 from __future__ import annotations
 
 import abc
-import csv
 import errno
-import io
 import os
-import random
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
-from ..fileio import TEMP_PATTERN, OutputError, as_output_error, atomic_write, make_dirs, remove_stale_temps
+from ..fileio import TEMP_PATTERN, OutputError, as_output_error, make_dirs, remove_stale_temps
+from .callbacks import CallbackList, ConsoleLogger, EpochStats, ResultsLogger, TensorBoardLogger, trim_results_csv
 from .checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
@@ -42,11 +41,23 @@ from .distributed import (
     select_device,
 )
 from .ema import ModelEMA, unwrap_model
+from .resources import apply_threads, plan_threads
+from .rng import capture_rng_state, restore_rng_state, seed_everything
+from .rundir import (
+    RUN_OUTPUTS,
+    ResumeError,
+    RunBusyError,
+    RunLock,
+    clear_run_outputs,
+    find_resume_checkpoint,
+    new_run_dir,
+)
 
 __all__ = [
     "NonFiniteLossError",
     "RUN_OUTPUTS",
     "ResumeError",
+    "RunBusyError",
     "RunFinished",
     "TrainingRun",
     "all_reduce_finite",
@@ -63,117 +74,17 @@ OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES
 # Temp files of atomic writes (``.last.pt.XXXX.tmp``, ``.results.csv.XXXX.tmp``, ...) that a kill -9 mid-write
 # leaves (see cspdet.fileio).
 STALE_SAVE_TEMPS = TEMP_PATTERN
-# Files a previous run leaves in its directory; ``exist_ok`` reuse deletes them (see :func:`new_run_dir`).
-RUN_OUTPUTS = ("last.pt", "best.pt", "results.csv", "events.out.tfevents.*", "eval/*", "labels.png",
-               "train_batch*.jpg", "results.png", STALE_SAVE_TEMPS)
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf; the message names the epoch, iteration, batch and loss term."""
 
 
-class ResumeError(RuntimeError):
-    """A run cannot be resumed (no checkpoint, wrong kind of file, or a changed config)."""
-
-
 class RunFinished(RuntimeError):
     """``--resume`` of a run that already trained all its epochs."""
 
 
-# ------------------------------------------------------------------------------------------------- RNG
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (all devices)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch CPU (and CUDA) RNG states as ``weights_only``-loadable plain data."""
-    np_state = np.random.get_state(legacy=False)
-    state: dict[str, Any] = {
-        "python": _to_plain(random.getstate()),
-        "numpy": {
-            "bit_generator": np_state["bit_generator"],
-            "key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
-            "pos": int(np_state["state"]["pos"]),
-            "has_gauss": int(np_state["has_gauss"]),
-            "gauss": float(np_state["gauss"]),
-        },
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        # this process's device only: a resume may see a different number of GPUs
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    np_state = state["numpy"]
-    np.random.set_state({
-        "bit_generator": np_state["bit_generator"],
-        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-        "has_gauss": np_state["has_gauss"],
-        "gauss": np_state["gauss"],
-    })
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        cuda_state = state["cuda"]
-        if isinstance(cuda_state, list):  # written by an earlier version: one state per visible GPU
-            index = torch.cuda.current_device()
-            cuda_state = cuda_state[index] if index < len(cuda_state) else None
-        if cuda_state is not None:
-            torch.cuda.set_rng_state(cuda_state)
-
-
-def _to_plain(obj: Any) -> Any:
-    # weights_only loading accepts lists but not nested tuples.
-    if isinstance(obj, tuple):
-        return [_to_plain(o) for o in obj]
-    return obj
-
-
-# ------------------------------------------------------------------------------------ run directories
-
-
-def find_resume_checkpoint(resume: str | os.PathLike | bool, output_dir: str | os.PathLike) -> Path:
-    """Resolve ``--resume``: a ``last.pt`` file, a run directory, or ``True`` for the newest run's ``last.pt``."""
-    if resume is True or resume == "":
-        candidates = sorted(Path(output_dir).glob("*/last.pt"), key=lambda p: p.stat().st_mtime)
-        if not candidates:
-            raise ResumeError(f"--resume: no run with a last.pt under {output_dir}; give the checkpoint path")
-        return candidates[-1]
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise ResumeError(f"--resume: {path} not found")
-    return path
-
-
-def new_run_dir(output_dir: str, name: str, exist_ok: bool = False) -> str:
-    """``output_dir/name``, or ``name2``, ``name3``... when that directory already holds a run.
-
-    With ``exist_ok`` the directory is reused and the previous run's outputs (:data:`RUN_OUTPUTS`) are
-    deleted, so checkpoints, results rows and TensorBoard curves of two runs never mix.
-    """
-    base = Path(output_dir) / name
-    if exist_ok:
-        for pattern in RUN_OUTPUTS:
-            for old in base.glob(pattern):
-                if old.is_file():
-                    old.unlink()
-        return str(base)
-    candidate, n = base, 1
-    while candidate.exists() and any(candidate.iterdir()):
-        n += 1
-        candidate = base.with_name(f"{name}{n}")
-    return str(candidate)
+# ------------------------------------------------------------------------------------ helpers
 
 
 def config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
@@ -212,13 +123,36 @@ def all_reduce_finite(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class TrainingRun(abc.ABC):
     """Run bookkeeping shared by the detection and classification trainers (see the module docstring).
 
-    Not used on its own. A subclass sets :attr:`kind` (the checkpoint ``"kind"``) and, in its ``__init__``,
-    calls the ``_setup_*`` / ``_open_*`` helpers in order and assigns ``model``, ``optimizer``, ``schedule``,
-    ``ema``, ``train_set`` (for ``class_names``) and ``run_dir``. It provides :meth:`_checkpoint_meta`, the
-    kind-specific checkpoint entries (class names, best score).
+    Not used on its own. A subclass sets :attr:`kind` (the checkpoint ``"kind"``), :attr:`sections`,
+    :attr:`summary_metrics` and :attr:`score_name` and, in its ``__init__``, calls the ``_setup_*`` / ``_open_*``
+    helpers in order and assigns ``model``, ``optimizer``, ``schedule``, ``ema``, ``train_set`` (for
+    ``class_names``), ``run_dir``, ``total_epochs`` and ``eval_interval``. It provides :meth:`_checkpoint_meta`
+    (the kind-specific checkpoint entries), :attr:`best_score`, :meth:`results_row` and :meth:`_header_lines`;
+    its ``fit`` calls :meth:`_begin_fit` / :meth:`_end_fit` around the epochs and fires the callback events.
+
+    ``callbacks`` (a :class:`~cspdet.engine.callbacks.CallbackList`) holds the console, ``results.csv`` and
+    TensorBoard loggers; append your own before ``fit()``.
     """
 
     kind: str = ""
+    sections: tuple[str, ...] = ()
+    """The config sections the run uses: written to ``config.yaml`` and checkpoints, compared on resume."""
+    summary_metrics: tuple[str, ...] = ()
+    """Metrics shown in the per-epoch line."""
+    score_name: str = ""
+    """The metric ``best.pt`` and early stopping follow."""
+    best_epoch: int = 0
+    """The epoch (1-based) of the best score so far (0: none yet)."""
+    stop_reason: str | None = None
+    """Set by :meth:`request_stop` (early stopping, a callback): the run ends after the current epoch."""
+    patience: int = 0
+    writer: Any = None
+    _lock: RunLock | None = None
+
+    @property
+    @abc.abstractmethod
+    def best_score(self) -> float:
+        """The best evaluation score (:attr:`score_name`) so far; -1 before the first evaluation."""
 
     # ----------------------------------------------------------------------------------------- setup
 
@@ -236,6 +170,14 @@ class TrainingRun(abc.ABC):
             self.device = select_device(device, self.dist.local_rank)
         except DeviceError as err:
             raise ConfigError(f"{section}.device: {err}") from None
+
+    def _setup_threads(self, requested: int | None, workers: int, section: str = "train") -> None:
+        """This process's intra-op thread count (:func:`cspdet.engine.resources.plan_threads`): on CPU, the
+        cores left beside the training loader workers, unless ``<section>.threads`` says otherwise."""
+        local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
+        workers = min(workers, os.cpu_count() or 1)  # the loaders cap their workers the same way
+        self.threads = plan_threads(self.device.type, workers, requested, f"{section}.threads", local)
+        apply_threads(self.threads)
 
     def _setup_run_dir(self, resuming: bool, run_dir: str | os.PathLike | None, output_dir: str, name: str,
                        exist_ok: bool) -> None:
@@ -265,24 +207,54 @@ class TrainingRun(abc.ABC):
             ddp_kwargs = {"device_ids": [self.device.index]} if self.device.type == "cuda" else {}
             self.model = nn.parallel.DistributedDataParallel(self.model, **ddp_kwargs)
 
-    def _open_outputs(self, cfg: Config, resuming: bool, trim_results: bool) -> None:
-        """Rank 0: create the run directory, write ``config.yaml``, open TensorBoard and tidy ``results.csv``."""
+    def _open_outputs(self, cfg: Config, resuming: bool, trim_results: bool, exist_ok: bool = False) -> None:
+        """Rank 0: take the run directory's lock (:class:`~cspdet.engine.rundir.RunLock`; a second writer is
+        refused with :class:`RunBusyError`), clear a reused directory (``exist_ok``), write ``config.yaml``,
+        open TensorBoard and tidy ``results.csv``. Every rank: the default callbacks."""
         self.writer = None
         self.csv_path = self.run_dir / "results.csv"
+        self.callbacks = CallbackList([ConsoleLogger(), ResultsLogger(), TensorBoardLogger()])
         if not self.is_main:
             return
-        make_dirs(self.run_dir)
-        # A run killed mid-write left a partial temp file next to the intact file; it is never read (the
-        # rename did not happen), so drop it rather than let killed runs accumulate them.
-        for directory in (self.run_dir, self.run_dir / "eval"):
-            remove_stale_temps(directory)
-        save_config(cfg, self.run_dir / "config.yaml")
-        from torch.utils.tensorboard import SummaryWriter  # heavy import: only on the rank that logs
+        self._lock = RunLock(self.run_dir)
+        self._lock.acquire()
+        try:
+            if exist_ok and not resuming:
+                clear_run_outputs(self.run_dir)
+            make_dirs(self.run_dir)
+            # A run killed mid-write left a partial temp file next to the intact file; it is never read (the
+            # rename did not happen), so drop it rather than let killed runs accumulate them.
+            for directory in (self.run_dir, self.run_dir / "eval"):
+                remove_stale_temps(directory)
+            save_config(cfg, self.run_dir / "config.yaml", self.sections)
+            from torch.utils.tensorboard import SummaryWriter  # heavy import: only on the rank that logs
 
-        # purge_step drops events a killed run logged after its last checkpoint.
-        self.writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1 if resuming else None)
-        if trim_results:
-            self._trim_results_csv()
+            # purge_step drops events a killed run logged after its last checkpoint.
+            self.writer = SummaryWriter(str(self.run_dir), purge_step=self.iteration + 1 if resuming else None)
+            if trim_results:
+                trim_results_csv(self.csv_path, self.start_epoch)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def header(self) -> list[str]:
+        """The lines printed when ``fit()`` starts: run directory, the subclass's model / data / schedule
+        lines (:meth:`_header_lines`), device and threads."""
+        start = (f"resumed from {Path(self.resume_path).name} at epoch {self.start_epoch}"
+                 if getattr(self, "resume_path", None) is not None else "new run")
+        lines = [f"run       {self.run_dir} ({start})", *self._header_lines()]
+        procs = f" x {self.world_size} processes" if self.world_size > 1 else ""
+        lines.append(f"device    {self.device}{procs}, {self.threads.threads} intra-op thread"
+                     f"{'s' if self.threads.threads != 1 else ''} ({self.threads.reason})")
+        return lines
+
+    @abc.abstractmethod
+    def _header_lines(self) -> list[str]:
+        """The kind-specific header lines (model, data, schedule)."""
+
+    @abc.abstractmethod
+    def results_row(self, stats: EpochStats) -> tuple[list[str], list[Any]]:
+        """``(header, row)`` of the epoch's ``results.csv`` line."""
 
     def _log(self, message: str) -> None:
         if self.is_main and message:
@@ -304,7 +276,9 @@ class TrainingRun(abc.ABC):
 
     def _check_resume_config(self, old: dict[str, Any], new: dict[str, Any], safe_keys: Iterable[str],
                              advice: str) -> None:
-        """Refuse to resume when the config changed in a key that affects the trained weights."""
+        """Refuse to resume when the config changed in a key that affects the trained weights (only the run's
+        :attr:`sections` count: a detection run ignores ``pretrain``, pretraining everything but it)."""
+        old, new = ({k: v for k, v in d.items() if k in self.sections} for d in (old, new))
         diffs = [d for d in config_diff(old, new) if d[0] not in safe_keys]
         if diffs:
             shown = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:6])
@@ -316,14 +290,17 @@ class TrainingRun(abc.ABC):
 
     def _best_score(self, ckpt: dict[str, Any], key: str) -> float:
         """The best score so far: ``best.pt`` may be newer than ``last.pt`` (a kill between the two saves, or
-        ``save_interval > 1``), and a resumed run must not overwrite a better ``best.pt`` with a worse model."""
+        ``save_interval > 1``), and a resumed run must not overwrite a better ``best.pt`` with a worse model.
+        Also sets :attr:`best_epoch` when ``best.pt`` is the better one."""
         best = float(ckpt.get(key, -1.0))
         best_path = Path(self.resume_path).parent / "best.pt"
         if best_path.is_file():
             try:
-                best = max(best, float(load_checkpoint(best_path).get(key, -1.0)))
+                saved = load_checkpoint(best_path)
             except CheckpointError:
-                pass  # an unreadable best.pt will simply be replaced by the next best model
+                return best  # an unreadable best.pt will simply be replaced by the next best model
+            if float(saved.get(key, -1.0)) > best:
+                best, self.best_epoch = float(saved[key]), int(saved.get("epoch", self.best_epoch))
         return best
 
     def _restore_training_state(self, ckpt: dict[str, Any], ema_decay: float) -> None:
@@ -342,31 +319,12 @@ class TrainingRun(abc.ABC):
                 self.ema = ModelEMA(model, ema_decay)
         self.start_epoch = int(ckpt["epoch"])
         self.iteration = int(state["iteration"])
+        self.best_epoch = int(state.get("best_epoch", 0))
+        self.stop_reason = state.get("stop_reason")
         # Per-rank RNG streams only fit the same number of processes; otherwise they are re-derived from seeds.
         rng = state.get("rng") or []
         if len(rng) == self.world_size:
             self.rng_state = rng[self.rank]
-
-    def _trim_results_csv(self) -> None:
-        # Keep only rows of epochs the checkpoint covers: a run killed after writing a row but before
-        # saving would otherwise repeat that epoch. Rewritten atomically: a kill here keeps every row.
-        rows = self._read_results()
-        if not rows:
-            return
-        kept = [rows[0]] + [r for r in rows[1:] if r and r[0].isdigit() and int(r[0]) <= self.start_epoch]
-        if kept != rows:
-            self._write_results(kept)
-
-    def _read_results(self) -> list[list[str]]:
-        if not self.csv_path.is_file():
-            return []
-        with self.csv_path.open(newline="") as fh:
-            return list(csv.reader(fh))
-
-    def _write_results(self, rows: list[list[Any]]) -> None:
-        text = io.StringIO()
-        csv.writer(text).writerows(rows)
-        atomic_write(self.csv_path, text.getvalue())
 
     # -------------------------------------------------------------------------------------- training
 
@@ -380,12 +338,69 @@ class TrainingRun(abc.ABC):
             sampler.set_epoch(epoch)
 
     def _progress_bar(self, epoch: int, epochs: int):
-        """A tqdm bar for one epoch on rank 0 (``None`` elsewhere or with ``progress=False``)."""
+        """A tqdm bar for one epoch on rank 0 (``None`` elsewhere or with ``progress=False``); it disappears
+        when the epoch ends, leaving the per-epoch line."""
         if not (self.is_main and self.progress):
             return None
         from tqdm import tqdm
 
-        return tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, leave=True)
+        return tqdm(total=self.iters_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", dynamic_ncols=True, leave=False)
+
+    def _evaluates(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) ends with an evaluation: every ``eval_interval`` and the last."""
+        done = epoch + 1
+        return done == self.total_epochs or (self.eval_interval > 0 and done % self.eval_interval == 0)
+
+    def request_stop(self, reason: str) -> None:
+        """End the run after the current epoch (its ``last.pt`` is saved); call it on every process."""
+        self.stop_reason = reason
+
+    def _patience_exhausted(self, epochs_done: int) -> str | None:
+        """Why early stopping ends the run after ``epochs_done`` epochs (None: it does not)."""
+        waited = epochs_done - self.best_epoch
+        if not self.patience or waited < self.patience:
+            return None
+        return (f"early stop: no {self.score_name} improvement for {waited} epochs (train.patience={self.patience});"
+                f" best {self.score_name} {self.best_score:.4f} at epoch {self.best_epoch} (best.pt)")
+
+    def _begin_fit(self) -> None:
+        """Take the lock again if a previous ``fit()`` released it, start the clock, fire ``on_run_start``."""
+        if self._lock is not None:
+            self._lock.acquire()
+        self._clock = {"train": 0.0, "epochs": 0, "eval": 0.0, "evals": 0}
+        self.callbacks.fire("on_run_start", self)
+
+    def _epoch_stats(self, epoch: int, losses: dict[str, float], lr: float, seconds: float, images: int,
+                     metrics: dict[str, float], eval_seconds: float, extra: dict[str, float] | None = None
+                     ) -> EpochStats:
+        """The epoch's :class:`EpochStats`, with the ETA of the run from the mean epoch and evaluation times
+        of this ``fit()`` (0 s per evaluation until the first one)."""
+        clock = self._clock
+        clock["train"] += seconds
+        clock["epochs"] += 1
+        if metrics:
+            clock["eval"] += eval_seconds
+            clock["evals"] += 1
+        evals_left = sum(1 for e in range(epoch + 1, self.total_epochs) if self._evaluates(e))
+        eta = (clock["train"] / clock["epochs"] * (self.total_epochs - epoch - 1)
+               + (clock["eval"] / clock["evals"] if clock["evals"] else 0.0) * evals_left)
+        return EpochStats(epoch, self.total_epochs, losses, lr, seconds, images, metrics, eval_seconds,
+                          eta if self.stop_reason is None else 0.0, extra or {})
+
+    def _end_fit(self, summary: dict[str, Any]) -> dict[str, Any]:
+        self.callbacks.fire("on_run_end", self, summary)
+        if self.writer is not None:
+            self.writer.close()
+        return summary
+
+    def _release(self) -> None:
+        """After ``fit()`` (also when it failed): flush TensorBoard and free the run directory's lock."""
+        try:
+            if self.writer is not None:
+                self.writer.flush()
+        finally:
+            if self._lock is not None:
+                self._lock.release()
 
     def _optimizer_step(self, grad_clip: float) -> None:
         """Step on the gradients accumulated so far (clipped to ``grad_clip`` if set), then update the EMA."""
@@ -404,11 +419,6 @@ class TrainingRun(abc.ABC):
 
     # ------------------------------------------------------------------------------------ persistence
 
-    def _append_result_row(self, header: list[str], row: list[Any]) -> None:
-        # The whole file is rewritten atomically (a few hundred rows at most): a kill never truncates it.
-        rows = self._read_results() or [header]
-        self._write_results([*rows, row])
-
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
         """Kind-specific checkpoint entries, provided by the subclass: ``spec`` and ``meta`` (plain data, see
@@ -424,7 +434,7 @@ class TrainingRun(abc.ABC):
             record = self._checkpoint_meta()
             ckpt = new_checkpoint(self.kind, record.pop("spec"), record.pop("meta"), cpu_state(self.eval_model()),
                                   epoch=epoch, metrics={k: float(v) for k, v in metrics.items()}, **record,
-                                  config=config_to_dict(self.cfg))
+                                  config=config_to_dict(self.cfg, self.sections))
             if with_state:
                 state: dict[str, Any] = {
                     "optimizer": self.optimizer.state_dict(),
@@ -433,6 +443,8 @@ class TrainingRun(abc.ABC):
                     "iteration": self.iteration,
                     "rng": rng,
                     "world_size": self.world_size,
+                    "best_epoch": self.best_epoch,
+                    "stop_reason": self.stop_reason,
                 }
                 if self.ema is not None:  # "model" above is the EMA; resuming also needs the raw weights
                     state["model"] = cpu_state(unwrap_model(self.model))
@@ -449,7 +461,8 @@ def run_training_cli(train: Callable[[], dict[str, Any]], done: Callable[[dict[s
     """Run ``train()`` for a command-line tool and turn its outcome into an exit code.
 
     0: finished (rank 0 prints ``done(summary)``) or the resumed run had nothing left to do; 1: a data,
-    checkpoint, resume, evaluation or divergence error, or an output that could not be written (disk full,
+    checkpoint, resume, evaluation or divergence error, another process writing the run directory, or an
+    output that could not be written (disk full,
     read-only file system: the files written before are intact and ``--resume`` continues once it is fixed);
     2: a config error; 130: Ctrl-C. Errors print one line to stderr instead of a traceback. The process group
     is torn down in every case.
@@ -463,8 +476,8 @@ def run_training_cli(train: Callable[[], dict[str, Any]], done: Callable[[dict[s
     except RunFinished as err:
         print(err, file=sys.stderr)
         return 0
-    except (ConfigError, CheckpointError, ResumeError, DatasetError, NonFiniteLossError, EvaluationError,
-            OutputError) as err:
+    except (ConfigError, CheckpointError, ResumeError, RunBusyError, DatasetError, NonFiniteLossError,
+            EvaluationError, OutputError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2 if isinstance(err, ConfigError) else 1
     except OSError as err:

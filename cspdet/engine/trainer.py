@@ -2,9 +2,10 @@
 
 One epoch = one pass of the train loader. Per iteration: (multi-scale resize) -> forward under autocast ->
 NaN/Inf guard -> backward (accumulated to the nominal batch) -> optimizer step with clipping -> EMA update,
-with the learning rate set from a pure function of the global iteration. At the end of an epoch: a row in
-``results.csv``, an evaluation of the EMA weights every ``eval_interval`` epochs (and after the last), and
-``last.pt`` / ``best.pt`` written atomically.
+with the learning rate set from a pure function of the global iteration. At the end of an epoch: an
+evaluation of the EMA weights every ``eval_interval`` epochs (and after the last), a row in ``results.csv``
+and a line on the console, early stopping (``train.patience``), and ``last.pt`` / ``best.pt`` written
+atomically. Logging and anything else that watches the run are callbacks (:mod:`cspdet.engine.callbacks`).
 
 Exact resume: ``last.pt`` holds everything the next epoch depends on -- raw and EMA weights, optimizer,
 GradScaler, schedule, epoch, iteration, and every process's Python/NumPy/torch(/CUDA) RNG states. The data
@@ -30,8 +31,16 @@ from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
+from .callbacks import BatchStats, EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
-from .optim import YoloxSchedule, build_optimizer, resolve_optimizer, set_lr
+from .optim import (
+    YoloxSchedule,
+    build_optimizer,
+    resolve_optimizer,
+    scaled_schedule_epochs,
+    set_lr,
+    with_scaled_schedule,
+)
 from .run import (
     NonFiniteLossError,
     ResumeError,
@@ -47,7 +56,7 @@ __all__ = ["Trainer", "config_from_checkpoint"]
 # Config keys that may differ on resume without changing the trained weights.
 RESUME_SAFE_KEYS = frozenset({
     "data.workers", "data.cache", "data.strict", "train.device", "train.log_images", "train.save_interval",
-    "train.exist_ok", "eval.batch_size", "eval.backend",
+    "train.exist_ok", "train.threads", "train.patience", "eval.batch_size", "eval.backend",
 })
 
 
@@ -61,9 +70,12 @@ class Trainer(TrainingRun):
         cfg: resolved config.
         resume: a ``last.pt`` (or run directory) to continue from. The run keeps its directory. The config
             must match the one stored in the checkpoint except for :data:`RESUME_SAFE_KEYS`.
-        run_dir: explicit output directory (default: ``train.output_dir/train.name``, suffixed ``2``, ``3``,
-            ... when it already holds a run).
-        progress: show a tqdm bar per epoch (rank 0 only).
+        run_dir: explicit output directory (default: ``train.output_dir/train.name``, suffixed ``-2``, ``-3``,
+            ... when it already holds a run). Only one process at a time may write a run directory.
+        progress: tqdm bars for each epoch, evaluation and cache warm-up (rank 0 only). The run header and
+            one line per epoch are printed either way.
+
+    ``trainer.callbacks`` (:mod:`cspdet.engine.callbacks`) may be extended before ``fit()``.
 
     Example::
 
@@ -72,6 +84,9 @@ class Trainer(TrainingRun):
     """
 
     kind = "detector"
+    sections = ("model", "data", "train", "eval")
+    summary_metrics = ("AP", "AP50")
+    score_name = "AP"
 
     def __init__(
         self,
@@ -83,7 +98,9 @@ class Trainer(TrainingRun):
         self.cfg = cfg
         tcfg = cfg.train
         self._setup_process(tcfg.device)
+        self._setup_threads(tcfg.threads, cfg.data.workers)
         self.progress = progress
+        self.total_epochs, self.eval_interval, self.patience = tcfg.epochs, tcfg.eval_interval, tcfg.patience or 0
 
         resume_ckpt = self._load_resume(resume) if resume is not None else None
         if tcfg.batch_size % self.world_size:
@@ -108,19 +125,27 @@ class Trainer(TrainingRun):
                 f"model.num_classes: {cfg.model.num_classes} but dataset {dcfg.dataset} has "
                 f"{len(self.train_set.class_names)} classes; set model.num_classes={len(self.train_set.class_names)}"
             )
+        if tcfg.batch_size > len(self.train_set):
+            # one short batch per epoch would be a different recipe than the one asked for (lr, BN statistics)
+            raise ConfigError(f"train.batch_size: {tcfg.batch_size} is larger than the {len(self.train_set)} training "
+                              f"images of {dcfg.dataset}; use at most {len(self.train_set)}")
+        self.cache_note = None
+        if dcfg.cache:  # refuse a cache that would not fit in RAM before decoding a single image
+            from ..data.loader import check_cache_memory
+
+            self.cache_note = check_cache_memory(self.train_set, self.val_set, tuple(dcfg.img_size),
+                                                 processes=int(os.environ.get("LOCAL_WORLD_SIZE") or 1))
+            self._log(f"data.cache: {self.cache_note}")
+        bars = self.progress and self.is_main
         self.train_loader = build_train_loader(
             self.train_set, dcfg, batch_size=self.batch_per_rank, seed=tcfg.seed, rank=self.rank,
-            world_size=self.world_size,
+            world_size=self.world_size, progress=bars,
         )
         self.val_loader = build_val_loader(
             self.val_set, tuple(cfg.eval.img_size), cfg.eval.batch_size, dcfg.workers, rank=self.rank,
-            world_size=self.world_size,
+            world_size=self.world_size, progress=bars,
         )
         self.iters_per_epoch = len(self.train_loader)
-        if self.iters_per_epoch == 0:
-            raise ConfigError(
-                f"train.batch_size: {tcfg.batch_size} is larger than the {len(self.train_set)} training images"
-            )
 
         # ---- model, optimizer, schedule, EMA, AMP
         model = build_detector(cfg.model)
@@ -136,23 +161,23 @@ class Trainer(TrainingRun):
         self.model = model
         # The losses logged (results.csv columns, progress bar) are the head's: each head kind owns its loss.
         self.loss_keys: tuple[str, ...] = tuple(model.head.loss_keys)
-        choice = resolve_optimizer(tcfg.optimizer, num_images=len(self.train_set), batch_size=tcfg.batch_size,
-                                   accumulate=self.accumulate, epochs=tcfg.epochs, num_classes=cfg.model.num_classes,
-                                   lr_per_image=tcfg.lr_per_image)
-        self.base_lr = choice.base_lr
-        if tcfg.optimizer == "auto":
-            self._log(f"train.optimizer: {choice.reason}")
+        self.optimizer_choice = resolve_optimizer(
+            tcfg.optimizer, num_images=len(self.train_set), batch_size=tcfg.batch_size, accumulate=self.accumulate,
+            epochs=tcfg.epochs, num_classes=cfg.model.num_classes, lr_per_image=tcfg.lr_per_image)
+        self.base_lr = self.optimizer_choice.base_lr
         self.optimizer = build_optimizer(
-            model, choice.name, lr=self.base_lr, momentum=tcfg.momentum, weight_decay=tcfg.weight_decay,
-            nesterov=tcfg.nesterov,
+            model, self.optimizer_choice.name, lr=self.base_lr, momentum=tcfg.momentum,
+            weight_decay=tcfg.weight_decay, nesterov=tcfg.nesterov,
         )
         total_iters = tcfg.epochs * self.iters_per_epoch
-        self.no_aug_start = max(0, tcfg.epochs - tcfg.no_aug_epochs)
+        self.warmup_epochs, self.no_aug_epochs = scaled_schedule_epochs(tcfg.epochs, tcfg.warmup_epochs,
+                                                                        tcfg.no_aug_epochs)
+        self.no_aug_start = max(0, tcfg.epochs - self.no_aug_epochs)
         self.schedule = YoloxSchedule(
             base_lr=self.base_lr,
             total_iters=total_iters,
-            warmup_iters=tcfg.warmup_epochs * self.iters_per_epoch,
-            no_aug_iters=min(tcfg.no_aug_epochs, tcfg.epochs) * self.iters_per_epoch,
+            warmup_iters=self.warmup_epochs * self.iters_per_epoch,
+            no_aug_iters=min(self.no_aug_epochs, tcfg.epochs) * self.iters_per_epoch,
             warmup_lr=tcfg.warmup_lr,
             min_lr_ratio=tcfg.min_lr_ratio,
         )
@@ -170,7 +195,11 @@ class Trainer(TrainingRun):
         self.evaluator = None
         # Every run trims results.csv to the epochs its checkpoint covers (none for a new run), so rows of
         # a killed or earlier run in the same directory never mix with this one's.
-        self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=True)
+        self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=True, exist_ok=tcfg.exist_ok)
+
+    @property
+    def best_score(self) -> float:
+        return self.best_ap
 
     # ---------------------------------------------------------------------------------------- resume
 
@@ -178,7 +207,7 @@ class Trainer(TrainingRun):
         ckpt = self._open_resume_checkpoint(resume, self.cfg.train.output_dir)
         path = self.resume_path
         self._check_resume_config(
-            ckpt["config"], config_to_dict(self.cfg), RESUME_SAFE_KEYS,
+            with_scaled_schedule(ckpt["config"]), with_scaled_schedule(config_to_dict(self.cfg)), RESUME_SAFE_KEYS,
             "Resume with the run's own config (omit CONFIG and overrides), or start a new run with "
             f"model.weights={path}",
         )
@@ -190,6 +219,14 @@ class Trainer(TrainingRun):
                 f"model.weights={path}"
             )
         trainer_state = ckpt["trainer"]
+        if trainer_state.get("stop_reason"):
+            waited = int(ckpt["epoch"]) - int(trainer_state.get("best_epoch", 0))
+            patience = self.cfg.train.patience
+            if not trainer_state["stop_reason"].startswith("early stop") or (patience and waited >= patience):
+                raise RunFinished(
+                    f"--resume: run {path.parent} ended after epoch {ckpt['epoch']} ({trainer_state['stop_reason']}); "
+                    "nothing to do. To continue it, resume with a larger train.patience (or train.patience=0)"
+                )
         if int(trainer_state.get("world_size", 1)) != self.dist.world_size:
             self._log(
                 f"resume: run used {trainer_state.get('world_size')} processes, now {self.dist.world_size}; "
@@ -206,47 +243,56 @@ class Trainer(TrainingRun):
                 "following the new one"
             )
         self.best_ap = self._best_score(ckpt, "best_ap")
+        self.stop_reason = None  # _load_resume refused a run whose stop still holds
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch} (iteration {self.iteration})")
 
     # -------------------------------------------------------------------------------------- training
 
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:
         """Train from ``start_epoch`` to ``train.epochs`` (or only up to epoch ``stop_after``, saving
-        ``last.pt`` there, to be continued with ``resume``). Returns a summary dict (rank 0's view):
-        ``{"epoch": epochs done, "best_ap", "metrics": last evaluation, "run_dir"}``."""
+        ``last.pt`` there, to be continued with ``resume``; or until early stopping or a callback ends the run).
+        Returns a summary dict (rank 0's view): ``{"epoch": epochs done, "best_ap", "metrics": last evaluation,
+        "run_dir", "stop_reason"}``."""
         tcfg = self.cfg.train
         end = tcfg.epochs if stop_after is None else min(stop_after, tcfg.epochs)
         if self.rng_state is not None:
             restore_rng_state(self.rng_state)
         metrics: dict[str, float] = {}
+        epoch = self.start_epoch - 1
         try:
+            self._begin_fit()
             if self.start_epoch == 0:
                 self._write_plots("labels")
             for epoch in range(self.start_epoch, end):
-                losses, lr, seconds = self._train_epoch(epoch)
-                metrics = {}
+                self.callbacks.fire("on_epoch_start", self, epoch)
+                losses, lr, seconds, images = self._train_epoch(epoch)
+                metrics, eval_seconds = {}, 0.0
                 last = epoch + 1 == tcfg.epochs
-                if last or (tcfg.eval_interval > 0 and (epoch + 1) % tcfg.eval_interval == 0):
-                    metrics = self.evaluate(epoch)
-                    ap = metrics.get("AP", -1.0)
-                    if ap > self.best_ap:
-                        self.best_ap = ap
+                if self._evaluates(epoch):
+                    tic = time.perf_counter()
+                    # the final evaluation, or one after which early stopping may end the run, leaves its files
+                    metrics = self.evaluate(epoch, outputs=last or self._patience_exhausted(epoch + 1) is not None)
+                    eval_seconds = time.perf_counter() - tic
+                    if metrics.get("AP", -1.0) > self.best_ap:
+                        self.best_ap, self.best_epoch = metrics["AP"], epoch + 1
                         self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
-                if self.is_main:
-                    self._write_row(epoch + 1, lr, losses, metrics, seconds)
-                    for key, value in metrics.items():
-                        if value != -1:  # COCOeval's "no objects of this size", not a score: no point on the curve
-                            self.writer.add_scalar(f"val/{key}", value, self.iteration)
-                    if metrics or epoch + 1 == end:
-                        self._write_plots("results")
-                if last or epoch + 1 == end or (epoch + 1) % max(tcfg.save_interval, 1) == 0:
+                    if self.stop_reason is None:
+                        self.stop_reason = self._patience_exhausted(epoch + 1)
+                    self.callbacks.fire("on_eval_end", self, epoch, metrics)
+                stats = self._epoch_stats(epoch, losses, lr, seconds, images, metrics, eval_seconds)
+                self.callbacks.fire("on_epoch_end", self, stats)
+                if metrics or epoch + 1 == end:  # results.csv has the epoch's row now (ResultsLogger)
+                    self._write_plots("results")
+                stop = self.stop_reason is not None
+                if last or stop or epoch + 1 == end or (epoch + 1) % max(tcfg.save_interval, 1) == 0:
                     self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
+                if stop:
+                    break
+            summary = {"epoch": epoch + 1, "best_ap": self.best_ap, "metrics": metrics, "run_dir": str(self.run_dir),
+                       "stop_reason": self.stop_reason}
+            return self._end_fit(summary)
         finally:
-            if self.writer is not None:
-                self.writer.flush()
-        if self.writer is not None:
-            self.writer.close()
-        return {"epoch": end, "best_ap": self.best_ap, "metrics": metrics, "run_dir": str(self.run_dir)}
+            self._release()
 
     def _start_no_aug(self, epoch: int) -> None:
         # Called at every tail epoch (a resumed run may start inside the tail); it only acts once.
@@ -261,7 +307,7 @@ class Trainer(TrainingRun):
             self.ema.ema.head.use_l1 = True
         self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off, L1 loss on)")
 
-    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float, float]:
+    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float, float, int]:
         tcfg = self.cfg.train
         if epoch >= self.no_aug_start:
             self._start_no_aug(epoch)
@@ -270,7 +316,7 @@ class Trainer(TrainingRun):
         # one-to-one branch) follows the epoch: a pure function of it, so a resumed run continues exactly.
         head_schedule = getattr(unwrap_model(self.model).head, "set_epoch", None)
         if head_schedule is not None:
-            head_schedule(epoch, self.cfg.train.epochs)
+            head_schedule(epoch, tcfg.epochs)
         self.model.train()
         sums = dict.fromkeys(self.loss_keys, 0.0)
         count = 0
@@ -301,22 +347,19 @@ class Trainer(TrainingRun):
                 sums[key] += value
             count += 1
             images_seen += images.shape[0] * self.world_size
-            if self.is_main:
-                if i % 10 == 0 or i + 1 == self.iters_per_epoch:
-                    for key, value in zip(self.loss_keys, values):
-                        self.writer.add_scalar(f"train/{key}", value, self.iteration)
-                    self.writer.add_scalar("train/lr", lr, self.iteration)
-                if bar is not None:
-                    rate = images_seen / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix_str(
-                        " ".join(f"{k.replace('_loss', '')}={sums[k] / count:.3f}" for k in self.loss_keys)
-                        + f" lr={lr:.2e} {rate:.1f}img/s",
-                        refresh=False,
-                    )
-                    bar.update(1)
+            self.callbacks.fire("on_batch_end", self, BatchStats(epoch, i, self.iteration, dict(zip(self.loss_keys, values)),
+                                                                 lr, images.shape[0] * self.world_size))
+            if bar is not None:
+                rate = images_seen / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(
+                    " ".join(f"{k.replace('_loss', '')}={sums[k] / count:.3f}" for k in self.loss_keys)
+                    + f" lr={lr:.2e} {rate:.1f}img/s",
+                    refresh=False,
+                )
+                bar.update(1)
         if bar is not None:
             bar.close()
-        return {k: v / max(count, 1) for k, v in sums.items()}, lr, time.perf_counter() - start
+        return {k: v / max(count, 1) for k, v in sums.items()}, lr, time.perf_counter() - start, images_seen
 
     def _prepare_batch(self, batch: dict[str, torch.Tensor], epoch: int, i: int):
         images = batch["images"].to(self.device, non_blocking=True).float()
@@ -371,22 +414,22 @@ class Trainer(TrainingRun):
 
     # ------------------------------------------------------------------------------------ evaluation
 
-    def evaluate(self, epoch: int) -> dict[str, float]:
+    def evaluate(self, epoch: int, outputs: bool | None = None) -> dict[str, float]:
         """COCO box stats of the EMA model on the val set (keys AP, AP50, ...). Every rank must call this:
-        each predicts its shard, rank 0 scores, and all ranks get the same numbers back."""
+        each predicts its shard, rank 0 scores, and all ranks get the same numbers back. ``outputs`` (default:
+        after the last epoch): also write metrics.json, detections.json and PR curves to ``RUN_DIR/eval``."""
         if self.evaluator is None:
             from .evaluator import COCOEvaluator
 
             ecfg = self.cfg.eval
             self.evaluator = COCOEvaluator(self.val_loader, conf=ecfg.conf, iou=ecfg.iou, max_det=ecfg.max_det,
                                            backend=ecfg.backend)
-        last = epoch + 1 == self.cfg.train.epochs
-        # The final evaluation also leaves metrics.json, detections.json and PR curves in the run directory.
-        result = self.evaluator.evaluate(self.eval_model(), output_dir=self.run_dir / "eval" if last else None,
-                                         plots=last)
+        if outputs is None:
+            outputs = epoch + 1 == self.cfg.train.epochs
+        result = self.evaluator.evaluate(self.eval_model(), output_dir=self.run_dir / "eval" if outputs else None,
+                                         plots=outputs, progress=self.progress and self.is_main)
         stats = {k: float(v) for k, v in result.stats.items()}
         if self.is_main:
-            self._log(f"epoch {epoch + 1}: AP {stats['AP']:.4f}  AP50 {stats['AP50']:.4f}")
             self._log_val_images(epoch)
         return stats
 
@@ -439,13 +482,43 @@ class Trainer(TrainingRun):
         except Exception as err:  # noqa: BLE001 - a drawing bug or an odd dataset: say so and train on
             self._log(f"warning: could not draw {what} ({type(err).__name__}: {err})")
 
-    def _write_row(self, epoch: int, lr: float, losses: dict[str, float], metrics: dict[str, float], seconds: float):
+    def results_row(self, stats: EpochStats) -> tuple[list[str], list[Any]]:
         header = ["epoch", "lr", *(f"train/{k}" for k in self.loss_keys), "AP", "AP50", "AP75", "APs", "APm", "APl",
                   "time_s"]
-        row = [epoch, f"{lr:.6g}", *(f"{losses[k]:.5f}" for k in self.loss_keys)]
-        row += [f"{metrics[k]:.5f}" if k in metrics else "" for k in header[2 + len(self.loss_keys):-1]]
-        row.append(f"{seconds:.1f}")
-        self._append_result_row(header, row)
+        row = [stats.epoch + 1, f"{stats.lr:.6g}", *(f"{stats.losses[k]:.5f}" for k in self.loss_keys)]
+        row += [f"{stats.metrics[k]:.5f}" if k in stats.metrics else "" for k in header[2 + len(self.loss_keys):-1]]
+        row.append(f"{stats.seconds:.1f}")
+        return header, row
+
+    def _header_lines(self) -> list[str]:
+        from ..models.info import model_info
+
+        tcfg, dcfg = self.cfg.train, self.cfg.data
+        info = model_info(unwrap_model(self.model), tuple(dcfg.img_size))
+        size = "x".join(map(str, dcfg.img_size))
+        workers = min(dcfg.workers, os.cpu_count() or 1)
+        model = f"model     {self.cfg.model.name}: {info['params_m']:.2f} M parameters, {info['gflops']:.2f} GFLOPs"
+        data = (f"data      {dcfg.dataset}: {len(self.train_set)} train / {len(self.val_set)} {self.cfg.eval.split} "
+                f"images, {len(self.train_set.class_names)} classes; batch {tcfg.batch_size} = {self.iters_per_epoch} "
+                f"iterations per epoch; {workers} loader worker{'s' if workers != 1 else ''}")
+        lines = [f"{model} at {size}", data]
+        if self.cache_note:
+            lines.append(f"cache     {self.cache_note}")
+        auto = [k for k in ("warmup_epochs", "no_aug_epochs") if getattr(tcfg, k) is None]
+        notes = (f" ({' and '.join(f'train.{k}' for k in auto)} scaled to {tcfg.epochs} epochs: a tenth of the run, "
+                 "at most 5 / 15 as YOLOX at 300)") if auto else ""
+        if self.warmup_epochs + self.no_aug_epochs >= tcfg.epochs:  # only when set by hand: the rule keeps 80 %
+            notes += " (warm-up and tail fill the whole run: the lr never follows its cosine)"
+        evals = (f"every {format_epochs(tcfg.eval_interval, 'epoch')} and after the last" if tcfg.eval_interval
+                 else "after the last epoch")
+        stopping = (f"early stop after {format_epochs(self.patience)} without AP gain" if self.patience
+                    else "no early stopping")
+        optimizer = (self.optimizer_choice.reason if tcfg.optimizer == "auto"
+                     else f"{tcfg.optimizer} lr {self.base_lr:.3g}")
+        lines.append(f"schedule  {format_epochs(tcfg.epochs)}, {optimizer}, warm-up "
+                     f"{format_epochs(self.warmup_epochs)}, no-aug tail {format_epochs(self.no_aug_epochs)}{notes}; "
+                     f"evaluate {evals}; {stopping}")
+        return lines
 
     def _checkpoint_meta(self) -> dict[str, Any]:
         from ..models import DetectorMeta

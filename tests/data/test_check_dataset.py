@@ -91,3 +91,16 @@ def test_class_table_lists_the_dataset_category_ids(check, coco_dir, capsys):
     rows = {m[2]: int(m[1]) for m in re.finditer(r"^\s+(\d+) (red|green|blue)\s+\d+\s+\d+$", out, re.M)}
     assert rows == {"red": 3, "green": 7, "blue": 11}
     assert re.search(r"^\s+id class\s+images\s+boxes$", out, re.M)
+
+
+def test_decoding_every_image_shows_a_bar(coco_dir, capsys):
+    from cspdet.data.check import check_dataset
+
+    capsys.readouterr()
+    assert check_dataset(coco_dir / "dataset.yaml", progress=True)[0].ok
+    err = capsys.readouterr().err
+    assert "check train:" in err and "/3 [" in err  # a tqdm bar over the 3 images
+    check_dataset(coco_dir / "dataset.yaml", progress=False)
+    assert capsys.readouterr().err == ""
+    check_dataset(coco_dir / "dataset.yaml")  # default: a bar only on a terminal (pytest's stderr is not one)
+    assert capsys.readouterr().err == ""

@@ -90,3 +90,11 @@ def test_yolo_export_has_an_absolute_path(coco_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(elsewhere)
     ds = build_dataset(tmp_path / "rel_yolo" / "dataset.yaml", "train")
     assert len(ds) == 3 and ds.category_ids == [3, 7, 11]
+
+
+def test_conversion_shows_a_bar_per_split(yolo_dir, tmp_path, capsys):
+    ds = build_dataset(yolo_dir / "data.yaml", "train")  # YOLO stores no image sizes: they are read first
+    capsys.readouterr()
+    write_dataset({"train": ds}, tmp_path / "out", "coco", progress=True)
+    err = capsys.readouterr().err
+    assert "sizes train:" in err and "convert train:" in err and "/3 [" in err

@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cspdet.config import ConfigError, PretrainConfig, config_from_dict
 from cspdet.data.imagefolder import ImageFolderDataset, ImageFolderError, build_classification_loader
@@ -120,6 +121,7 @@ def test_pretrain_resume_is_exact(folder, tmp_path):
     ClassifierTrainer(cfg, run_dir=tmp_path / "a", progress=False).fit()
     ClassifierTrainer(cfg, run_dir=tmp_path / "b", progress=False).fit(stop_after=1)
     ClassifierTrainer(cfg, resume=tmp_path / "b", progress=False).fit()
+    assert list(yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())) == ["pretrain"]  # the one it uses
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
     for part in (a["model"], a["trainer"]["model"]):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 from cspdet.config import config_from_dict, load_config
@@ -20,6 +21,7 @@ from cspdet.engine import checkpoint as checkpoint_module
 from cspdet.engine.build import build_detector, detect_weights_format, init_weights
 from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
 from cspdet.engine.run import NonFiniteLossError, ResumeError, RunFinished, new_run_dir
+from cspdet.engine.rundir import clear_run_outputs
 from cspdet.engine.trainer import Trainer
 
 
@@ -70,6 +72,8 @@ def test_run_directory_outputs(straight):
     cfg, run, summary = straight
     assert summary["epoch"] == 2 and summary["run_dir"] == str(run)
     assert load_config(run / "config.yaml") == cfg  # the resolved config reproduces the run
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    assert list(written) == ["model", "data", "train", "eval"]  # only the sections a detection run uses
     last = torch.load(run / "last.pt", weights_only=True)  # only safe types inside
     best = load_checkpoint(run / "best.pt", kind="detector")
     assert last["format"] == "cspdet" and last["kind"] == "detector" and last["epoch"] == 2
@@ -242,15 +246,20 @@ def test_new_runs_never_reuse_a_run_directory(tmp_path):
     (tmp_path / "exp").mkdir()
     assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp")  # empty: reuse
     (tmp_path / "exp" / "last.pt").write_bytes(b"x")
-    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp2")
-    (tmp_path / "exp2").mkdir()
-    (tmp_path / "exp2" / "results.csv").write_text("epoch\n")
-    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp3")
-    # exist_ok reuses the directory and clears the earlier run's outputs (nothing else)
-    (tmp_path / "exp2" / "events.out.tfevents.1.host").write_bytes(b"x")
-    (tmp_path / "exp2" / "notes.txt").write_text("mine")
-    assert new_run_dir(str(tmp_path), "exp2", exist_ok=True) == str(tmp_path / "exp2")
-    assert sorted(p.name for p in (tmp_path / "exp2").iterdir()) == ["notes.txt"]
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp-2")
+    (tmp_path / "exp-2").mkdir()
+    (tmp_path / "exp-2" / "results.csv").write_text("epoch\n")
+    assert new_run_dir(str(tmp_path), "exp") == str(tmp_path / "exp-3")
+    # a name that ends in a digit stays readable: coco128, coco128-2 (not coco1282)
+    (tmp_path / "coco128").mkdir()
+    (tmp_path / "coco128" / "config.yaml").write_text("{}")
+    assert new_run_dir(str(tmp_path), "coco128") == str(tmp_path / "coco128-2")
+    # exist_ok reuses the directory; once the run holds its lock it clears the earlier outputs (nothing else)
+    (tmp_path / "exp-2" / "events.out.tfevents.1.host").write_bytes(b"x")
+    (tmp_path / "exp-2" / "notes.txt").write_text("mine")
+    assert new_run_dir(str(tmp_path), "exp-2", exist_ok=True) == str(tmp_path / "exp-2")
+    clear_run_outputs(tmp_path / "exp-2")
+    assert sorted(p.name for p in (tmp_path / "exp-2").iterdir()) == ["notes.txt"]
 
 
 def test_multiscale_sizes_are_seeded_and_shared(shapes, tmp_path):
@@ -332,9 +341,10 @@ def test_resume_keeps_a_newer_better_best_checkpoint(tmp_path):
     from cspdet.engine.checkpoint import save_checkpoint
     from cspdet.engine.run import TrainingRun
 
-    save_checkpoint({"format": "cspdet", "kind": "detector", "best_ap": 0.42}, tmp_path / "best.pt")
-    run = SimpleNamespace(resume_path=str(tmp_path / "last.pt"))
+    save_checkpoint({"format": "cspdet", "kind": "detector", "best_ap": 0.42, "epoch": 7}, tmp_path / "best.pt")
+    run = SimpleNamespace(resume_path=str(tmp_path / "last.pt"), best_epoch=5)
+    assert TrainingRun._best_score(run, {"best_ap": 0.50}, "best_ap") == 0.50 and run.best_epoch == 5
     assert TrainingRun._best_score(run, {"best_ap": 0.30}, "best_ap") == 0.42
-    assert TrainingRun._best_score(run, {"best_ap": 0.50}, "best_ap") == 0.50
+    assert run.best_epoch == 7  # early stopping counts from best.pt's epoch
     (tmp_path / "best.pt").write_bytes(b"garbage")
     assert TrainingRun._best_score(run, {"best_ap": 0.30}, "best_ap") == 0.30

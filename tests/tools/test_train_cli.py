@@ -88,6 +88,11 @@ def test_train_then_resume_messages(tmp_path, capsys):
     assert proc.returncode == 0, proc.stderr
     run = tmp_path / "runs" / "cli"
     assert "done: 1 epochs" in proc.stdout and (run / "last.pt").is_file()
+    # --no-progress drops the bars, not the run header and the line per epoch
+    out = proc.stdout.splitlines()
+    assert out[0] == f"run       {run} (new run)" and out[4].startswith("device    cpu, 1 intra-op thread")
+    epoch_line = next(line for line in out if line.startswith("epoch 1/1"))
+    assert " img/s " in epoch_line and "| AP " in epoch_line and "epoch 1/1:" not in proc.stderr
     capsys.readouterr()
     train = load_tool("train")
     # --resume with no path takes the newest run; a finished run says so and exits cleanly
@@ -102,6 +107,34 @@ def test_train_then_resume_messages(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and "train.lr_per_image" in err and "config differs" in err
     assert train.main([str(cfg), "--resume", str(tmp_path / "nowhere.pt")]) == 1
     assert "not found" in capsys.readouterr().err
+
+
+HOLD_RUN_LOCK = r"""
+import sys, time
+from cspdet.engine.rundir import RunLock
+lock = RunLock(sys.argv[1])
+lock.acquire()
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_writer_of_a_run_directory_is_refused_in_one_line(tmp_path, capsys):
+    cfg = tiny_config(tmp_path / "tiny.yaml", descriptor(tmp_path), tmp_path / "runs", exist_ok=True)
+    run = tmp_path / "runs" / "cli"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_RUN_LOCK, str(run)], cwd=REPO, stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        assert load_tool("train").main([str(cfg), "--no-progress"]) == 1
+        line = _one_line(capsys.readouterr().err)
+        assert line == (f"error: {run}: another process (pid {holder.pid}) is writing this run (it holds "
+                        f"{run / '.run.lock'}); wait for it to end or stop it, or use another train.name")
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert load_tool("train").main([str(cfg), "--no-progress"]) == 0  # the killed holder left no stale lock
 
 
 def test_ddp_two_gloo_processes_match_single_process(tmp_path):
