@@ -86,6 +86,9 @@ class Callback:
     def on_epoch_start(self, run: Any, epoch: int) -> None:
         pass
 
+    def on_batch_start(self, run: Any, epoch: int, index: int, batch: dict[str, Any]) -> None:
+        """Before the step on loader batch ``index`` (its dict: ``images`` (B, 3, H, W) uint8, ``targets``, ...)."""
+
     def on_batch_end(self, run: Any, batch: BatchStats) -> None:
         pass
 

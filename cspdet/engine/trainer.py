@@ -24,7 +24,6 @@ import os
 import time
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -196,6 +195,10 @@ class Trainer(TrainingRun):
         # Every run trims results.csv to the epochs its checkpoint covers (none for a new run), so rows of
         # a killed or earlier run in the same directory never mix with this one's.
         self._open_outputs(cfg, resuming=resume_ckpt is not None, trim_results=True, exist_ok=tcfg.exist_ok)
+        from .plots import TrainingPlots, ValImagesLogger  # matplotlib: imported only by a detection run
+
+        # after the results.csv logger (results.png reads its rows); validation pictures to TensorBoard
+        self.callbacks += [TrainingPlots(), ValImagesLogger()]
 
     @property
     def best_score(self) -> float:
@@ -261,8 +264,6 @@ class Trainer(TrainingRun):
         epoch = self.start_epoch - 1
         try:
             self._begin_fit()
-            if self.start_epoch == 0:
-                self._write_plots("labels")
             for epoch in range(self.start_epoch, end):
                 self.callbacks.fire("on_epoch_start", self, epoch)
                 losses, lr, seconds, images = self._train_epoch(epoch)
@@ -281,8 +282,6 @@ class Trainer(TrainingRun):
                     self.callbacks.fire("on_eval_end", self, epoch, metrics)
                 stats = self._epoch_stats(epoch, losses, lr, seconds, images, metrics, eval_seconds)
                 self.callbacks.fire("on_epoch_end", self, stats)
-                if metrics or epoch + 1 == end:  # results.csv has the epoch's row now (ResultsLogger)
-                    self._write_plots("results")
                 stop = self.stop_reason is not None
                 if last or stop or epoch + 1 == end or (epoch + 1) % max(tcfg.save_interval, 1) == 0:
                     self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
@@ -329,8 +328,7 @@ class Trainer(TrainingRun):
             lr = self.schedule(self.iteration + 1)  # YOLOX sets the lr of the step it is about to take
             set_lr(self.optimizer, lr)
             images, targets, mask = self._prepare_batch(batch, epoch, i)
-            if epoch == 0 and i < 3:
-                self._write_plots("batch", batch, i)
+            self.callbacks.fire("on_batch_start", self, epoch, i, batch)
             group_start = (i // self.accumulate) * self.accumulate
             group_size = min(self.accumulate, self.iters_per_epoch - group_start)
             step_now = i + 1 == group_start + group_size
@@ -428,59 +426,9 @@ class Trainer(TrainingRun):
             outputs = epoch + 1 == self.cfg.train.epochs
         result = self.evaluator.evaluate(self.eval_model(), output_dir=self.run_dir / "eval" if outputs else None,
                                          plots=outputs, progress=self.progress and self.is_main)
-        stats = {k: float(v) for k, v in result.stats.items()}
-        if self.is_main:
-            self._log_val_images(epoch)
-        return stats
-
-    @torch.no_grad()
-    def _log_val_images(self, epoch: int) -> None:
-        n = min(self.cfg.train.log_images, len(self.val_set))
-        if n <= 0 or self.writer is None:
-            return
-        from ..data.letterbox import Letterbox
-        from ..data.visualize import draw_boxes
-
-        model = self.eval_model()
-        model.eval()
-        letterbox = Letterbox(tuple(self.cfg.eval.img_size))
-        names = self.val_set.class_names
-        for k in range(n):
-            sample = self.val_set.load_sample(k)
-            image, _ = letterbox.apply(sample.image)
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
-            with self.autocast:
-                pred = model.predict(x[None].float().to(self.device), conf=0.25)[0]
-            # boxes stay in input px: the logged picture is the letterboxed image the model saw
-            drawn = draw_boxes(image, pred["boxes"].float().cpu().numpy(), pred["labels"].cpu().numpy(), names,
-                               scores=pred["scores"].float().cpu().numpy())
-            self.writer.add_image(f"val_images/{k}", drawn, self.iteration, dataformats="HWC")
+        return {k: float(v) for k, v in result.stats.items()}
 
     # ------------------------------------------------------------------------------------ persistence
-
-    def _write_plots(self, what: str, batch: dict[str, torch.Tensor] | None = None, index: int = 0) -> None:
-        """Rank 0: the run's pictures (:mod:`cspdet.engine.plots`): ``"labels"`` -> labels.png, ``"batch"`` ->
-        train_batch{index}.jpg of ``batch``, ``"results"`` -> results.png from results.csv.
-
-        A picture that cannot be drawn is reported and skipped: it must never end a run that trains fine. A
-        file that cannot be written (disk full, ...) raises as every other output of the run does.
-        """
-        if not self.is_main:
-            return
-        from ..fileio import OutputError
-        from . import plots
-
-        try:
-            if what == "labels":
-                plots.plot_labels(self.train_set, self.run_dir / "labels.png")
-            elif what == "batch":
-                plots.plot_train_batch(batch, self.train_set.class_names, self.run_dir / f"train_batch{index}.jpg")
-            else:
-                plots.plot_results(self.csv_path, self.run_dir / "results.png")
-        except OutputError:
-            raise
-        except Exception as err:  # noqa: BLE001 - a drawing bug or an odd dataset: say so and train on
-            self._log(f"warning: could not draw {what} ({type(err).__name__}: {err})")
 
     def results_row(self, stats: EpochStats) -> tuple[list[str], list[Any]]:
         header = ["epoch", "lr", *(f"train/{k}" for k in self.loss_keys), "AP", "AP50", "AP75", "APs", "APm", "APl",

@@ -14,6 +14,7 @@ from cspdet.data import build_dataset, build_val_loader
 from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.data.visualize import class_color, draw_boxes
 from cspdet.engine.evaluator import COCOEvaluator
+from cspdet.engine.plots import ValImagesLogger
 from cspdet.engine.predictor import Predictor
 from letterbox_reference import old_letterbox  # tests/letterbox_reference.py
 
@@ -103,7 +104,7 @@ def test_trainer_logs_letterboxed_images_drawn_in_the_class_colour(tmp_path: Pat
     trainer.writer = type("Recorder", (), {"add_image": lambda self, *a, **kw: logged.append((a, kw))})()
     stub = _FixedDetections()
     trainer.eval_model = lambda: stub
-    trainer._log_val_images(0)
+    ValImagesLogger.log(trainer)
     assert len(logged) == 2
     for k, ((tag, image, _), kw) in enumerate(logged):
         padded, _ = old_letterbox(trainer.val_set.load_sample(k).image, (64, 96))

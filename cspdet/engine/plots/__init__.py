@@ -27,6 +27,8 @@ from .evaluation import EVAL_PLOTS, confidence_figure, confusion_figure, plot_pr
 from .figures import DPI, save_figure
 from .training import (
     LabelStats,
+    TrainingPlots,
+    ValImagesLogger,
     label_stats,
     labels_figure,
     plot_labels,
@@ -38,6 +40,8 @@ from .training import (
 )
 
 __all__ = [
+    "TrainingPlots",
+    "ValImagesLogger",
     "DPI",
     "EVAL_PLOTS",
     "LabelStats",

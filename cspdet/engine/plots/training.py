@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from ...data.visualize import draw_boxes, make_grid
-from ...fileio import atomic_write
+from ...fileio import OutputError, atomic_write
 from .figures import fit_tick_labels, new_figure, plural, rgb, save_figure
 
-__all__ = ["LabelStats", "label_stats", "labels_figure", "plot_labels", "plot_results", "plot_train_batch",
+__all__ = ["LabelStats", "TrainingPlots", "ValImagesLogger", "label_stats", "labels_figure", "plot_labels", "plot_results", "plot_train_batch",
            "read_results", "results_figure", "train_batch_image"]
 
 
@@ -266,3 +266,76 @@ def results_figure(epochs: np.ndarray, columns: dict[str, np.ndarray]) -> Figure
 def plot_results(csv_path: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Write :func:`results_figure` of a run's ``results.csv`` to ``path``."""
     return save_figure(results_figure(*read_results(csv_path)), path)
+
+
+class TrainingPlots:
+    """A training-run callback (:mod:`cspdet.engine.callbacks`) drawing the run's pictures on rank 0:
+    ``labels.png`` when a new run starts, ``train_batch0..2.jpg`` from the first three batches of the first epoch,
+    and ``results.png`` after each evaluation and when the run ends (it comes after the ``results.csv`` logger).
+
+    A picture that cannot be drawn is reported and skipped: it must never end a run that trains fine. A file that
+    cannot be written (disk full, ...) raises as every other output of the run does.
+    """
+
+    batches = 3
+
+    def on_run_start(self, run: Any) -> None:
+        if run.start_epoch == 0:
+            self._draw(run, "labels", lambda: plot_labels(run.train_set, run.run_dir / "labels.png"))
+
+    def on_batch_start(self, run: Any, epoch: int, index: int, batch: dict[str, Any]) -> None:
+        if epoch == 0 and index < self.batches:
+            self._draw(run, "a train batch", lambda: plot_train_batch(
+                batch, run.train_set.class_names, run.run_dir / f"train_batch{index}.jpg"))
+
+    def on_epoch_end(self, run: Any, stats: Any) -> None:
+        if stats.metrics:
+            self._draw(run, "results", lambda: plot_results(run.csv_path, run.run_dir / "results.png"))
+
+    def on_run_end(self, run: Any, summary: dict[str, Any]) -> None:
+        self._draw(run, "results", lambda: plot_results(run.csv_path, run.run_dir / "results.png"))
+
+    @staticmethod
+    def _draw(run: Any, what: str, draw: Callable[[], Any]) -> None:
+        if not run.is_main:
+            return
+        try:
+            draw()
+        except OutputError:
+            raise
+        except Exception as err:  # noqa: BLE001 - a drawing bug or an odd dataset: say so and train on
+            print(f"warning: could not draw {what} ({type(err).__name__}: {err})", flush=True)
+
+
+class ValImagesLogger:
+    """A training-run callback logging ``train.log_images`` validation images with the EMA model's detections
+    (conf 0.25) to TensorBoard after each evaluation (rank 0). The picture is the letterboxed image the model
+    saw, drawn with the one box drawer."""
+
+    def on_eval_end(self, run: Any, epoch: int, metrics: dict[str, float]) -> None:
+        if run.is_main:
+            self.log(run)
+
+    @staticmethod
+    def log(run: Any) -> None:
+        import torch
+
+        from ...data.letterbox import Letterbox
+
+        n = min(run.cfg.train.log_images, len(run.val_set))
+        if n <= 0 or run.writer is None:
+            return
+        model = run.eval_model()
+        model.eval()
+        letterbox = Letterbox(tuple(run.cfg.eval.img_size))
+        names = run.val_set.class_names
+        with torch.no_grad():
+            for k in range(n):
+                image, _ = letterbox.apply(run.val_set.load_sample(k).image)
+                x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+                with run.autocast:
+                    pred = model.predict(x[None].float().to(run.device), conf=0.25)[0]
+                # boxes stay in input px: the logged picture is the letterboxed image the model saw
+                drawn = draw_boxes(image, pred["boxes"].float().cpu().numpy(), pred["labels"].cpu().numpy(), names,
+                                   scores=pred["scores"].float().cpu().numpy())
+                run.writer.add_image(f"val_images/{k}", drawn, run.iteration, dataformats="HWC")
