@@ -287,9 +287,10 @@ class ClassifierTrainer(TrainingRun):
                  else "after the last epoch")
         model = (f"model     {p.model}: {info['params_m']:.2f} M parameters, {info['gflops']:.2f} GFLOPs at "
                  f"{p.img_size}x{p.img_size}")
+        workers = min(p.workers, os.cpu_count() or 1)
         data = (f"data      {p.data}: {len(self.train_set)} train / {len(self.val_set)} val images, "
                 f"{len(self.train_set.class_names)} classes; batch {p.batch_size} = {self.iters_per_epoch} iterations "
-                f"per epoch; {min(p.workers, os.cpu_count() or 1)} loader workers")
+                f"per epoch; {workers} loader worker{'s' if workers != 1 else ''}")
         schedule = (f"schedule  {format_epochs(p.epochs)}, {p.optimizer} lr {p.lr:g}, warm-up "
                     f"{format_epochs(p.warmup_epochs)}, cosine to {p.lr * p.min_lr_ratio:g}; evaluate {evals}")
         return [model, data, schedule]

@@ -199,6 +199,9 @@ def test_pretrain_cli(tmp_path, capsys):
     proc = run_tool("tools/pretrain.py", str(cfg), "--no-progress")
     assert proc.returncode == 0, proc.stderr
     assert "best top-1" in proc.stdout and (tmp_path / "runs" / "pre" / "best.pt").is_file()
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("run       ") and lines[2].startswith("data      ") and "8 train / 8 val images" in lines[2]
+    assert any(line.startswith("epoch 1/1  loss ") and " acc " in line and "| top1 " in line for line in lines)
     assert load_tool("pretrain").main([str(cfg), "--resume", str(tmp_path / "runs" / "pre")]) == 0
     assert "already finished all 1 epochs" in capsys.readouterr().err
 
