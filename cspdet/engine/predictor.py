@@ -244,7 +244,9 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True, **kwargs: Any
     ) -> Predictor:
-        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one).
+        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one) or an
+        exported file (``.onnx`` on ONNX Runtime, OpenVINO ``.xml``, ``.torchscript``; see :mod:`cspdet.export`),
+        which gives the same :class:`Results`.
 
         Everything comes from the checkpoint's spec and metadata (no config file): class names, category ids,
         and the defaults of ``img_size``, ``conf``, ``iou`` and ``max_det``; keyword arguments override them and
@@ -253,16 +255,13 @@ class Predictor:
         Raises:
             CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the stored model.
         """
-        from ..models import fuse_conv_bn
-        from .build import detector_from_checkpoint
+        from ..export.backends import load_inference_model
 
-        model, _ = detector_from_checkpoint(path, device=device)
+        model = load_inference_model(path, device=device, fuse=fuse)
         meta = model.meta
         for key in ("img_size", "conf", "iou", "max_det", "category_ids"):
             if kwargs.get(key) is None:
                 kwargs[key] = getattr(meta, key)
-        if fuse:
-            fuse_conv_bn(model)
         return cls(model, meta.class_names, **kwargs)
 
     def resolve_classes(self, classes: Sequence[int | str]) -> list[int]:
