@@ -10,6 +10,7 @@ precision.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -60,6 +61,7 @@ def quantize_openvino(ov_model: Any, model: nn.Module, data: str | os.PathLike, 
                       notes: list[str]) -> Any:
     """An OpenVINO model quantised to int8 with NNCF (decoding ops kept in float)."""
     nncf = require("nncf", "for --int8 OpenVINO exports")
+    nncf.set_log_level(logging.ERROR)  # its per-node INFO lines
     images = calibration_images(data, calib, hw)
     scope = nncf.IgnoredScope(patterns=[_DECODE_PATTERN], validate=False)
     quantized = nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
@@ -92,10 +94,16 @@ def quantize_onnx(proto: Any, model: nn.Module, data: str | os.PathLike, calib: 
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
-        q.quantize_static(str(src), str(dst), _Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
-                          activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
-                          op_types_to_quantize=["Conv"], nodes_to_exclude=exclude,
-                          calibrate_method=q.CalibrationMethod.MinMax)
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its "consider pre-processing" advice goes to the root logger
+        try:
+            q.quantize_static(str(src), str(dst), _Reader(), quant_format=q.QuantFormat.QDQ, per_channel=True,
+                              activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
+                              op_types_to_quantize=["Conv"], nodes_to_exclude=exclude,
+                              calibrate_method=q.CalibrationMethod.MinMax)
+        finally:
+            root.setLevel(level)
         out = onnx.load(str(dst))
     notes.append(f"ONNX Runtime static int8 (QDQ), {len(images)} calibration images")
     return out
