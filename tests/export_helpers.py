@@ -18,7 +18,8 @@ CUSTOM_STAGES = [[1, 32, "darknet", True], [1, 64, "darknet", True], [1, 128, "d
 
 def live_detector(name: str, seed: int = 0):
     """Preset ``name`` with COCO's 80 classes, random weights with spread class / objectness scores (see
-    :func:`spread_scores`) so that it returns plenty of distinct boxes; meta with COCO names and ids, input size :data:`HW`."""
+    :func:`spread_scores`) so that it returns plenty of distinct boxes; meta with COCO names and ids, input size
+    :data:`HW`."""
     from cspdet.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
     from cspdet.models import DetectorMeta, create_detector
 

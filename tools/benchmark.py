@@ -47,15 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     from cspdet.config import ConfigError
     from cspdet.data import DatasetError
     from cspdet.engine.checkpoint import CheckpointError
-    from cspdet.export.benchmark import benchmark, write_csv
+    from cspdet.export.benchmark import benchmark
     from cspdet.fileio import OutputError
 
     size = None if not args.img_size else (args.img_size * 2)[:2]
     out = Path(args.out) if args.out else Path(args.weights).with_name(Path(args.weights).stem + "_bench")
     try:
+        path = Path(args.csv or out / "benchmark.csv")
         rows = benchmark(args.weights, args.data, formats=args.formats, out_dir=out, img_size=size,
-                         latency_images=args.images, calib=args.calib, threads=args.threads)
-        path = write_csv(rows, args.csv or out / "benchmark.csv")
+                         latency_images=args.images, calib=args.calib, threads=args.threads, csv_path=path)
     except OutputError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

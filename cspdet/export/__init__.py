@@ -9,14 +9,21 @@ from __future__ import annotations
 
 from ._deps import ExportError, MissingExtraError
 from .backends import (
-    DEPLOYED_SUFFIXES, DeployedDetector, OnnxBackend, OpenVINOBackend, TorchScriptBackend, deployed_format, load_backend,
+    DEPLOYED_SUFFIXES,
+    DeployedDetector,
+    OnnxBackend,
+    OpenVINOBackend,
+    TorchScriptBackend,
+    deployed_format,
+    load_backend,
     load_inference_model,
 )
 from .exporters import DEFAULT_OPSET, EXPORT_FORMATS, ExportResult, export_detector, export_model, export_suffix
 from .graph import INFO_KEY, ExportGraph, export_info, parse_info
 
 __all__ = [
-    "DEFAULT_OPSET", "DEPLOYED_SUFFIXES", "EXPORT_FORMATS", "INFO_KEY", "DeployedDetector", "ExportError", "ExportGraph",
+    "DEFAULT_OPSET", "DEPLOYED_SUFFIXES", "EXPORT_FORMATS", "INFO_KEY", "DeployedDetector", "ExportError",
+    "ExportGraph",
     "ExportResult", "MissingExtraError", "OnnxBackend", "OpenVINOBackend", "TorchScriptBackend", "deployed_format",
     "export_detector", "export_info", "export_model", "export_suffix", "load_backend", "load_inference_model",
     "parse_info",

@@ -33,4 +33,5 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         package = _PACKAGES.get(module, module.split(".")[0])
-        raise MissingExtraError(f"{package} is not installed (needed {purpose}): pip install 'cspdet[export]'") from None
+        message = f"{package} is not installed (needed {purpose}): pip install 'cspdet[export]'"
+        raise MissingExtraError(message) from None

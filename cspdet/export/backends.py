@@ -95,7 +95,7 @@ class OnnxBackend(Backend):
             options.intra_op_num_threads = threads
         try:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as err:  # corrupt / truncated protobuf, unsupported ops, ...
+        except Exception as err:  # noqa: BLE001 -- corrupt / truncated protobuf, unsupported ops, ...
             raise ExportError(f"{path}: cannot load the ONNX model: {_line(err)}") from None
         props = session.get_modelmeta().custom_metadata_map
         super().__init__(path, parse_info(props.get(INFO_KEY), str(path)))
@@ -120,7 +120,7 @@ class OpenVINOBackend(Backend):
         core = ov.Core()
         try:
             model = core.read_model(str(path))
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line
             raise ExportError(f"{path}: cannot load the OpenVINO model: {_line(err)}") from None
         text = model.get_rt_info([INFO_KEY]).astype(str) if model.has_rt_info([INFO_KEY]) else None
         super().__init__(path, parse_info(text, str(path)))
@@ -131,7 +131,7 @@ class OpenVINOBackend(Backend):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         try:
             self.compiled = core.compile_model(model, "CPU", config)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line
             raise ExportError(f"{path}: OpenVINO cannot compile the model for CPU: {_line(err)}") from None
         self.request = self.compiled.create_infer_request()
 
@@ -151,7 +151,7 @@ class TorchScriptBackend(Backend):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
                 module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
-        except Exception as err:  # not a zip, truncated archive, a plain checkpoint, ...
+        except Exception as err:  # noqa: BLE001 -- not a zip, truncated archive, a plain checkpoint, ...
             raise ExportError(f"{path}: cannot load the TorchScript model: {_line(err)}") from None
         text = extra[f"{INFO_KEY}.json"]
         super().__init__(path, parse_info(text.decode() if isinstance(text, bytes) else text, str(path)))

@@ -15,9 +15,9 @@ import csv
 import io
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class BenchRow:
 def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequence[str] = tuple(BENCH_FORMATS),
               out_dir: str | os.PathLike | None = None, img_size: int | Sequence[int] | None = None,
               latency_images: int = 30, throughput_images: int = 32, calib: int = 300, threads: int | None = None,
-              log=print) -> list[BenchRow]:
+              log=print, csv_path: str | os.PathLike | None = None) -> list[BenchRow]:
     """Measure ``weights`` in each of ``formats`` (keys of :data:`BENCH_FORMATS`).
 
     Args:
@@ -63,6 +63,7 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
         calib: int8 calibration images.
         threads: intra-op threads of every backend (default: the runtime's own default).
         log: progress printer (None: silent).
+        csv_path: rewrite this CSV after every format (so a crash in a later runtime keeps the rows measured).
 
     Returns:
         one :class:`BenchRow` per format; a format that fails records its one-line error and the rest go on.
@@ -114,9 +115,11 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
                                   max_det=meta.max_det, category_ids=meta.category_ids)
             row.latency_ms_median, row.latency_ms_p90 = _latency(predictor, paths, latency_images)
             row.throughput_b8_ips = _throughput(predictor, paths, throughput_images)
-        except Exception as err:  # one format failing (a missing extra, an unsupported op) must not stop the others
+        except Exception as err:  # noqa: BLE001 -- one failing format (missing extra, odd op) must not stop the rest
             row.error = " ".join(str(err).split())[:300] or type(err).__name__
         rows.append(row)
+        if csv_path is not None:
+            write_csv(rows, csv_path)
         if log:
             log(format_table([row], header=not rows[:-1]))
     return rows

@@ -16,9 +16,10 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -165,7 +166,7 @@ def _onnx_proto(graph: ExportGraph, example: torch.Tensor, dynamic: bool, opset:
         before = len(proto.graph.node)
         try:
             simplified, ok = onnxsim.simplify(proto)
-        except Exception as err:  # the simplifier's own failure: keep the (valid) unsimplified graph
+        except Exception as err:  # noqa: BLE001 -- the simplifier failed: keep the valid unsimplified graph
             simplified, ok = proto, False
             notes.append(f"onnxsim failed ({' '.join(str(err).split())[:120]}); graph left unsimplified")
         if ok:
@@ -176,9 +177,9 @@ def _onnx_proto(graph: ExportGraph, example: torch.Tensor, dynamic: bool, opset:
 
 def _set_onnx_metadata(proto, info: dict[str, Any]) -> None:
     del proto.metadata_props[:]
-    for key, value in ((INFO_KEY, dumps_info(info)), ("description", "cspdet detector: "
-                       f"{info['meta'].get('preset') or 'custom'} ({info['num_classes']} classes, "
-                       f"output {info['output']})")):
+    description = (f"cspdet detector: {info['meta'].get('preset') or 'custom'} ({info['num_classes']} classes, "
+                   f"output {info['output']})")
+    for key, value in ((INFO_KEY, dumps_info(info)), ("description", description)):
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     proto.producer_name, proto.producer_version = "cspdet", str(info["cspdet_version"])

@@ -66,7 +66,7 @@ class ExportGraph(nn.Module):
         """NMS-free one-to-one output -> (B, max_det, 6): the top-k (point, class) pairs, as
         :func:`cspdet.det.nms_free.topk_postprocess` (two-stage top-k), without the conf filter (rows below conf
         keep their score; the runtime filters)."""
-        b, n, c5 = preds.shape
+        _, n, c5 = preds.shape
         c = c5 - 5
         k1 = min(self.max_det, n)
         scores = preds[..., 5:] * preds[..., 4:5]  # (B, N, C)
@@ -119,7 +119,7 @@ def export_info(detector: nn.Module, fmt: str, img_size: tuple[int, int], dynami
     spec = None
     try:
         spec = detector.spec.to_dict()
-    except Exception:  # a hand-made part without a spec: the export still works, only provenance is missing
+    except Exception:  # noqa: BLE001 - a hand-made part without a spec: only the provenance is missing
         spec = None
     meta = detector.meta.to_dict()
     h, w = img_size

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 import torch
+from export_helpers import (  # tests/export_helpers.py
+    HW,
+    assert_preds_close,
+    assert_same_detections,
+    fused,
+    live_detector,
+    spread_scores,
+)
 
 from cspdet.export import export_detector, load_inference_model
 from cspdet.models import DETECTORS
-
-from export_helpers import HW, assert_preds_close, assert_same_detections, fused, live_detector, spread_scores  # tests/export_helpers.py
 
 #: Presets above this many parameters are exported narrower (width override: same blocks, neck and head kinds,
 #: so the same export paths) unless CSPDET_EXPORT_FULL=1: at full size cspdarknet_x alone costs ~40 s.
