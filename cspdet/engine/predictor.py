@@ -231,6 +231,8 @@ class Predictor:
         if self.img_size[0] % stride or self.img_size[1] % stride:
             raise ValueError(f"img_size {self.img_size} must be a multiple of the model stride {stride} "
                              f"(e.g. {[max(stride, round(s / stride) * stride) for s in self.img_size]})")
+        if hasattr(model, "check_input_size"):  # an exported file with a fixed input size
+            model.check_input_size(self.img_size)
         for key, value in (("conf", conf), ("iou", iou), ("max_det", max_det)):  # the ranges of eval.conf, ...
             if value not in field_range(f"eval.{key}"):
                 raise ValueError(f"Predictor: {key} {value!r} out of range {field_range(f'eval.{key}')}")

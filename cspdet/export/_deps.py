@@ -7,7 +7,7 @@ from types import ModuleType
 
 from ..engine.checkpoint import CheckpointError
 
-__all__ = ["ExportError", "MissingExtraError", "require"]
+__all__ = ["ExportError", "ExportUsageError", "MissingExtraError", "require"]
 
 # module -> what pip installs it
 _PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxsim": "onnxsim", "openvino": "openvino",
@@ -20,6 +20,11 @@ class ExportError(CheckpointError):
     A :class:`~cspdet.engine.checkpoint.CheckpointError`, so every tool that reports a bad checkpoint in one line
     reports a bad exported file the same way.
     """
+
+
+class ExportUsageError(ExportError, ValueError):
+    """An exported file asked to do what it was not exported for (another input size, the other NMS mode): both a
+    ``ValueError`` (a bad argument) and an :class:`ExportError` (so the tools report it in one line)."""
 
 
 class MissingExtraError(ExportError):

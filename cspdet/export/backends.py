@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._deps import ExportError, require
+from ._deps import ExportError, ExportUsageError, require
 from .graph import INFO_KEY, parse_info
 
 __all__ = ["DEPLOYED_SUFFIXES", "Backend", "DeployedDetector", "OnnxBackend", "OpenVINOBackend", "TorchScriptBackend",
@@ -53,14 +53,17 @@ class Backend:
         self.dynamic = bool(info["dynamic"])
         self.batch = None if self.dynamic else int(info.get("batch") or 1)
 
+    def check_size(self, hw: tuple[int, int]) -> None:
+        """Raise :class:`ExportUsageError` unless the file accepts (H, W) inputs."""
+        if not self.dynamic and tuple(hw) != self.img_size:
+            h, w = self.img_size
+            raise ExportUsageError(f"{self.path.name} was exported for {h}x{w} inputs without --dynamic; got "
+                                   f"{hw[0]}x{hw[1]} (use img size {h} {w}, or re-export with --dynamic)")
+
     def check(self, images: Tensor) -> None:
         if images.dim() != 4 or images.shape[1] != 3:
-            raise ValueError(f"{self.path.name}: expects images (B, 3, H, W), got {tuple(images.shape)}")
-        if not self.dynamic and tuple(images.shape[-2:]) != self.img_size:
-            h, w = self.img_size
-            raise ValueError(f"{self.path.name} was exported for {h}x{w} inputs without --dynamic; got "
-                             f"{images.shape[-2]}x{images.shape[-1]} (use img size {h} {w}, or re-export with "
-                             "--dynamic)")
+            raise ExportUsageError(f"{self.path.name}: expects images (B, 3, H, W), got {tuple(images.shape)}")
+        self.check_size(tuple(images.shape[-2:]))
 
     def run(self, images: Tensor) -> Tensor:  # pragma: no cover - overridden
         raise NotImplementedError
@@ -246,8 +249,13 @@ class DeployedDetector(nn.Module):
     def nms_free(self, value: bool) -> None:
         if bool(value) != self._nms_free:
             mode = "the NMS-free one-to-one branch" if self._nms_free else "NMS predictions"
-            raise ValueError(f"{self.backend.path.name}: this export holds {mode} only; re-export the checkpoint "
-                             "for the other mode")
+            raise ExportUsageError(f"{self.backend.path.name}: this export holds {mode} only; re-export the "
+                                   "checkpoint for the other mode")
+
+    def check_input_size(self, hw: tuple[int, int]) -> None:
+        """Raise :class:`ExportUsageError` (a ValueError) unless the file accepts (H, W) inputs (``Predictor`` asks
+        at construction, so a wrong ``--img-size`` fails before the first image)."""
+        self.backend.check_size(hw)
 
     def forward(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) float RGB 0..255 -> (B, N, 5 + C) decoded predictions (or (B, max_det, 6) for ``--nms``)."""

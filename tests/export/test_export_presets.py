@@ -101,6 +101,12 @@ def test_static_export_fixed_batch_and_size(tmp_path, real_batch):
     assert_preds_close(deployed(real_batch), ref)
     with pytest.raises(ValueError, match="exported for 96x128 inputs without --dynamic"):
         deployed(torch.zeros(1, 3, 64, 64))
+    from cspdet import Predictor
+
+    with pytest.raises(ValueError, match="exported for 96x128 inputs"):  # at construction, before any image
+        Predictor.from_checkpoint(deployed.backend.path, img_size=64)
+    with pytest.raises(ValueError, match="holds the NMS-free one-to-one branch only"):
+        Predictor.from_checkpoint(deployed.backend.path, nms_free=False)
 
 
 @pytest.mark.parametrize("name", ["cspdarknet_nano", "csptal_n"])

@@ -88,6 +88,11 @@ def test_bad_exported_files_are_one_line(coco_subset, exported, tmp_path, run_to
         _one_line_error(run_tool("detect.py", image, "--weights", path, "--out", tmp_path / "o"), str(path), needle)
         _one_line_error(run_tool("eval.py", coco_subset["config"], "--weights", path, "--out", tmp_path / "e"),
                         str(path), needle)
+    static = tmp_path / "static96.onnx"  # exported for 96x96; the config evaluates at 128
+    assert run_tool("export.py", coco_subset["weights"], "--img-size", "96", "--out", static).returncode == 0
+    _one_line_error(run_tool("eval.py", coco_subset["config"], "--weights", static), "exported for 96x96 inputs")
+    _one_line_error(run_tool("detect.py", image, "--weights", static, "--img-size", "128", "--out", tmp_path / "o"),
+                    "exported for 96x96 inputs")
     missing_bin = tmp_path / "lonely.xml"
     missing_bin.write_text("<?xml version='1.0'?><net/>")
     _one_line_error(run_tool("eval.py", coco_subset["config"], "--weights", missing_bin), "lonely.bin is missing")
