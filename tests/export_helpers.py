@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
 #: Input size of the export tests (H, W): small for speed, non-square to catch H/W swaps.
 HW = (96, 128)
@@ -125,3 +126,16 @@ def assert_same_detections(a: list[dict], b: list[dict], atol: float = 0.05, sco
         close &= da["labels"][:, None] == db["labels"][None]
         unmatched = (~close.any(1)).sum().item() + (~close.any(0)).sum().item()
         assert unmatched == 0, f"{unmatched} detections without a counterpart (of {len(db['boxes'])})"
+
+
+def matched_fraction(fp32: list[dict], int8: list[dict], top: int = 30, min_iou: float = 0.5) -> float:
+    """Share of fp32's ``top`` best detections per image that int8 also finds (same class, IoU >= min_iou)."""
+    hit = total = 0
+    for a, b in zip(fp32, int8):
+        boxes, labels = a["boxes"][:top], a["labels"][:top]
+        total += len(boxes)
+        if len(boxes) and len(b["boxes"]):
+            iou = box_iou(boxes, b["boxes"]) * (labels[:, None] == b["labels"][None])
+            hit += int((iou.max(1).values >= min_iou).sum())
+    assert total > 0
+    return hit / total

@@ -253,13 +253,16 @@ class Predictor:
         Everything comes from the checkpoint's spec and metadata (no config file): class names, category ids,
         and the defaults of ``img_size``, ``conf``, ``iou`` and ``max_det``; keyword arguments override them and
         go to :class:`Predictor`. ``fuse`` folds BatchNorm into the convolutions (faster, same outputs in eval).
+        ``precision="auto"`` (bf16 on CPUs with native bf16, else fp32) / ``"bf16"`` and ``channels_last=True``
+        select the PyTorch CPU fast path (:mod:`cspdet.export.cpu`; bf16 moves scores by ~1e-2).
 
         Raises:
             CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the stored model.
         """
         from ..export.backends import load_inference_model
 
-        model = load_inference_model(path, device=device, fuse=fuse)
+        fast = {k: kwargs.pop(k) for k in ("precision", "channels_last") if k in kwargs}
+        model = load_inference_model(path, device=device, fuse=fuse, **fast)
         meta = model.meta
         for key in ("img_size", "conf", "iou", "max_det", "category_ids"):
             if kwargs.get(key) is None:

@@ -293,10 +293,15 @@ def _filter_dets(dets: Tensor, conf: float, max_det: int, classes: Sequence[int]
 
 
 def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True,
-                         threads: int | None = None) -> nn.Module:
+                         threads: int | None = None, precision: str = "fp32",
+                         channels_last: bool = False) -> nn.Module:
     """The model of any weights file cspdet runs, in eval mode: a cspdet checkpoint (``.pt``: the rebuilt
     :class:`cspdet.models.Detector`, Conv+BN fused when ``fuse``) or an exported file (:class:`DeployedDetector`
     over ONNX Runtime, OpenVINO or TorchScript). Both have ``predict``, ``meta``, ``num_classes``, ``strides``.
+
+    ``precision`` (``fp32`` | ``bf16`` | ``auto``: bf16 only on CPUs with native bf16) and ``channels_last``
+    select the PyTorch CPU fast path for checkpoints (:class:`cspdet.export.cpu.FastCPUDetector`); fp32 without
+    channels_last (the default) keeps results identical to the training code's.
 
     Raises:
         CheckpointError (ExportError for exported files): one line naming the file and the problem.
@@ -312,4 +317,8 @@ def load_inference_model(path: str | os.PathLike, device: str | torch.device = "
         from ..models import fuse_conv_bn
 
         fuse_conv_bn(model)
+    if (precision != "fp32" or channels_last) and torch.device(device).type == "cpu":
+        from .cpu import FastCPUDetector
+
+        return FastCPUDetector(model, precision, channels_last)
     return model

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from export_helpers import HW, fused, live_detector  # tests/export_helpers.py
-from torchvision.ops import box_iou
+from export_helpers import HW, fused, live_detector, matched_fraction  # tests/export_helpers.py
 
 from cspdet.export import export_detector, load_inference_model
 
@@ -23,19 +22,6 @@ def calib_config(coco128_val_subset, tmp_path_factory):
     return cfg
 
 
-def _matched_fraction(fp32: list[dict], int8: list[dict], top: int = 30, min_iou: float = 0.5) -> float:
-    """Share of fp32's ``top`` best detections per image that int8 also finds (same class, IoU >= min_iou)."""
-    hit = total = 0
-    for a, b in zip(fp32, int8):
-        boxes, labels = a["boxes"][:top], a["labels"][:top]
-        total += len(boxes)
-        if len(boxes) and len(b["boxes"]):
-            iou = box_iou(boxes, b["boxes"]) * (labels[:, None] == b["labels"][None])
-            hit += int((iou.max(1).values >= min_iou).sum())
-    assert total > 0
-    return hit / total
-
-
 @pytest.mark.parametrize("fmt,suffix", [("openvino", ".xml"), ("onnx", ".onnx")])
 def test_int8_export_overlaps_fp32(fmt, suffix, calib_config, real_batch, tmp_path):
     model = live_detector("cspdarknet_nano")
@@ -47,7 +33,7 @@ def test_int8_export_overlaps_fp32(fmt, suffix, calib_config, real_batch, tmp_pa
     assert deployed.meta == model.meta
     ref = fused(model).predict(real_batch, conf=0.3)
     got = deployed.predict(real_batch, conf=0.3)
-    frac = _matched_fraction(ref, got)
+    frac = matched_fraction(ref, got)
     assert frac >= 0.7, f"only {frac:.0%} of the fp32 detections survive int8"
     # and it is really quantised: outputs differ from fp32 (by more than float rounding)
     with torch.no_grad():
