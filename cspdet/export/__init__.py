@@ -23,7 +23,7 @@ from .graph import INFO_KEY, ExportGraph, export_info, parse_info
 
 __all__ = [
     "DEFAULT_OPSET", "DEPLOYED_SUFFIXES", "EXPORT_FORMATS", "INFO_KEY", "DeployedDetector", "ExportError",
-    "ExportGraph", "ExportResult", "ExportUsageError", "MissingExtraError", "OnnxBackend", "OpenVINOBackend", "TorchScriptBackend",
-    "deployed_format", "export_detector", "export_info", "export_model", "export_suffix", "load_backend",
-    "load_inference_model", "parse_info",
+    "ExportGraph", "ExportResult", "ExportUsageError", "MissingExtraError", "OnnxBackend", "OpenVINOBackend",
+    "TorchScriptBackend", "deployed_format", "export_detector", "export_info", "export_model", "export_suffix",
+    "load_backend", "load_inference_model", "parse_info",
 ]
