@@ -24,6 +24,7 @@ PROG = "benchmark.py"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from cspdet.config import Range, range_type
     from cspdet.export.benchmark import BENCH_FORMATS
 
     parser = argparse.ArgumentParser(prog=PROG, description="Benchmark a checkpoint across deployment formats.")
@@ -31,13 +32,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", required=True, help="config YAML: its dataset's val split and eval settings")
     parser.add_argument("--formats", nargs="+", choices=list(BENCH_FORMATS), default=list(BENCH_FORMATS)[:5],
                         help="formats to measure (default: all but onnx_int8)")
-    parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+    parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
                         help="input size N or H W (default: the config's eval.img_size)")
     parser.add_argument("--out", help="folder for the exported files (default: <weights stem>_bench beside it)")
     parser.add_argument("--csv", help="CSV file (default: <out>/benchmark.csv)")
-    parser.add_argument("--images", type=int, default=30, help="images timed one by one (default 30)")
-    parser.add_argument("--calib", type=int, default=300, help="int8 calibration images (default 300)")
-    parser.add_argument("--threads", type=int, default=None, help="intra-op threads of every backend")
+    parser.add_argument("--images", type=range_type(Range(1), int), default=30, help="images timed one by one (default 30)")
+    parser.add_argument("--calib", type=range_type(Range(1), int), default=300, help="int8 calibration images (default 300)")
+    parser.add_argument("--threads", type=range_type(Range(1), int), default=None, help="intra-op threads of every backend")
     return parser.parse_args(argv)
 
 

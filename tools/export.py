@@ -25,20 +25,22 @@ PROG = "export.py"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from cspdet.config import Range, range_type
+
     parser = argparse.ArgumentParser(prog=PROG, description="Export a cspdet checkpoint for deployment.")
     parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
     parser.add_argument("--format", "-f", choices=("onnx", "openvino", "torchscript"), default="onnx")
-    parser.add_argument("--img-size", type=int, nargs="+", default=None, metavar="N",
+    parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
                         help="input size N or H W (default: the checkpoint's eval size)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch and input size")
-    parser.add_argument("--batch", type=int, default=1, help="batch size of a static export (default 1)")
+    parser.add_argument("--batch", type=range_type(Range(1), int), default=1, help="batch size of a static export (default 1)")
     parser.add_argument("--int8", action="store_true", help="post-training int8 quantisation (needs --data)")
     parser.add_argument("--data", help="config YAML whose dataset's training images calibrate --int8")
-    parser.add_argument("--calib", type=int, default=300, help="calibration images for --int8 (default 300)")
+    parser.add_argument("--calib", type=range_type(Range(1), int), default=300, help="calibration images for --int8 (default 300)")
     parser.add_argument("--nms", action="store_true",
                         help="post-processing inside the graph: output (B, max_det, 6) x1 y1 x2 y2 score label")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim (ONNX graph simplification)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: cspdet's)")
+    parser.add_argument("--opset", type=range_type(Range(11, 23), int), default=None, help="ONNX opset (default: cspdet's)")
     parser.add_argument("--out", help="output file (default: WEIGHTS with the format's suffix)")
     return parser.parse_args(argv)
 
