@@ -1,6 +1,6 @@
 # cspdet — two commands do all the set-up on a fresh machine:
 #   make demo   create .venv, install cspdet, train on the shipped sample, evaluate mAP, detect on an image
-#   make test   create .venv, install with test extras, run pytest
+#   make test   create .venv, install with the test and export extras (every runtime backend), run pytest
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip install --quiet -e ".[test,export]"
 	touch $@ $(VENV)/.installed
 
 install: $(VENV)/.installed

@@ -281,7 +281,8 @@ def load_detector_for_eval(
     """The detector of checkpoint ``weights``, checked against the dataset it is evaluated on.
 
     Args:
-        weights: cspdet detector checkpoint (its own spec says which model to build; ``cfg.model`` is not used),
+        weights: cspdet detector checkpoint (its own spec says which model to build; ``cfg.model`` is not used), an
+            exported file (``.onnx`` / OpenVINO ``.xml`` / ``.torchscript``, run by its runtime backend),
             or an official YOLOX checkpoint (``{"model": state_dict}``), which is loaded into the model
             ``cfg.model`` describes (e.g. ``cspdarknet_s`` for ``yolox_s.pth``).
         cfg: the ``cspdet.config.Config`` of the evaluation.
@@ -295,16 +296,16 @@ def load_detector_for_eval(
     """
     import dataclasses
 
+    from ..export.backends import deployed_format, load_inference_model
     from .build import build_detector, detect_weights_format, detector_from_checkpoint, init_weights
     from .checkpoint import CheckpointError, load_state_file
 
-    obj = load_state_file(weights)
-    if detect_weights_format(obj) == "yolox":
-        del obj
+    if deployed_format(weights) is not None:  # .onnx / .xml / .torchscript: the exact file that is deployed
+        model = load_inference_model(weights, device=device)
+    elif detect_weights_format(load_state_file(weights)) == "yolox":
         model = build_detector(cfg.model)
         init_weights(model, dataclasses.replace(cfg.model, weights=str(weights), weights_format="yolox"))
     else:
-        del obj
         model, _ = detector_from_checkpoint(weights, device=device)
     if model.num_classes != len(class_names):
         raise CheckpointError(f"{weights}: model has {model.num_classes} classes but the evaluation dataset has "

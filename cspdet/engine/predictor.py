@@ -231,6 +231,8 @@ class Predictor:
         if self.img_size[0] % stride or self.img_size[1] % stride:
             raise ValueError(f"img_size {self.img_size} must be a multiple of the model stride {stride} "
                              f"(e.g. {[max(stride, round(s / stride) * stride) for s in self.img_size]})")
+        if hasattr(model, "check_input_size"):  # an exported file with a fixed input size
+            model.check_input_size(self.img_size)
         for key, value in (("conf", conf), ("iou", iou), ("max_det", max_det)):  # the ranges of eval.conf, ...
             if value not in field_range(f"eval.{key}"):
                 raise ValueError(f"Predictor: {key} {value!r} out of range {field_range(f'eval.{key}')}")
@@ -244,32 +246,34 @@ class Predictor:
     def from_checkpoint(
         cls, path: str | os.PathLike, device: str | torch.device = "auto", fuse: bool = True, **kwargs: Any
     ) -> Predictor:
-        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one).
+        """Load a cspdet detector checkpoint (``best.pt`` / ``last.pt`` of a training run, a converted one) or an
+        exported file (``.onnx`` on ONNX Runtime, OpenVINO ``.xml``, ``.torchscript``; see :mod:`cspdet.export`),
+        which gives the same :class:`Results`.
 
         Everything comes from the checkpoint's spec and metadata (no config file): class names, category ids,
         and the defaults of ``img_size``, ``conf``, ``iou`` and ``max_det``; keyword arguments override them and
         go to :class:`Predictor`. ``device``: ``"auto"`` (a GPU when there is one, as in training and evaluation),
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``. ``fuse`` folds BatchNorm into the convolutions
-        (faster, same outputs in eval).
+        (faster, same outputs in eval). ``precision="auto"`` (bf16 on CPUs with native bf16, else fp32) / ``"bf16"``
+        and ``channels_last=True`` select the PyTorch CPU fast path (:mod:`cspdet.export.cpu`; bf16 moves scores by
+        ~1e-2).
 
         Raises:
             CheckpointError: not a cspdet detector checkpoint, or weights that do not fit the stored model.
             DeviceError: a CUDA device asked for on a machine without one (a ``RuntimeError``).
         """
-        from ..models import fuse_conv_bn
-        from .build import detector_from_checkpoint
+        from ..export.backends import load_inference_model
 
         if isinstance(device, str):
             from .distributed import select_device
 
             device = select_device(device)  # "auto": a GPU when there is one, as training and evaluation
-        model, _ = detector_from_checkpoint(path, device=device)
+        fast = {k: kwargs.pop(k) for k in ("precision", "channels_last") if k in kwargs}
+        model = load_inference_model(path, device=device, fuse=fuse, **fast)
         meta = model.meta
         for key in ("img_size", "conf", "iou", "max_det", "category_ids"):
             if kwargs.get(key) is None:
                 kwargs[key] = getattr(meta, key)
-        if fuse:
-            fuse_conv_bn(model)
         return cls(model, meta.class_names, **kwargs)
 
     def resolve_classes(self, classes: Sequence[int | str]) -> list[int]:

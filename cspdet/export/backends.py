@@ -1,0 +1,324 @@
+"""Run exported files: ONNX Runtime, OpenVINO and TorchScript backends behind one small interface, and the
+loader that ``Predictor.from_checkpoint`` and ``tools/eval.py`` use for every weights file.
+
+A backend maps a float32 (B, 3, H, W) RGB 0..255 batch to the graph's output tensor and knows the file's
+metadata (``meta``, ``info``, ``img_size``, ``dynamic``). :class:`DeployedDetector` puts a backend where a
+:class:`cspdet.models.Detector` goes: it has ``predict`` (backend, then cspdet's own post-processing, so the
+detections equal PyTorch's), ``num_classes``, ``strides``, ``meta``, ``nms_free`` and ``head.eval_multi_label``,
+which is all ``Predictor`` and ``COCOEvaluator`` use.
+
+    >>> model = load_inference_model("best.onnx")            # or best.pt, best.xml, best.torchscript
+    >>> model.predict(images)                               # list of {"boxes", "scores", "labels"}
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ._deps import ExportError, ExportUsageError, require
+from .graph import INFO_KEY, parse_info
+
+__all__ = ["DEPLOYED_SUFFIXES", "Backend", "DeployedDetector", "OnnxBackend", "OpenVINOBackend", "TorchScriptBackend",
+           "deployed_format", "load_backend", "load_inference_model"]
+
+DEPLOYED_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".torchscript": "torchscript", ".ts": "torchscript",
+                     ".jit": "torchscript"}
+
+
+class Backend:
+    """Common part of the backends: the file, its metadata, and the input-shape check.
+
+    Attributes:
+        path: the file; info: its metadata document (:func:`cspdet.export.graph.export_info`); meta: its
+            :class:`cspdet.models.DetectorMeta`; img_size: (H, W) it was exported at; dynamic: any batch and any
+            multiple-of-stride size; batch: the fixed batch size of a static export (None when dynamic).
+    """
+
+    name = "backend"
+
+    def __init__(self, path: Path, info: dict[str, Any]) -> None:
+        self.path, self.info = path, info
+        self.meta = info["meta_obj"]
+        self.img_size = tuple(info["img_size"])
+        self.dynamic = bool(info["dynamic"])
+        self.batch = None if self.dynamic else int(info.get("batch") or 1)
+
+    def check_size(self, hw: tuple[int, int]) -> None:
+        """Raise :class:`ExportUsageError` unless the file accepts (H, W) inputs."""
+        if not self.dynamic and tuple(hw) != self.img_size:
+            h, w = self.img_size
+            raise ExportUsageError(f"{self.path.name} was exported for {h}x{w} inputs without --dynamic; got "
+                                   f"{hw[0]}x{hw[1]} (use img size {h} {w}, or re-export with --dynamic)")
+
+    def check(self, images: Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ExportUsageError(f"{self.path.name}: expects images (B, 3, H, W), got {tuple(images.shape)}")
+        self.check_size(tuple(images.shape[-2:]))
+
+    def run(self, images: Tensor) -> Tensor:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __call__(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) float32 RGB 0..255 -> the graph output: (B, N, 5 + C) decoded predictions, or (B, max_det, 6)
+        detections for an ``--nms`` export. A static batch size is served by splitting / zero-padding the batch."""
+        self.check(images)
+        images = images.float().contiguous()
+        if self.batch is None or images.shape[0] == self.batch:
+            return self.run(images)
+        outs = []
+        for start in range(0, images.shape[0], self.batch):
+            chunk = images[start:start + self.batch]
+            n = chunk.shape[0]
+            if n < self.batch:
+                chunk = torch.cat((chunk, chunk.new_zeros((self.batch - n, *chunk.shape[1:]))))
+            outs.append(self.run(chunk)[:n])
+        return torch.cat(outs)
+
+
+class OnnxBackend(Backend):
+    """ONNX Runtime on CPU (``CPUExecutionProvider``)."""
+
+    name = "onnxruntime"
+
+    def __init__(self, path: Path, threads: int | None = None) -> None:
+        ort = require("onnxruntime", "to run .onnx models")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as err:  # noqa: BLE001 -- corrupt / truncated protobuf, unsupported ops, ...
+            raise ExportError(f"{path}: cannot load the ONNX model: {_line(err)}") from None
+        props = session.get_modelmeta().custom_metadata_map
+        super().__init__(path, parse_info(props.get(INFO_KEY), str(path)))
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.output_name = session.get_outputs()[0].name
+
+    def run(self, images: Tensor) -> Tensor:
+        out = self.session.run([self.output_name], {self.input_name: images.cpu().numpy()})[0]
+        return torch.from_numpy(out)
+
+
+class OpenVINOBackend(Backend):
+    """OpenVINO runtime on CPU (latency hint; one compiled model, reshaped per input size when dynamic)."""
+
+    name = "openvino"
+
+    def __init__(self, path: Path, threads: int | None = None, precision: str = "f32") -> None:
+        ov = require("openvino", "to run OpenVINO .xml models")
+        if not path.with_suffix(".bin").is_file():
+            raise ExportError(f"{path}: the OpenVINO weights file {path.with_suffix('.bin').name} is missing beside it")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(path))
+        except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line
+            raise ExportError(f"{path}: cannot load the OpenVINO model: {_line(err)}") from None
+        text = model.get_rt_info([INFO_KEY]).astype(str) if model.has_rt_info([INFO_KEY]) else None
+        super().__init__(path, parse_info(text, str(path)))
+        # f32 explicitly: on CPUs with native bf16 (AMX / AVX512-BF16) OpenVINO otherwise runs fp32 models in bf16,
+        # ~1e-2 px off PyTorch; an int8 model keeps its int8 layers either way.
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line
+            raise ExportError(f"{path}: OpenVINO cannot compile the model for CPU: {_line(err)}") from None
+        self.request = self.compiled.create_infer_request()
+
+    def run(self, images: Tensor) -> Tensor:
+        self.request.infer({0: images.cpu().numpy()})
+        return torch.from_numpy(np.array(self.request.get_output_tensor(0).data, copy=True))
+
+
+class TorchScriptBackend(Backend):
+    """A TorchScript file (traced graph), run by PyTorch on ``device``."""
+
+    name = "torchscript"
+
+    def __init__(self, path: Path, device: str | torch.device = "cpu") -> None:
+        extra = {f"{INFO_KEY}.json": ""}
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
+                module = torch.jit.load(str(path), map_location=device, _extra_files=extra)
+        except Exception as err:  # noqa: BLE001 -- not a zip, truncated archive, a plain checkpoint, ...
+            raise ExportError(f"{path}: cannot load the TorchScript model: {_line(err)}") from None
+        text = extra[f"{INFO_KEY}.json"]
+        super().__init__(path, parse_info(text.decode() if isinstance(text, bytes) else text, str(path)))
+        self.module = module.eval()
+        self.device = torch.device(device)
+
+    @torch.inference_mode()
+    def run(self, images: Tensor) -> Tensor:
+        return self.module(images.to(self.device))
+
+
+def _line(err: Exception, limit: int = 240) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def deployed_format(path: str | os.PathLike) -> str | None:
+    """``onnx`` / ``openvino`` / ``torchscript`` for an exported file (by suffix; a ``.pt`` that is a TorchScript
+    archive counts as torchscript; a folder holding one ``.xml`` as openvino), None for a checkpoint."""
+    p = Path(path)
+    if p.is_dir():
+        return "openvino" if len(list(p.glob("*.xml"))) == 1 else None
+    fmt = DEPLOYED_SUFFIXES.get(p.suffix.lower())
+    if fmt is None and p.suffix.lower() in (".pt", ".pth") and p.is_file() and zipfile.is_zipfile(p):
+        try:
+            with zipfile.ZipFile(p) as z:
+                if any(n.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for n in z.namelist()):
+                    return "torchscript"
+        except (OSError, zipfile.BadZipFile):
+            return None
+    return fmt
+
+
+def load_backend(path: str | os.PathLike, device: str | torch.device = "cpu", threads: int | None = None) -> Backend:
+    """The backend for an exported file (see :func:`deployed_format`).
+
+    Raises:
+        ExportError: missing file, unknown suffix, a file that does not load (corrupt, truncated), a file without
+            cspdet metadata (another model family), or a missing extra -- one line each.
+    """
+    p = Path(path)
+    fmt = deployed_format(p)
+    if fmt is None:
+        raise ExportError(f"{p}: not an exported model (expected .onnx, .xml or .torchscript)")
+    if p.is_dir():
+        p = next(p.glob("*.xml"))
+    if not p.is_file():
+        raise ExportError(f"{p}: file not found")
+    if p.stat().st_size == 0:
+        raise ExportError(f"{p}: empty file (an interrupted copy or export?)")
+    try:
+        if fmt == "onnx":
+            return OnnxBackend(p, threads)
+        if fmt == "openvino":
+            return OpenVINOBackend(p, threads)
+        return TorchScriptBackend(p, device)
+    except ValueError as err:  # parse_info: no / bad metadata
+        raise ExportError(str(err)) from None
+
+
+class DeployedDetector(nn.Module):
+    """A backend in the place of a :class:`cspdet.models.Detector` (eval only).
+
+    ``forward(images)`` -> the graph output; :meth:`predict` -> per-image ``{"boxes", "scores", "labels"}`` through
+    the same post-processing functions as ``Detector.predict``. A zero-size parameter records the device, so code
+    that asks ``next(model.parameters()).device`` works unchanged.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        super().__init__()
+        self.backend = backend
+        self.meta = backend.meta
+        info = backend.info
+        self.format, self.output = info["format"], info["output"]
+        self._nms_free = bool(info["nms_free"])
+        self.head = SimpleNamespace(eval_multi_label=bool(info.get("eval_multi_label", False)), kind=info.get("head"))
+        self._device = nn.Parameter(torch.empty(0, device=getattr(backend, "device", "cpu")), requires_grad=False)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.backend.info["num_classes"])
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return tuple(self.meta.strides)
+
+    @property
+    def nms_free(self) -> bool:
+        return self._nms_free
+
+    @nms_free.setter
+    def nms_free(self, value: bool) -> None:
+        if bool(value) != self._nms_free:
+            mode = "the NMS-free one-to-one branch" if self._nms_free else "NMS predictions"
+            raise ExportUsageError(f"{self.backend.path.name}: this export holds {mode} only; re-export the "
+                                   "checkpoint for the other mode")
+
+    def check_input_size(self, hw: tuple[int, int]) -> None:
+        """Raise :class:`ExportUsageError` (a ValueError) unless the file accepts (H, W) inputs (``Predictor`` asks
+        at construction, so a wrong ``--img-size`` fails before the first image)."""
+        self.backend.check_size(hw)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) float RGB 0..255 -> (B, N, 5 + C) decoded predictions (or (B, max_det, 6) for ``--nms``)."""
+        return self.backend(images)
+
+    @torch.no_grad()
+    def predict(self, images: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+                classes: Sequence[int] | None = None, agnostic: bool = False, pre_nms_topk: int | None = None,
+                multi_label: bool = False) -> list[dict[str, Tensor]]:
+        """Detections for a batch, as ``Detector.predict``: (B, 3, H, W) float RGB 0..255 -> B dicts of ``boxes``
+        (K, 4) xyxy input px, ``scores`` (K,), ``labels`` (K,) int64. An ``--nms`` export applies its in-graph
+        IoU / max_det; ``conf`` and ``classes`` still filter its rows."""
+        preds = self.backend(images)
+        if self.output == "dets":
+            return _filter_dets(preds, conf, max_det, classes)
+        if self._nms_free:
+            from ..det.nms_free import topk_postprocess
+
+            return topk_postprocess(preds, conf, max_det, classes)
+        from ..det.postprocess import postprocess
+
+        return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+
+
+def _filter_dets(dets: Tensor, conf: float, max_det: int, classes: Sequence[int] | None) -> list[dict[str, Tensor]]:
+    """(B, K, 6) padded in-graph detections -> per-image dicts (rows with score >= conf, wanted classes)."""
+    out = []
+    for d in dets.float():
+        keep = d[:, 4] >= max(conf, 1e-12)  # padding rows have score 0
+        if classes is not None:
+            keep &= torch.isin(d[:, 5].long(), torch.as_tensor(list(classes)))
+        d = d[keep][:max_det]
+        out.append({"boxes": d[:, :4], "scores": d[:, 4], "labels": d[:, 5].long()})
+    return out
+
+
+def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True,
+                         threads: int | None = None, precision: str = "fp32",
+                         channels_last: bool = False) -> nn.Module:
+    """The model of any weights file cspdet runs, in eval mode: a cspdet checkpoint (``.pt``: the rebuilt
+    :class:`cspdet.models.Detector`, Conv+BN fused when ``fuse``) or an exported file (:class:`DeployedDetector`
+    over ONNX Runtime, OpenVINO or TorchScript). Both have ``predict``, ``meta``, ``num_classes``, ``strides``.
+
+    ``precision`` (``fp32`` | ``bf16`` | ``auto``: bf16 only on CPUs with native bf16) and ``channels_last``
+    select the PyTorch CPU fast path for checkpoints (:class:`cspdet.export.cpu.FastCPUDetector`); fp32 without
+    channels_last (the default) keeps results identical to the training code's.
+
+    Raises:
+        CheckpointError (ExportError for exported files): one line naming the file and the problem.
+    """
+    if deployed_format(path) is not None:
+        if torch.device(device).type != "cpu" and deployed_format(path) != "torchscript":
+            raise ExportError(f"{path}: ONNX Runtime / OpenVINO backends run on the CPU here; pass device cpu")
+        return DeployedDetector(load_backend(path, device, threads)).eval()
+    from ..engine.build import detector_from_checkpoint
+
+    model, _ = detector_from_checkpoint(path, device=device)
+    if fuse:
+        from ..models import fuse_conv_bn
+
+        fuse_conv_bn(model)
+    if (precision != "fp32" or channels_last) and torch.device(device).type == "cpu":
+        from .cpu import FastCPUDetector
+
+        return FastCPUDetector(model, precision, channels_last)
+    return model

@@ -1,0 +1,179 @@
+"""Benchmark a checkpoint across formats and backends on the machine it runs on (``tools/benchmark.py``).
+
+For each format: file size; COCO mAP50-95 and mAP50 on the config's val split (pycocotools, the evaluator's
+settings); end-to-end latency per image at batch 1 (read + decode the file, letterbox, forward, post-process,
+map boxes back: ``Predictor`` on one path), median and p90; throughput at batch 8 (images / s through the same
+``Predictor`` with ``batch_size=8``). Exports are dynamic (one file serves batch 1 and 8, and the eval size).
+
+    rows = benchmark("best.pt", "configs/small_scratch.yaml", formats=["pytorch", "onnx", "openvino"])
+    print(format_table(rows)); write_csv(rows, "bench.csv")
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..fileio import atomic_write
+from ._deps import ExportError
+
+__all__ = ["BENCH_FORMATS", "BenchRow", "benchmark", "format_table", "write_csv"]
+
+#: format name -> (export format or None for the checkpoint itself, int8)
+BENCH_FORMATS = {"pytorch": (None, False), "torchscript": ("torchscript", False), "onnx": ("onnx", False),
+                 "openvino": ("openvino", False), "openvino_int8": ("openvino", True), "onnx_int8": ("onnx", True)}
+
+
+@dataclass
+class BenchRow:
+    """One format's measurements (NaN where a step failed; ``error`` says why)."""
+
+    format: str
+    file: str
+    size_mb: float = float("nan")
+    map50_95: float = float("nan")
+    map50: float = float("nan")
+    latency_ms_median: float = float("nan")
+    latency_ms_p90: float = float("nan")
+    throughput_b8_ips: float = float("nan")
+    export_s: float = 0.0
+    error: str = ""
+
+
+def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequence[str] = tuple(BENCH_FORMATS),
+              out_dir: str | os.PathLike | None = None, img_size: int | Sequence[int] | None = None,
+              latency_images: int = 30, throughput_images: int = 32, calib: int = 300, threads: int | None = None,
+              log=print, csv_path: str | os.PathLike | None = None) -> list[BenchRow]:
+    """Measure ``weights`` in each of ``formats`` (keys of :data:`BENCH_FORMATS`).
+
+    Args:
+        weights: cspdet detector checkpoint.
+        data: config YAML: its ``data.dataset`` val split is scored with its ``eval`` settings.
+        out_dir: where exports go (default: ``<weights dir>/<weights stem>_bench``).
+        img_size: input size (default: the config's ``eval.img_size``).
+        latency_images: val images timed one by one (after 3 warm-up runs); throughput_images: images timed in
+            batches of 8.
+        calib: int8 calibration images.
+        threads: intra-op threads of every backend (default: the runtime's own default).
+        log: progress printer (None: silent).
+        csv_path: rewrite this CSV after every format (so a crash in a later runtime keeps the rows measured).
+
+    Returns:
+        one :class:`BenchRow` per format; a format that fails records its one-line error and the rest go on.
+    """
+    import torch
+
+    from ..config import load_config
+    from ..engine.evaluator import COCOEvaluator
+    from ..engine.predictor import Predictor
+    from .backends import load_inference_model
+    from .exporters import export_model, export_suffix
+
+    unknown = [f for f in formats if f not in BENCH_FORMATS]
+    if unknown:
+        raise ExportError(f"unknown benchmark format(s) {', '.join(unknown)}; choose from {', '.join(BENCH_FORMATS)}")
+    cfg = load_config(data)
+    if img_size is not None:
+        cfg.eval.img_size = [int(img_size), int(img_size)] if isinstance(img_size, int) else [int(v) for v in img_size]
+    hw = tuple(cfg.eval.img_size)
+    if threads:
+        torch.set_num_threads(int(threads))
+    evaluator = COCOEvaluator.from_config(cfg)
+    ds = evaluator.dataloader.dataset
+    paths = [str(r.path) for r in getattr(getattr(ds, "dataset", ds), "records", [])]
+    if not paths:
+        raise ExportError(f"{data}: no val images to time")
+    out = Path(out_dir) if out_dir else Path(weights).with_name(Path(weights).stem + "_bench")
+    rows = []
+    for name in formats:
+        fmt, int8 = BENCH_FORMATS[name]
+        row = BenchRow(name, str(weights))
+        try:
+            if fmt is not None:
+                tic = time.perf_counter()
+                path = out / (Path(weights).stem + export_suffix(fmt, int8))
+                export_model(weights, fmt, img_size=hw, dynamic=True, int8=int8, data=data, calib=calib, out=path)
+                row.export_s, row.file = time.perf_counter() - tic, str(path)
+            file = Path(row.file)
+            row.size_mb = (file.stat().st_size + (file.with_suffix(".bin").stat().st_size if file.suffix == ".xml"
+                                                  else 0)) / 1e6
+            model = load_inference_model(row.file, threads=threads)  # a checkpoint is fused, as Predictor does
+            if model.num_classes != len(evaluator.class_names):
+                raise ExportError(f"{row.file}: {model.num_classes} classes, the dataset has "
+                                  f"{len(evaluator.class_names)}")
+            metrics = evaluator.evaluate(model, plots=False)
+            row.map50_95, row.map50 = float(metrics.stats["AP"]), float(metrics.stats["AP50"])
+            meta = model.meta
+            predictor = Predictor(model, meta.class_names, img_size=hw, conf=meta.conf, iou=meta.iou,
+                                  max_det=meta.max_det, category_ids=meta.category_ids)
+            row.latency_ms_median, row.latency_ms_p90 = _latency(predictor, paths, latency_images)
+            row.throughput_b8_ips = _throughput(predictor, paths, throughput_images)
+        except Exception as err:  # noqa: BLE001 -- one failing format (missing extra, odd op) must not stop the rest
+            row.error = " ".join(str(err).split())[:300] or type(err).__name__
+        rows.append(row)
+        if csv_path is not None:
+            write_csv(rows, csv_path)
+        if log:
+            log(format_table([row], header=not rows[:-1]))
+    return rows
+
+
+def _latency(predictor, paths: list[str], n: int) -> tuple[float, float]:
+    """Median and p90 ms per image of ``predictor([path])`` (file read + decode + letterbox + forward + post)."""
+    for p in paths[:3]:
+        predictor([p])
+    times = []
+    for i in range(n):
+        tic = time.perf_counter()
+        predictor([paths[i % len(paths)]])
+        times.append(1000 * (time.perf_counter() - tic))
+    return float(np.median(times)), float(np.percentile(times, 90))
+
+
+def _throughput(predictor, paths: list[str], n: int) -> float:
+    """Images per second through ``predictor`` in batches of 8 (after one warm-up batch)."""
+    batch = [paths[i % len(paths)] for i in range(max(n, 8))]
+    predictor.batch_size = 8
+    predictor(batch[:8])
+    tic = time.perf_counter()
+    predictor(batch)
+    return len(batch) / (time.perf_counter() - tic)
+
+
+_COLUMNS = [("format", "format", "{}"), ("size_mb", "size MB", "{:.1f}"), ("map50_95", "mAP50-95", "{:.4f}"),
+            ("map50", "mAP50", "{:.4f}"), ("latency_ms_median", "ms/img p50", "{:.1f}"),
+            ("latency_ms_p90", "ms/img p90", "{:.1f}"), ("throughput_b8_ips", "img/s b8", "{:.1f}"),
+            ("export_s", "export s", "{:.1f}")]
+
+
+def format_table(rows: Sequence[BenchRow], header: bool = True) -> str:
+    """Rows as an aligned text table (errors after the row)."""
+    widths = [max(len(title), 10) for _, title, _ in _COLUMNS]
+    widths[0] = max(widths[0], 14)
+    lines = ["  ".join(t.ljust(w) if i == 0 else t.rjust(w) for i, ((_, t, _), w) in enumerate(zip(_COLUMNS, widths)))
+             ] if header else []
+    for r in rows:
+        cells = []
+        for i, ((key, _, fmt), w) in enumerate(zip(_COLUMNS, widths)):
+            v = getattr(r, key)
+            text = "-" if isinstance(v, float) and np.isnan(v) else fmt.format(v)
+            cells.append(text.ljust(w) if i == 0 else text.rjust(w))
+        lines.append("  ".join(cells) + (f"  error: {r.error}" if r.error else ""))
+    return "\n".join(lines)
+
+
+def write_csv(rows: Sequence[BenchRow], path: str | os.PathLike) -> Path:
+    """All fields of ``rows`` as CSV (written atomically)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(BenchRow)])
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(asdict(r))
+    return atomic_write(path, buf.getvalue())

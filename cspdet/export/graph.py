@@ -1,0 +1,172 @@
+"""What an exported file holds: the inference graph of a detector and the metadata that travels with it.
+
+The graph (:class:`ExportGraph`) is the eval forward of a Conv+BN-fused copy of the detector:
+
+* default (``output == "preds"``): (B, 3, H, W) float32 RGB 0..255 -> (B, N, 5 + C) decoded predictions
+  ``cx, cy, w, h`` (input px), objectness (1 for heads without it), class probabilities -- exactly
+  ``Detector.forward`` in eval mode, for the branch the head runs (the one-to-one branch of an NMS-free
+  ``csptal_*`` model). A runtime backend then applies cspdet's own post-processing, so the detections equal
+  PyTorch's.
+* ``nms=True`` (``output == "dets"``): the post-processing inside the graph for runtimes that want one
+  self-contained model -- (B, max_det, 6) ``x1, y1, x2, y2, score, label`` rows sorted by decreasing score and
+  padded with zero rows (score 0). Single-label class-aware NMS with the export's conf / IoU; the NMS-free head
+  gets its top-k instead, with no NMS at all.
+
+The metadata (:func:`export_info`) is one JSON document stored under the key :data:`INFO_KEY`: ONNX
+``metadata_props``, OpenVINO ``rt_info``, a TorchScript extra file. :func:`parse_info` validates it on load.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import box_convert
+
+__all__ = ["EXPORT_INFO_VERSION", "INFO_KEY", "ExportGraph", "export_info", "parse_info"]
+
+#: Key of the metadata JSON in every format (ONNX metadata_props key, OpenVINO rt_info path, TorchScript extra file).
+INFO_KEY = "cspdet"
+#: Layout version of that JSON; bumped when its fields change incompatibly.
+EXPORT_INFO_VERSION = 1
+
+
+class ExportGraph(nn.Module):
+    """The module that is traced for export.
+
+    Args:
+        detector: a :class:`cspdet.models.Detector`; a fused eval copy is taken (the original is not touched).
+        nms: put the post-processing inside the graph (see the module docstring).
+        conf, iou, max_det: that post-processing's settings (used only with ``nms``).
+
+    Shapes: ``forward(images (B, 3, H, W) float32)`` -> (B, N, 5 + C), or with ``nms`` (B, max_det, 6).
+    """
+
+    def __init__(self, detector: nn.Module, nms: bool = False, conf: float = 0.25, iou: float = 0.45,
+                 max_det: int = 300) -> None:
+        super().__init__()
+        from ..models import fuse_conv_bn
+
+        self.detector = fuse_conv_bn(copy.deepcopy(detector).float().eval())
+        for p in self.detector.parameters():
+            p.requires_grad_(False)
+        self.nms, self.conf, self.iou, self.max_det = bool(nms), float(conf), float(iou), int(max_det)
+        self.nms_free = bool(getattr(self.detector, "nms_free", False))
+
+    def forward(self, images: Tensor) -> Tensor:
+        preds = self.detector(images)
+        if not self.nms:
+            return preds
+        return self._topk(preds) if self.nms_free else self._nms(preds)
+
+    def _topk(self, preds: Tensor) -> Tensor:
+        """NMS-free one-to-one output -> (B, max_det, 6): the top-k (point, class) pairs, as
+        :func:`cspdet.det.nms_free.topk_postprocess` (two-stage top-k), without the conf filter (rows below conf
+        keep their score; the runtime filters)."""
+        _, n, c5 = preds.shape
+        c = c5 - 5
+        k1 = min(self.max_det, n)
+        scores = preds[..., 5:] * preds[..., 4:5]  # (B, N, C)
+        point_idx = scores.amax(-1).topk(k1, dim=1).indices  # (B, k1)
+        pair = scores.gather(1, point_idx[..., None].expand(-1, -1, c)).flatten(1)  # (B, k1 * C)
+        top, pair_idx = pair.topk(min(self.max_det, k1 * c), dim=1)
+        points = point_idx.gather(1, pair_idx // c)
+        labels = (pair_idx % c).float()
+        boxes = box_convert(preds[..., :4].gather(1, points[..., None].expand(-1, -1, 4)), "cxcywh", "xyxy")
+        dets = torch.cat((boxes, top[..., None], labels[..., None]), -1)
+        pad = self.max_det - dets.shape[1]
+        return torch.nn.functional.pad(dets, (0, 0, 0, pad)) if pad > 0 else dets
+
+    def _nms(self, preds: Tensor) -> Tensor:
+        """Decoded predictions -> (B, max_det, 6): single-label score filter, class-aware NMS (coordinate-offset
+        form, which traces to one NonMaxSuppression), the ``max_det`` best, zero-padded. The batch loop unrolls, so
+        such a graph has a fixed batch size."""
+        from torchvision.ops import nms
+
+        out = []
+        for p in preds:  # (N, 5 + C)
+            cls_prob, labels = p[:, 5:].max(1)
+            scores = p[:, 4] * cls_prob
+            keep = (scores >= self.conf).nonzero().flatten()
+            boxes = box_convert(p[keep, :4], "cxcywh", "xyxy")
+            scores, labels = scores[keep], labels[keep].float()
+            # one offset per class larger than any box coordinate (from all points: never an empty max)
+            offset = labels[:, None] * (p[:, :4].abs().max() * 2 + 1)
+            kept = nms(boxes + offset, scores, self.iou)[: self.max_det]
+            dets = torch.cat((boxes[kept], scores[kept, None], labels[kept, None]), -1)
+            out.append(torch.nn.functional.pad(dets, (0, 0, 0, self.max_det - dets.shape[0])))
+        return torch.stack(out)
+
+
+def export_info(detector: nn.Module, fmt: str, img_size: tuple[int, int], dynamic: bool, batch: int | None,
+                nms: dict[str, float] | None = None, precision: str = "fp32", opset: int | None = None,
+                extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The metadata document of an export of ``detector`` (plain JSON data).
+
+    Fields: ``cspdet_export`` (layout version), ``format``, ``precision`` (fp32 | int8), ``meta``
+    (:class:`cspdet.models.DetectorMeta` as data: class names, category ids, img_size, channel order, pixel range,
+    strides, default conf / IoU / max_det, preset, source, dataset), ``head`` (head kind, e.g. ``yolox`` / ``tal``),
+    ``num_classes``, ``nms_free``, ``eval_multi_label``, ``output`` (``preds`` or ``dets``), ``nms`` (the in-graph
+    settings or null), ``input`` (name, shape with null for dynamic axes, dtype, layout), ``img_size`` (H, W of the
+    export), ``dynamic``, ``batch`` (null when dynamic), ``spec`` (the network as data, provenance), ``opset``.
+    """
+    from .. import __version__
+
+    head = detector.head
+    spec = None
+    try:
+        spec = detector.spec.to_dict()
+    except Exception:  # noqa: BLE001 - a hand-made part without a spec: only the provenance is missing
+        spec = None
+    meta = detector.meta.to_dict()
+    h, w = img_size
+    info = {
+        "cspdet_export": EXPORT_INFO_VERSION, "cspdet_version": __version__, "format": fmt, "precision": precision,
+        "meta": meta, "head": getattr(getattr(head, "spec", None), "kind", type(head).__name__),
+        "num_classes": int(detector.num_classes), "nms_free": bool(getattr(detector, "nms_free", False)),
+        "eval_multi_label": bool(getattr(head, "eval_multi_label", False)),
+        "output": "dets" if nms else "preds", "nms": nms,
+        "input": {"name": "images", "shape": [None if dynamic else batch, 3, None if dynamic and not nms else h,
+                                              None if dynamic and not nms else w],
+                  "dtype": "float32", "layout": "NCHW", "channel_order": meta.get("channel_order", "RGB"),
+                  "pixel_range": meta.get("pixel_range", [0.0, 255.0])},
+        "img_size": [int(h), int(w)], "dynamic": bool(dynamic), "batch": None if dynamic else int(batch or 1),
+        "opset": opset, "spec": spec,
+    }
+    info.update(extra or {})
+    return info
+
+
+def parse_info(text: str | bytes | None, where: str) -> dict[str, Any]:
+    """The metadata document read back from a file; raises ``ValueError`` (one line naming ``where``) when it is
+    missing (not a cspdet export: another model family or tool), unreadable, or of a newer layout."""
+    from ..models import DetectorMeta
+
+    if text is None or (isinstance(text, (str, bytes)) and not text.strip()):
+        raise ValueError(f"{where}: not a cspdet export (no '{INFO_KEY}' metadata; a model from another family or "
+                         "tool?); export a cspdet checkpoint with tools/export.py")
+    try:
+        info = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{where}: the '{INFO_KEY}' metadata is not valid JSON ({err})") from None
+    if not isinstance(info, dict) or "cspdet_export" not in info or "meta" not in info:
+        raise ValueError(f"{where}: the '{INFO_KEY}' metadata is not a cspdet export description")
+    if int(info["cspdet_export"]) > EXPORT_INFO_VERSION:
+        raise ValueError(f"{where}: exported by a newer cspdet (metadata layout {info['cspdet_export']}, this "
+                         f"cspdet reads up to {EXPORT_INFO_VERSION}); upgrade cspdet")
+    try:
+        info["meta_obj"] = DetectorMeta.from_dict(info["meta"], f"{where}: metadata meta")
+    except ValueError as err:
+        raise ValueError(str(err)) from None
+    if len(info["meta_obj"].class_names) != int(info.get("num_classes", -1)):
+        raise ValueError(f"{where}: metadata has {len(info['meta_obj'].class_names)} class names for "
+                         f"{info.get('num_classes')} classes")
+    return info
+
+
+def dumps_info(info: dict[str, Any]) -> str:
+    """``info`` as compact JSON (without the parsed ``meta_obj``)."""
+    return json.dumps({k: v for k, v in info.items() if k != "meta_obj"}, separators=(",", ":"))

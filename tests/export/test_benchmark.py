@@ -1,0 +1,41 @@
+"""tools/benchmark.py: per format a row with size, mAP, latency and throughput; equal mAP for equal graphs; CSV."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from export_helpers import HW, live_detector  # tests/export_helpers.py
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_tool(coco128_val_subset, tmp_path):
+    from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+
+    model = live_detector("cspdarknet_nano")
+    weights = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(),
+                                             model.state_dict()), tmp_path / "nano.pt")
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"model:\n  name: cspdarknet_nano\n  num_classes: 80\ndata:\n  dataset: {coco128_val_subset(4)}\n"
+                      f"  workers: 0\neval:\n  img_size: [{HW[0]}, {HW[1]}]\n  batch_size: 4\n")
+    out_csv = tmp_path / "bench.csv"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), str(weights), "--data", str(config),
+                           "--formats", "pytorch", "onnx", "--images", "3", "--threads", "1", "--csv", str(out_csv),
+                           "--out", str(tmp_path / "exports")], check=False, capture_output=True, text=True, cwd=REPO,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    lines = proc.stdout.splitlines()
+    assert lines[0].split()[:4] == ["format", "size", "MB", "mAP50-95"]
+    assert lines[1].startswith("pytorch") and lines[2].startswith("onnx") and lines[-1] == f"wrote {out_csv}"
+    rows = {r["format"]: r for r in csv.DictReader(out_csv.open())}
+    assert set(rows) == {"pytorch", "onnx"}
+    for r in rows.values():
+        assert not r["error"], r["error"]
+        assert float(r["size_mb"]) > 1 and float(r["latency_ms_median"]) > 0
+        assert float(r["latency_ms_p90"]) >= float(r["latency_ms_median"]) and float(r["throughput_b8_ips"]) > 0
+    assert rows["onnx"]["file"].endswith("nano.onnx") and (tmp_path / "exports" / "nano.onnx").is_file()
+    for key in ("map50_95", "map50"):  # the same graph: the same mAP
+        assert round(float(rows["pytorch"][key]), 4) == round(float(rows["onnx"][key]), 4)

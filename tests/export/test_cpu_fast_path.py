@@ -1,0 +1,53 @@
+"""The PyTorch CPU fast path: channels_last gives the same detections; bf16 only where the CPU has it natively."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from export_helpers import fused, live_detector, matched_fraction  # tests/export_helpers.py
+
+from cspdet.export.cpu import FastCPUDetector, native_bf16, resolve_precision
+
+
+def test_native_bf16_follows_cpu_flags():
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    expected = ("amx_bf16" in flags or "avx512_bf16" in flags) and torch.backends.mkldnn.is_available()
+    assert native_bf16() == expected
+    assert resolve_precision("auto") == ("bf16" if expected else "fp32")
+    assert resolve_precision("fp32") == "fp32"
+    with pytest.raises(ValueError, match="fp32, bf16 or auto"):
+        resolve_precision("fp16")
+
+
+@pytest.mark.parametrize("name", ["cspdarknet_nano", "csptal_n"])
+def test_channels_last_and_bf16(name, real_batch):
+    model = fused(live_detector(name))
+    with torch.no_grad():
+        ref = model(real_batch)
+    fast = FastCPUDetector(fused(live_detector(name)), "fp32", channels_last=True)
+    assert fast.num_classes == 80 and fast.nms_free == model.nms_free and fast.meta == model.meta
+    assert (fast(real_batch) - ref).abs().max().item() <= 1e-3  # float32 rounding of other conv kernels
+    bf16 = FastCPUDetector(fused(live_detector(name)), "bf16", channels_last=True)
+    out = bf16(real_batch)
+    assert out.dtype == torch.float32 and out.shape == ref.shape
+    assert (out[..., 4:] - ref[..., 4:]).abs().max().item() < 0.2  # bf16 keeps ~3 significant digits
+    frac = matched_fraction(model.predict(real_batch, conf=0.3), bf16.predict(real_batch, conf=0.3))
+    assert frac >= 0.7
+
+
+def test_predictor_fast_path_from_checkpoint(tmp_path, real_images):
+    from cspdet import Predictor
+    from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+
+    model = live_detector("cspdarknet_nano")
+    path = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(), model.state_dict()),
+                           tmp_path / "m.pt")
+    plain = Predictor.from_checkpoint(path)
+    fast = Predictor.from_checkpoint(path, precision="auto", channels_last=True)
+    assert isinstance(fast.model, FastCPUDetector) and not isinstance(plain.model, FastCPUDetector)
+    assert fast.model.precision == ("bf16" if native_bf16() else "fp32")
+    as_dets = [[{k: torch.from_numpy(getattr(r, k)) for k in ("boxes", "scores", "labels")} for r in p(real_images)]
+               for p in (plain, fast)]
+    assert matched_fraction(*as_dets) >= 0.7
