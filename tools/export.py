@@ -1,84 +1,13 @@
-"""Export a cspdet checkpoint to ONNX, OpenVINO or TorchScript; the file carries the model's metadata.
+#!/usr/bin/env python
+"""Export a checkpoint to ONNX / OpenVINO / TorchScript (with its metadata; --int8): alias of ``cspdet export`` (same options; ``cspdet export --help``)."""
 
-    python tools/export.py runs/train/exp/best.pt --format onnx                 # -> runs/train/exp/best.onnx
-    python tools/export.py best.pt --format onnx --dynamic                       # any batch and input size
-    python tools/export.py best.pt --format openvino --int8 --data configs/small_scratch.yaml --calib 200
-    python tools/export.py best.pt --format torchscript --img-size 416 416 --out model.torchscript
-
-Use the file like a checkpoint: ``tools/detect.py IMG --weights best.onnx``, ``tools/eval.py CONFIG --weights
-best.onnx``, ``Predictor.from_checkpoint("best.onnx")``. The logic lives in :mod:`cspdet.export`.
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
 from pathlib import Path
 
-try:
-    import cspdet  # noqa: F401
-except ImportError:  # running from a checkout that is not installed
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+from cspdet.cli import alias
 
-PROG = "export.py"
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from cspdet.config import Range, range_type
-
-    parser = argparse.ArgumentParser(prog=PROG, description="Export a cspdet checkpoint for deployment.")
-    parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
-    parser.add_argument("--format", "-f", choices=("onnx", "openvino", "torchscript"), default="onnx")
-    parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
-                        help="input size N or H W (default: the checkpoint's eval size)")
-    parser.add_argument("--dynamic", action="store_true", help="dynamic batch and input size")
-    parser.add_argument("--batch", type=range_type(Range(1), int), default=1, help="batch size of a static export (default 1)")
-    parser.add_argument("--int8", action="store_true", help="post-training int8 quantisation (needs --data)")
-    parser.add_argument("--data", help="config YAML whose dataset's training images calibrate --int8")
-    parser.add_argument("--calib", type=range_type(Range(1), int), default=300, help="calibration images for --int8 (default 300)")
-    parser.add_argument("--nms", action="store_true",
-                        help="post-processing inside the graph: output (B, max_det, 6) x1 y1 x2 y2 score label")
-    parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim (ONNX graph simplification)")
-    parser.add_argument("--opset", type=range_type(Range(11, 23), int), default=None, help="ONNX opset (default: cspdet's)")
-    parser.add_argument("--out", help="output file (default: WEIGHTS with the format's suffix)")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
-    args = parse_args(argv)
-    from cspdet.config import ConfigError
-    from cspdet.data import DatasetError
-    from cspdet.engine.checkpoint import CheckpointError
-    from cspdet.export import DEFAULT_OPSET, export_model
-    from cspdet.fileio import OutputError
-
-    if args.img_size and len(args.img_size) > 2:
-        print(f"{PROG}: error: --img-size takes N or H W, got {len(args.img_size)} numbers", file=sys.stderr)
-        return 2
-    size = None if not args.img_size else (args.img_size * 2)[:2]
-    try:
-        result = export_model(args.weights, args.format, img_size=size, dynamic=args.dynamic, batch=args.batch,
-                              int8=args.int8, data=args.data, calib=args.calib, nms=args.nms, out=args.out,
-                              simplify=not args.no_simplify, opset=args.opset or DEFAULT_OPSET)
-    except OutputError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except (CheckpointError, ConfigError, DatasetError, ValueError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    info = result.info
-    h, w = info["img_size"]
-    shape = "dynamic batch and size" if info["dynamic"] else f"batch {info['batch']}, {h}x{w}"
-    notes = f"; {'; '.join(result.notes)}" if result.notes else ""
-    print(f"wrote {result.path} ({result.format}, {info['precision']}, {shape}, output {info['output']}, "
-          f"{result.size_bytes / 1e6:.1f} MB, {result.seconds:.1f} s{notes})")
-    return 0
-
+main = alias("export")
 
 if __name__ == "__main__":
     sys.exit(main())

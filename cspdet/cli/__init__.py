@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "pretrain": ("train", "pretrain", "pretrain a CSPNet backbone as an ImageFolder classifier"),
     "check": ("dataset", "check", "report every problem of a dataset, with class statistics"),
     "convert": ("dataset", "convert", "convert a dataset (COCO / YOLO / VOC) or YOLOX weights (to cspdet)"),
+    "export": ("export", "export", "export a checkpoint to ONNX / OpenVINO / TorchScript (metadata inside; --int8)"),
+    "benchmark": ("benchmark", "benchmark", "file size, mAP and latency of a model in every format, on this machine"),
 }
 
 USAGE = """usage: cspdet COMMAND [ARGS ...]     (cspdet COMMAND --help for its options and examples)
@@ -38,6 +40,7 @@ examples:
   cspdet predict datasets/shapes/images/val --weights runs/demo/shapes/best.pt --save-json
   cspdet check datasets/coco128.yaml
   cspdet convert datasets/coco128.yaml --to yolo --out datasets/coco128_yolo
+  cspdet export runs/demo/shapes/best.pt --format onnx --dynamic
 """
 
 

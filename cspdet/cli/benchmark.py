@@ -1,0 +1,65 @@
+"""Benchmark a checkpoint in every deployment format on this machine: size, mAP, latency, throughput.
+
+    cspdet benchmark runs/train/exp/best.pt --data configs/small_scratch.yaml
+    cspdet benchmark best.pt --data CONFIG --formats pytorch onnx openvino openvino_int8 --csv bench.csv
+
+For each format: file size, mAP50-95 and mAP50 on the config's val split (pycocotools), end-to-end latency per
+image at batch 1 (read + decode + letterbox + forward + post-process; median and p90) and throughput at batch 8.
+Prints a table and writes CSV. The logic lives in :mod:`cspdet.export.benchmark`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+PROG = "cspdet benchmark"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    from cspdet.config import Range, range_type
+    from cspdet.export.benchmark import BENCH_FORMATS
+
+    parser = argparse.ArgumentParser(prog=PROG, description="Benchmark a checkpoint across deployment formats.")
+    parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
+    parser.add_argument("--data", required=True, help="config YAML: its dataset's val split and eval settings")
+    parser.add_argument("--formats", nargs="+", choices=list(BENCH_FORMATS), default=list(BENCH_FORMATS)[:5],
+                        help="formats to measure (default: all but onnx_int8)")
+    parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
+                        help="input size N or H W (default: the config's eval.img_size)")
+    parser.add_argument("--out", help="folder for the exported files (default: <weights stem>_bench beside it)")
+    parser.add_argument("--csv", help="CSV file (default: <out>/benchmark.csv)")
+    parser.add_argument("--images", type=range_type(Range(1), int), default=30, help="images timed one by one (default 30)")
+    parser.add_argument("--calib", type=range_type(Range(1), int), default=300, help="int8 calibration images (default 300)")
+    parser.add_argument("--threads", type=range_type(Range(1), int), default=None, help="intra-op threads of every backend")
+    return parser.parse_args(argv)
+
+
+def benchmark(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
+    args = parse_args(argv)
+    from cspdet.config import ConfigError
+    from cspdet.data import DatasetError
+    from cspdet.engine.checkpoint import CheckpointError
+    from cspdet.export.benchmark import benchmark
+    from cspdet.fileio import OutputError
+
+    size = None if not args.img_size else (args.img_size * 2)[:2]
+    out = Path(args.out) if args.out else Path(args.weights).with_name(Path(args.weights).stem + "_bench")
+    try:
+        path = Path(args.csv or out / "benchmark.csv")
+        rows = benchmark(args.weights, args.data, formats=args.formats, out_dir=out, img_size=size,
+                         latency_images=args.images, calib=args.calib, threads=args.threads, csv_path=path)
+    except OutputError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
+    except (CheckpointError, ConfigError, DatasetError, ValueError) as err:
+        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    print(f"wrote {path}")
+    return 1 if any(r.error for r in rows) else 0
