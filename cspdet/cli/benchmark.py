@@ -22,7 +22,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from cspdet.config import Range, range_type
     from cspdet.export.benchmark import BENCH_FORMATS
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Benchmark a checkpoint across deployment formats.")
+    from .args import make_parser
+
+    parser = make_parser("benchmark", "Benchmark a checkpoint across deployment formats on this machine: file size, mAP50-95 / mAP50 on the val set (pycocotools), end-to-end latency per image (median, p90) and throughput at batch 8.", """
+  cspdet benchmark runs/train/exp/best.pt --data configs/small_scratch.yaml
+  cspdet benchmark best.pt --data CONFIG --formats pytorch onnx openvino openvino_int8 --csv bench.csv
+""")
     parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
     parser.add_argument("--data", required=True, help="config YAML: its dataset's val split and eval settings")
     parser.add_argument("--formats", nargs="+", choices=list(BENCH_FORMATS), default=list(BENCH_FORMATS)[:5],

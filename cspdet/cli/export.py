@@ -21,7 +21,14 @@ PROG = "cspdet export"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from cspdet.config import Range, range_type
 
-    parser = argparse.ArgumentParser(prog=PROG, description="Export a cspdet checkpoint for deployment.")
+    from .args import make_parser
+
+    parser = make_parser("export", "Export a cspdet checkpoint for deployment: ONNX, OpenVINO or TorchScript, with the model's metadata inside, so the file alone predicts (cspdet predict / val --weights FILE, Predictor.from_checkpoint).", """
+  cspdet export runs/train/exp/best.pt --format onnx                 # -> runs/train/exp/best.onnx
+  cspdet export best.pt --format onnx --dynamic                       # any batch and input size
+  cspdet export best.pt --format openvino --int8 --data configs/small_scratch.yaml --calib 200
+  cspdet export best.pt --format torchscript --img-size 416 416 --out model.torchscript
+""")
     parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
     parser.add_argument("--format", "-f", choices=("onnx", "openvino", "torchscript"), default="onnx")
     parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
