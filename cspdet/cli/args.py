@@ -17,11 +17,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
+import sys
 import textwrap
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-__all__ = ["UsageError", "make_parser", "split_overrides"]
+
+T = typing.TypeVar("T")
+
+__all__ = ["UsageError", "make_parser", "run_reported", "split_overrides"]
 
 _DOTTED = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_]\w*=")
 _BARE = re.compile(r"^([A-Za-z_]\w*)=")
@@ -78,3 +82,28 @@ def make_parser(command: str, description: str, examples: str) -> argparse.Argum
     """The parser of ``cspdet <command>``: ``--help`` shows ``description``, the options, then ``examples``."""
     return argparse.ArgumentParser(prog=f"cspdet {command}", description=textwrap.fill(description, 110),
                                    epilog="examples:\n" + examples.strip("\n"), formatter_class=_HelpFormatter)
+
+
+def run_reported(prog: str, action: Callable[[], T]) -> tuple[T | None, int]:
+    """Run ``action()`` with the commands' error convention: a full / read-only disk (``OutputError``) is one line
+    and exit 1; a bad checkpoint, config, dataset or value one line and exit 2; Ctrl-C exit 130.
+
+    Returns:
+        ``(result, 0)``, or ``(None, exit code)`` after printing the line.
+    """
+    from ..config import ConfigError
+    from ..data import DatasetError
+    from ..engine.checkpoint import CheckpointError
+    from ..fileio import OutputError
+
+    try:
+        return action(), 0
+    except OutputError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return None, 1
+    except (CheckpointError, ConfigError, DatasetError, ValueError) as err:
+        print(f"{prog}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return None, 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return None, 130

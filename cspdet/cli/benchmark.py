@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from pathlib import Path
 
 PROG = "cspdet benchmark"
@@ -45,26 +44,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def benchmark(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     args = parse_args(argv)
-    from cspdet.config import ConfigError
-    from cspdet.data import DatasetError
-    from cspdet.engine.checkpoint import CheckpointError
-    from cspdet.export.benchmark import benchmark
-    from cspdet.fileio import OutputError
+    from cspdet.export.benchmark import benchmark as run_benchmark
+
+    from .args import run_reported
 
     size = None if not args.img_size else (args.img_size * 2)[:2]
     out = Path(args.out) if args.out else Path(args.weights).with_name(Path(args.weights).stem + "_bench")
-    try:
-        path = Path(args.csv or out / "benchmark.csv")
-        rows = benchmark(args.weights, args.data, formats=args.formats, out_dir=out, img_size=size,
-                         latency_images=args.images, calib=args.calib, threads=args.threads, csv_path=path)
-    except OutputError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except (CheckpointError, ConfigError, DatasetError, ValueError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    path = Path(args.csv or out / "benchmark.csv")
+    rows, code = run_reported(PROG, lambda: run_benchmark(
+        args.weights, args.data, formats=args.formats, out_dir=out, img_size=size, latency_images=args.images,
+        calib=args.calib, threads=args.threads, csv_path=path))
+    if code:
+        return code
     print(f"wrote {path}")
     return 1 if any(r.error for r in rows) else 0

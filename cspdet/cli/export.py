@@ -49,29 +49,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def export(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(levelname)s: %(message)s")
     args = parse_args(argv)
-    from cspdet.config import ConfigError
-    from cspdet.data import DatasetError
-    from cspdet.engine.checkpoint import CheckpointError
     from cspdet.export import DEFAULT_OPSET, export_model
-    from cspdet.fileio import OutputError
+
+    from .args import run_reported
 
     if args.img_size and len(args.img_size) > 2:
         print(f"{PROG}: error: --img-size takes N or H W, got {len(args.img_size)} numbers", file=sys.stderr)
         return 2
     size = None if not args.img_size else (args.img_size * 2)[:2]
-    try:
-        result = export_model(args.weights, args.format, img_size=size, dynamic=args.dynamic, batch=args.batch,
-                              int8=args.int8, data=args.data, calib=args.calib, nms=args.nms, out=args.out,
-                              simplify=not args.no_simplify, opset=args.opset or DEFAULT_OPSET)
-    except OutputError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except (CheckpointError, ConfigError, DatasetError, ValueError) as err:
-        print(f"{PROG}: error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    result, code = run_reported(PROG, lambda: export_model(
+        args.weights, args.format, img_size=size, dynamic=args.dynamic, batch=args.batch, int8=args.int8,
+        data=args.data, calib=args.calib, nms=args.nms, out=args.out, simplify=not args.no_simplify,
+        opset=args.opset or DEFAULT_OPSET))
+    if code:
+        return code
     info = result.info
     h, w = info["img_size"]
     shape = "dynamic batch and size" if info["dynamic"] else f"batch {info['batch']}, {h}x{w}"

@@ -149,10 +149,15 @@ def eval_config(args: argparse.Namespace) -> Any:
     from ..config import load_config, parse_override
     from ..engine.build import detect_weights_format
     from ..engine.checkpoint import CheckpointError, load_state_file
+    from ..export.backends import deployed_format, load_backend
     from ..models import YoloxWeightsError, infer_yolox_preset
 
     cfg = load_config(args.config, args.overrides)
     given = {parse_override(text)[0] for text in args.overrides}
+    if deployed_format(args.weights) is not None:  # an exported file: its metadata travels inside it
+        if args.config is not None:
+            return cfg
+        return _from_meta(cfg, given, load_backend(args.weights).meta.to_dict(), args.weights)
     obj = load_state_file(args.weights)
     if detect_weights_format(obj) == "yolox":  # an official YOLOX file: the model is read from its weights
         if args.config is None and "model.name" not in given:
@@ -169,17 +174,21 @@ def eval_config(args: argparse.Namespace) -> Any:
         return cfg
     if args.config is not None:
         return cfg
-    meta = _checkpoint_meta(obj, args.weights)
+    return _from_meta(cfg, given, _checkpoint_meta(obj, args.weights), args.weights)
+
+
+def _from_meta(cfg: Any, given: set[str], meta: dict[str, Any], weights: str) -> Any:
+    """``cfg`` with the dataset and input size a model's metadata records, where the command line set neither."""
     if "eval.img_size" not in given and meta.get("img_size"):
         cfg.eval.img_size = [int(v) for v in meta["img_size"]]
     if "data.dataset" not in given:
         dataset = meta.get("dataset")
         if not dataset:
-            raise UsageError(f"{args.weights}: the checkpoint does not record the dataset it was trained on; give "
+            raise UsageError(f"{weights}: the checkpoint does not record the dataset it was trained on; give "
                              "one: data.dataset=DESCRIPTOR.yaml (or a CONFIG)")
         if not Path(dataset).exists():
             where = "" if Path(dataset).is_absolute() else f" (relative to where it was trained) from {Path.cwd()}"
-            raise UsageError(f"{args.weights}: its dataset {dataset} is not found{where}; give "
+            raise UsageError(f"{weights}: its dataset {dataset} is not found{where}; give "
                              "data.dataset=DESCRIPTOR.yaml")
         cfg.data.dataset = dataset
     return cfg

@@ -13,6 +13,7 @@ which is all ``Predictor`` and ``COCOEvaluator`` use.
 
 from __future__ import annotations
 
+import abc
 import os
 import warnings
 import zipfile
@@ -35,7 +36,7 @@ DEPLOYED_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".torchscript": "torch
                      ".jit": "torchscript"}
 
 
-class Backend:
+class Backend(abc.ABC):
     """Common part of the backends: the file, its metadata, and the input-shape check.
 
     Attributes:
@@ -65,8 +66,9 @@ class Backend:
             raise ExportUsageError(f"{self.path.name}: expects images (B, 3, H, W), got {tuple(images.shape)}")
         self.check_size(tuple(images.shape[-2:]))
 
-    def run(self, images: Tensor) -> Tensor:  # pragma: no cover - overridden
-        raise NotImplementedError
+    @abc.abstractmethod
+    def run(self, images: Tensor) -> Tensor:
+        """(B, 3, H, W) float32 contiguous -> the graph's output, on this runtime."""
 
     def __call__(self, images: Tensor) -> Tensor:
         """(B, 3, H, W) float32 RGB 0..255 -> the graph output: (B, N, 5 + C) decoded predictions, or (B, max_det, 6)
