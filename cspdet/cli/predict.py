@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .args import make_parser, split_overrides
+from .args import add_fast_path_args, fast_path_kwargs, make_parser, split_overrides
 
 __all__ = ["predict"]
 
@@ -49,7 +49,7 @@ labels/<name>.txt in YOLO format.
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     """The predict command line (options and sources in any order)."""
-    from ..config import range_type  # the ranges of the matching config fields (eval.conf, ...)
+    from ..config import Range, range_type  # the ranges of the matching config fields (eval.conf, ...)
 
     rest, overrides = split_overrides(argv)
     parser = make_parser("predict", "Detect objects in images and videos.", EXAMPLES)
@@ -77,6 +77,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--save-conf", action="store_true", help="append the score to each --save-txt line")
     parser.add_argument("--no-save", action="store_true", help="do not write drawn images / videos")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default auto: a GPU if any)")
+    add_fast_path_args(parser)
+    parser.add_argument("--batch", type=range_type(Range(1, 1024), int), default=8, metavar="N",
+                        help="images (or video frames) per forward pass (default 8; 1 = lowest latency per item)")
     parser.add_argument("--strict", action="store_true",
                         help="fail (exit 1) on a video that yields fewer or more frames than its container "
                         "declares (default: a warning)")
@@ -102,13 +105,42 @@ class _Outputs:
         return stem
 
 
-def detect_image(predictor: Any, path: Path, args: argparse.Namespace, outputs: _Outputs) -> None:
-    """Predict one image, write what was asked for and print its summary line."""
+def detect_images(predictor: Any, paths: list[Path], args: argparse.Namespace, outputs: _Outputs) -> int:
+    """Predict ``paths`` in one batch (``predictor.batch_size`` per forward pass) and write each result; an image
+    that cannot be read makes the batch go one by one, so that only it fails. Returns the number of failures."""
+    from ..data import ImageReadError
+
+    try:
+        results = predictor([str(p) for p in paths]) if len(paths) > 1 else None
+    except (ImageReadError, OSError, ValueError):
+        results = None
+    if results is None:  # one image, or a batch with an unreadable one: each on its own, errors per item
+        failed = 0
+        for path in paths:
+            try:
+                (res,) = predictor([str(path)])
+            except (ImageReadError, OSError, ValueError) as err:
+                report_failure(path, err)
+                failed += 1
+                continue
+            write_image_result(res, path, args, outputs)
+        return failed
+    for path, res in zip(paths, results):
+        write_image_result(res, path, args, outputs)
+    return 0
+
+
+def report_failure(path: Path, err: Exception) -> None:
+    msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+    print(f"{PROG}: error: {' '.join(msg.split())}", file=sys.stderr)
+
+
+def write_image_result(res: Any, path: Path, args: argparse.Namespace, outputs: _Outputs) -> None:
+    """Write what was asked for of one image's ``Results`` and print its summary line."""
     import cv2
 
     from ..fileio import atomic_write
 
-    (res,) = predictor([str(path)])
     stem = outputs.stem(path)
     if not args.no_save:
         suffix = path.suffix.lower() if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp") else ".jpg"
@@ -219,7 +251,8 @@ def predict(argv: Sequence[str]) -> int:
         print(f"{PROG}: error: --device {args.device}: {str(err).split(' (use ')[0]}", file=sys.stderr)
         return 2
     try:
-        predictor = Predictor.from_checkpoint(args.weights, device=device, **kwargs)
+        predictor = Predictor.from_checkpoint(args.weights, device=device, batch_size=args.batch, **kwargs,
+                                              **fast_path_kwargs(args))
         if args.classes:
             predictor.classes = predictor.resolve_classes(args.classes)
     except (CheckpointError, ConfigError, ValueError, RuntimeError) as err:
@@ -249,19 +282,26 @@ def predict(argv: Sequence[str]) -> int:
             print(f"{PROG}: error: {source}: folder has no images or videos", file=sys.stderr)
             n_failed += 1
             continue
+        # consecutive images go in batches of --batch (one forward pass each); a video is a batch of its own
+        groups: list[list[Path]] = []
         for path in items:
+            if is_video(path) or not groups or is_video(groups[-1][0]) or len(groups[-1]) >= args.batch:
+                groups.append([path])
+            else:
+                groups[-1].append(path)
+        for group in groups:
             try:
-                if is_video(path):
-                    n_frames += detect_video(predictor, path, args, outputs)
+                if is_video(group[0]):
+                    n_frames += detect_video(predictor, group[0], args, outputs)
                 else:
-                    detect_image(predictor, path, args, outputs)
-                    n_images += 1
+                    failed = detect_images(predictor, group, args, outputs)
+                    n_images += len(group) - failed
+                    n_failed += failed
             except OutputError as err:  # disk full, read-only --out: the next items would fail the same way
                 print(f"{PROG}: error: {err}", file=sys.stderr)
                 return 1
             except (ImageReadError, OSError, ValueError) as err:
-                msg = str(err) if str(path) in str(err) else f"{path}: {err}"
-                print(f"{PROG}: error: {' '.join(msg.split())}", file=sys.stderr)
+                report_failure(group[0], err)
                 n_failed += 1
             except KeyboardInterrupt:
                 print(f"{PROG}: interrupted", file=sys.stderr)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .args import UsageError, make_parser, split_overrides
+from .args import UsageError, add_fast_path_args, fast_path_kwargs, make_parser, split_overrides
 
 __all__ = ["numbered_dir", "val", "val_dir_name"]
 
@@ -53,6 +53,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--pre-nms-topk", type=range_type(Range(1), int), default=None, metavar="K",
                         help="checkpoint mode: at most K top-scoring points per image enter NMS (faster at conf "
                         "0.001, may lower mAP slightly; default: no cap, as YOLOX)")
+    add_fast_path_args(parser)
     parser.add_argument("--no-plots", action="store_true",
                         help="do not write the PR / F1 / P / R curves and confusion matrices")
     parser.add_argument("--all-classes", action="store_true", help="also list classes without ground truth")
@@ -222,7 +223,7 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
     except RuntimeError as err:  # e.g. cuda asked for on a machine without it
         raise UsageError(f"{str(err).split(' (use ')[0]}; pass --device cpu") from None
     evaluator = COCOEvaluator.from_config(cfg, pre_nms_topk=args.pre_nms_topk)
-    model = load_detector_for_eval(args.weights, cfg, evaluator.class_names, device=device)
+    model = load_detector_for_eval(args.weights, cfg, evaluator.class_names, device=device, **fast_path_kwargs(args))
     out = _out_dir(args, args.weights)
     n = len(evaluator.coco_gt.getImgIds())
     print(f"evaluating {args.weights} on {cfg.data.dataset} ({cfg.eval.split}, {n} images) at "

@@ -276,7 +276,8 @@ class COCOEvaluator:
 
 
 def load_detector_for_eval(
-    weights: str | os.PathLike, cfg: Any, class_names: Sequence[str], device: str | torch.device = "cpu"
+    weights: str | os.PathLike, cfg: Any, class_names: Sequence[str], device: str | torch.device = "cpu",
+    **fast: Any,
 ) -> torch.nn.Module:
     """The detector of checkpoint ``weights``, checked against the dataset it is evaluated on.
 
@@ -287,6 +288,9 @@ def load_detector_for_eval(
             ``cfg.model`` describes (e.g. ``cspdarknet_s`` for ``yolox_s.pth``).
         cfg: the ``cspdet.config.Config`` of the evaluation.
         class_names: the evaluation dataset's classes; their number must equal the model's.
+        fast: ``precision`` / ``channels_last`` for a cspdet checkpoint: the fused PyTorch CPU fast path
+            (:func:`cspdet.export.load_inference_model`); without them the checkpoint's model runs unfused, exactly
+            as the training run evaluated it.
 
     Returns:
         the detector in eval mode on ``device``.
@@ -305,6 +309,8 @@ def load_detector_for_eval(
     elif detect_weights_format(load_state_file(weights)) == "yolox":
         model = build_detector(cfg.model)
         init_weights(model, dataclasses.replace(cfg.model, weights=str(weights), weights_format="yolox"))
+    elif fast:
+        model = load_inference_model(weights, device=device, fuse=True, **fast)
     else:
         model, _ = detector_from_checkpoint(weights, device=device)
     if model.num_classes != len(class_names):

@@ -387,7 +387,8 @@ class Predictor:
         return out
 
     def predict_video(self, path: str | os.PathLike, strict: bool = False) -> Iterator[Results]:
-        """Detections frame by frame (``Results.frame`` = index, ``Results.image`` = the RGB frame).
+        """Detections frame by frame (``Results.frame`` = index, ``Results.image`` = the RGB frame), computed
+        ``batch_size`` frames per forward pass (set ``batch_size = 1`` for the lowest latency per frame).
 
         After the last frame, the number of frames decoded is compared with the frame count the container
         declares (``CAP_PROP_FRAME_COUNT``, when it declares one): a truncated or damaged file stops early.
@@ -405,14 +406,18 @@ class Predictor:
                 raise ImageReadError(path, "unreadable_image", "OpenCV cannot open it as a video")
             declared = _declared_frame_count(cap)
             index = 0
-            while True:
-                ok, frame = cap.read()
-                if not ok:
-                    break
-                (res,) = self.predict_images([cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)], [os.fspath(path)])
-                res.frame = index
-                index += 1
-                yield res
+            ok = True
+            while ok:  # frames in batches of ``batch_size``: one forward pass per batch, results in frame order
+                frames = []
+                while len(frames) < self.batch_size:
+                    ok, frame = cap.read()
+                    if not ok:
+                        break
+                    frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+                for res in self.predict_images(frames, [os.fspath(path)] * len(frames)):
+                    res.frame = index
+                    index += 1
+                    yield res
             if index == 0:
                 raise ImageReadError(path, "unreadable_image", "no decodable video frame")
             if declared is not None and index != declared:

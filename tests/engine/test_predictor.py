@@ -197,6 +197,22 @@ def test_video_frames(predictor, tmp_path):
     writer.release()
     frames = list(predictor.predict_video(path))
     assert [r.frame for r in frames] == [0, 1, 2, 3] and frames[0].orig_size == (64, 96)
+    # frames go batch_size at a time (here 3 + 1): the same results, in frame order, as one frame per pass
+    one = Predictor(predictor.model, predictor.class_names, img_size=128, conf=0.2, iou=0.5, max_det=50,
+                    batch_size=1)
+    singles = list(one.predict_video(path))
+    assert predictor.batch_size == 8
+    predictor.batch_size = 3
+    try:
+        batched = list(predictor.predict_video(path))
+    finally:
+        predictor.batch_size = 8
+    assert [r.frame for r in batched] == [0, 1, 2, 3]
+    assert sum(len(r) for r in singles) > 0
+    for a, b in zip(batched, singles):
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+        np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+        np.testing.assert_array_equal(a.image, b.image)
     assert Predictor.video_fps(path) == pytest.approx(10)
     # a video named directly is an error, not an empty list; in a folder or glob it is skipped
     with pytest.raises(ImageReadError, match="clip.avi: is a video; use Predictor.predict_video"):

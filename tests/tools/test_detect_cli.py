@@ -77,6 +77,36 @@ def test_jpg_png_folder_glob_and_video(shapes_weights, inputs, tmp_path, run_too
     assert len(json.loads((out / "clip.json").read_text())["frames"]) == 3
 
 
+def test_batch_and_fast_path_give_the_same_detections(shapes_weights, inputs, tmp_path, run_tool):
+    """--batch 3 (one forward pass for a folder's images and for video frames) and --channels-last write what
+    --batch 1 writes: the same detections per image and per frame."""
+    outs = {}
+    for name, extra in (("one", ("--batch", "1")), ("three", ("--batch", "3")),
+                        ("fast", ("--batch", "3", "--channels-last"))):
+        out = tmp_path / name
+        proc = run_tool("detect.py", inputs / "street.jpg", inputs / "folder", inputs / "clip.avi", "--weights",
+                        shapes_weights, "--conf", "0.2", "--out", out, "--save-json", "--no-save", *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip().splitlines()[-1].startswith("done: 3 images, 3 video frames")
+        outs[name] = {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+    assert sorted(outs["one"]) == ["a.json", "b.json", "clip.json", "street.json"]
+
+    def boxes(doc):
+        items = doc["frames"] if "frames" in doc else [doc]
+        return [[(d["class_id"], d["score"], *d["box"]) for d in item["detections"]] for item in items]
+
+    n = 0
+    for name, doc in outs["one"].items():
+        want = boxes(doc)
+        n += sum(map(len, want))
+        for other in ("three", "fast"):
+            got = boxes(outs[other][name])
+            assert [len(g) for g in got] == [len(w) for w in want], (other, name)
+            for g, w in zip(got, want):
+                assert np.allclose(np.array(g, float).reshape(-1, 6), np.array(w, float).reshape(-1, 6), atol=1e-3)
+    assert n > 0
+
+
 def test_bad_items_fail_alone(shapes_weights, inputs, tmp_path, run_tool):
     bad = inputs / "bad"
     proc = run_tool("detect.py", bad, bad / "missing.jpg", inputs / "nothing*.jpg", "--weights", shapes_weights,

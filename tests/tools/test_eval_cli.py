@@ -107,6 +107,22 @@ def test_checkpoint_mode(coco_subset, tmp_path, run_tool):
     assert [rescored[k] for k in KEYS] == [metrics[k] for k in KEYS]
 
 
+def test_fast_path_scores_the_same(coco_subset, tmp_path, run_tool):
+    """--channels-last (fused, channels_last PyTorch CPU path) gives the plain checkpoint's detections and mAP
+    (4 decimals)."""
+    runs, dets = {}, {}
+    for name, extra in (("plain", ()), ("fast", ("--channels-last", "--precision", "fp32"))):
+        proc = run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"], "--out",
+                        tmp_path / name, "--no-plots", "eval.max_det=30", *extra)
+        assert proc.returncode == 0, proc.stderr
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+        dets[name] = sorted(d["score"] for d in json.loads((tmp_path / name / "detections.json").read_text()))
+    assert len(dets["plain"]) > 100  # the tiny random model finds plenty of boxes
+    assert abs(len(dets["plain"]) - len(dets["fast"])) <= len(dets["plain"]) // 100
+    assert dets["fast"][-100:] == pytest.approx(dets["plain"][-100:], abs=1e-4)
+    assert [round(runs["fast"][k], 4) for k in KEYS] == [round(runs["plain"][k], 4) for k in KEYS]
+
+
 def test_checkpoint_mode_errors(coco_subset, shapes_weights, tmp_path, run_tool):
     line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", shapes_weights))
     assert "model has 3 classes but the evaluation dataset has 80" in line
