@@ -7,7 +7,10 @@
 Dataset: ``../shared/data/raccoon`` (real photos, 1 class; train 160 -> val 40 images; see its SOURCE.md).
 Every row trains from scratch at input 416, batch 16, 30 epochs, on the CPU with 2 threads, then its final
 ``best`` weights are scored by the SAME scorer: cspdet's pycocotools COCOeval on the val json (detections at
-conf 0.001, up to 300 per image), so the AP of both frameworks is computed identically.
+conf 0.001, up to 300 per image), so the AP of both frameworks is computed identically. cspdet rows are scored
+twice: with the head's default inference (the one-to-one branch, no NMS, for ``csptal_*``) and through the NMS
+path (one-to-many branch + NMS); Ultralytics rows with its ``predict`` defaults (YOLO26: its end-to-end head).
+Runs go seed by seed, cspdet and Ultralytics interleaved (``run_order``).
 
 Rows:
 
@@ -175,19 +178,22 @@ def _csv_text(results: list[dict]) -> str:
 
 
 def summarise(results: list[dict]) -> str:
-    lines = ["| row | seeds | AP (mean +- sd) | AP50 (mean +- sd) | train s (mean) | s / epoch |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| row | seeds | AP (mean +- sd) | AP50 (mean +- sd) | AP, NMS path | AP50, NMS path | train s (mean) "
+             "| s / epoch |", "|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
         rs = [r for r in results if r["row"] == row]
         if not rs:
             continue
 
         def ms(key: str, rs=rs) -> str:
-            vals = [float(r[key]) for r in rs]
+            vals = [float(r[key]) for r in rs if r.get(key) not in (None, "")]  # Ultralytics rows: no NMS column
+            if not vals:
+                return "-"
             sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
             return f"{statistics.mean(vals):.3f} +- {sd:.3f}"
 
         lines.append(f"| {row} | {','.join(str(r['seed']) for r in rs)} | {ms('AP')} | {ms('AP50')} | "
+                     f"{ms('AP_nms')} | {ms('AP50_nms')} | "
                      f"{statistics.mean(float(r['train_s']) for r in rs):.0f} | "
                      f"{statistics.mean(float(r['s_per_epoch']) for r in rs):.1f} |")
     return "\n".join(lines)
