@@ -109,13 +109,18 @@ ULTRA_SCRIPT = textwrap.dedent('''
     from ultralytics import YOLO
     args = json.loads(sys.argv[1])
     torch.set_num_threads(args["threads"])
-    model = YOLO(args["model"])
-    tic = time.perf_counter()
-    model.train(data=args["data"], epochs=args["epochs"], imgsz=args["imgsz"], batch=args["batch"],
-                seed=args["seed"], deterministic=True, workers=2, device="cpu", pretrained=False, amp=False,
-                plots=False, project=args["project"], name=args["name"], exist_ok=True, verbose=False)
-    train_s = time.perf_counter() - tic
-    best = Path(args["project"]) / args["name"] / "weights" / "best.pt"
+    run = Path(args["project"]) / args["name"]
+    best, done = run / "weights" / "best.pt", run / "train_time.json"
+    if done.is_file() and best.is_file():  # trained by an earlier call whose scoring failed: score it again
+        train_s = json.loads(done.read_text())["train_s"]
+    else:
+        model = YOLO(args["model"])
+        tic = time.perf_counter()
+        model.train(data=args["data"], epochs=args["epochs"], imgsz=args["imgsz"], batch=args["batch"],
+                    seed=args["seed"], deterministic=True, workers=2, device="cpu", pretrained=False, amp=False,
+                    plots=False, project=args["project"], name=args["name"], exist_ok=True, verbose=False)
+        train_s = time.perf_counter() - tic
+        done.write_text(json.dumps({"train_s": train_s}))
     trained = YOLO(str(best))
     dets = {}
     for r in trained.predict(source=args["val_images"], imgsz=args["imgsz"], conf=0.001, iou=0.7, max_det=300,
@@ -123,7 +128,7 @@ ULTRA_SCRIPT = textwrap.dedent('''
         b = r.boxes
         dets[Path(r.path).name] = [[*map(float, xyxy), float(s), int(c)] for xyxy, s, c in
                                    zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
-    print("RESULT " + json.dumps({"train_s": train_s, "dets": dets, "run_dir": str(best.parent.parent)}))
+    print("RESULT " + json.dumps({"train_s": train_s, "dets": dets, "run_dir": str(run)}))
 ''')
 
 
@@ -148,14 +153,24 @@ def run_ultralytics(row: str, spec: dict, seed: int, args: argparse.Namespace, o
 
 
 def score_detections(dets: dict[str, list[list[float]]]) -> tuple[float, float]:
-    """pycocotools AP / AP50 of xyxy detections keyed by val image file name (class index 0 -> category 1)."""
+    """pycocotools AP / AP50 of xyxy detections keyed by val image file name (class index 0 -> category 1).
+
+    YOLO26's end-to-end head can output inverted boxes (x2 < x1: seen on raccoon, e.g. w = -60 px); they are
+    kept, as zero-width boxes that match nothing (false positives, as in Ultralytics' own validator, whose IoU
+    of such a box is 0), and counted on stderr.
+    """
     from cspdet.engine.coco_metrics import coco_evaluate, load_coco_gt
 
     gt = load_coco_gt(RACCOON / "annotations" / "instances_val.json")
     ids = {im["file_name"]: im["id"] for im in gt.dataset["images"]}
     cats = sorted(c["id"] for c in gt.dataset["categories"])
-    results = [{"image_id": ids[name], "category_id": cats[int(c)], "bbox": [x1, y1, x2 - x1, y2 - y1], "score": s}
+    results = [{"image_id": ids[name], "category_id": cats[int(c)],
+                "bbox": [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)], "score": s}
                for name, boxes in dets.items() for x1, y1, x2, y2, s, c in boxes]
+    inverted = sum(x2 < x1 or y2 < y1 for boxes in dets.values() for x1, y1, x2, y2, _, _ in boxes)
+    if inverted:
+        print(f"  {inverted} of {len(results)} detections are inverted boxes (x2 < x1 or y2 < y1): scored as "
+              "zero-width false positives", file=sys.stderr, flush=True)
     stats = coco_evaluate(gt, results).stats
     return float(stats["AP"]), float(stats["AP50"])
 
