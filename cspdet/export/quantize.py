@@ -4,8 +4,12 @@
 * ONNX: ONNX Runtime static quantisation (QDQ, per-channel weights, MinMax calibration).
 
 Both keep the decoding at the end of the graph (sigmoid / exp / softmax / DFL projection, the grid arithmetic) in
-float: only the convolutions of backbone, neck and head are quantised, so box coordinates in pixels keep their
-precision.
+float, and the head's last 1x1 prediction convolutions (``*_pred``: box / DFL bin, class and objectness logits; well
+under 1 % of the FLOPs) too: the rest of backbone, neck and head is quantised, so box coordinates in pixels keep
+their precision. NNCF runs its full bias correction (not the fast one). Measured on csptal_n trained 30 epochs on
+raccoon (40 val images, 416): mAP50-95 0.2952 fp32 -> 0.2829 int8 with the decoding alone kept in float and fast
+bias correction (-1.2 points), 0.2850 with the prediction convs also in float (-1.0), 0.2901 adding the full bias
+correction (-0.5; quantising takes 32 s instead of 4 s).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ __all__ = ["calibration_images", "quantize_onnx", "quantize_openvino"]
 
 # ONNX node names of the decoding: ops directly in the head module (its levels' convs are in submodules).
 _DECODE_PATTERN = r".*/head/[^/]+$"
+# ... and the final 1x1 prediction convs of every head level (cls_pred, reg_pred, obj_pred, box_pred).
+_PRED_PATTERN = r".*/head/.*_pred/.*"
 
 
 def calibration_images(data: str | os.PathLike, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
@@ -63,9 +69,9 @@ def quantize_openvino(ov_model: Any, model: nn.Module, data: str | os.PathLike, 
     nncf = require("nncf", "for --int8 OpenVINO exports")
     nncf.set_log_level(logging.ERROR)  # its per-node INFO lines
     images = calibration_images(data, calib, hw)
-    scope = nncf.IgnoredScope(patterns=[_DECODE_PATTERN], validate=False)
+    scope = nncf.IgnoredScope(patterns=[_DECODE_PATTERN, _PRED_PATTERN], validate=False)
     quantized = nncf.quantize(ov_model, nncf.Dataset(images), preset=nncf.QuantizationPreset.MIXED,
-                              subset_size=len(images), ignored_scope=scope)
+                              subset_size=len(images), ignored_scope=scope, fast_bias_correction=False)
     notes.append(f"NNCF int8, {len(images)} calibration images")
     return quantized
 
@@ -90,7 +96,7 @@ def quantize_onnx(proto: Any, model: nn.Module, data: str | os.PathLike, calib: 
             x = next(self._it, None)
             return None if x is None else {name: x}
 
-    exclude = [n.name for n in proto.graph.node if re.match(_DECODE_PATTERN, n.name)]
+    exclude = [n.name for n in proto.graph.node if re.match(_DECODE_PATTERN, n.name) or re.match(_PRED_PATTERN, n.name)]
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(proto.SerializeToString())
