@@ -109,25 +109,26 @@ def detect_images(predictor: Any, paths: list[Path], args: argparse.Namespace, o
     """Predict ``paths`` in one batch (``predictor.batch_size`` per forward pass) and write each result; an image
     that cannot be read makes the batch go one by one, so that only it fails. Returns the number of failures."""
     from ..data import ImageReadError
+    from ..fileio import OutputError
 
-    try:
-        results = predictor([str(p) for p in paths]) if len(paths) > 1 else None
-    except (ImageReadError, OSError, ValueError):
-        results = None
-    if results is None:  # one image, or a batch with an unreadable one: each on its own, errors per item
-        failed = 0
-        for path in paths:
-            try:
-                (res,) = predictor([str(path)])
-            except (ImageReadError, OSError, ValueError) as err:
-                report_failure(path, err)
-                failed += 1
-                continue
-            write_image_result(res, path, args, outputs)
-        return failed
+    results: list[Any] = [None] * len(paths)
+    if len(paths) > 1:
+        try:
+            results = predictor([str(p) for p in paths])
+        except (ImageReadError, OSError, ValueError):
+            pass  # one by one below, so the error names its image and the others still run
+    failed = 0
     for path, res in zip(paths, results):
-        write_image_result(res, path, args, outputs)
-    return 0
+        try:
+            if res is None:
+                (res,) = predictor([str(path)])
+            write_image_result(res, path, args, outputs)
+        except OutputError:  # a full / read-only disk fails every item alike: the caller stops
+            raise
+        except (ImageReadError, OSError, ValueError) as err:
+            report_failure(path, err)
+            failed += 1
+    return failed
 
 
 def report_failure(path: Path, err: Exception) -> None:
