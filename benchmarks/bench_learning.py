@@ -5,7 +5,8 @@
     python benchmarks/bench_learning.py --ultralytics-python /path/to/benchvenv/bin/python
 
 Dataset: ``../shared/data/raccoon`` (real photos, 1 class; train 160 -> val 40 images; see its SOURCE.md).
-Every row trains from scratch at input 416, batch 16, 30 epochs, on the CPU with 2 threads, then its final
+Every row trains from scratch at input 416, batch 16, 30 epochs, on the CPU with 2 threads and no loader workers
+(Ultralytics' trainer sets workers=0 on a CPU itself; cspdet's thread rule then gives torch both cores), then its final
 ``best`` weights are scored by the SAME scorer: cspdet's pycocotools COCOeval on the val json (detections at
 conf 0.001, up to 300 per image), so the AP of both frameworks is computed identically. cspdet rows are scored
 twice: with the head's default inference (the one-to-one branch, no NMS, for ``csptal_*``) and through the NMS
@@ -75,7 +76,7 @@ def run_cspdet(row: str, spec: dict, seed: int, args: argparse.Namespace, out: P
            f"data.dataset={REPO / 'datasets' / 'raccoon.yaml'}", f"train.seed={seed}", f"train.epochs={args.epochs}",
            f"train.batch_size={args.batch}", f"data.img_size=[{args.imgsz},{args.imgsz}]",
            f"eval.img_size=[{args.imgsz},{args.imgsz}]", f"train.output_dir={out / 'runs'}", f"train.name={name}",
-           "train.exist_ok=true", "train.device=cpu", "data.workers=2", "--no-progress"]
+           "train.exist_ok=true", "train.device=cpu", "data.workers=0", "--no-progress"]
     tic = time.perf_counter()
     proc = subprocess.run(cmd, env=_env(args.threads), capture_output=True, text=True, cwd=REPO)
     train_s = time.perf_counter() - tic

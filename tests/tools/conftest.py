@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -53,6 +55,39 @@ def make_checkpoint(path: Path, num_classes: int, class_names: list[str], catego
 def run_tool():
     """``run_tool("detect.py", *args)`` -> CompletedProcess of ``python tools/detect.py args`` from the repo root."""
     return _run_tool
+
+
+TOOL_COMMANDS = {"benchmark.py": "benchmark", "check_dataset.py": "check", "convert_dataset.py": "convert",
+                 "detect.py": "predict", "eval.py": "val", "export.py": "export", "pretrain.py": "pretrain",
+                 "train.py": "train"}
+"""tools/*.py -> the ``cspdet`` command each one is an alias of."""
+
+
+@pytest.fixture
+def run_tool_here(tmp_path, monkeypatch):
+    """``run_tool_here("eval.py", *args)``: ``run_tool`` in this process, from ``tmp_path``.
+
+    The same ``main()`` the tool's script calls, with stdout / stderr captured into a CompletedProcess (exit code
+    from ``main``'s return or argparse's SystemExit; an exception that escapes ``main`` fails the test, as its
+    traceback would in a subprocess). For the many error cases of one test, where a subprocess per case spends
+    seconds importing torch and the runtimes. Not seen here: messages of ``logging`` (pytest owns the root logger),
+    so each error kind keeps at least one real ``run_tool`` case.
+    """
+    from cspdet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+
+    def run(tool: str, *args: str) -> subprocess.CompletedProcess:
+        argv = [TOOL_COMMANDS[tool], *map(str, args)]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exit_:  # argparse: usage errors
+                code = exit_.code if isinstance(exit_.code, int) else 1
+        return subprocess.CompletedProcess(["cspdet", *argv], code, out.getvalue(), err.getvalue())
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -123,17 +123,18 @@ def test_fast_path_scores_the_same(coco_subset, tmp_path, run_tool):
     assert [round(runs["fast"][k], 4) for k in KEYS] == [round(runs["plain"][k], 4) for k in KEYS]
 
 
-def test_checkpoint_mode_errors(coco_subset, shapes_weights, tmp_path, run_tool):
+def test_checkpoint_mode_errors(coco_subset, shapes_weights, tmp_path, run_tool, run_tool_here):
     line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", shapes_weights))
     assert "model has 3 classes but the evaluation dataset has 80" in line
-    line = _one_error_line(run_tool("eval.py", coco_subset["config"]))
+    # the first as a user runs it; the rest in this process (the same main(), without a subprocess' imports)
+    line = _one_error_line(run_tool_here("eval.py", coco_subset["config"]))
     assert "no checkpoint: give WEIGHTS" in line
-    proc = run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"], "--pre-nms-topk", "0")
+    proc = run_tool_here("eval.py", coco_subset["config"], "--weights", coco_subset["weights"], "--pre-nms-topk", "0")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr  # argparse: usage, then the one error line
     assert proc.stderr.strip().splitlines()[-1] == ("cspdet val: error: argument --pre-nms-topk: value 0 out of range "
                                                     "[1, inf)")
-    line = _one_error_line(run_tool("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
-                                    "eval.batchsize=2"))
+    line = _one_error_line(run_tool_here("eval.py", coco_subset["config"], "--weights", coco_subset["weights"],
+                                         "eval.batchsize=2"))
     assert "eval.batchsize: unknown key" in line and "did you mean eval.batch_size" in line
 
 

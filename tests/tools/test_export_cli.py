@@ -67,7 +67,7 @@ def test_detect_runs_an_exported_file(coco_subset, exported, coco128_root, tmp_p
         assert cats[d["category_id"]] == d["class_name"]
 
 
-def test_bad_exported_files_are_one_line(coco_subset, exported, tmp_path, run_tool):
+def test_bad_exported_files_are_one_line(coco_subset, exported, tmp_path, run_tool, run_tool_here):
     import onnx
     from onnx import TensorProto, helper
 
@@ -84,18 +84,23 @@ def test_bad_exported_files_are_one_line(coco_subset, exported, tmp_path, run_to
     cases = [(truncated, "cannot load the ONNX model"), (corrupt, "cannot load the TorchScript model"),
              (other, "not a cspdet export")]
     image = min(Path(coco_subset["gt"]).parent.glob("*.json"))  # any path: the weights fail first
+    # each kind once as a user runs it (a subprocess: nothing else on stderr, no traceback), the rest in process
+    _one_line_error(run_tool("detect.py", image, "--weights", truncated, "--out", tmp_path / "o"), str(truncated),
+                    "cannot load the ONNX model")
     for path, needle in cases:
-        _one_line_error(run_tool("detect.py", image, "--weights", path, "--out", tmp_path / "o"), str(path), needle)
-        _one_line_error(run_tool("eval.py", coco_subset["config"], "--weights", path, "--out", tmp_path / "e"),
+        _one_line_error(run_tool_here("detect.py", image, "--weights", path, "--out", tmp_path / "o"), str(path),
+                        needle)
+        _one_line_error(run_tool_here("eval.py", coco_subset["config"], "--weights", path, "--out", tmp_path / "e"),
                         str(path), needle)
     static = tmp_path / "static96.onnx"  # exported for 96x96; the config evaluates at 128
-    assert run_tool("export.py", coco_subset["weights"], "--img-size", "96", "--out", static).returncode == 0
+    assert run_tool_here("export.py", coco_subset["weights"], "--img-size", "96", "--out", static).returncode == 0
     _one_line_error(run_tool("eval.py", coco_subset["config"], "--weights", static), "exported for 96x96 inputs")
-    _one_line_error(run_tool("detect.py", image, "--weights", static, "--img-size", "128", "--out", tmp_path / "o"),
-                    "exported for 96x96 inputs")
+    _one_line_error(run_tool_here("detect.py", image, "--weights", static, "--img-size", "128", "--out",
+                                  tmp_path / "o"), "exported for 96x96 inputs")
     missing_bin = tmp_path / "lonely.xml"
     missing_bin.write_text("<?xml version='1.0'?><net/>")
-    _one_line_error(run_tool("eval.py", coco_subset["config"], "--weights", missing_bin), "lonely.bin is missing")
+    _one_line_error(run_tool_here("eval.py", coco_subset["config"], "--weights", missing_bin),
+                    "lonely.bin is missing")
 
 
 def test_missing_extra_is_one_line(coco_subset, exported, tmp_path):
@@ -110,11 +115,11 @@ def test_missing_extra_is_one_line(coco_subset, exported, tmp_path):
     _one_line_error(proc, "onnxruntime is not installed", "pip install 'cspdet[export]'")
 
 
-def test_export_usage_errors_are_one_line(coco_subset, tmp_path, run_tool):
+def test_export_usage_errors_are_one_line(coco_subset, tmp_path, run_tool, run_tool_here):
     w = coco_subset["weights"]
     _one_line_error(run_tool("export.py", w, "--format", "onnx", "--nms", "--dynamic", "--out", tmp_path / "a.onnx"),
                     "--nms exports have static shapes")
-    _one_line_error(run_tool("export.py", w, "--format", "openvino", "--int8", "--out", tmp_path / "a.xml"),
+    _one_line_error(run_tool_here("export.py", w, "--format", "openvino", "--int8", "--out", tmp_path / "a.xml"),
                     "--int8 needs --data CONFIG")
-    _one_line_error(run_tool("export.py", w, "--img-size", "100", "--out", tmp_path / "a.onnx"), "multiples of")
-    _one_line_error(run_tool("export.py", tmp_path / "missing.pt"), "missing.pt")
+    _one_line_error(run_tool_here("export.py", w, "--img-size", "100", "--out", tmp_path / "a.onnx"), "multiples of")
+    _one_line_error(run_tool_here("export.py", tmp_path / "missing.pt"), "missing.pt")
