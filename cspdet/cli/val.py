@@ -222,7 +222,7 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
         device = select_device(args.device or cfg.train.device)
     except RuntimeError as err:  # e.g. cuda asked for on a machine without it
         raise UsageError(f"{str(err).split(' (use ')[0]}; pass --device cpu") from None
-    evaluator = COCOEvaluator.from_config(cfg, pre_nms_topk=args.pre_nms_topk)
+    evaluator = COCOEvaluator.from_config(cfg, device=device, pre_nms_topk=args.pre_nms_topk)
     model = load_detector_for_eval(args.weights, cfg, evaluator.class_names, device=device, **fast_path_kwargs(args))
     out = _out_dir(args, args.weights)
     n = len(evaluator.coco_gt.getImgIds())

@@ -47,7 +47,10 @@ class DataConfig:
     """Dataset descriptor YAML (see datasets/README.md), relative to the working directory."""
     img_size: list[int] = field(default_factory=lambda: [640, 640])
     """Training input (height, width)."""
-    workers: int = 4
+    workers: int | None = None
+    """Loader worker processes (training and evaluation). None = auto: none when the model runs on a CPU (the
+    forward/backward dominates, so every core goes to torch's threads), 4 on a GPU; see
+    cspdet/engine/resources.py for the measurements."""
     cache: bool = False
     """Keep decoded images in RAM (keyed by path, size and mtime, so it never goes stale)."""
     strict: bool = False

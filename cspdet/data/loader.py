@@ -305,8 +305,8 @@ def build_train_loader(
     in workers are counted in the main process's ``dataset.skipped``.
     """
     aug = cfg if isinstance(cfg, AugmentConfig) else AugmentConfig.from_config(cfg)
-    if workers is None:
-        workers = int(cfg.get("workers", 0) if isinstance(cfg, dict) else getattr(cfg, "workers", 0))
+    if workers is None:  # the config's; unset (auto) means none here: only a trainer knows its device
+        workers = int((cfg.get("workers") if isinstance(cfg, dict) else getattr(cfg, "workers", None)) or 0)
     workers = min(workers, os.cpu_count() or 1)
     train = TrainDataset(dataset, aug, seed=seed)
     sampler = EpochSampler(train, seed=seed, rank=rank, world_size=world_size, shuffle=True, pool=aug.mosaic_pool)

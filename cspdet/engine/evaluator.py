@@ -141,13 +141,17 @@ class COCOEvaluator:
         self.last_timing: dict[str, float] = {}
 
     @classmethod
-    def from_config(cls, cfg: Any, rank: int = 0, world_size: int = 1, **kwargs: Any) -> COCOEvaluator:
-        """Build the val dataset and loader that ``cfg.data`` / ``cfg.eval`` describe (a ``cspdet.config.Config``);
+    def from_config(cls, cfg: Any, rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu",
+                    **kwargs: Any) -> COCOEvaluator:
+        """Build the val dataset and loader that ``cfg.data`` / ``cfg.eval`` describe (a ``cspdet.config.Config``)
+        for a model on ``device`` (an unset ``data.workers`` means no loader workers on a CPU, as in training);
         ``kwargs`` (e.g. ``pre_nms_topk``) go to the constructor."""
         from ..data import build_dataset, build_val_loader
+        from .resources import plan_workers
 
         dataset = build_dataset(cfg.data.dataset, cfg.eval.split, strict=cfg.data.strict, cache=cfg.data.cache)
-        loader = build_val_loader(dataset, tuple(cfg.eval.img_size), cfg.eval.batch_size, cfg.data.workers,
+        workers = plan_workers(torch.device(device).type, cfg.data.workers)
+        loader = build_val_loader(dataset, tuple(cfg.eval.img_size), cfg.eval.batch_size, workers,
                                   rank=rank, world_size=world_size)
         kwargs.setdefault("nms_free", cfg.eval.nms_free)
         kwargs.setdefault("multi_label", cfg.eval.multi_label)

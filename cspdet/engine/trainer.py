@@ -32,6 +32,7 @@ from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
 from .callbacks import BatchStats, EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
+from .resources import plan_workers
 from .optim import (
     YoloxSchedule,
     build_optimizer,
@@ -97,7 +98,8 @@ class Trainer(TrainingRun):
         self.cfg = cfg
         tcfg = cfg.train
         self._setup_process(tcfg.device)
-        self._setup_threads(tcfg.threads, cfg.data.workers)
+        self.workers = plan_workers(self.device.type, cfg.data.workers)
+        self._setup_threads(tcfg.threads, self.workers)
         self.progress = progress
         self.total_epochs, self.eval_interval, self.patience = tcfg.epochs, tcfg.eval_interval, tcfg.patience or 0
 
@@ -138,10 +140,10 @@ class Trainer(TrainingRun):
         bars = self.progress and self.is_main
         self.train_loader = build_train_loader(
             self.train_set, dcfg, batch_size=self.batch_per_rank, seed=tcfg.seed, rank=self.rank,
-            world_size=self.world_size, progress=bars,
+            world_size=self.world_size, workers=self.workers, progress=bars,
         )
         self.val_loader = build_val_loader(
-            self.val_set, tuple(cfg.eval.img_size), cfg.eval.batch_size, dcfg.workers, rank=self.rank,
+            self.val_set, tuple(cfg.eval.img_size), cfg.eval.batch_size, self.workers, rank=self.rank,
             world_size=self.world_size, progress=bars,
         )
         self.iters_per_epoch = len(self.train_loader)
@@ -444,11 +446,12 @@ class Trainer(TrainingRun):
         tcfg, dcfg = self.cfg.train, self.cfg.data
         info = model_info(unwrap_model(self.model), tuple(dcfg.img_size))
         size = "x".join(map(str, dcfg.img_size))
-        workers = min(dcfg.workers, os.cpu_count() or 1)
+        workers = self.workers
+        workers_note = " (auto: none on a CPU; set data.workers to choose)" if dcfg.workers is None and not workers else ""
         model = f"model     {self.cfg.model.name}: {info['params_m']:.2f} M parameters, {info['gflops']:.2f} GFLOPs"
         data = (f"data      {dcfg.dataset}: {len(self.train_set)} train / {len(self.val_set)} {self.cfg.eval.split} "
                 f"images, {len(self.train_set.class_names)} classes; batch {tcfg.batch_size} = {self.iters_per_epoch} "
-                f"iterations per epoch; {workers} loader worker{'s' if workers != 1 else ''}")
+                f"iterations per epoch; {workers} loader worker{'s' if workers != 1 else ''}{workers_note}")
         lines = [f"{model} at {size}", data]
         if self.cache_note:
             lines.append(f"cache     {self.cache_note}")

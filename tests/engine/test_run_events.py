@@ -17,7 +17,7 @@ from cspdet.config import ConfigError, config_from_dict
 from cspdet.engine.callbacks import Callback, EpochStats, format_duration
 from cspdet.engine.checkpoint import load_checkpoint
 from cspdet.engine.optim import scaled_schedule_epochs, with_scaled_schedule
-from cspdet.engine.resources import plan_threads
+from cspdet.engine.resources import AUTO_GPU_WORKERS, plan_threads, plan_workers
 from cspdet.engine.run import RunBusyError, RunFinished, new_run_dir
 from cspdet.engine.rundir import LOCK_NAME, RunLock
 from cspdet.engine.trainer import Trainer
@@ -44,6 +44,16 @@ def test_thread_rule_leaves_cores_to_the_loader_workers():
     assert plan_threads("cpu", workers=2, requested=3, cores=2, current=2).threads == 3  # an explicit setting wins
     assert plan_threads("cpu", 0, requested=3, key="pretrain.threads").reason == "pretrain.threads=3"
     assert plan_threads("cuda", workers=8, cores=2, current=2).threads == 2  # on CUDA torch's default stays
+
+
+def test_worker_rule_gives_a_cpu_run_every_core():
+    # data.workers unset: no loader workers on a CPU (the forward/backward dominates; the thread rule then gives
+    # torch every core), AUTO_GPU_WORKERS on a GPU; an explicit setting wins; never more than the cores
+    assert plan_workers("cpu", None, cores=2) == 0
+    assert plan_threads("cpu", plan_workers("cpu", None, cores=2), cores=2, current=2).threads == 2
+    assert plan_workers("cuda", None, cores=16) == AUTO_GPU_WORKERS and plan_workers("cuda", None, cores=2) == 2
+    assert plan_workers("cpu", 3, cores=8) == 3 and plan_workers("cpu", 0, cores=8) == 0
+    assert plan_workers("cpu", 12, cores=8) == 8
 
 
 def test_short_runs_scale_warmup_and_no_aug_tail():
@@ -102,6 +112,7 @@ def test_short_run_header_epoch_lines_and_callbacks(shapes, tmp_path, capsys):
     """A 2-epoch run with the schedule left to the rule: what it prints (header, one line per epoch, bars for
     the epoch and the evaluation) and the events a callback added from outside the loop receives."""
     raw = tiny_raw(shapes, tmp_path, warmup_epochs=None, no_aug_epochs=None)
+    del raw["data"]["workers"]  # unset: the worker rule's choice (none on a CPU), said in the header
     trainer = Trainer(config_from_dict(raw), run_dir=tmp_path / "short", progress=True)
     assert (trainer.warmup_epochs, trainer.no_aug_epochs, trainer.no_aug_start) == (0.2, 0, 2)
     assert trainer.schedule.warmup_iters == pytest.approx(0.4) and trainer.schedule.no_aug_iters == 0
@@ -114,6 +125,7 @@ def test_short_run_header_epoch_lines_and_callbacks(shapes, tmp_path, capsys):
     assert lines[0] == f"run       {tmp_path / 'short'} (new run)"
     assert lines[1].startswith("model     cspdarknet_s: 0.56 M parameters, ") and lines[1].endswith("GFLOPs at 64x64")
     assert lines[2].startswith(f"data      {shapes}: 8 train / 4 val images, 3 classes; batch 4 = 2 iterations")
+    assert lines[2].endswith("; 0 loader workers (auto: none on a CPU; set data.workers to choose)")
     assert lines[3].startswith("schedule  2 epochs, sgd lr 0.000625, warm-up 0.2 epochs, no-aug tail 0 epochs "
                                "(train.warmup_epochs and train.no_aug_epochs scaled to 2 epochs")
     assert lines[4].startswith(f"device    cpu, {torch.get_num_threads()} intra-op thread")
