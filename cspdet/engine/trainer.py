@@ -32,7 +32,6 @@ from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, init_weights
 from .callbacks import BatchStats, EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
-from .resources import plan_workers
 from .optim import (
     YoloxSchedule,
     build_optimizer,
@@ -41,6 +40,7 @@ from .optim import (
     set_lr,
     with_scaled_schedule,
 )
+from .resources import plan_workers
 from .run import (
     NonFiniteLossError,
     ResumeError,
