@@ -41,7 +41,7 @@ from .distributed import (
     select_device,
 )
 from .ema import ModelEMA, unwrap_model
-from .resources import apply_threads, plan_threads
+from .resources import apply_threads, plan_threads, plan_workers
 from .rng import capture_rng_state, restore_rng_state, seed_everything
 from .rundir import (
     RUN_OUTPUTS,
@@ -175,7 +175,7 @@ class TrainingRun(abc.ABC):
         """This process's intra-op thread count (:func:`cspdet.engine.resources.plan_threads`): on CPU, the
         cores left beside the training loader workers, unless ``<section>.threads`` says otherwise."""
         local = int(os.environ.get("LOCAL_WORLD_SIZE") or 1)
-        workers = min(workers, os.cpu_count() or 1)  # the loaders cap their workers the same way
+        workers = plan_workers(self.device.type, workers)  # capped at the cores, as the loaders cap them
         self.threads = plan_threads(self.device.type, workers, requested, f"{section}.threads", local)
         apply_threads(self.threads)
 

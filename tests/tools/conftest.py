@@ -57,12 +57,6 @@ def run_tool():
     return _run_tool
 
 
-TOOL_COMMANDS = {"benchmark.py": "benchmark", "check_dataset.py": "check", "convert_dataset.py": "convert",
-                 "detect.py": "predict", "eval.py": "val", "export.py": "export", "pretrain.py": "pretrain",
-                 "train.py": "train"}
-"""tools/*.py -> the ``cspdet`` command each one is an alias of."""
-
-
 @pytest.fixture
 def run_tool_here(tmp_path, monkeypatch):
     """``run_tool_here("eval.py", *args)``: ``run_tool`` in this process, from ``tmp_path``.
@@ -73,19 +67,20 @@ def run_tool_here(tmp_path, monkeypatch):
     seconds importing torch and the runtimes. Not seen here: messages of ``logging`` (pytest owns the root logger),
     so each error kind keeps at least one real ``run_tool`` case.
     """
-    from cspdet.cli import main
+    import runpy
 
     monkeypatch.chdir(tmp_path)
 
     def run(tool: str, *args: str) -> subprocess.CompletedProcess:
-        argv = [TOOL_COMMANDS[tool], *map(str, args)]
+        main = runpy.run_path(str(REPO / "tools" / tool))["main"]  # the script's own main (a cspdet.cli alias)
+        argv = list(map(str, args))
         out, err = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(argv)
             except SystemExit as exit_:  # argparse: usage errors
                 code = exit_.code if isinstance(exit_.code, int) else 1
-        return subprocess.CompletedProcess(["cspdet", *argv], code, out.getvalue(), err.getvalue())
+        return subprocess.CompletedProcess([tool, *argv], code, out.getvalue(), err.getvalue())
 
     return run
 
