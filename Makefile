@@ -23,8 +23,11 @@ $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
+# One pytest worker per core this process may use (tests/conftest.py), each with one torch thread; a test file stays
+# on one worker (its module fixtures are built once). TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= auto
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 demo: $(VENV)/.installed
 	$(PY) tools/demo.py --out $(DEMO_DIR)

@@ -1,6 +1,6 @@
 """Time deployment backends at several model scales, beside the peers' own predictors, in one run on one machine.
 
-    python benchmarks/bench_deploy.py [--presets csptal_n csptal_s yolov8n_layout cspdarknet_nano cspdarknet_s]
+    python benchmarks/bench_deploy.py [--presets csptal_n yolo26n_layout csptal_s yolov8n_layout cspdarknet_nano ...]
         [--size 640] [--formats pytorch torchscript onnx openvino openvino_int8] [--threads 2] [--images 20]
         [--peer-python ../benchvenv/bin/python] [--out runs/bench_deploy]
 
@@ -9,7 +9,8 @@ Each cspdet preset is built with random weights (80 classes; latency does not de
 photos: read + decode + letterbox + forward + post-process at batch 1 (median and p90) and images / s at batch 8.
 Right after each preset, its peer of the same scale runs in the benchmark venv (``peer_latency.py``, the same
 images, size, threads and timing): Ultralytics ``predict`` in PyTorch and through Ultralytics' own ONNX and
-OpenVINO exports (csptal_n <-> YOLO26n, csptal_s <-> YOLO26s, yolov8n_layout <-> YOLOv8n, the same network), and
+OpenVINO exports (csptal_n <-> YOLO26n, csptal_s <-> YOLO26s; yolo26n_layout <-> YOLO26n, yolo26s_layout <->
+YOLO26s and yolov8n_layout <-> YOLOv8n, the same networks), and
 YOLOX's demo predictor (cspdarknet_nano <-> YOLOX-Nano, cspdarknet_s <-> YOLOX-S, the same networks). Peers run in
 their own interpreter: cspdet never imports Ultralytics (AGPL). For mAP per format of a trained model use
 ``cspdet benchmark WEIGHTS --data CONFIG``. Machines are shared and noisy: compare ratios measured in one run.
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 COCO128 = REPO.parent / "shared" / "data" / "coco128"
 #: cspdet preset -> (peer, peer model of the same scale; the same network where the names say so)
 PEERS = {"csptal_n": ("ultralytics", "yolo26n"), "csptal_s": ("ultralytics", "yolo26s"),
+         "yolo26n_layout": ("ultralytics", "yolo26n"), "yolo26s_layout": ("ultralytics", "yolo26s"),
          "yolov8n_layout": ("ultralytics", "yolov8n"), "cspdarknet_nano": ("yolox", "yolox-nano"),
          "cspdarknet_s": ("yolox", "yolox-s")}
 FIELDS = ["framework", "model", "format", "ms_p50", "ms_p90", "img_s_b8", "torch_threads", "export_s"]

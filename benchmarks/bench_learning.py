@@ -21,6 +21,8 @@ Rows:
 - ``cspdet_yolox_tiny``: cspdet's YOLOX-Tiny with the YOLOX recipe (SGD, ...), seed 0;
 - ``ultralytics_yolov8n``: Ultralytics YOLOv8n from its yaml with its defaults, seed 0;
 - ``cspdet_yolov8n_layout``: the same YOLOv8n network trained by cspdet with the small_scratch recipe, seed 0.
+- ``cspdet_yolo26n_layout``: the YOLO26n network (``yolo26n_layout``: C3k2 + attention, direct regression,
+  NMS-free) trained by cspdet with the small_scratch recipe, seed 0.
 
 Ultralytics (AGPL) is never imported by cspdet: its rows run in a separate interpreter (``--ultralytics-python``,
 a benchmark venv with ``ultralytics`` installed) through a small script this benchmark writes to a temp file.
@@ -61,6 +63,8 @@ ROWS = {
     "ultralytics_yolov8n": ("ultralytics", dict(model="yolov8n.yaml"), "seed0"),
     "cspdet_yolov8n_layout": ("cspdet", dict(config="configs/small_scratch.yaml",
                                               overrides=["model.name=yolov8n_layout"]), "seed0"),
+    "cspdet_yolo26n_layout": ("cspdet", dict(config="configs/small_scratch.yaml",
+                                              overrides=["model.name=yolo26n_layout"]), "seed0"),
 }
 FIELDS = ["row", "seed", "AP", "AP50", "AP_nms", "AP50_nms", "train_s", "s_per_epoch", "epochs", "run_dir"]
 

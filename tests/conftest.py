@@ -14,8 +14,19 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get("CSPDET_COCO128", REPO_ROOT.parent / "shared" / "data" / "coco128"))
 
-# Two cores are shared by the test process and data workers: one intra-op thread keeps tests predictable.
+# One intra-op thread per test process: ``make test`` runs one pytest worker per core (below), and the cores are
+# shared with the data-loader workers and subprocesses some tests start; an OpenMP pool wider than its share spins.
 torch.set_num_threads(1)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent without xdist
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``pytest -n auto``: one worker per core this process may use (its CPU affinity, as the trainer counts
+    cores). xdist's own count (physical cores with psutil, else ``os.cpu_count()``) does not see a container's or
+    a ``taskset``'s narrower affinity and would oversubscribe it."""
+    from cspdet.engine.resources import available_cores
+
+    return available_cores()
 
 
 @pytest.fixture(scope="session")

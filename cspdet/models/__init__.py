@@ -5,6 +5,7 @@ to one, ``create_detector`` / ``create_classifier`` build from it, and a built m
 (``model.spec``, ``model.meta``).
 """
 
+from .attention import C2PSA, Attention, PSABlock
 from .backbones import (
     CSPDARKNET_SIZES,
     csp_darknet53,
@@ -20,7 +21,7 @@ from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
 from .csp_stage import CSPStage
 from .cspnet import DEFAULT_STAGE_DEFS, ClassifierHead, CSPNet, StageDef
 from .detector import Detector
-from .elan import SPPF, C2fNet, C2fStage, C3k, C3k2Stage, ConvBottleneck
+from .elan import SPPF, BottleneckPSA, C2fNet, C2fStage, C3k, C3k2Stage, ConvBottleneck
 from .elan_neck import C2fPAN
 from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
 from .info import count_flops, count_parameters, model_info
@@ -55,6 +56,7 @@ from .registry import ACTIVATIONS, BACKBONE_KINDS, BLOCKS, HEADS, NECKS, NORMS, 
 from .spec import BackboneSpec, DetectorMeta, DetectorSpec, HeadSpec, NeckSpec, StageSpec
 from .tal_head import TALHeadLevel, TALHeadOutputs, TaskAlignedHead
 from .timm_weights import load_timm_weights, timm_to_cspdet_key
+from .yolo11_layout import YOLO11_SIZES, yolo11_spec, yolo26_layout, yolo26_spec
 from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout, yolov8_spec
 from .yolox_weights import YoloxWeightsError, infer_yolox_preset, load_yolox_weights, yolox_to_cspdet_state_dict
 
@@ -65,11 +67,12 @@ __all__ = [
     # networks
     "CSPStage", "CSPNet", "ClassifierHead", "StageDef", "DEFAULT_STAGE_DEFS", "CSPPAN", "DecoupledHead",
     "DecoupledHeadLevel", "HeadOutputs", "Detector", "ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF",
-    "C2fNet", "C2fPAN", "TaskAlignedHead", "TALHeadLevel", "TALHeadOutputs",
+    "C2fNet", "C2fPAN", "TaskAlignedHead", "TALHeadLevel", "TALHeadOutputs", "Attention", "PSABlock", "C2PSA",
+    "BottleneckPSA",
     # published backbones
     "CSPDARKNET_SIZES", "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet", "csp_resnet50_spec",
     "csp_resnext50_32x4d_spec", "csp_darknet53_spec", "cspdarknet_spec", "YOLOV8_SIZES", "yolov8_channels",
-    "yolov8_layout", "yolov8_spec",
+    "yolov8_layout", "yolov8_spec", "YOLO11_SIZES", "yolo11_spec", "yolo26_spec", "yolo26_layout",
     # models as data
     "BackboneSpec", "DetectorMeta", "DetectorSpec", "HeadSpec", "NeckSpec", "StageSpec", "SpecError", "Registry",
     "ACTIVATIONS", "BACKBONE_KINDS", "BLOCKS", "HEADS", "NECKS", "NORMS", "STAGES", "BACKBONES", "DETECTORS", "FAMILIES", "Preset",

@@ -9,9 +9,11 @@ fuse conv sees features of every depth (gradient paths of every length) instead 
   ``block_fn`` (YOLO11's C3k2 nests it inside C2f).
 * :class:`C2fStage` -- [down conv] -> 1x1 expand to 2c -> split -> n chained blocks -> concat of both halves and
   every block output -> 1x1 fuse (YOLOv8's C2f); :class:`C3k2Stage` is its YOLO11 variant.
+* :class:`BottleneckPSA` -- a :class:`ConvBottleneck` followed by a :class:`~cspdet.models.attention.PSABlock`
+  (the blocks of YOLO26's ``C3k2(attn=True)``).
 * :class:`SPPF` -- fast spatial pyramid pooling: three chained 5x5 max-pools (= pools 5/9/13 of SPP).
-* :class:`C2fNet` -- stem conv -> C2f/C3k2 stages (each with a stride-2 down conv) -> SPPF: the YOLOv8 /
-  YOLO11 (minus C2PSA) backbone, with the feature API of a ``features_only`` :class:`~cspdet.models.CSPNet`
+* :class:`C2fNet` -- stem conv -> C2f/C3k2 stages (each with a stride-2 down conv) -> SPPF [-> C2PSA]: the
+  YOLOv8 / YOLO11 / YOLO26 backbones, with the feature API of a ``features_only`` :class:`~cspdet.models.CSPNet`
   (``out_channels``, ``out_strides``, ``feature_info``).
 
 Every conv unit is a :class:`~cspdet.models.layers.ConvBNAct`, so :func:`~cspdet.models.fuse_conv_bn` folds the
@@ -26,12 +28,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attention import C2PSA, PSABlock, psa_heads
 from .csp_stage import CSPStage
 from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, BACKBONE_KINDS, BLOCKS, NORMS, STAGES
 from .spec import BackboneSpec, StageSpec, plain_data
 
-__all__ = ["ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF", "C2fNet"]
+__all__ = ["BottleneckPSA", "ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF", "C2fNet"]
 
 
 def _check_positive(**values: Any) -> None:
@@ -76,6 +79,22 @@ class ConvBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv2(self.conv1(x))
         return y + x if self.use_add else y
+
+
+class BottleneckPSA(nn.Sequential):
+    """YOLO26's attention block inside ``C3k2(attn=True)``: ``ConvBottleneck(c, c, bottle_ratio=0.5)`` then
+    ``PSABlock(c)`` with one head per 64 channels. Follows the block contract (``in_channels == out_channels``).
+
+    Shapes: (B, C, H, W) -> (B, C, H, W).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, *, shortcut: bool = True,
+                 norm: NormLayer = YoloxBatchNorm2d, act: ActLayer = nn.SiLU) -> None:
+        if in_channels != out_channels:
+            raise ValueError(f"BottleneckPSA keeps its width: in_channels={in_channels} != out_channels={out_channels}")
+        super().__init__(ConvBottleneck(in_channels, out_channels, bottle_ratio=0.5, shortcut=shortcut, norm=norm,
+                                        act=act),
+                         PSABlock(out_channels, 0.5, psa_heads(out_channels), norm=norm, act=act))
 
 
 class C3k(CSPStage):
@@ -177,12 +196,13 @@ class C2fStage(nn.Module):
 
 
 class C3k2Stage(C2fStage):
-    """YOLO11's ``C3k2``: a :class:`C2fStage` whose blocks are :class:`C3k` (``c3k=True``) or plain
-    :class:`ConvBottleneck` with hidden = c / 2 (``c3k=False``).
+    """YOLO11's ``C3k2``: a :class:`C2fStage` whose blocks are :class:`C3k` (``c3k=True``), :class:`BottleneckPSA`
+    (``attn=True``, YOLO26) or plain :class:`ConvBottleneck` with hidden = c / 2.
 
     Args:
         c3k: blocks are ``C3k(c, c, num_blocks=2, kernel_size=kernel_size)`` (YOLO11 m/l/x and the deep stages of
             n/s) instead of ``ConvBottleneck(c, c, bottle_ratio=0.5)``.
+        attn: blocks are ``BottleneckPSA(c, c)`` (YOLO26's last neck stage); takes precedence over ``c3k``.
         shortcut: residual adds inside the blocks.
         kernel_size: kernel of the C3k bottlenecks.
         expansion, stride, down_channels, down_kernel_size, norm, act: as :class:`C2fStage` (YOLO11 passes
@@ -192,12 +212,14 @@ class C3k2Stage(C2fStage):
     """
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, *, c3k: bool = False,
-                 shortcut: bool = True, kernel_size: int = 3, expansion: float = 0.5, stride: int = 1,
-                 down_channels: int | None = None, down_kernel_size: int = 3,
+                 attn: bool = False, shortcut: bool = True, kernel_size: int = 3, expansion: float = 0.5,
+                 stride: int = 1, down_channels: int | None = None, down_kernel_size: int = 3,
                  norm: NormLayer = YoloxBatchNorm2d, act: ActLayer = nn.SiLU) -> None:
-        if c3k:
-            block_fn: Callable[..., nn.Module] = C3k
-            block_kwargs: dict[str, Any] = dict(num_blocks=2, kernel_size=kernel_size, shortcut=shortcut)
+        if attn:
+            block_fn: Callable[..., nn.Module] = BottleneckPSA
+            block_kwargs: dict[str, Any] = dict(shortcut=shortcut)
+        elif c3k:
+            block_fn, block_kwargs = C3k, dict(num_blocks=2, kernel_size=kernel_size, shortcut=shortcut)
         else:
             block_fn, block_kwargs = ConvBottleneck, dict(bottle_ratio=0.5, shortcut=shortcut)
         super().__init__(in_channels, out_channels, num_blocks, block_fn, stride=stride, down_channels=down_channels,
@@ -206,44 +228,56 @@ class C3k2Stage(C2fStage):
 
 
 class SPPF(nn.Module):
-    """Fast spatial pyramid pooling (YOLOv5/v8 ``SPPF``): one max-pool applied three times in a chain.
+    """Fast spatial pyramid pooling (YOLOv5/v8 ``SPPF``): one max-pool applied ``num_pools`` times in a chain.
 
     ``conv1`` 1x1 in -> in // 2; ``y = [x, p(x), p(p(x)), p(p(p(x)))]`` with p = ``kernel_size`` max-pool, stride 1;
-    concat (4 x in // 2) -> ``conv2`` 1x1 to ``out_channels``. Chained 5x5 pools see 5/9/13 windows, so the output
-    equals :class:`~cspdet.models.SPPBottleneck` with pools (5, 9, 13) and the same weights, at about a third of
-    the pooling cost.
+    concat ((1 + num_pools) x in // 2) -> ``conv2`` 1x1 to ``out_channels``; plus the input when ``shortcut`` and
+    in == out. Chained 5x5 pools see 5/9/13 windows, so with the defaults the output equals
+    :class:`~cspdet.models.SPPBottleneck` with pools (5, 9, 13) and the same weights, at about a third of the
+    pooling cost. YOLO26 uses ``shortcut=True`` and a linear ``conv1`` (``conv1_act=False``).
 
     Shapes: (B, in_channels, H, W) -> (B, out_channels, H, W).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5,
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 5, num_pools: int = 3,
+                 shortcut: bool = False, conv1_act: bool = True,
                  norm: NormLayer = YoloxBatchNorm2d, act: ActLayer = nn.SiLU) -> None:
         super().__init__()
+        _check_positive(kernel_size=kernel_size, num_pools=num_pools)
         hidden = in_channels // 2
-        self.conv1 = ConvBNAct(in_channels, hidden, 1, norm=norm, act=act)
+        self.num_pools = num_pools
+        self.conv1 = ConvBNAct(in_channels, hidden, 1, norm=norm, act=act if conv1_act else None)
         self.pool = nn.MaxPool2d(kernel_size, stride=1, padding=kernel_size // 2)
-        self.conv2 = ConvBNAct(4 * hidden, out_channels, 1, norm=norm, act=act)
+        self.conv2 = ConvBNAct((1 + num_pools) * hidden, out_channels, 1, norm=norm, act=act)
+        self.use_add = shortcut and in_channels == out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ys = [self.conv1(x)]
-        for _ in range(3):
+        for _ in range(self.num_pools):
             ys.append(self.pool(ys[-1]))
-        return self.conv2(torch.cat(ys, 1))
+        y = self.conv2(torch.cat(ys, 1))
+        return y + x if self.use_add else y
 
 
 class C2fNet(nn.Module):
-    """Backbone: 3x3/2 stem conv -> stages (each a stride-2 down conv + an ELAN stage) -> SPPF on the last.
+    """Backbone: 3x3/2 stem conv -> stages (each a stride-2 down conv + an ELAN stage) -> SPPF [-> C2PSA] on the
+    last.
 
     Args:
         stage_defs: one ``(num_blocks, out_channels)`` per stage; every stage halves the resolution
             (stem stride 2, so four stages give strides 4, 8, 16, 32).
         stem_channels: output channels of the 3x3/2 stem conv.
         stage_fn: the stage class, called as ``stage_fn(c_in, c_out, n, stride=2, down_channels=c_out, norm=...,
-            act=..., **stage_kwargs[i])``: :class:`C2fStage` (YOLOv8) or :class:`C3k2Stage` (YOLO11).
+            act=..., **stage_kwargs[i])``: :class:`C2fStage` (YOLOv8) or :class:`C3k2Stage` (YOLO11 / YOLO26).
         stage_kwargs: extra keywords for every stage (one mapping) or per stage (a sequence), e.g.
-            ``dict(block_kwargs=dict(shortcut=True))`` or ``[dict(c3k=False, expansion=0.25), ...]``.
+            ``dict(block_kwargs=dict(shortcut=True))`` or ``[dict(c3k=False, expansion=0.25), ...]``; a
+            ``down_channels`` there sets that stage's down-conv width (YOLO11: half the stage width in the
+            first two stages).
         sppf: append :class:`SPPF` (``sppf_kernel``) after the last stage; its output replaces that stage's
             feature (YOLOv8: SPPF(k=5)).
+        sppf_options: more :class:`SPPF` keywords (YOLO26: ``dict(shortcut=True, conv1_act=False)``).
+        psa_blocks: PSA blocks of a :class:`~cspdet.models.attention.C2PSA` after the SPPF (YOLO11 / YOLO26 n: 1);
+            0 = none.
         out_indices: indices into :attr:`feature_info` (0 = stem, i = stage i-1) returned by ``forward``;
             default the last three (strides 8/16/32 with four stages).
         in_channels, norm, act: image channels, norm and activation factories.
@@ -263,6 +297,8 @@ class C2fNet(nn.Module):
         stage_kwargs: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         sppf: bool = True,
         sppf_kernel: int = 5,
+        sppf_options: Mapping[str, Any] | None = None,
+        psa_blocks: int = 0,
         out_indices: Sequence[int] | None = None,
         in_channels: int = 3,
         norm: NormLayer = YoloxBatchNorm2d,
@@ -273,7 +309,8 @@ class C2fNet(nn.Module):
         if isinstance(stage_fn, str):
             stage_fn = STAGES.get(stage_fn)
         self._spec_args = dict(stage_defs=stage_defs, stem_channels=stem_channels, stage_fn=stage_fn,
-                               stage_kwargs=stage_kwargs, sppf=sppf, sppf_kernel=sppf_kernel, out_indices=out_indices,
+                               stage_kwargs=stage_kwargs, sppf=sppf, sppf_kernel=sppf_kernel,
+                               sppf_options=dict(sppf_options or {}), psa_blocks=psa_blocks, out_indices=out_indices,
                                in_channels=in_channels, norm=norm, act=act)
         stage_defs = [tuple(sd) for sd in stage_defs]
         if not stage_defs or any(len(sd) != 2 for sd in stage_defs):
@@ -288,11 +325,16 @@ class C2fNet(nn.Module):
         self.feature_info: list[dict[str, Any]] = [dict(num_chs=stem_channels, reduction=2, module="stem")]
         stages, channels, reduction = [], stem_channels, 2
         for i, ((n, c), kw) in enumerate(zip(stage_defs, per_stage)):
-            stages.append(stage_fn(channels, c, n, stride=2, down_channels=c, norm=norm, act=act, **kw))
+            down = kw.pop("down_channels", c)
+            stages.append(stage_fn(channels, c, n, stride=2, down_channels=down, norm=norm, act=act, **kw))
             channels, reduction = c, reduction * 2
             self.feature_info.append(dict(num_chs=c, reduction=reduction, module=f"stages.{i}"))
         self.stages = nn.ModuleList(stages)
-        self.sppf: nn.Module = SPPF(channels, channels, sppf_kernel, norm=norm, act=act) if sppf else nn.Identity()
+        self.sppf: nn.Module = (SPPF(channels, channels, sppf_kernel, norm=norm, act=act, **(sppf_options or {}))
+                                if sppf else nn.Identity())
+        if isinstance(psa_blocks, bool) or not isinstance(psa_blocks, int) or psa_blocks < 0:
+            raise ValueError(f"psa_blocks must be an integer >= 0, got {psa_blocks!r}")
+        self.psa: nn.Module = C2PSA(channels, psa_blocks, norm=norm, act=act) if psa_blocks else nn.Identity()
         n_info = len(self.feature_info)
         self.out_indices = tuple(range(max(0, n_info - 3), n_info)) if out_indices is None else tuple(out_indices)
         if not self.out_indices or any(not 0 <= i < n_info for i in self.out_indices):
@@ -318,12 +360,17 @@ class C2fNet(nn.Module):
             block = kw.pop("block_fn", None)
             stages.append(StageSpec(int(n), int(c), "" if block is None else BLOCKS.name_of(block), True,
                                     plain_data(kw, f"stage_kwargs[{i}]")))
+        options: dict[str, Any] = dict(stage=STAGES.name_of(a["stage_fn"]), sppf=bool(a["sppf"]),
+                                       sppf_kernel=int(a["sppf_kernel"]))
+        if a["sppf_options"]:  # recorded only when used, so the YOLOv8 specs stay as they were
+            options["sppf_options"] = plain_data(a["sppf_options"], "sppf_options")
+        if a["psa_blocks"]:
+            options["psa_blocks"] = int(a["psa_blocks"])
         return BackboneSpec(
             stages=tuple(stages), kind="c2fnet", in_channels=a["in_channels"], stem_channels=a["stem_channels"],
             stem_type="conv", norm=NORMS.name_of(a["norm"]), act=ACTIVATIONS.name_of(a["act"]), num_classes=0,
             features_only=True, out_indices=None if a["out_indices"] is None else tuple(a["out_indices"]),
-            weight_init="torch",
-            options=dict(stage=STAGES.name_of(a["stage_fn"]), sppf=bool(a["sppf"]), sppf_kernel=int(a["sppf_kernel"])),
+            weight_init="torch", options=options,
         )
 
     @classmethod
@@ -332,13 +379,14 @@ class C2fNet(nn.Module):
         ``block_fn``; an empty name lets the stage class pick its own block)."""
         if spec.kind != "c2fnet":
             raise ValueError(f"C2fNet.from_spec: backbone kind {spec.kind!r} is not 'c2fnet'")
-        unknown = set(spec.options) - {"stage", "sppf", "sppf_kernel"}
+        unknown = set(spec.options) - {"stage", "sppf", "sppf_kernel", "sppf_options", "psa_blocks"}
         if unknown:
             raise ValueError(f"C2fNet.from_spec: unknown option(s) {sorted(unknown)}")
         stage_kwargs = [dict(s.options, **({"block_fn": BLOCKS.get(s.block)} if s.block else {})) for s in spec.stages]
         return cls([(s.num_blocks, s.out_channels) for s in spec.stages], spec.stem_channels,
                    stage_fn=STAGES.get(spec.options.get("stage", "c2f")), stage_kwargs=stage_kwargs,
                    sppf=spec.options.get("sppf", True), sppf_kernel=spec.options.get("sppf_kernel", 5),
+                   sppf_options=spec.options.get("sppf_options"), psa_blocks=spec.options.get("psa_blocks", 0),
                    out_indices=spec.out_indices, in_channels=spec.in_channels, norm=NORMS.get(spec.norm),
                    act=ACTIVATIONS.get(spec.act))
 
@@ -347,12 +395,13 @@ class C2fNet(nn.Module):
         last = len(self.stages) - 1
         for i, stage in enumerate(self.stages):
             y = stage(feats[-1])
-            feats.append(self.sppf(y) if i == last else y)
+            feats.append(self.psa(self.sppf(y)) if i == last else y)
         return [feats[i] for i in self.out_indices]
 
 
 BLOCKS.register("conv_bottleneck", ConvBottleneck)
 BLOCKS.register("c3k", C3k)
+BLOCKS.register("bottleneck_psa", BottleneckPSA)
 STAGES.register("c2f", C2fStage)
 STAGES.register("c3k2", C3k2Stage)
 BACKBONE_KINDS.register("c2fnet", C2fNet)

@@ -44,6 +44,9 @@ class C2fPAN(nn.Module):
             default :class:`~cspdet.models.elan.C2fStage`; :class:`~cspdet.models.elan.C3k2Stage` for YOLO11.
         stage_kwargs: extra keywords for every stage; default ``{"block_kwargs": {"shortcut": False}}`` for
             C2fStage (YOLOv8's neck blocks have no residual), ``{}`` for other stage classes.
+        stage_overrides: per-stage changes on top of ``stage_kwargs``, one mapping per stage in module order
+            (``top_down_stages.0 .. L-2``, then ``bottom_up_stages.0 .. L-2``); a ``num_blocks`` key there replaces
+            ``num_blocks``. YOLO11 n/s: C3k blocks in the last stage only; YOLO26: attention in the last stage.
         norm, act: norm and activation factories.
 
     Shapes: a list of L maps (B, in_channels[i], H / s_i, W / s_i) -> a list of L maps
@@ -57,6 +60,7 @@ class C2fPAN(nn.Module):
         num_blocks: int = 1,
         stage_fn: Callable[..., nn.Module] | str = C2fStage,
         stage_kwargs: Mapping[str, Any] | None = None,
+        stage_overrides: Sequence[Mapping[str, Any]] | None = None,
         norm: NormLayer = YoloxBatchNorm2d,
         act: ActLayer = nn.SiLU,
         depthwise: bool = False,
@@ -66,7 +70,8 @@ class C2fPAN(nn.Module):
             raise ValueError("C2fPAN has no depthwise variant (depthwise=True)")
         if isinstance(stage_fn, str):
             stage_fn = STAGES.get(stage_fn)
-        self._spec_args = dict(num_blocks=num_blocks, stage_fn=stage_fn, stage_kwargs=stage_kwargs, norm=norm, act=act)
+        self._spec_args = dict(num_blocks=num_blocks, stage_fn=stage_fn, stage_kwargs=stage_kwargs,
+                               stage_overrides=stage_overrides, norm=norm, act=act)
         in_channels = [int(c) for c in in_channels]
         out_channels = list(in_channels) if out_channels is None else [int(c) for c in out_channels]
         if len(in_channels) < 2 or len(out_channels) != len(in_channels):
@@ -76,19 +81,25 @@ class C2fPAN(nn.Module):
             stage_kwargs = {"block_kwargs": {"shortcut": False}} if stage_fn is C2fStage else {}
         self.in_channels, self.out_channels = in_channels, out_channels
         levels = len(in_channels)
+        overrides = [dict(o) for o in stage_overrides] if stage_overrides is not None else \
+            [{} for _ in range(2 * (levels - 1))]
+        if len(overrides) != 2 * (levels - 1):
+            raise ValueError(f"C2fPAN: stage_overrides needs one mapping per stage ({2 * (levels - 1)}), got "
+                             f"{len(overrides)}")
 
-        def stage(c_in: int, c_out: int) -> nn.Module:
-            return stage_fn(c_in, c_out, num_blocks, norm=norm, act=act, **stage_kwargs)
+        def stage(c_in: int, c_out: int, index: int) -> nn.Module:
+            kwargs = {**stage_kwargs, **overrides[index]}
+            return stage_fn(c_in, c_out, kwargs.pop("num_blocks", num_blocks), norm=norm, act=act, **kwargs)
 
         self.upsample = nn.Upsample(scale_factor=2, mode="nearest")
         # Channels of the map upsampled into level i: the coarsest input for the top level, else td[i + 1].
         up_channels = [out_channels[i + 1] for i in range(levels - 2)] + [in_channels[-1]]
-        self.top_down_stages = nn.ModuleList(stage(up_channels[i] + in_channels[i], out_channels[i])
+        self.top_down_stages = nn.ModuleList(stage(up_channels[i] + in_channels[i], out_channels[i], i)
                                              for i in range(levels - 1))
         self.down_convs = nn.ModuleList(ConvBNAct(out_channels[i], out_channels[i], 3, 2, norm=norm, act=act)
                                         for i in range(levels - 1))
-        self.bottom_up_stages = nn.ModuleList(stage(out_channels[i] + up_channels[i], out_channels[i + 1])
-                                              for i in range(levels - 1))
+        self.bottom_up_stages = nn.ModuleList(stage(out_channels[i] + up_channels[i], out_channels[i + 1],
+                                                    levels - 1 + i) for i in range(levels - 1))
 
     @property
     def spec(self) -> NeckSpec:
@@ -99,6 +110,8 @@ class C2fPAN(nn.Module):
             options["stage_fn"] = STAGES.name_of(a["stage_fn"])
         if a["stage_kwargs"] is not None:
             options["stage_kwargs"] = plain_data(dict(a["stage_kwargs"]), "C2fPAN.stage_kwargs")
+        if a["stage_overrides"] is not None:
+            options["stage_overrides"] = plain_data([dict(o) for o in a["stage_overrides"]], "C2fPAN.stage_overrides")
         return NeckSpec("c2fpan", tuple(self.out_channels), a["num_blocks"], False, NORMS.name_of(a["norm"]),
                         ACTIVATIONS.name_of(a["act"]), options)
 

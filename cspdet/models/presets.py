@@ -37,6 +37,7 @@ from .elan_neck import C2fPAN  # noqa: F401  (registers the c2fpan neck)
 from .registry import ACTIVATIONS, BLOCKS, NORMS, Registry, SpecError
 from .spec import BackboneSpec, DetectorSpec, HeadSpec, NeckSpec, StageSpec, plain_data
 from .tal_head import TaskAlignedHead  # noqa: F401  (registers the tal head)
+from .yolo11_layout import YOLO11_SIZES, yolo11_spec, yolo26_spec
 from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_spec
 
 __all__ = [
@@ -276,6 +277,22 @@ def yolov8_family(num_classes: int, depth: float, width: float, max_channels: in
     return yolov8_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob, head_options)
 
 
+def yolo11_family(num_classes: int, depth: float, width: float, max_channels: int = 1024, reg_max: int = 16,
+                  one2one: bool = False, act: str = "silu", prior_prob: float | None = None,
+                  head_options: dict[str, Any] | None = None) -> DetectorSpec:
+    """YOLO11's layout (C3k2 backbone + SPPF + C2PSA -> C3k2 PAN -> task-aligned head with DFL and the light class
+    branch; see :func:`cspdet.models.yolo11_spec`)."""
+    return yolo11_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob, head_options)
+
+
+def yolo26_family(num_classes: int, depth: float, width: float, max_channels: int = 1024, reg_max: int = 1,
+                  one2one: bool = True, act: str = "silu", prior_prob: float | None = None,
+                  head_options: dict[str, Any] | None = None) -> DetectorSpec:
+    """YOLO26's layout (YOLO11's with an attention block in the last neck stage, SPPF with shortcut, direct box
+    regression and the NMS-free one-to-one branch; see :func:`cspdet.models.yolo26_spec`)."""
+    return yolo26_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob, head_options)
+
+
 def csp_tal_family(num_classes: int, backbone: str, depth: float = 0.33, width: float = 0.25,
                    max_channels: int = 1024, reg_max: int = 16, one2one: bool = False, act: str = "silu",
                    prior_prob: float | None = None, head_options: dict[str, Any] | None = None) -> DetectorSpec:
@@ -291,6 +308,8 @@ def csp_tal_family(num_classes: int, backbone: str, depth: float = 0.33, width: 
 
 FAMILIES.register("yolox", yolox_family)
 FAMILIES.register("yolov8", yolov8_family)
+FAMILIES.register("yolo11", yolo11_family)
+FAMILIES.register("yolo26", yolo26_family)
 FAMILIES.register("csp_tal", csp_tal_family)
 FAMILIES.register("csp_backbone", csp_backbone_family)
 FAMILIES.register("custom", custom_family)
@@ -321,3 +340,10 @@ for _size in ("n", "s", "m"):
     DETECTORS.register(f"csptal_{_size}", Preset("yolov8", dict(depth=_d, width=_w, max_channels=_mc, one2one=True)))
 DETECTORS.register("cspresnet50_tal", Preset("csp_tal", dict(backbone="csp_resnet50", depth=0.33, width=0.5,
                                                             one2one=True)))
+# YOLO11's and YOLO26's layouts with their published parameter counts (YOLO11n 2,624,080, YOLO11s 9,458,752;
+# YOLO26n 2,572,280, YOLO26s 10,009,784 at 80 classes): lighter n / s networks (YOLO26n: 5.5 GFLOPs at 640 for the
+# branch that runs, against 8.7 of YOLOv8n / csptal_n) for CPU deployment.
+for _size in ("n", "s"):
+    _d, _w, _mc = YOLO11_SIZES[_size]
+    DETECTORS.register(f"yolo11{_size}_layout", Preset("yolo11", dict(depth=_d, width=_w, max_channels=_mc)))
+    DETECTORS.register(f"yolo26{_size}_layout", Preset("yolo26", dict(depth=_d, width=_w, max_channels=_mc)))

@@ -165,7 +165,8 @@ class BackboneSpec(_Spec):
     out_indices: tuple[int, ...] | None = None
     weight_init: str = "timm"
     options: Mapping[str, Any] = field(default_factory=dict)
-    """Kind-specific extras (``c2fnet``: ``stage``, ``sppf``, ``sppf_kernel``); plain data."""
+    """Kind-specific extras (``c2fnet``: ``stage``, ``sppf``, ``sppf_kernel``, ``sppf_options``, ``psa_blocks``);
+    plain data."""
 
     _SPEC_TUPLES = {"stages": StageSpec}
 

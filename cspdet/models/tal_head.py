@@ -5,7 +5,9 @@ Per pyramid level, two decoupled branches (no shared stem, no objectness):
 * box: two 3x3 conv units of width ``box_channels`` then a 1x1 conv to ``4 * reg_max`` -- per side a distribution
   over ``reg_max`` distance bins (decoded to its expectation, trained with DFL), or with ``reg_max == 1`` the
   distance itself (``softplus`` of the output, trained with L1);
-* class: two 3x3 conv units of width ``cls_channels`` then a 1x1 conv to C logits.
+* class: two 3x3 conv units of width ``cls_channels`` then a 1x1 conv to C logits; or (``cls_branch="dw"``,
+  YOLO11 / YOLO26) two depthwise-separable units (depthwise 3x3 + 1x1, each with norm and activation), about a
+  tenth of the class branch's multiply-adds at n scale.
 
 A point at cell ``(i, j)`` of a level with stride s sits at the cell centre ``(j + 0.5, i + 0.5)`` (grid units) and
 predicts its distances ``l, t, r, b`` (in strides) to the box sides: ``box = (x - l, y - t, x + r, y + b) * s``.
@@ -38,14 +40,14 @@ from ..det.nms_free import topk_postprocess
 from ..det.postprocess import postprocess as nms_postprocess
 from ..det.tal import TaskAlignedAssigner
 from ..det.tal_loss import TaskAlignedLoss, o2m_weight_schedule
-from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
+from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
 from .spec import HeadSpec
 
 __all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
 
 # Constructor arguments a spec records (only where they differ from these defaults) -- everything but the assigners.
-_SPEC_DEFAULTS = dict(reg_max=16, box_channels=None, cls_channels=None, one2one=False, o2o_detach=True, nms_free=None,
+_SPEC_DEFAULTS = dict(reg_max=16, box_channels=None, cls_channels=None, cls_branch="conv", one2one=False, o2o_detach=True, nms_free=None,
                       o2m_weight=0.8, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
                       prior_image_size=640, norm=None, act=None)
 
@@ -75,13 +77,19 @@ class TALHeadLevel(nn.Module):
     """
 
     def __init__(self, in_channels: int, box_channels: int, cls_channels: int, num_classes: int, reg_max: int,
-                 norm: NormLayer = YoloxBatchNorm2d, act: ActLayer | None = nn.SiLU) -> None:
+                 norm: NormLayer = YoloxBatchNorm2d, act: ActLayer | None = nn.SiLU, cls_branch: str = "conv") -> None:
         super().__init__()
         self.box_convs = nn.Sequential(ConvBNAct(in_channels, box_channels, 3, norm=norm, act=act),
                                        ConvBNAct(box_channels, box_channels, 3, norm=norm, act=act))
         self.box_pred = nn.Conv2d(box_channels, 4 * reg_max, 1)
-        self.cls_convs = nn.Sequential(ConvBNAct(in_channels, cls_channels, 3, norm=norm, act=act),
-                                       ConvBNAct(cls_channels, cls_channels, 3, norm=norm, act=act))
+        if cls_branch == "dw":
+            self.cls_convs = nn.Sequential(DWConv(in_channels, cls_channels, 3, norm=norm, act=act),
+                                           DWConv(cls_channels, cls_channels, 3, norm=norm, act=act))
+        elif cls_branch == "conv":
+            self.cls_convs = nn.Sequential(ConvBNAct(in_channels, cls_channels, 3, norm=norm, act=act),
+                                           ConvBNAct(cls_channels, cls_channels, 3, norm=norm, act=act))
+        else:
+            raise ValueError(f"TaskAlignedHead: cls_branch must be 'conv' or 'dw', got {cls_branch!r}")
         self.cls_pred = nn.Conv2d(cls_channels, num_classes, 1)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
@@ -99,6 +107,8 @@ class TaskAlignedHead(nn.Module):
             the distances (YOLO26 dropped DFL for simpler export), trained with L1 in the ``dfl_loss`` slot.
         box_channels: width of the box branch (default YOLOv8's ``max(16, in_channels[0] // 4, 4 * reg_max)``).
         cls_channels: width of the class branch (default YOLOv8's ``max(in_channels[0], min(num_classes, 100))``).
+        cls_branch: ``"conv"`` (YOLOv8: two 3x3 conv units) or ``"dw"`` (YOLO11 / YOLO26: two depthwise-separable
+            units).
         one2one: add the one-to-one branch (separate weights, same structure).
         o2o_detach: the one-to-one branch sees detached features (YOLOv10): it cannot pull the shared features
             towards its sparse one-positive-per-object supervision; the backbone learns from the one-to-many
@@ -137,6 +147,7 @@ class TaskAlignedHead(nn.Module):
         depthwise: bool = False,
         box_channels: int | None = None,
         cls_channels: int | None = None,
+        cls_branch: str = "conv",
         one2one: bool = False,
         o2o_detach: bool = True,
         nms_free: bool | None = None,
@@ -171,8 +182,8 @@ class TaskAlignedHead(nn.Module):
         c0 = int(in_channels[0])
         box_channels = max(16, c0 // 4, 4 * reg_max) if box_channels is None else box_channels
         cls_channels = max(c0, min(num_classes, 100)) if cls_channels is None else cls_channels
-        self.levels = nn.ModuleList(TALHeadLevel(int(c), box_channels, cls_channels, num_classes, reg_max, norm, act)
-                                    for c in in_channels)
+        self.levels = nn.ModuleList(TALHeadLevel(int(c), box_channels, cls_channels, num_classes, reg_max, norm, act,
+                                                 cls_branch) for c in in_channels)
         self.dfl_project = (nn.Parameter(torch.arange(reg_max, dtype=torch.float32), requires_grad=False)
                             if reg_max > 1 else None)
         self.initialize_biases(prior_prob, prior_image_size)

@@ -22,7 +22,7 @@ from typing import Any
 from .detector import Detector
 from .spec import BackboneSpec, DetectorSpec, HeadSpec, NeckSpec, StageSpec
 
-__all__ = ["YOLOV8_SIZES", "yolov8_channels", "yolov8_layout", "yolov8_spec"]
+__all__ = ["YOLOV8_SIZES", "tal_head_spec", "yolov8_channels", "yolov8_layout", "yolov8_spec"]
 
 #: YOLOv8 sizes: name -> (depth multiplier, width multiplier, max channels).
 YOLOV8_SIZES: dict[str, tuple[float, float, int]] = {
@@ -76,13 +76,19 @@ def yolov8_spec(
         features_only=True, weight_init="torch", options={"stage": "c2f", "sppf": True, "sppf_kernel": 5},
     )
     neck = NeckSpec("c2fpan", tuple(c[2:]), n(3), False, "yolox_bn", act)
+    return DetectorSpec(backbone, neck, tal_head_spec(num_classes, reg_max, one2one, act, prior_prob, head_options))
+
+
+def tal_head_spec(num_classes: int, reg_max: int = 16, one2one: bool = False, act: str = "silu",
+                  prior_prob: float | None = None, head_options: dict[str, Any] | None = None) -> HeadSpec:
+    """The task-aligned head at strides 8 / 16 / 32 as data; only options that differ from the head's defaults are
+    recorded (so specs saved before an option existed compare equal)."""
     options = dict(head_options or {})
     if reg_max != 16:
         options["reg_max"] = reg_max
     if one2one:
         options["one2one"] = True
-    head = HeadSpec("tal", num_classes, None, (8, 16, 32), False, "yolox_bn", act, prior_prob, options)
-    return DetectorSpec(backbone, neck, head)
+    return HeadSpec("tal", num_classes, None, (8, 16, 32), False, "yolox_bn", act, prior_prob, options)
 
 
 def yolov8_layout(depth: float = 0.33, width: float = 0.25, num_classes: int = 80, *, max_channels: int = 1024,

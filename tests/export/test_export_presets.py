@@ -23,8 +23,9 @@ from cspdet.models import DETECTORS
 #: so the same export paths) unless CSPDET_EXPORT_FULL=1: at full size cspdarknet_x alone costs ~40 s.
 FULL = os.environ.get("CSPDET_EXPORT_FULL") == "1"
 #: One of each family / head kind for the slower formats: YOLOX head (depthwise nano, dense s), the task-aligned head
-#: with NMS (yolov8n_layout) and NMS-free (csptal_n), the custom CSPNet.
-SUBSET = ["cspdarknet_nano", "yolov8n_layout", "csptal_n", "custom"]
+#: with NMS (yolov8n_layout) and NMS-free (csptal_n), the attention blocks and direct regression (yolo26n_layout),
+#: the custom CSPNet.
+SUBSET = ["cspdarknet_nano", "yolov8n_layout", "csptal_n", "yolo26n_layout", "custom"]
 
 
 def _preset(name: str):

@@ -40,6 +40,8 @@ PUBLISHED_DETECTOR_PARAMS = {
     "cspdarknet_nano": 912_159, "cspdarknet_tiny": 5_055_855, "cspdarknet_s": 8_968_255,
     "cspdarknet_m": 25_326_495, "cspdarknet_l": 54_208_895, "cspdarknet_x": 99_071_455,
     "yolov8n_layout": 3_157_200, "yolov8s_layout": 11_166_560, "yolov8m_layout": 25_902_640,  # Ultralytics'
+    "yolo11n_layout": 2_624_080, "yolo11s_layout": 9_458_752, "yolo26n_layout": 2_572_280,
+    "yolo26s_layout": 10_009_784,
 }
 PUBLISHED_CLASSIFIER_PARAMS = {
     "csp_resnet50": 21_616_168, "cspresnet50": 21_616_168, "csp_resnext50_32x4d": 20_569_896,
