@@ -58,7 +58,9 @@ def peer_rows(python: str, preset: str, paths: list[str], args: argparse.Namespa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PEERS))
-    parser.add_argument("--formats", nargs="+", default=["pytorch", "torchscript", "onnx", "openvino", "openvino_int8"])
+    parser.add_argument("--formats", nargs="+", default=None,
+                        help="keys of cspdet.export.benchmark.BENCH_FORMATS (default: its default_formats(), which "
+                        "has the bf16 rows only on CPUs with native bf16)")
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=20)
@@ -72,11 +74,13 @@ def main() -> None:
     from cspdet.data.coco_classes import COCO_CLASSES
     from cspdet.engine.predictor import Predictor
     from cspdet.export import export_detector, load_inference_model
-    from cspdet.export.benchmark import BENCH_FORMATS, _latency, _throughput
+    from cspdet.export.cpu import FastCPUDetector
+    from cspdet.export.benchmark import BENCH_FORMATS, _latency, _throughput, default_formats
     from cspdet.fileio import atomic_write
     from cspdet.models import DetectorMeta, create_detector, fuse_conv_bn
 
     torch.set_num_threads(args.threads)
+    formats = args.formats or default_formats()
     paths = sorted(str(p) for p in (COCO128 / "images" / "val").iterdir())
     hw = (args.size, args.size)
     out = Path(args.out)
@@ -101,15 +105,17 @@ def main() -> None:
             torch.manual_seed(0)
             model = create_detector(name, num_classes=80).eval()
             model.meta = DetectorMeta(list(COCO_CLASSES), img_size=hw, strides=model.strides, preset=name)
-            for fmt in args.formats:
-                kind, int8 = BENCH_FORMATS[fmt]
+            for fmt in formats:
+                kind, int8, precision, channels_last = BENCH_FORMATS[fmt]
                 if kind is None:
                     net = fuse_conv_bn(copy.deepcopy(model))
+                    if precision != "fp32" or channels_last:
+                        net = FastCPUDetector(net, precision, channels_last)
                 else:
                     suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript"}[kind]
                     path = export_detector(model, kind, Path(tmp) / f"{name}_{fmt}{suffix}", dynamic=True, int8=int8,
                                            data=config, calib=32).path
-                    net = load_inference_model(path, threads=args.threads)
+                    net = load_inference_model(path, threads=args.threads, precision=precision)
                 predictor = Predictor(net, list(COCO_CLASSES), img_size=hw)
                 p50, p90 = _latency(predictor, paths, args.images)
                 report(dict(framework="cspdet", model=name, format=fmt, ms_p50=p50, ms_p90=p90,

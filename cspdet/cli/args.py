@@ -110,12 +110,13 @@ def run_reported(prog: str, action: Callable[[], T]) -> tuple[T | None, int]:
 
 
 def add_fast_path_args(parser: argparse.ArgumentParser) -> None:
-    """``--precision`` and ``--channels-last``: the PyTorch CPU fast path for a checkpoint (exported files run on
-    their own runtime and ignore them). See :mod:`cspdet.export.cpu` for what each measured."""
+    """``--precision`` and ``--channels-last``: the PyTorch CPU fast path for a checkpoint; ``--precision`` also
+    sets OpenVINO's inference precision for an ``.xml`` (ONNX / TorchScript files run as exported). See
+    :mod:`cspdet.export.cpu` for what each measured."""
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
-                        help="PyTorch CPU precision: fp32 (default, exact), auto = bf16 only on CPUs with native "
-                        "bf16 (AMX / AVX512-BF16; scores move by ~1e-2), bf16 = always (several times slower "
-                        "on CPUs without it)")
+                        help="CPU precision of a checkpoint or an OpenVINO .xml: fp32 (default, exact), auto = bf16 "
+                        "only on CPUs with native bf16 (AMX / AVX512-BF16; scores move by ~1e-2), bf16 = always "
+                        "(several times slower on CPUs without it)")
     parser.add_argument("--channels-last", action="store_true",
                         help="run the PyTorch model channels_last on the CPU (faster for most models; measure)")
 

@@ -29,8 +29,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 """)
     parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
     parser.add_argument("--data", required=True, help="config YAML: its dataset's val split and eval settings")
-    parser.add_argument("--formats", nargs="+", choices=list(BENCH_FORMATS), default=list(BENCH_FORMATS)[:5],
-                        help="formats to measure (default: all but onnx_int8)")
+    parser.add_argument("--formats", nargs="+", choices=list(BENCH_FORMATS), default=None,
+                        help="formats to measure (default: all but onnx_int8, and the bf16 rows only on CPUs with "
+                        "native bf16)")
     parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
                         help="input size N or H W (default: the config's eval.img_size)")
     parser.add_argument("--out", help="folder for the exported files (default: <weights stem>_bench beside it)")

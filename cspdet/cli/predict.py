@@ -70,6 +70,10 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--nms-free", action=argparse.BooleanOptionalAction, default=None,
                         help="models with a one-to-one branch (csptal_*): --nms-free = its top-k, no NMS (their "
                         "default); --no-nms-free = NMS on the one-to-many branch")
+    parser.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
+                        help="--rect (default): pad each image only to the next multiple of 32 (a 640x480 photo "
+                        "runs at 480x640; faster); --no-rect: the full --img-size square, as evaluation does "
+                        "(static exports always use their size)")
     parser.add_argument("--out", default=None,
                         help="output folder (default: runs/predict/<run name>, numbered per call: -2, -3, ...)")
     parser.add_argument("--save-json", action="store_true", help="write <name>.json with the detections")
@@ -238,7 +242,7 @@ def predict(argv: Sequence[str]) -> int:
         print(f"{PROG}: error: {NO_WEIGHTS}", file=sys.stderr)
         return 2
     kwargs: dict[str, Any] = {"conf": args.conf, "iou": args.iou, "max_det": args.max_det,
-                              "agnostic": args.agnostic_nms, "nms_free": args.nms_free}
+                              "agnostic": args.agnostic_nms, "nms_free": args.nms_free, "rect": args.rect}
     if args.img_size:
         if len(args.img_size) > 2:
             print(f"{PROG}: error: --img-size takes N or H W, got {len(args.img_size)} numbers", file=sys.stderr)

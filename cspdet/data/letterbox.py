@@ -50,6 +50,25 @@ class Letterbox:
             raise ValueError(f"letterbox size must be a positive int or (height, width), got {size!r}")
         object.__setattr__(self, "size", (int(hw[0]), int(hw[1])))  # frozen: normalise once, here
 
+    def resize(self, image: np.ndarray) -> tuple[np.ndarray, float]:
+        """The keep-ratio resize of :meth:`apply` without the padding.
+
+        Args:
+            image: (h, w, C) uint8.
+
+        Returns:
+            (image (h', w', C) with h' <= H, w' <= W, ratio r = min(H / h, W / w)); the input itself when r
+            leaves its size unchanged.
+        """
+        out_h, out_w = self.size
+        h, w = image.shape[:2]
+        r = min(out_h / h, out_w / w)
+        # min(): round() may overshoot the side that r was not taken from by one px
+        new_w, new_h = min(out_w, int(round(w * r))), min(out_h, int(round(h * r)))
+        if (new_w, new_h) != (w, h):
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        return image, r
+
     def apply(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """Letterbox one image.
 
@@ -61,12 +80,8 @@ class Letterbox:
             returned when it already has the output size.
         """
         out_h, out_w = self.size
-        h, w = image.shape[:2]
-        r = min(out_h / h, out_w / w)
-        # min(): round() may overshoot the side that r was not taken from by one px
-        new_w, new_h = min(out_w, int(round(w * r))), min(out_h, int(round(h * r)))
-        if (new_w, new_h) != (w, h):
-            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        image, r = self.resize(image)
+        new_h, new_w = image.shape[:2]
         if (new_h, new_w) == (out_h, out_w):
             return np.ascontiguousarray(image), r
         out = np.full((out_h, out_w, image.shape[2]), self.pad_value, dtype=np.uint8)

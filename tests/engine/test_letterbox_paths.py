@@ -28,7 +28,8 @@ def _photo(h: int, w: int, seed: int) -> np.ndarray:
 
 def test_predictor_boxes_equal_the_old_pipeline_bit_for_bit(tiny):
     model = tiny.detector(tiny.config())
-    predictor = Predictor(model, tiny.names, img_size=(96, 128), conf=0.2, iou=0.5, max_det=50)
+    # rect=False: the old pipeline letterboxed every image to the full size
+    predictor = Predictor(model, tiny.names, img_size=(96, 128), conf=0.2, iou=0.5, max_det=50, rect=False)
     for h, w, seed in [(90, 200, 0), (200, 90, 1), (333, 517, 2)]:
         image = _photo(h, w, seed)
         (res,) = predictor.predict_images([image])

@@ -37,13 +37,37 @@ def test_results_are_in_original_coordinates_and_match_the_manual_pipeline(predi
     assert np.all(np.diff(res.scores) <= 0) and res.scores.min() >= 0.2 and len(res) <= 50
     assert res.names == [predictor.class_names[i] for i in res.labels]
     assert res.boxes[:, 0::2].max() <= 200 and res.boxes[:, 1::2].max() <= 90 and res.boxes.min() >= 0
-    # same as: letterbox -> Detector.predict -> / ratio -> clip
-    boxed, r = Letterbox((128, 128)).apply(image)
-    (ref,) = predictor.model.predict(torch.from_numpy(boxed).permute(2, 0, 1)[None].float(), conf=0.2, iou=0.5,
-                                     max_det=50)
-    expected = (ref["boxes"].numpy() / r).clip(0, [200, 90, 200, 90])
-    np.testing.assert_allclose(res.boxes, expected, rtol=1e-5, atol=1e-3)
-    np.testing.assert_array_equal(res.labels, ref["labels"].numpy())
+    # same as: letterbox -> Detector.predict -> / ratio -> clip; rect (the default) pads the 58 x 128 resized
+    # image only to 64 x 128 (the next multiple of the stride), with the same ratio as the 128 x 128 square
+    batch, ratios = predictor.preprocess([image])
+    assert batch.shape == (1, 3, 64, 128) and batch.dtype == torch.float32 and ratios == [128 / 200]
+    square = Predictor(predictor.model, predictor.class_names, img_size=128, conf=0.2, iou=0.5, max_det=50, rect=False)
+    assert square.preprocess([image])[0].shape == (1, 3, 128, 128)
+    for runner, size in ((predictor, (64, 128)), (square, (128, 128))):
+        (res,) = runner(image)
+        boxed, r = Letterbox(size).apply(image)
+        assert r == 128 / 200
+        (ref,) = runner.model.predict(torch.from_numpy(boxed).permute(2, 0, 1)[None].float(), conf=0.2, iou=0.5,
+                                      max_det=50)
+        expected = (ref["boxes"].numpy() / r).clip(0, [200, 90, 200, 90])
+        np.testing.assert_allclose(res.boxes, expected, rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(res.labels, ref["labels"].numpy())
+
+
+def test_rect_batches_share_one_shape_that_holds_every_image(predictor):
+    """A batch of a wide and a tall image is padded to the stride multiple holding both resized images (here the
+    full 128 x 128); each keeps its own ratio, and its boxes equal those of the image predicted alone at that
+    shape (rect=False), since the rest of the batch does not leak into an image's detections."""
+    wide, tall = _photo(90, 200, 3), _photo(200, 90, 4)
+    batch, ratios = predictor.preprocess([wide, tall])
+    assert batch.shape == (2, 3, 128, 128) and ratios == [128 / 200, 128 / 200]
+    assert torch.all(batch[0, :, 58:] == 114) and torch.all(batch[1, :, :, 58:] == 114)  # padding only
+    square = Predictor(predictor.model, predictor.class_names, img_size=128, conf=0.2, iou=0.5, max_det=50, rect=False)
+    together = predictor.predict_images([wide, tall])
+    for got, image in zip(together, (wide, tall)):
+        (alone,) = square.predict_images([image])
+        np.testing.assert_allclose(got.boxes, alone.boxes, rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(got.labels, alone.labels)
 
 
 def test_paths_lists_folders_and_globs(predictor, tmp_path):

@@ -51,3 +51,33 @@ def test_predictor_fast_path_from_checkpoint(tmp_path, real_images):
     as_dets = [[{k: torch.from_numpy(getattr(r, k)) for k in ("boxes", "scores", "labels")} for r in p(real_images)]
                for p in (plain, fast)]
     assert matched_fraction(*as_dets) >= 0.7
+
+
+def test_openvino_precision_follows_the_cpu(tmp_path, real_images):
+    """``precision`` reaches OpenVINO: fp32 (the default) is exact, ``auto`` runs bf16 only where the CPU has it
+    natively, and its detections still overlap fp32's."""
+    pytest.importorskip("openvino")
+    from cspdet import Predictor
+    from cspdet.export import export_detector, load_inference_model
+
+    path = export_detector(live_detector("cspdarknet_nano"), "openvino", tmp_path / "m.xml", dynamic=True).path
+    exact = load_inference_model(path)
+    auto = load_inference_model(path, precision="auto")
+    assert exact.backend.precision == "fp32" and auto.backend.precision == ("bf16" if native_bf16() else "fp32")
+    assert exact.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+    if native_bf16():
+        assert auto.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    dets = [[{k: torch.from_numpy(getattr(r, k)) for k in ("boxes", "scores", "labels")} for r in
+             Predictor(m, m.meta.class_names, img_size=m.meta.img_size, conf=0.2)(real_images)] for m in (exact, auto)]
+    assert sum(len(d["boxes"]) for d in dets[0]) > 0
+    assert matched_fraction(*dets) >= 0.7
+
+
+def test_bf16_benchmark_rows_only_where_the_cpu_has_bf16():
+    from cspdet.export.benchmark import BENCH_FORMATS, default_formats
+
+    formats = default_formats()
+    assert "onnx_int8" not in formats and {"pytorch", "onnx", "openvino", "openvino_int8"} <= set(formats)
+    bf16 = {n for n, f in BENCH_FORMATS.items() if f.precision == "bf16"}
+    assert bf16 == {"pytorch_bf16", "openvino_bf16"}
+    assert (bf16 <= set(formats)) if native_bf16() else not (bf16 & set(formats))
