@@ -1,20 +1,26 @@
 """Time deployment backends at several model scales, beside the peers' own predictors, in one run on one machine.
 
     python benchmarks/bench_deploy.py [--presets csptal_n yolo26n_layout csptal_s yolov8n_layout cspdarknet_nano ...]
-        [--size 640] [--formats pytorch torchscript onnx openvino openvino_int8] [--threads 2] [--images 20]
-        [--peer-python ../benchvenv/bin/python] [--out runs/bench_deploy]
+        [--size 640] [--formats pytorch onnx openvino openvino_bf16 openvino_int8 ...] [--threads 2] [--images 20]
+        [--rounds 3] [--peer-python ../benchvenv/bin/python] [--out runs/bench_deploy]
 
 Each cspdet preset is built with random weights (80 classes; latency does not depend on the weights), exported
-(dynamic shapes; int8 calibrated on 32 coco128 train images) and timed through ``Predictor`` on coco128 val
-photos: read + decode + letterbox + forward + post-process at batch 1 (median and p90) and images / s at batch 8.
-Right after each preset, its peer of the same scale runs in the benchmark venv (``peer_latency.py``, the same
+(ONNX / TorchScript with dynamic shapes, OpenVINO static at ``--size``: ``cspdet.export.benchmark.BenchFormat`` says
+why; int8 calibrated on 32 coco128 train images) and timed through ``Predictor`` on coco128 val
+photos: read + decode + letterbox + forward + post-process at batch 1 (median and p90) and images / s at batch 8,
+with the predictor's defaults (rect letterbox; fp32 unless the format says bf16 / int8; bf16 rows only on CPUs with
+native bf16). Right after each preset, its peer of the same scale runs in the benchmark venv (``peer_latency.py``, the same
 images, size, threads and timing): Ultralytics ``predict`` in PyTorch and through Ultralytics' own ONNX and
 OpenVINO exports (csptal_n <-> YOLO26n, csptal_s <-> YOLO26s; yolo26n_layout <-> YOLO26n, yolo26s_layout <->
 YOLO26s and yolov8n_layout <-> YOLOv8n, the same networks), and
 YOLOX's demo predictor (cspdarknet_nano <-> YOLOX-Nano, cspdarknet_s <-> YOLOX-S, the same networks). Peers run in
 their own interpreter: cspdet never imports Ultralytics (AGPL). For mAP per format of a trained model use
-``cspdet benchmark WEIGHTS --data CONFIG``. Machines are shared and noisy: compare ratios measured in one run.
-Results: printed as they come, then ``results.csv`` and ``results.md`` in ``--out``.
+``cspdet benchmark WEIGHTS --data CONFIG``. Machines are shared and noisy: compare ratios measured in one run; every
+row is timed ``--rounds`` times, the rows of a preset and its peer interleaved round by round, and reports its
+medians. Results: printed as they come, then ``results.csv`` and ``results.md`` in ``--out``.
+
+Ultralytics' OpenVINO row runs in OpenVINO's default precision, which is bf16 on CPUs with native bf16 (AMX /
+AVX512-BF16): compare it with cspdet's ``openvino_bf16`` row there, and with ``openvino`` elsewhere.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +46,8 @@ PEERS = {"csptal_n": ("ultralytics", "yolo26n"), "csptal_s": ("ultralytics", "yo
          "yolo26n_layout": ("ultralytics", "yolo26n"), "yolo26s_layout": ("ultralytics", "yolo26s"),
          "yolov8n_layout": ("ultralytics", "yolov8n"), "cspdarknet_nano": ("yolox", "yolox-nano"),
          "cspdarknet_s": ("yolox", "yolox-s")}
-FIELDS = ["framework", "model", "format", "ms_p50", "ms_p90", "img_s_b8", "torch_threads", "export_s"]
+FIELDS = ["framework", "model", "format", "ms_p50", "ms_p90", "img_s_b8", "torch_threads", "export_s", "rounds"]
+MEDIAN_KEYS = ("ms_p50", "ms_p90", "img_s_b8")
 
 
 def peer_rows(python: str, preset: str, paths: list[str], args: argparse.Namespace, workdir: Path) -> list[dict]:
@@ -64,6 +73,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=640)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=3, help="rows timed this many times, interleaved; medians")
     parser.add_argument("--peer-python", default=str(REPO.parent / "benchvenv" / "bin" / "python"),
                         help="interpreter of a benchmark venv with ultralytics and yolox (skip peers: '')")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench_deploy"))
@@ -74,8 +84,8 @@ def main() -> None:
     from cspdet.data.coco_classes import COCO_CLASSES
     from cspdet.engine.predictor import Predictor
     from cspdet.export import export_detector, load_inference_model
-    from cspdet.export.cpu import FastCPUDetector
     from cspdet.export.benchmark import BENCH_FORMATS, _latency, _throughput, default_formats
+    from cspdet.export.cpu import FastCPUDetector
     from cspdet.fileio import atomic_write
     from cspdet.models import DetectorMeta, create_detector, fuse_conv_bn
 
@@ -90,10 +100,13 @@ def main() -> None:
         print(f"no peer interpreter at {args.peer_python!r}: cspdet rows only", flush=True)
     rows: list[dict] = []
 
+    def show(row: dict, note: str = "") -> None:
+        print(f"{row['framework']:12s} {row['model']:16s} {row['format']:15s} {row['ms_p50']:8.1f} {row['ms_p90']:8.1f}"
+              f" {row.get('img_s_b8', float('nan')):9.1f}  {note}", flush=True)
+
     def report(row: dict) -> None:
         rows.append(row)
-        print(f"{row['framework']:12s} {row['model']:16s} {row['format']:15s} {row['ms_p50']:8.1f} {row['ms_p90']:8.1f}"
-              f" {row.get('img_s_b8', float('nan')):9.1f}", flush=True)
+        show(row, f"median of {row['rounds']} rounds")
 
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "calib.yaml"  # int8 calibration: coco128's train split
@@ -105,24 +118,36 @@ def main() -> None:
             torch.manual_seed(0)
             model = create_detector(name, num_classes=80).eval()
             model.meta = DetectorMeta(list(COCO_CLASSES), img_size=hw, strides=model.strides, preset=name)
+            predictors = {}
             for fmt in formats:
-                kind, int8, precision, channels_last = BENCH_FORMATS[fmt]
+                kind, int8, precision, channels_last, dynamic = BENCH_FORMATS[fmt]
                 if kind is None:
                     net = fuse_conv_bn(copy.deepcopy(model))
                     if precision != "fp32" or channels_last:
                         net = FastCPUDetector(net, precision, channels_last)
                 else:
                     suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript"}[kind]
-                    path = export_detector(model, kind, Path(tmp) / f"{name}_{fmt}{suffix}", dynamic=True, int8=int8,
-                                           data=config, calib=32).path
+                    path = export_detector(model, kind, Path(tmp) / f"{name}_{fmt}{suffix}", dynamic=dynamic,
+                                           int8=int8, data=config, calib=32).path
                     net = load_inference_model(path, threads=args.threads, precision=precision)
-                predictor = Predictor(net, list(COCO_CLASSES), img_size=hw)
-                p50, p90 = _latency(predictor, paths, args.images)
-                report(dict(framework="cspdet", model=name, format=fmt, ms_p50=p50, ms_p90=p90,
-                            img_s_b8=_throughput(predictor, paths, 32), torch_threads=torch.get_num_threads()))
-            if peers and name in PEERS:
-                for row in peer_rows(args.peer_python, name, paths, args, Path(tmp) / "peers"):
-                    report(row)
+                predictors[fmt] = Predictor(net, list(COCO_CLASSES), img_size=hw)
+            # rounds: every row once per round, the peer right after cspdet's rows, so that a slow spell of a
+            # shared machine lands on all rows of a round; each row reports its median over the rounds
+            timed: dict[tuple[str, str], list[dict]] = {}
+            for r in range(args.rounds):
+                for fmt, predictor in predictors.items():
+                    p50, p90 = _latency(predictor, paths, args.images)
+                    row = dict(framework="cspdet", model=name, format=fmt, ms_p50=p50, ms_p90=p90,
+                               img_s_b8=_throughput(predictor, paths, 32), torch_threads=torch.get_num_threads())
+                    timed.setdefault(("cspdet", fmt), []).append(row)
+                    show(row, f"round {r + 1}")
+                if peers and name in PEERS:
+                    for row in peer_rows(args.peer_python, name, paths, args, Path(tmp) / "peers"):
+                        timed.setdefault((row["framework"], row["format"]), []).append(row)
+                        show(row, f"round {r + 1}")
+            for runs in timed.values():
+                report({**runs[0], **{k: float(np.median([run[k] for run in runs])) for k in MEDIAN_KEYS
+                                      if k in runs[0]}, "rounds": len(runs)})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, FIELDS, extrasaction="ignore")
     writer.writeheader()

@@ -14,9 +14,11 @@ which is all ``Predictor`` and ``COCOEvaluator`` use.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import warnings
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from types import SimpleNamespace
@@ -31,6 +33,8 @@ from .graph import INFO_KEY, parse_info
 
 __all__ = ["DEPLOYED_SUFFIXES", "Backend", "DeployedDetector", "OnnxBackend", "OpenVINOBackend", "TorchScriptBackend",
            "deployed_format", "load_backend", "load_inference_model"]
+
+logger = logging.getLogger(__name__)
 
 DEPLOYED_SUFFIXES = {".onnx": "onnx", ".xml": "openvino", ".torchscript": "torchscript", ".ts": "torchscript",
                      ".jit": "torchscript"}
@@ -118,7 +122,14 @@ class OnnxBackend(Backend):
 
 
 class OpenVINOBackend(Backend):
-    """OpenVINO runtime on CPU (latency hint; one compiled model, reshaped per input size when dynamic).
+    """OpenVINO runtime on CPU (latency hint).
+
+    A dynamic model runs any input shape on its dynamic compilation; a shape that arrives :data:`SPECIALISE_AFTER`
+    times in a row (the frames of a video, a folder of same-size photos) gets a static compilation of its own, kept
+    for the :data:`MAX_SPECIALISED` most recent such shapes. Static kernels run 12-15 % faster than dynamic ones
+    here (yolo26n_layout at 480x640 forward: fp32 28.9 vs 33.0 ms, bf16 16.5 vs 19.4 ms) but a compilation costs
+    about 0.3 s, so only a run of one shape earns it; mixed shapes (a folder of photos of several aspect ratios
+    under the predictor's rect letterbox) stay on the dynamic compilation and never pay a compile.
 
     ``precision``: ``fp32`` (default: the outputs equal PyTorch's to ~1e-5), ``bf16`` (OpenVINO's own default on
     CPUs with native bf16: about 1.7x faster there, scores move by ~1e-2) or ``auto`` (bf16 only where the CPU
@@ -126,6 +137,8 @@ class OpenVINOBackend(Backend):
     """
 
     name = "openvino"
+    SPECIALISE_AFTER = 8
+    MAX_SPECIALISED = 4
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32") -> None:
         ov = require("openvino", "to run OpenVINO .xml models")
@@ -152,10 +165,42 @@ class OpenVINOBackend(Backend):
         except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line
             raise ExportError(f"{path}: OpenVINO cannot compile the model for CPU: {_line(err)}") from None
         self.request = self.compiled.create_infer_request()
+        self._core, self._model, self._config = core, model, config
+        self._streak: tuple[tuple[int, ...] | None, int] = (None, 0)  # the last shape, how many times in a row
+        self._failed: set[tuple[int, ...]] = set()
+        self._static: OrderedDict[tuple[int, ...], Any] = OrderedDict()  # shape -> infer request, LRU order
+
+    def _request_for(self, shape: tuple[int, ...]) -> Any:
+        """The infer request for an input shape: its static compilation if it has one (or has now earned one)."""
+        if not self.dynamic:
+            return self.request
+        last, count = self._streak
+        self._streak = (shape, count + 1 if shape == last else 1)
+        request = self._static.get(shape)
+        if request is not None:
+            self._static.move_to_end(shape)
+            return request
+        if self._streak[1] < self.SPECIALISE_AFTER or shape in self._failed:
+            return self.request
+        model = self._model.clone()
+        model.reshape(list(shape))
+        try:
+            request = self._core.compile_model(model, "CPU", self._config).create_infer_request()
+        except Exception as err:  # noqa: BLE001 -- the dynamic compilation runs every shape: fall back to it
+            logger.warning("%s: OpenVINO cannot compile a static %s specialisation (%s); that shape stays on the "
+                           "dynamic model", self.path.name, "x".join(map(str, shape)), _line(err))
+            self._failed.add(shape)
+            return self.request
+        self._static[shape] = request
+        if len(self._static) > self.MAX_SPECIALISED:
+            self._static.popitem(last=False)
+        return request
 
     def run(self, images: Tensor) -> Tensor:
-        self.request.infer({0: images.cpu().numpy()})
-        return torch.from_numpy(np.array(self.request.get_output_tensor(0).data, copy=True))
+        x = images.cpu().numpy()
+        request = self._request_for(tuple(x.shape))
+        request.infer({0: x}, share_inputs=True)  # x is contiguous float32: no copy into OpenVINO's tensor
+        return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
 
 
 class TorchScriptBackend(Backend):

@@ -23,7 +23,7 @@ def test_benchmark_tool(coco128_val_subset, tmp_path):
                       f"  workers: 0\neval:\n  img_size: [{HW[0]}, {HW[1]}]\n  batch_size: 4\n")
     out_csv = tmp_path / "bench.csv"
     proc = subprocess.run([sys.executable, str(REPO / "tools" / "benchmark.py"), str(weights), "--data", str(config),
-                           "--formats", "pytorch", "onnx", "--images", "3", "--threads", "1", "--csv", str(out_csv),
+                           "--formats", "pytorch", "onnx", "openvino", "--images", "3", "--threads", "1", "--csv", str(out_csv),
                            "--out", str(tmp_path / "exports")], check=False, capture_output=True, text=True, cwd=REPO,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr + proc.stdout
@@ -31,11 +31,12 @@ def test_benchmark_tool(coco128_val_subset, tmp_path):
     assert lines[0].split()[:4] == ["format", "size", "MB", "mAP50-95"]
     assert lines[1].startswith("pytorch") and lines[2].startswith("onnx") and lines[-1] == f"wrote {out_csv}"
     rows = {r["format"]: r for r in csv.DictReader(out_csv.open())}
-    assert set(rows) == {"pytorch", "onnx"}
+    assert set(rows) == {"pytorch", "onnx", "openvino"}
     for r in rows.values():
         assert not r["error"], r["error"]
         assert float(r["size_mb"]) > 1 and float(r["latency_ms_median"]) > 0
         assert float(r["latency_ms_p90"]) >= float(r["latency_ms_median"]) and float(r["throughput_b8_ips"]) > 0
     assert rows["onnx"]["file"].endswith("nano.onnx") and (tmp_path / "exports" / "nano.onnx").is_file()
-    for key in ("map50_95", "map50"):  # the same graph: the same mAP
+    for key in ("map50_95", "map50"):  # the same graph (dynamic ONNX, static OpenVINO at the eval size): the same mAP
         assert round(float(rows["pytorch"][key]), 4) == round(float(rows["onnx"][key]), 4)
+        assert round(float(rows["pytorch"][key]), 4) == round(float(rows["openvino"][key]), 4)

@@ -81,3 +81,28 @@ def test_bf16_benchmark_rows_only_where_the_cpu_has_bf16():
     bf16 = {n for n, f in BENCH_FORMATS.items() if f.precision == "bf16"}
     assert bf16 == {"pytorch_bf16", "openvino_bf16"}
     assert (bf16 <= set(formats)) if native_bf16() else not (bf16 & set(formats))
+
+
+def test_openvino_specialises_a_recurring_shape(tmp_path, real_batch):
+    """A dynamic OpenVINO model compiles a static copy for a shape once it recurs; the outputs stay PyTorch's, other
+    shapes still run, and only the most recent shapes keep a compilation."""
+    pytest.importorskip("openvino")
+    from export_helpers import assert_preds_close
+
+    from cspdet.export import export_detector, load_inference_model
+
+    model = live_detector("cspdarknet_nano")
+    deployed = load_inference_model(export_detector(model, "openvino", tmp_path / "m.xml", dynamic=True).path)
+    backend = deployed.backend
+    backend.MAX_SPECIALISED = 1
+    with torch.no_grad():
+        ref = fused(model)(real_batch)
+    for _ in range(backend.SPECIALISE_AFTER + 1):
+        assert_preds_close(deployed(real_batch), ref)
+    assert list(backend._static) == [tuple(real_batch.shape)]
+    small = real_batch[:1, :, :64, :64].contiguous()
+    with torch.no_grad():
+        ref_small = fused(model)(small)
+    for _ in range(backend.SPECIALISE_AFTER):
+        assert_preds_close(deployed(small), ref_small)
+    assert list(backend._static) == [tuple(small.shape)]  # the older shape was evicted
