@@ -199,7 +199,7 @@ class OpenVINOBackend(Backend):
     def run(self, images: Tensor) -> Tensor:
         x = images.cpu().numpy()
         request = self._request_for(tuple(x.shape))
-        request.infer({0: x}, share_inputs=True)  # x is contiguous float32: no copy into OpenVINO's tensor
+        request.infer({0: x})
         return torch.from_numpy(np.array(request.get_output_tensor(0).data, copy=True))
 
 

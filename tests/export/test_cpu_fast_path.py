@@ -55,22 +55,46 @@ def test_predictor_fast_path_from_checkpoint(tmp_path, real_images):
 
 def test_openvino_precision_follows_the_cpu(tmp_path, real_images):
     """``precision`` reaches OpenVINO: fp32 (the default) is exact, ``auto`` runs bf16 only where the CPU has it
-    natively, and its detections still overlap fp32's."""
+    natively, and its detections still overlap fp32's.
+
+    Runs in a child process: on the AMX Xeon of session 6, a pytest process that had run an OpenVINO bf16 model
+    segfaulted in a later, unrelated test (pycocotools after a subprocess call), only in one fixed test order and
+    without a Python traceback; the benchmarks, which run bf16 then other formats, evaluation and file writes in one
+    process, never did. Kept out of the shared test process until the cause is known."""
     pytest.importorskip("openvino")
-    from cspdet import Predictor
-    from cspdet.export import export_detector, load_inference_model
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from cspdet.export import export_detector
 
     path = export_detector(live_detector("cspdarknet_nano"), "openvino", tmp_path / "m.xml", dynamic=True).path
-    exact = load_inference_model(path)
-    auto = load_inference_model(path, precision="auto")
-    assert exact.backend.precision == "fp32" and auto.backend.precision == ("bf16" if native_bf16() else "fp32")
-    assert exact.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
-    if native_bf16():
-        assert auto.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
-    dets = [[{k: torch.from_numpy(getattr(r, k)) for k in ("boxes", "scores", "labels")} for r in
-             Predictor(m, m.meta.class_names, img_size=m.meta.img_size, conf=0.2)(real_images)] for m in (exact, auto)]
-    assert sum(len(d["boxes"]) for d in dets[0]) > 0
-    assert matched_fraction(*dets) >= 0.7
+    np.savez(tmp_path / "images.npz", *real_images)
+    code = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
+import numpy as np, torch
+from export_helpers import matched_fraction
+from cspdet import Predictor
+from cspdet.export import load_inference_model
+from cspdet.export.cpu import native_bf16
+with np.load({str(tmp_path / "images.npz")!r}) as z:
+    images = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+exact = load_inference_model({str(path)!r})
+auto = load_inference_model({str(path)!r}, precision="auto")
+assert exact.backend.precision == "fp32" and auto.backend.precision == ("bf16" if native_bf16() else "fp32")
+assert exact.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"
+if native_bf16():
+    assert auto.backend.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+dets = [[{{k: torch.from_numpy(getattr(r, k)) for k in ("boxes", "scores", "labels")}} for r in
+         Predictor(m, m.meta.class_names, img_size=m.meta.img_size, conf=0.2)(images)] for m in (exact, auto)]
+assert sum(len(d["boxes"]) for d in dets[0]) > 0
+print("matched", matched_fraction(*dets))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split("matched")[-1]) >= 0.7
 
 
 def test_bf16_benchmark_rows_only_where_the_cpu_has_bf16():

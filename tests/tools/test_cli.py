@@ -161,6 +161,8 @@ def test_predict_defaults_to_auto_and_numbers_its_folders(shapes_weights, tmp_pa
     from cspdet.engine.distributed import select_device
 
     assert parse_args(["a.jpg", "-w", "w.pt"]).device == "auto"
+    assert parse_args(["a.jpg", "-w", "w.pt"]).rect and not parse_args(["a.jpg", "-w", "w.pt", "--no-rect"]).rect
+    assert not Predictor.from_checkpoint(shapes_weights, rect=False).rect
     assert inspect.signature(Predictor.from_checkpoint).parameters["device"].default == "auto"
     assert Predictor.from_checkpoint(shapes_weights).device == select_device("auto")
     monkeypatch.chdir(tmp_path)
