@@ -1,11 +1,17 @@
-"""Detection utilities: boxes, SimOTA assignment, losses, decoding and NMS (torch + torchvision.ops only)."""
+"""Detection functions on tensors (torch + torchvision.ops only): boxes, label assigners (SimOTA, task-aligned),
+losses (YOLOX's IoU / objectness / class / L1; DFL, CIoU and BCE of the task-aligned family), the typed
+:class:`Predictions` record every head decodes to, and the one post-processing (score filter + class-aware NMS,
+or the NMS-free top-k of a one-to-one head) that the detector, the deployed backends, the evaluator, the predictor
+and the export graphs all call.
+"""
 
 from .assigner import Assignment, SimOTAAssigner
 from .boxes import batched_box_iou, decode_boxes, elementwise_box_iou, grid_points
 from .dfl import batched_box_ciou, bbox2dist, ciou_loss, dfl_expectation, dist2bbox, distribution_focal_loss
 from .losses import SimOTALoss, box_iou_loss, encode_l1_targets
-from .nms_free import topk_postprocess
-from .postprocess import postprocess
+from .nms_free import topk_dets, topk_postprocess
+from .postprocess import as_predictions, nms_dets, postprocess
+from .predictions import Predictions, from_deploy_layout, to_deploy_layout
 from .tal import TALAssignment, TaskAlignedAssigner
 from .tal_loss import TaskAlignedLoss, o2m_weight_schedule
 
@@ -19,7 +25,15 @@ __all__ = [
     "elementwise_box_iou",
     "encode_l1_targets",
     "grid_points",
+    # predictions and post-processing
+    "Predictions",
+    "as_predictions",
+    "from_deploy_layout",
+    "nms_dets",
     "postprocess",
+    "to_deploy_layout",
+    "topk_dets",
+    "topk_postprocess",
     # task-aligned head (issue 11)
     "TALAssignment",
     "TaskAlignedAssigner",
@@ -31,5 +45,4 @@ __all__ = [
     "dfl_expectation",
     "dist2bbox",
     "distribution_focal_loss",
-    "topk_postprocess",
 ]

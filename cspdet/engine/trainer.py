@@ -174,6 +174,7 @@ class Trainer(TrainingRun):
         self.warmup_epochs, self.no_aug_epochs = scaled_schedule_epochs(tcfg.epochs, tcfg.warmup_epochs,
                                                                         tcfg.no_aug_epochs)
         self.no_aug_start = max(0, tcfg.epochs - self.no_aug_epochs)
+        self._no_aug_started = False  # mosaic / mixup closed (once per process; see _start_no_aug)
         self.schedule = YoloxSchedule(
             base_lr=self.base_lr,
             total_iters=total_iters,
@@ -296,28 +297,28 @@ class Trainer(TrainingRun):
             self._release()
 
     def _start_no_aug(self, epoch: int) -> None:
-        # Called at every tail epoch (a resumed run may start inside the tail); it only acts once.
-        head = unwrap_model(self.model).head
-        if head.use_l1:
+        # Called at every tail epoch (a resumed run may start inside the tail); it only acts once per process.
+        if self._no_aug_started:
             return
+        self._no_aug_started = True
         loader_set = self.train_loader.dataset
         if hasattr(loader_set, "close_mosaic"):
             loader_set.close_mosaic()
-        head.use_l1 = True
-        if self.ema is not None:
-            self.ema.ema.head.use_l1 = True
-        self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off, L1 loss on)")
+        self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off; the head follows its own schedule, "
+                  "e.g. YOLOX's L1 loss on)")
 
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float, float, int]:
         tcfg = self.cfg.train
-        if epoch >= self.no_aug_start:
+        phase = "no_aug" if epoch >= self.no_aug_start else "train"
+        if phase == "no_aug":
             self._start_no_aug(epoch)
         self._set_epoch(epoch)
-        # A head with a schedule over training (the task-aligned head hands weight from its one-to-many to its
-        # one-to-one branch) follows the epoch: a pure function of it, so a resumed run continues exactly.
-        head_schedule = getattr(unwrap_model(self.model).head, "set_epoch", None)
-        if head_schedule is not None:
-            head_schedule(epoch, tcfg.epochs)
+        # The head follows its own schedule (YOLOX: L1 loss in the no-aug tail; the task-aligned head: weight from
+        # its one-to-many to its one-to-one branch): a pure function of the epoch, so a resumed run continues
+        # exactly. The EMA copy follows too, so both heads are always in the same state.
+        unwrap_model(self.model).head.set_epoch(epoch, tcfg.epochs, phase)
+        if self.ema is not None:
+            self.ema.ema.head.set_epoch(epoch, tcfg.epochs, phase)
         self.model.train()
         sums = dict.fromkeys(self.loss_keys, 0.0)
         count = 0

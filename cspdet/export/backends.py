@@ -4,8 +4,9 @@ loader that ``Predictor.from_checkpoint`` and ``tools/eval.py`` use for every we
 A backend maps a float32 (B, 3, H, W) RGB 0..255 batch to the graph's output tensor and knows the file's
 metadata (``meta``, ``info``, ``img_size``, ``dynamic``). :class:`DeployedDetector` puts a backend where a
 :class:`cspdet.models.Detector` goes: it has ``predict`` (backend, then cspdet's own post-processing, so the
-detections equal PyTorch's), ``num_classes``, ``strides``, ``meta``, ``nms_free`` and ``head.eval_multi_label``,
-which is all ``Predictor`` and ``COCOEvaluator`` use.
+detections equal PyTorch's), ``num_classes``, ``strides``, ``meta``, ``nms_free`` and ``eval_defaults``, which is all
+``Predictor`` and ``COCOEvaluator`` use. A file's output is read back into a :class:`cspdet.det.Predictions` record by
+:func:`cspdet.det.from_deploy_layout`, then post-processed by :func:`cspdet.det.postprocess` like PyTorch's.
 
     >>> model = load_inference_model("best.onnx")            # or best.pt, best.xml, best.torchscript
     >>> model.predict(images)                               # list of {"boxes", "scores", "labels"}
@@ -21,13 +22,15 @@ import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..det.postprocess import postprocess
+from ..det.predictions import Predictions, from_deploy_layout
+from ..models.contracts import HeadEvalDefaults
 from ._deps import ExportError, ExportUsageError, require
 from .graph import INFO_KEY, parse_info
 
@@ -292,7 +295,10 @@ class DeployedDetector(nn.Module):
         info = backend.info
         self.format, self.output = info["format"], info["output"]
         self._nms_free = bool(info["nms_free"])
-        self.head = SimpleNamespace(eval_multi_label=bool(info.get("eval_multi_label", False)), kind=info.get("head"))
+        self.head_kind = info.get("head")
+        #: the evaluation convention of the head the file was exported from (its metadata)
+        self.eval_defaults = HeadEvalDefaults(multi_label=bool(info.get("eval_multi_label", False)),
+                                              nms_free=self._nms_free)
         self._device = nn.Parameter(torch.empty(0, device=getattr(backend, "device", "cpu")), requires_grad=False)
 
     @property
@@ -335,16 +341,17 @@ class DeployedDetector(nn.Module):
         """Detections for a batch, as ``Detector.predict``: (B, 3, H, W) float RGB 0..255 -> B dicts of ``boxes``
         (K, 4) xyxy input px, ``scores`` (K,), ``labels`` (K,) int64. An ``--nms`` export applies its in-graph
         IoU / max_det; ``conf`` and ``classes`` still filter its rows."""
-        preds = self.backend(images)
+        out = self.backend(images)
         if self.output == "dets":
-            return _filter_dets(preds, conf, max_det, classes)
-        if self._nms_free:
-            from ..det.nms_free import topk_postprocess
+            return _filter_dets(out, conf, max_det, classes)
+        return postprocess(from_deploy_layout(out), conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label,
+                           nms_free=self._nms_free)
 
-            return topk_postprocess(preds, conf, max_det, classes)
-        from ..det.postprocess import postprocess
-
-        return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> the file's predictions as a record (not for ``--nms`` exports)."""
+        if self.output == "dets":
+            raise ExportUsageError(f"{self.backend.path.name} holds detections after in-graph NMS, not predictions")
+        return from_deploy_layout(self.backend(images))
 
 
 def _filter_dets(dets: Tensor, conf: float, max_det: int, classes: Sequence[int] | None) -> list[dict[str, Tensor]]:

@@ -24,6 +24,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from ..det.postprocess import postprocess
+from ..det.predictions import Predictions, to_deploy_layout
+from ..models.contracts import HeadEvalDefaults
+
 __all__ = ["FastCPUDetector", "native_bf16", "resolve_precision"]
 
 logger = logging.getLogger(__name__)
@@ -59,8 +63,8 @@ class FastCPUDetector(nn.Module):
     """A (fused) :class:`cspdet.models.Detector` run channels_last, optionally under bf16 autocast.
 
     Same interface as the detector for ``Predictor`` / ``COCOEvaluator``: ``forward(images (B, 3, H, W))`` ->
-    (B, N, 5 + C) float32 decoded predictions, :meth:`predict`, ``meta``, ``num_classes``, ``strides``, ``nms_free``,
-    ``head``.
+    (B, N, 5 + C) float32 decoded predictions in the deploy layout, :meth:`predictions`, :meth:`predict`, ``meta``,
+    ``num_classes``, ``strides``, ``nms_free``, ``eval_defaults``, ``head``.
     """
 
     def __init__(self, detector: nn.Module, precision: str = "fp32", channels_last: bool = True) -> None:
@@ -79,6 +83,10 @@ class FastCPUDetector(nn.Module):
         return self.detector.strides
 
     @property
+    def eval_defaults(self) -> HeadEvalDefaults:
+        return self.detector.eval_defaults
+
+    @property
     def nms_free(self) -> bool:
         return self.detector.nms_free
 
@@ -86,11 +94,15 @@ class FastCPUDetector(nn.Module):
     def nms_free(self, value: bool) -> None:
         self.detector.nms_free = value
 
-    def forward(self, images: Tensor) -> Tensor:
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> the head's float32 :class:`~cspdet.det.predictions.Predictions`."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.detector(images).float()
+            return self.detector.predictions(images).float()
+
+    def forward(self, images: Tensor) -> Tensor:
+        return to_deploy_layout(self.predictions(images), self.num_classes)
 
     @torch.inference_mode()
     def predict(self, images: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
@@ -98,7 +110,5 @@ class FastCPUDetector(nn.Module):
                 multi_label: bool = False) -> list[dict[str, Tensor]]:
         """As ``Detector.predict``: (B, 3, H, W) float RGB 0..255 -> B dicts of ``boxes`` (K, 4) xyxy input px,
         ``scores`` (K,), ``labels`` (K,)."""
-        from ..det.postprocess import postprocess
-
-        post = getattr(self.detector.head, "postprocess", postprocess)
-        return post(self(images), conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+        return postprocess(self.predictions(images), conf, iou, max_det, classes, agnostic, pre_nms_topk,
+                           multi_label, nms_free=self.nms_free)
