@@ -10,7 +10,7 @@ from .boxes import batched_box_iou, decode_boxes, elementwise_box_iou, grid_poin
 from .dfl import batched_box_ciou, bbox2dist, ciou_loss, dfl_expectation, dist2bbox, distribution_focal_loss
 from .losses import SimOTALoss, box_iou_loss, encode_l1_targets
 from .nms_free import topk_dets, topk_postprocess
-from .postprocess import as_predictions, nms_dets, postprocess
+from .postprocess import as_predictions, filter_dets, nms_dets, postprocess
 from .predictions import Predictions, from_deploy_layout, to_deploy_layout
 from .tal import TALAssignment, TaskAlignedAssigner
 from .tal_loss import TaskAlignedLoss, o2m_weight_schedule
@@ -28,6 +28,7 @@ __all__ = [
     # predictions and post-processing
     "Predictions",
     "as_predictions",
+    "filter_dets",
     "from_deploy_layout",
     "nms_dets",
     "postprocess",

@@ -3,7 +3,7 @@
 :func:`postprocess` reads a :class:`~cspdet.det.predictions.Predictions` record of any head: score filter,
 pre-NMS top-k, class-aware NMS, max_det (or, for a one-to-one head, the NMS-free top-k of
 :func:`cspdet.det.nms_free.topk_postprocess`). :func:`nms_dets` is the traceable variant that export graphs with
-``--nms`` end in. The detector's ``predict``, the deployed backends, the evaluator and the predictor all call these.
+``--nms`` end in, and :func:`filter_dets` reads such a graph's rows back. The detector's ``predict``, the deployed backends, the evaluator and the predictor all call these.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torchvision.ops import batched_nms, nms
 from .nms_free import topk_postprocess
 from .predictions import Predictions, from_deploy_layout
 
-__all__ = ["as_predictions", "nms_dets", "postprocess"]
+__all__ = ["as_predictions", "filter_dets", "nms_dets", "postprocess"]
 
 
 def as_predictions(preds: Predictions | Tensor) -> Predictions:
@@ -123,3 +123,17 @@ def nms_dets(preds: Predictions, conf: float, iou: float, max_det: int) -> Tenso
         dets = torch.cat((boxes[kept], scores[kept, None], labels[kept, None]), -1)
         out.append(F.pad(dets, (0, 0, 0, max_det - dets.shape[0])))
     return torch.stack(out)
+
+
+def filter_dets(dets: Tensor, conf: float, max_det: int, classes: Sequence[int] | None = None) -> list[dict[str, Tensor]]:
+    """(B, K, 6) zero-padded rows of :func:`nms_dets` / :func:`~cspdet.det.nms_free.topk_dets` (an ``--nms``
+    export's output) -> per-image dicts as :func:`postprocess` returns them: rows with score >= ``conf`` (padding
+    rows have score 0) of the wanted ``classes``, at most ``max_det``."""
+    out = []
+    for d in dets.float():
+        keep = d[:, 4] >= max(conf, 1e-12)
+        if classes is not None:
+            keep &= torch.isin(d[:, 5].long(), torch.as_tensor(list(classes), device=d.device))
+        d = d[keep][:max_det]
+        out.append({"boxes": d[:, :4], "scores": d[:, 4], "labels": d[:, 5].long()})
+    return out

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..det.postprocess import postprocess
+from ..det.postprocess import filter_dets, postprocess
 from ..det.predictions import Predictions, from_deploy_layout
 from ..models.contracts import HeadEvalDefaults
 from ._deps import ExportError, ExportUsageError, require
@@ -343,7 +343,7 @@ class DeployedDetector(nn.Module):
         IoU / max_det; ``conf`` and ``classes`` still filter its rows."""
         out = self.backend(images)
         if self.output == "dets":
-            return _filter_dets(out, conf, max_det, classes)
+            return filter_dets(out, conf, max_det, classes)
         return postprocess(from_deploy_layout(out), conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label,
                            nms_free=self._nms_free)
 
@@ -352,18 +352,6 @@ class DeployedDetector(nn.Module):
         if self.output == "dets":
             raise ExportUsageError(f"{self.backend.path.name} holds detections after in-graph NMS, not predictions")
         return from_deploy_layout(self.backend(images))
-
-
-def _filter_dets(dets: Tensor, conf: float, max_det: int, classes: Sequence[int] | None) -> list[dict[str, Tensor]]:
-    """(B, K, 6) padded in-graph detections -> per-image dicts (rows with score >= conf, wanted classes)."""
-    out = []
-    for d in dets.float():
-        keep = d[:, 4] >= max(conf, 1e-12)  # padding rows have score 0
-        if classes is not None:
-            keep &= torch.isin(d[:, 5].long(), torch.as_tensor(list(classes)))
-        d = d[keep][:max_det]
-        out.append({"boxes": d[:, :4], "scores": d[:, 4], "labels": d[:, 5].long()})
-    return out
 
 
 def load_inference_model(path: str | os.PathLike, device: str | torch.device = "cpu", fuse: bool = True,

@@ -25,7 +25,6 @@ import copy
 import json
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from ..det.nms_free import topk_dets
