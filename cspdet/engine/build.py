@@ -249,16 +249,26 @@ def load_initial_weights(model: torch.nn.Module, cfg: ModelConfig, allow_class_c
 
 
 def _is_ultralytics_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a torch.save archive whose pickle names Ultralytics' classes (read as bytes only: the
-    pickle is never run)."""
+    """Whether ``path`` is a torch.save archive whose pickle imports classes from the ``ultralytics`` package.
+    The pickle's opcodes are only listed (``pickletools.genops``), never run."""
+    import pickletools
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as zf:
-            pickles = [n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
-            return any(b"ultralytics" in zf.read(n) for n in pickles[:1])
-    except (OSError, zipfile.BadZipFile):
+            name = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            data = zf.read(name) if name else b""
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL" and str(arg).split(" ")[0].split(".")[0] == "ultralytics":
+                return True
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2 and strings[-2].split(".")[0] == "ultralytics":
+                return True
+            if isinstance(arg, str):
+                strings.append(arg)
+    except (OSError, zipfile.BadZipFile, ValueError):
         return False
+    return False
 
 
 def _read_ultralytics(path: str | os.PathLike) -> dict[str, torch.Tensor]:
