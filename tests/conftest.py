@@ -78,17 +78,27 @@ def _fail_reference_skip(report) -> None:
                            f"is required here ({REFERENCES[name][1]}); the skip said: {reason}")
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    _fail_reference_skip(outcome.get_result())
+class _RequireReferences:
+    """Skips that name a reference become failures. A plugin registered for the whole session, not a conftest
+    hook: conftest hooks only see the nodes below their directory, and a skip raised while a sub-directory's
+    conftest imports (tests/export/conftest.py) is reported through that directory's hooks."""
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        _fail_reference_skip(outcome.get_result())
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        """A module- or conftest-level ``importorskip`` of a reference skips a whole file or directory at
+        collection: an error under CSPDET_REQUIRE_REFERENCES."""
+        outcome = yield
+        _fail_reference_skip(outcome.get_result())
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_make_collect_report(collector):
-    """A module-level ``importorskip`` of a reference skips the whole file at collection: an error under CI."""
-    outcome = yield
-    _fail_reference_skip(outcome.get_result())
+def pytest_configure(config: pytest.Config) -> None:
+    if REQUIRE_REFERENCES:
+        config.pluginmanager.register(_RequireReferences(), "cspdet-require-references")
 
 
 @pytest.fixture(scope="session")

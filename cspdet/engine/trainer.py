@@ -492,8 +492,8 @@ class Trainer(TrainingRun):
         if src.get("path"):
             lines.append(f"weights   {src['path']} ({src['format']}; licence of the weights: {src['licence']})")
         if self.frozen:
-            lines.append(f"freeze    {', '.join(self.frozen)}: {self.frozen_params / 1e6:.2f} M parameters fixed, "
-                         "their BatchNorm statistics too (eval mode)")
+            lines.append(f"freeze    {', '.join(self.frozen)}: {self.frozen_params:,} parameters fixed, their "
+                         "BatchNorm statistics too (eval mode)")
         lines.append(f"schedule  {format_epochs(tcfg.epochs)}, {optimizer}, warm-up "
                      f"{format_epochs(self.warmup_epochs)}, no-aug tail {format_epochs(self.no_aug_epochs)}{notes}; "
                      f"evaluate {evals}; {stopping}")
