@@ -186,7 +186,9 @@ class Trainer(TrainingRun):
             warmup_lr=tcfg.warmup_lr,
             min_lr_ratio=tcfg.min_lr_ratio,
         )
-        self.ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema else None
+        # the EMA leaves frozen tensors as they are (exactly the source's, in every checkpoint)
+        fixed = [k for k in model.state_dict() if any(k.startswith(f"{name}.") for name in self.frozen)]
+        self.ema = ModelEMA(model, tcfg.ema_decay, fixed=fixed) if tcfg.ema else None
         self._setup_amp(tcfg.amp, tcfg.bf16)
 
         self.start_epoch = 0
@@ -195,6 +197,8 @@ class Trainer(TrainingRun):
         self.rng_state: dict[str, Any] | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
+            if self.ema is not None:  # restoring may start a new average (a run that had EMA off)
+                self.ema.fixed = frozenset(fixed)
         self._wrap_ddp()
 
         self.evaluator = None

@@ -136,8 +136,9 @@ def test_freeze_keeps_weights_and_batchnorm_statistics(data, source):
     assert backbone and _equal(saved, state, backbone)
     assert any(not torch.equal(saved[k], state[k]) for k in state if k.startswith("neck.") and "conv.weight" in k)
     assert any(not torch.equal(saved[k], state[k]) for k in neck_bn)  # not frozen: statistics follow the data
-    ema = trainer.ema.ema.state_dict()
-    assert all(torch.allclose(saved[k].float(), ema[k].float(), rtol=1e-6, atol=1e-7) for k in backbone)
+    # the EMA, and so best.pt / last.pt, keep the frozen tensors exactly too
+    assert _equal(saved, trainer.ema.ema.state_dict(), backbone)
+    assert _equal(saved, load_checkpoint(source["out"] / "frozen" / "last.pt")["model"], backbone)
 
 
 def test_freeze_names_and_counts(repo_root):
