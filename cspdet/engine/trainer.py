@@ -32,6 +32,7 @@ from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from .build import build_detector, load_initial_weights
 from .callbacks import BatchStats, EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
+from .freeze import freeze_modules, keep_frozen_in_eval, resolve_freeze
 from .optim import (
     YoloxSchedule,
     build_optimizer,
@@ -40,7 +41,6 @@ from .optim import (
     set_lr,
     with_scaled_schedule,
 )
-from .freeze import freeze_modules, keep_frozen_in_eval, resolve_freeze
 from .resources import plan_workers
 from .run import (
     NonFiniteLossError,
