@@ -20,9 +20,12 @@ $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
 	touch $@
 
 # YOLOX 0.3.0 is the reference of the YOLOX parity tests (tests/models/test_yolox_weights.py, ...). Its own
-# requirements pin versions of onnx / onnxruntime / torch from 2022, so it is installed without them (--no-deps;
-# what it imports at run time, loguru and tabulate, comes with the test extra) and built against the torch
-# installed here (--no-build-isolation; its setup.py compiles one small C++ op with the system's g++, ~20 s).
+# requirements pin onnx 1.8.1 / onnxruntime 1.8.0 / onnx-simplifier 0.3.5 (2021) and pull the second OpenCV
+# distribution (opencv_python), so it is installed without them (--no-deps; what the tests import of it needs only
+# loguru and tabulate beside cspdet's own dependencies, and they come with the test extra) and built against the torch
+# installed here (--no-build-isolation; its setup.py compiles one small C++ op with the system's g++ and the Python
+# headers: 25-45 s on 2 busy cores). setuptools >= 70.1 builds the wheel without the `wheel` package (a Python 3.11
+# venv starts with setuptools 65).
 YOLOX_REF ?= yolox==0.3.0
 $(VENV)/.installed-test: pyproject.toml Makefile | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[test,export]"
