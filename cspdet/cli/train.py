@@ -16,6 +16,7 @@ TRAIN_EXAMPLES = """
   cspdet train configs/cspdarknet_yolo.yaml train.batch_size=16 train.epochs=100
   cspdet train --no-progress model.name=cspdarknet_nano configs/cspdarknet_yolo.yaml   # overrides anywhere
   cspdet train configs/demo.yaml epochs=10 batch_size=16           # bare keys: train, then model, data, eval
+  cspdet train configs/finetune.yaml model.weights=best.pt model.name=csptal_n train.freeze=backbone  # fine-tune
   cspdet train --resume                                            # continue the newest run under runs/train
   cspdet train --resume runs/train/exp eval.batch_size=4           # a given run (its own config is used)
   torchrun --nproc_per_node=8 -m cspdet.cli train configs/cspdarknet_yolo.yaml   # DDP: global batch split

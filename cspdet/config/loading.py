@@ -172,6 +172,10 @@ def validate_config(cfg: Config, source: str = "in <config>", key_sources: dict[
         if any(v % 32 for v in size):
             raise ConfigError(f"{dotted}: sides must be multiples of 32 (the largest stride) "
                               f"{key_sources.get(dotted, source)}, got {size}")
+    freeze = cfg.train.freeze
+    if (isinstance(freeze, int) and freeze < 0) or freeze == "" or (isinstance(freeze, list) and "" in freeze):
+        raise ConfigError(f"train.freeze: expected a count >= 0 or module names (backbone, neck, backbone.stages.0, "
+                          f"...) {key_sources.get('train.freeze', source)}, got {freeze!r}")
     if cfg.train.patience and cfg.train.eval_interval == 0:
         raise ConfigError(f"train.patience: early stopping compares evaluations; set train.eval_interval > 0 "
                           f"{key_sources.get('train.patience', source)}")

@@ -35,8 +35,11 @@ class ModelConfig:
     """For ``name: custom``: ``[[num_blocks, out_channels, block_name, downsample], ...]`` with block names
     ``resnet``, ``resnext``, ``darknet``."""
     weights: str | None = None
-    """Initial weights: a cspdet checkpoint (detector or classifier backbone), a timm or a YOLOX state dict."""
-    weights_format: Literal["auto", "cspdet", "timm", "yolox"] = "auto"
+    """Initial weights (fine-tuning, configs/finetune.yaml): a cspdet checkpoint (detector, or a classifier's
+    backbone), a YOLOX ``.pth``, a timm CspNet state dict, or an Ultralytics ``.pt``. Everything that fits is
+    loaded; when the class count differs, the head's class layers start fresh (listed by name in the log); the
+    file's path, format, SHA-256 and licence go into the checkpoints' ``meta.source``."""
+    weights_format: Literal["auto", "cspdet", "timm", "yolox", "ultralytics"] = "auto"
 
 
 @dataclass
@@ -132,6 +135,10 @@ class TrainConfig(RunOptions):
     ema: bool = True
     ema_decay: float = 0.9998
     sync_bn: bool = False
+    freeze: int | str | list[str] | None = None
+    """Modules kept fixed (fine-tuning): an int N = the first N backbone modules in forward order (stem, stages
+    0, 1, ...), or module paths (``backbone``, ``neck``, ``backbone.stages.0``, ...). Frozen modules get no
+    gradient and keep their BatchNorm statistics (eval mode); see cspdet/engine/freeze.py."""
     eval_interval: int = 10
     """Evaluate every N epochs (and after the last); 0 = only after the last."""
     save_interval: int = 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -11,8 +12,8 @@ from ..config import ConfigError, ModelConfig
 from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_state_file
 
 __all__ = [
-    "build_detector", "convert_yolox_checkpoint", "detect_weights_format", "detector_from_checkpoint", "init_weights",
-    "model_overrides",
+    "InitialWeights", "build_detector", "convert_yolox_checkpoint", "detect_weights_format", "detector_from_checkpoint",
+    "init_weights", "load_initial_weights", "model_overrides",
 ]
 
 
@@ -143,28 +144,60 @@ def detect_weights_format(obj: Any) -> str:
     return ""
 
 
-def init_weights(model: torch.nn.Module, cfg: ModelConfig) -> str:
+@dataclass
+class InitialWeights:
+    """What :func:`load_initial_weights` did.
+
+    Attributes:
+        report: the log block: what was loaded from where, and every tensor that kept its fresh initialisation.
+        source: the ``meta.source`` record of the file (:func:`cspdet.engine.provenance.weights_source`).
+        reinitialised: model keys left at their fresh initialisation (the head's class layers when the number of
+            classes differs; everything outside the backbone for backbone weights).
+    """
+
+    report: str
+    source: dict[str, Any]
+    reinitialised: list[str] = field(default_factory=list)
+
+
+def init_weights(model: torch.nn.Module, cfg: ModelConfig, allow_class_change: bool = True) -> str:
+    """Initialise a freshly built detector from ``cfg.weights``; returns the report (see
+    :func:`load_initial_weights`)."""
+    if not cfg.weights:
+        return ""
+    return load_initial_weights(model, cfg, allow_class_change).report
+
+
+def load_initial_weights(model: torch.nn.Module, cfg: ModelConfig, allow_class_change: bool = True
+                         ) -> InitialWeights:
     """Initialise a freshly built detector from ``cfg.weights`` (format ``cfg.weights_format`` or detected).
 
     * cspdet **classifier** checkpoint (``cspdet pretrain``): its CSPNet ``stem.*`` / ``stages.*`` tensors
       go to ``model.backbone`` (all backbone tensors must be present with equal shapes; ``head.*`` is dropped).
-    * cspdet **detector** checkpoint: all tensors; when the number of classes differs, the head tensors whose
-      shape depends on it keep their fresh initialisation (fine-tuning on a new dataset).
+    * cspdet **detector** checkpoint, **YOLOX** checkpoint (``{"model": ...}`` or a bare state dict), or
+      **Ultralytics** ``.pt``: all tensors, read into cspdet's layout. When the number of classes differs (and
+      ``allow_class_change``), the head tensors whose shape depends on it keep their fresh initialisation and
+      the report lists them by name; every other tensor must fit exactly.
     * **timm** ``cspresnet50`` / ``cspresnext50`` / ``cspdarknet53`` state dict: into ``model.backbone``
       via :func:`cspdet.models.load_timm_weights` (a ``{"state_dict": ...}`` wrapper is accepted).
-    * **YOLOX** checkpoint (``{"model": ...}`` or a bare state dict): :func:`cspdet.models.load_yolox_weights`.
 
     Returns:
-        a one-line report of what was loaded.
+        :class:`InitialWeights`: the report, the ``meta.source`` record, the re-initialised keys.
 
     Raises:
         CheckpointError: unreadable file, unknown format, or weights that do not fit (the message lists keys).
     """
+    from .provenance import weights_source
+
     path = cfg.weights
-    if not path:
-        return ""
-    obj = load_state_file(path)
     fmt = cfg.weights_format
+    if fmt == "auto" and _is_ultralytics_file(path):
+        fmt = "ultralytics"
+    if fmt == "ultralytics":  # read by its own restricted unpickler, never by torch.load
+        state = _read_ultralytics(path)
+        return _load_detector_state(model, state, path, weights_source(path, fmt), "Ultralytics weights",
+                                    allow_class_change)
+    obj = load_state_file(path)
     if fmt == "auto":
         fmt = detect_weights_format(obj)
         if not fmt:
@@ -175,10 +208,14 @@ def init_weights(model: torch.nn.Module, cfg: ModelConfig) -> str:
     if fmt == "cspdet":
         ckpt = load_checkpoint(path)
         kind = ckpt.get("kind")
+        meta = ckpt.get("meta") if isinstance(ckpt.get("meta"), dict) else {}
+        source = weights_source(path, fmt, meta.get("source", ckpt.get("source")))
         if kind == "classifier":
-            return _load_backbone_from_classifier(model, ckpt["model"], path)
+            report = _load_backbone_from_classifier(model, ckpt["model"], path)
+            return InitialWeights(report, source, _outside_backbone(model))
         if kind == "detector":
-            return _load_detector_state(model, ckpt["model"], path)
+            return _load_detector_state(model, ckpt["model"], path, source, "cspdet detector checkpoint",
+                                        allow_class_change)
         raise CheckpointError(f"{path}: cspdet checkpoint of unknown kind {kind!r}")
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict (a mapping of tensors), got {type(obj).__name__}")
@@ -190,11 +227,64 @@ def init_weights(model: torch.nn.Module, cfg: ModelConfig) -> str:
             load_timm_weights(model.backbone, state)
         except ValueError as err:
             raise CheckpointError(f"{path}: timm weights do not fit model.backbone: {err}") from None
-        return f"initialised the backbone from timm weights {path}"
+        return InitialWeights(f"initialised the backbone from timm weights {path} (neck and head: fresh)",
+                              weights_source(path, fmt), _outside_backbone(model))
     if fmt == "yolox":
-        _load_yolox_state(model, obj, path)
-        return f"initialised the detector from YOLOX checkpoint {path}"
+        from ..models import YoloxWeightsError, yolox_to_cspdet_state_dict
+
+        state = obj.get("model", obj)
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path}: expected a YOLOX checkpoint ({{'model': state_dict}}), got "
+                                  f"{type(state).__name__}")
+        try:
+            converted, unplaced = yolox_to_cspdet_state_dict(state)
+        except YoloxWeightsError as err:
+            raise CheckpointError(f"{path}: YOLOX weights do not fit the detector: {err}") from None
+        if unplaced:
+            raise CheckpointError(f"{path}: YOLOX weights do not fit the detector: YOLOX keys with no place in "
+                                  f"cspdet: {_short(unplaced)}")
+        return _load_detector_state(model, converted, path, weights_source(path, fmt), "YOLOX checkpoint",
+                                    allow_class_change, what="YOLOX weights do not fit the detector")
     raise CheckpointError(f"model.weights_format: unknown format {fmt!r}")
+
+
+def _is_ultralytics_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a torch.save archive whose pickle imports classes from the ``ultralytics`` package.
+    The pickle's opcodes are only listed (``pickletools.genops``), never run."""
+    import pickletools
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as zf:
+            name = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
+            data = zf.read(name) if name else b""
+        strings: list[str] = []
+        for op, arg, _ in pickletools.genops(data):
+            if op.name == "GLOBAL" and str(arg).split(" ")[0].split(".")[0] == "ultralytics":
+                return True
+            if op.name == "STACK_GLOBAL" and len(strings) >= 2 and strings[-2].split(".")[0] == "ultralytics":
+                return True
+            if isinstance(arg, str):
+                strings.append(arg)
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return False
+
+
+def _read_ultralytics(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights of an Ultralytics ``.pt`` in cspdet's detector layout: THE dispatch point for those files
+    (fine-tuning, ``model.weights=...pt``). The safe reader and the key table live in
+    ``cspdet/models/ultralytics_weights.py``, which must provide ``read_ultralytics_state(path) -> state dict``."""
+    try:
+        from ..models.ultralytics_weights import read_ultralytics_state
+    except ImportError:
+        raise CheckpointError(f"{path}: an Ultralytics checkpoint; this cspdet cannot read those (convert it with "
+                              "a cspdet that has `cspdet convert` for Ultralytics files)") from None
+    return read_ultralytics_state(path)
+
+
+def _outside_backbone(model: torch.nn.Module) -> list[str]:
+    return [k for k in model.state_dict() if not k.startswith("backbone.")]
 
 
 def _load_yolox_state(model: torch.nn.Module, obj: Any, path: str | os.PathLike) -> None:
@@ -229,21 +319,32 @@ def _load_backbone_from_classifier(model: torch.nn.Module, state: dict[str, torc
     return f"initialised the backbone ({len(source)} tensors) from classifier checkpoint {path}"
 
 
-def _load_detector_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str) -> str:
+def _load_detector_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path: str | os.PathLike,
+                         source: dict[str, Any], title: str, allow_class_change: bool = True,
+                         what: str = "detector weights do not fit this model") -> InitialWeights:
+    """Load a whole detector's weights (cspdet layout); head tensors whose shape differs (a different number of
+    classes) keep their fresh initialisation when ``allow_class_change``, and the report names each one."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     mismatched = [k for k in own if k in state and state[k].shape != own[k].shape]
     # A different number of classes only changes head tensors; everything else must fit exactly.
-    bad_shapes = [k for k in mismatched if not k.startswith("head.")]
+    bad_shapes = [k for k in mismatched if not (allow_class_change and k.startswith("head."))]
     if missing or unexpected or bad_shapes:
+        hint = ("; the number of classes differs (model.num_classes must equal the weights' here)"
+                if not allow_class_change and any(k.startswith("head.") for k in bad_shapes) else "")
         raise CheckpointError(
-            f"{path}: detector weights do not fit this model: missing {_short(missing)}; unexpected "
-            f"{_short(unexpected)}; shape mismatch {_short(bad_shapes)}"
+            f"{path}: {what}: missing {_short(missing)}; unexpected {_short(unexpected)}; shape mismatch "
+            f"{_short([f'{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}' for k in bad_shapes])}{hint}"
         )
     model.load_state_dict({k: v for k, v in state.items() if k not in mismatched}, strict=False)
-    note = f" ({len(mismatched)} class-dependent head tensors re-initialised)" if mismatched else ""
-    return f"initialised the detector from {path}{note}"
+    lines = [f"initialised the detector from {title} {path}: {len(own) - len(mismatched)} of {len(own)} tensors "
+             f"loaded (format {source['format']}, licence {source['licence']}, sha256 {source['sha256'][:12]}...)"]
+    if mismatched:
+        lines.append(f"  {len(mismatched)} class-dependent head tensors re-initialised (the weights have another "
+                     f"number of classes than this model's {getattr(model, 'num_classes', '?')}):")
+        lines += [f"    {k}: weights {tuple(state[k].shape)} -> model {tuple(own[k].shape)}" for k in mismatched]
+    return InitialWeights("\n".join(lines), source, mismatched)
 
 
 # ----------------------------------------------------------------------------------- YOLOX conversion
@@ -318,7 +419,9 @@ def convert_yolox_checkpoint(
         raise CheckpointError(f"{yolox_path}: the weights do not fit --model {name}; they are "
                               f"{_yolox_title(inferred)} weights: use --model {inferred} or leave --model out"
                               ) from None
-    source = f"converted from YOLOX checkpoint {yolox_path}"
+    from .provenance import weights_source
+
+    source = weights_source(yolox_path, "yolox")  # path, sha256, licence (Apache-2.0)
     meta = DetectorMeta(class_names, category_ids, img_size=(size, size), strides=model.strides, preset=name,
                         source=source)
     ckpt = new_checkpoint("detector", model.spec.to_dict(), meta.to_dict(),

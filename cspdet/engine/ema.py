@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 from torch import nn
@@ -32,9 +32,13 @@ class ModelEMA:
         decay: asymptotic decay.
         tau: ramp length in updates.
         updates: number of updates already done (when continuing a run).
+        fixed: state-dict keys that never change in training (``train.freeze``): left as they are, since
+            ``d * x + (1 - d) * x`` is not always ``x`` in floating point and frozen weights must stay exact.
     """
 
-    def __init__(self, model: nn.Module, decay: float = 0.9998, tau: float = 2000.0, updates: int = 0):
+    def __init__(self, model: nn.Module, decay: float = 0.9998, tau: float = 2000.0, updates: int = 0,
+                 fixed: Iterable[str] = ()):
+        self.fixed = frozenset(fixed)
         self.ema = copy.deepcopy(unwrap_model(model)).eval()
         for p in self.ema.parameters():
             p.requires_grad_(False)
@@ -53,6 +57,8 @@ class ModelEMA:
         d = self.current_decay()
         source = unwrap_model(model).state_dict()
         for name, value in self.ema.state_dict().items():
+            if name in self.fixed:
+                continue
             new = source[name].detach()
             if value.dtype.is_floating_point:
                 value.mul_(d).add_(new.to(value.dtype), alpha=1.0 - d)

@@ -314,7 +314,8 @@ def load_detector_for_eval(
         model = load_inference_model(weights, device=device)
     elif detect_weights_format(load_state_file(weights)) == "yolox":
         model = build_detector(cfg.model)
-        init_weights(model, dataclasses.replace(cfg.model, weights=str(weights), weights_format="yolox"))
+        init_weights(model, dataclasses.replace(cfg.model, weights=str(weights), weights_format="yolox"),
+                     allow_class_change=False)  # scoring needs the weights' own class layers
     elif fast:
         model = load_inference_model(weights, device=device, fuse=True, **fast)
     else:

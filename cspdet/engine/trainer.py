@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
-from .build import build_detector, init_weights
+from .build import build_detector, load_initial_weights
 from .callbacks import BatchStats, EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
+from .freeze import freeze_modules, keep_frozen_in_eval, resolve_freeze
 from .optim import (
     YoloxSchedule,
     build_optimizer,
@@ -150,9 +151,12 @@ class Trainer(TrainingRun):
 
         # ---- model, optimizer, schedule, EMA, AMP
         model = build_detector(cfg.model)
-        if resume_ckpt is None and cfg.model.weights:
-            report = init_weights(model, cfg.model)
-            self._log(report)
+        # meta.source of every checkpoint this run writes: the initial weights' file, format, hash and licence
+        # (cspdet/engine/provenance.py); a resumed run keeps the record its checkpoint holds.
+        self.weights_source = self._initial_weights(model, resume_ckpt)
+        # train.freeze (fine-tuning): before the optimizer is built, which then never sees the frozen parameters.
+        self.frozen = resolve_freeze(model, tcfg.freeze)
+        self.frozen_params = freeze_modules(model, self.frozen)
         if tcfg.sync_bn and self.world_size > 1:
             if self.device.type == "cuda":
                 model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -183,7 +187,9 @@ class Trainer(TrainingRun):
             warmup_lr=tcfg.warmup_lr,
             min_lr_ratio=tcfg.min_lr_ratio,
         )
-        self.ema = ModelEMA(model, tcfg.ema_decay) if tcfg.ema else None
+        # the EMA leaves frozen tensors as they are (exactly the source's, in every checkpoint)
+        fixed = [k for k in model.state_dict() if any(k.startswith(f"{name}.") for name in self.frozen)]
+        self.ema = ModelEMA(model, tcfg.ema_decay, fixed=fixed) if tcfg.ema else None
         self._setup_amp(tcfg.amp, tcfg.bf16)
 
         self.start_epoch = 0
@@ -192,6 +198,8 @@ class Trainer(TrainingRun):
         self.rng_state: dict[str, Any] | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
+            if self.ema is not None:  # restoring may start a new average (a run that had EMA off)
+                self.ema.fixed = frozenset(fixed)
         self._wrap_ddp()
 
         self.evaluator = None
@@ -206,6 +214,23 @@ class Trainer(TrainingRun):
     @property
     def best_score(self) -> float:
         return self.best_ap
+
+    def _initial_weights(self, model: nn.Module, resume_ckpt: dict[str, Any] | None) -> dict[str, Any]:
+        """Load ``model.weights`` into a new run's model (logging what was loaded and what was not); returns the
+        ``meta.source`` record without ``trained_in``."""
+        from .provenance import weights_source
+
+        if resume_ckpt is not None:
+            meta = resume_ckpt.get("meta") if isinstance(resume_ckpt.get("meta"), dict) else {}
+            source = meta.get("source")
+            if isinstance(source, dict):
+                return {k: v for k, v in source.items() if k != "trained_in"}
+            return {"path": None, "format": "unknown", "sha256": None, "licence": None, "note": source}
+        if not self.cfg.model.weights:
+            return weights_source(None, "scratch")
+        loaded = load_initial_weights(model, self.cfg.model)
+        self._log(loaded.report)
+        return loaded.source
 
     # ---------------------------------------------------------------------------------------- resume
 
@@ -320,6 +345,7 @@ class Trainer(TrainingRun):
         if self.ema is not None:
             self.ema.ema.head.set_epoch(epoch, tcfg.epochs, phase)
         self.model.train()
+        keep_frozen_in_eval(unwrap_model(self.model), self.frozen)  # frozen BN keeps its statistics
         sums = dict.fromkeys(self.loss_keys, 0.0)
         count = 0
         lr = self.schedule(self.iteration + 1)
@@ -467,6 +493,12 @@ class Trainer(TrainingRun):
                     else "no early stopping")
         optimizer = (self.optimizer_choice.reason if tcfg.optimizer == "auto"
                      else f"{tcfg.optimizer} lr {self.base_lr:.3g}")
+        src = self.weights_source
+        if src.get("path"):
+            lines.append(f"weights   {src['path']} ({src['format']}; licence of the weights: {src['licence']})")
+        if self.frozen:
+            lines.append(f"freeze    {', '.join(self.frozen)}: {self.frozen_params:,} parameters fixed, their "
+                         "BatchNorm statistics too (eval mode)")
         lines.append(f"schedule  {format_epochs(tcfg.epochs)}, {optimizer}, warm-up "
                      f"{format_epochs(self.warmup_epochs)}, no-aug tail {format_epochs(self.no_aug_epochs)}{notes}; "
                      f"evaluate {evals}; {stopping}")
@@ -479,7 +511,8 @@ class Trainer(TrainingRun):
         meta = DetectorMeta(
             class_names=list(self.train_set.class_names), category_ids=list(self.train_set.category_ids),
             img_size=tuple(self.cfg.eval.img_size), train_img_size=tuple(self.cfg.data.img_size),
-            strides=model.strides, preset=self.cfg.model.name, source=f"trained by cspdet in {self.run_dir}",
+            strides=model.strides, preset=self.cfg.model.name,
+            source={**self.weights_source, "trained_in": str(self.run_dir)},
             dataset=self.cfg.data.dataset,
         )
         return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), "best_ap": float(self.best_ap)}

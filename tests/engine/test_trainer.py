@@ -329,9 +329,14 @@ def test_init_weights_from_yolox_checkpoint(shapes, tmp_path):
     assert _max_diff(trainer.ema.ema.state_dict(), source.state_dict()) == 0.0  # EMA starts from the weights
     x = torch.rand(1, 3, 64, 64) * 255
     assert torch.equal(trainer.model.eval()(x), source.eval()(x))
+    # another class count (fine-tuning on new classes): all but the class layers load, each one named
     raw["model"]["num_classes"] = 80
+    report = init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model)
+    assert "6 class-dependent head tensors re-initialised" in report and "head.levels.2.cls_pred.bias" in report
+    # ... but not where the weights' own class layers are needed (evaluation)
     with pytest.raises(CheckpointError, match=r"(?s)YOLOX weights do not fit.*number of classes differs"):
-        init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model)
+        init_weights(build_detector(config_from_dict(raw).model), config_from_dict(raw).model,
+                     allow_class_change=False)
 
 
 def test_resume_keeps_a_newer_better_best_checkpoint(tmp_path):
