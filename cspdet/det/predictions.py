@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_convert
+
+from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
 
 __all__ = ["Predictions", "from_deploy_layout", "to_deploy_layout"]
 
@@ -105,7 +106,7 @@ def to_deploy_layout(preds: Predictions, num_classes: int | None = None) -> Tens
 
     A record with one label per box becomes a one-hot class block scaled by its score (``num_classes`` C needed).
     """
-    cxcywh = box_convert(preds.boxes, "xyxy", "cxcywh")
+    cxcywh = xyxy_to_cxcywh(preds.boxes)
     if preds.class_scores is not None:
         cls = preds.class_scores
     else:
@@ -122,5 +123,5 @@ def from_deploy_layout(out: Tensor) -> Predictions:
     if out.dim() != 3 or out.shape[-1] < 6:
         raise ValueError(f"deployed predictions must be (B, N, 5 + C) with C >= 1, got {tuple(out.shape)}")
     out = out.float()
-    return Predictions(boxes=box_convert(out[..., :4], "cxcywh", "xyxy"), class_scores=out[..., 5:],
+    return Predictions(boxes=cxcywh_to_xyxy(out[..., :4]), class_scores=out[..., 5:],
                        objectness=out[..., 4])

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ..det.assigner import SimOTAAssigner
-from ..det.boxes import decode_boxes, grid_points
+from ..det.boxes import cxcywh_to_xyxy, decode_boxes, grid_points
 from ..det.losses import SimOTALoss
 from ..det.predictions import Predictions
 from .contracts import HeadBase, Phase
@@ -196,7 +196,7 @@ class DecoupledHead(HeadBase):
         """Eval-mode predictions: boxes (B, A, 4) xyxy input px, objectness (B, A) and class probabilities
         (B, A, C); a point's score for class c is ``objectness * class_prob[c]``, as YOLOX computes it."""
         points, strides = self._grid(out)
-        boxes = box_convert(decode_boxes(out.reg.float(), points, strides), "cxcywh", "xyxy")
+        boxes = cxcywh_to_xyxy(decode_boxes(out.reg.float(), points, strides))
         return Predictions(boxes=boxes, class_scores=out.cls.float().sigmoid(), objectness=out.obj.float().sigmoid())
 
     def loss(self, out: HeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:

@@ -37,9 +37,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert
 
-from ..det.boxes import grid_points
+from ..det.boxes import cxcywh_to_xyxy, grid_points
 from ..det.dfl import dfl_expectation
 from ..det.predictions import Predictions
 from ..det.tal import TaskAlignedAssigner
@@ -300,7 +299,7 @@ class TaskAlignedHead(HeadBase):
         # centre and size first, then corners: the same float operations as the detections before the record
         cxcy = (points + (dist[..., 2:] - dist[..., :2]) / 2) * s
         wh = (dist[..., :2] + dist[..., 2:]) * s
-        boxes = box_convert(torch.cat((cxcy, wh), -1), "cxcywh", "xyxy")
+        boxes = cxcywh_to_xyxy(torch.cat((cxcy, wh), -1))
         return Predictions(boxes=boxes, class_scores=cls.float().sigmoid())
 
     def loss(self, out: TALHeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
