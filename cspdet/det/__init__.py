@@ -6,7 +6,7 @@ and the export graphs all call.
 """
 
 from .assigner import Assignment, SimOTAAssigner
-from .boxes import batched_box_iou, decode_boxes, elementwise_box_iou, grid_points
+from .boxes import batched_box_iou, cxcywh_to_xyxy, decode_boxes, elementwise_box_iou, grid_points, xyxy_to_cxcywh
 from .dfl import batched_box_ciou, bbox2dist, ciou_loss, dfl_expectation, dist2bbox, distribution_focal_loss
 from .losses import SimOTALoss, box_iou_loss, encode_l1_targets
 from .nms_free import topk_dets, topk_postprocess
@@ -21,6 +21,8 @@ __all__ = [
     "SimOTALoss",
     "batched_box_iou",
     "box_iou_loss",
+    "cxcywh_to_xyxy",
+    "xyxy_to_cxcywh",
     "decode_boxes",
     "elementwise_box_iou",
     "encode_l1_targets",
