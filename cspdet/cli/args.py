@@ -93,7 +93,7 @@ def run_reported(prog: str, action: Callable[[], T]) -> tuple[T | None, int]:
     """
     from ..config import ConfigError
     from ..data import DatasetError
-    from ..engine.checkpoint import CheckpointError
+    from ..runtime.checkpoint import CheckpointError
     from ..fileio import OutputError
 
     try:

@@ -30,7 +30,7 @@ from torch import nn
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
 from ..fileio import TEMP_PATTERN, OutputError, as_output_error, make_dirs, remove_stale_temps
 from .callbacks import CallbackList, ConsoleLogger, EpochStats, ResultsLogger, TensorBoardLogger, trim_results_csv
-from .checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
+from ..runtime.checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
     all_gather_objects,

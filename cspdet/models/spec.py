@@ -284,7 +284,8 @@ class DetectorMeta:
         preset: the registry name the model was created from, when it was.
         source: where the weights come from (a run directory, a converted checkpoint, ...).
         dataset: the dataset descriptor the model was trained on, when known (``cspdet val WEIGHTS`` scores on
-            its validation split unless told otherwise).
+            its validation split unless told otherwise), as the training command named it.
+        dataset_path: that descriptor's absolute location when the model was saved (found from any folder).
     """
 
     class_names: list[str]
@@ -300,6 +301,7 @@ class DetectorMeta:
     preset: str | None = None
     source: str | None = None
     dataset: str | None = None
+    dataset_path: str | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]

@@ -39,7 +39,7 @@ def test_channels_last_and_bf16(name, real_batch):
 
 def test_predictor_fast_path_from_checkpoint(tmp_path, real_images):
     from cspdet import Predictor
-    from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+    from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 
     model = live_detector("cspdarknet_nano")
     path = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(), model.state_dict()),

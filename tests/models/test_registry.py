@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from cspdet.engine.build import detector_from_checkpoint
-from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 from cspdet.models import (
     ACTIVATIONS,
     BACKBONES,

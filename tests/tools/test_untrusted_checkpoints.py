@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_train_cli import descriptor, load_tool, tiny_config  # tests/tools/test_train_cli.py
 
-from cspdet.engine.checkpoint import CheckpointError
+from cspdet.runtime.checkpoint import CheckpointError
 
 
 class _Payload:
