@@ -82,10 +82,11 @@ def main() -> None:
     import torch
 
     from cspdet.data.coco_classes import COCO_CLASSES
-    from cspdet.engine.predictor import Predictor
-    from cspdet.export import export_detector, load_inference_model
+    from cspdet.runtime.predictor import Predictor
+    from cspdet.export import export_detector
+    from cspdet.runtime import open_model as load_inference_model
     from cspdet.export.benchmark import BENCH_FORMATS, _latency, _throughput, default_formats
-    from cspdet.export.cpu import FastCPUDetector
+    from cspdet.runtime.cpu import FastCPUDetector
     from cspdet.fileio import atomic_write
     from cspdet.models import DetectorMeta, create_detector, fuse_conv_bn
 

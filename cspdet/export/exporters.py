@@ -215,6 +215,7 @@ def export_detector(model: nn.Module, fmt: str, out: str | os.PathLike, img_size
                        opset=opset if record.onnx_based else None)
     request = WriteRequest(graph, torch.full((batch, 3, *hw), 114.0), out, info, model, hw, dynamic=dynamic,
                            batch=batch, opset=opset, simplify=simplify, int8=int8, data=data, calib=calib)
+    make_dirs(out.parent)
     _writer(record)(request)
     return ExportResult(out, fmt, time.perf_counter() - tic, record.size_bytes(out), info, request.notes)
 

@@ -18,7 +18,8 @@ from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.
 from cspdet.config import config_from_dict, load_config
 from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine import checkpoint as checkpoint_module
-from cspdet.engine.build import build_detector, detect_weights_format, init_weights
+from cspdet.engine.build import build_detector, init_weights
+from cspdet.runtime.weights import state_kind as detect_weights_format
 from cspdet.runtime.checkpoint import CheckpointError, load_checkpoint
 from cspdet.engine.run import NonFiniteLossError, ResumeError, RunFinished, new_run_dir
 from cspdet.engine.rundir import clear_run_outputs
