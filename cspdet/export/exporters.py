@@ -28,7 +28,7 @@ from torch import nn
 from ..fileio import as_output_error, atomic_write, make_dirs
 from ..runtime.errors import ExportError, require
 from ..runtime.formats import DeployFormat, deploy_formats, get_format
-from ..runtime.weights import detector_from_checkpoint
+from ..runtime.weights import detector_from_checkpoint, recorded_dataset
 from .graph import INFO_KEY, ExportGraph, dumps_info, export_info
 from .quantize import quantize_onnx, quantize_openvino
 
@@ -195,11 +195,12 @@ def export_detector(model: nn.Module, fmt: str, out: str | os.PathLike, img_size
         names = [f.name for f in deploy_formats() if f.int8]
         which = " and ".join(names) if len(names) <= 2 else ", ".join(names)
         raise ExportError(f"--int8 is available for {which} exports, not {fmt}")
-    if int8 and not data:
-        data = getattr(model.meta, "dataset", None)
-        if not data:
-            raise ExportError("--int8 needs --data DATASET.yaml or CONFIG (its training images calibrate the "
-                              "quantisation); the checkpoint records no dataset")
+    if int8 and not data:  # calibrate on the dataset the model was trained on, where it can be found from here
+        data, tried = recorded_dataset(model.meta)
+        if data is None:
+            why = f"its dataset {' / '.join(tried)} is not found from here" if tried else "it records no dataset"
+            raise ExportError(f"--int8 needs --data CONFIG or DATASET.yaml (its training images calibrate the "
+                              f"quantisation): {why}")
     if batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
     hw = _hw(img_size if img_size is not None else model.meta.img_size)
