@@ -17,7 +17,7 @@ import yaml
 from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 from cspdet.config import config_from_dict, load_config
 from cspdet.data.synthetic import make_shapes_dataset
-from cspdet.engine import checkpoint as checkpoint_module
+from cspdet.runtime import checkpoint as checkpoint_module
 from cspdet.engine.build import build_detector, init_weights
 from cspdet.runtime.weights import state_kind as detect_weights_format
 from cspdet.runtime.checkpoint import CheckpointError, load_checkpoint
