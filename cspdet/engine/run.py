@@ -422,7 +422,7 @@ class TrainingRun(abc.ABC):
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
         """Kind-specific checkpoint entries, provided by the subclass: ``spec`` and ``meta`` (plain data, see
-        :mod:`cspdet.engine.checkpoint`) and the best score so far."""
+        :mod:`cspdet.runtime.checkpoint`) and the best score so far."""
 
     def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
         """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.

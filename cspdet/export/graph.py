@@ -13,7 +13,8 @@ The graph (:class:`ExportGraph`) is the eval forward of a Conv+BN-fused copy of 
   gets its top-k instead, with no NMS at all.
 
 The metadata (:func:`export_info`) is one JSON document stored under the key :data:`INFO_KEY`: ONNX
-``metadata_props``, OpenVINO ``rt_info``, a TorchScript extra file. :func:`cspdet.runtime.metadata.parse_info` validates it on load.
+``metadata_props``, OpenVINO ``rt_info``, a TorchScript extra file. :func:`cspdet.runtime.metadata.parse_info`
+validates it on load.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ _PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxsim": "onnxsim",
 class ExportError(CheckpointError):
     """An export that cannot be written, or an exported file that cannot be used; ``str(err)`` is one line.
 
-    A :class:`~cspdet.engine.checkpoint.CheckpointError`, so every tool that reports a bad checkpoint in one line
+    A :class:`~cspdet.runtime.checkpoint.CheckpointError`, so every tool that reports a bad checkpoint in one line
     reports a bad exported file the same way.
     """
 

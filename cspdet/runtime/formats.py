@@ -28,8 +28,8 @@ from typing import Any
 
 from .backends import OnnxBackend, OpenVINOBackend, TorchScriptBackend
 
-__all__ = ["DEPLOYED_SUFFIXES", "BenchVariant", "DeployFormat", "deploy_formats", "deployed_format", "format_names", "get_format",
-           "register_format", "suffix_table", "unregister_format"]
+__all__ = ["DEPLOYED_SUFFIXES", "BenchVariant", "DeployFormat", "deploy_formats", "deployed_format", "format_names",
+           "get_format", "register_format", "suffix_table", "unregister_format"]
 
 
 @dataclass(frozen=True)
