@@ -27,8 +27,8 @@ __all__ = ["NotAModelError", "load_backend", "open_model"]
 
 
 class NotAModelError(CheckpointError):
-    """A weights file cspdet recognises that is not a runnable detector (``kind``: ``yolox``, ``timm``,
-    ``ultralytics``, a classifier ``cspdet`` checkpoint, or ``""``); the message says what to do with it."""
+    """A weights file cspdet recognises that is not a runnable detector (``kind``: ``yolox``, ``timm`` or
+    ``ultralytics``); the message says what to do with it."""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
@@ -84,8 +84,8 @@ def open_model(path: str | os.PathLike | WeightsFile, device: str | torch.device
     training code's. ``threads``: intra-op threads of an exported file's runtime.
 
     Raises:
-        CheckpointError (ExportError for exported files; :class:`NotAModelError` for YOLOX / timm / classifier
-            files): one line naming the file and the problem.
+        CheckpointError (ExportError for exported files; :class:`NotAModelError` for YOLOX / timm / Ultralytics
+            weights): one line naming the file and the problem.
     """
     weights = path if isinstance(path, WeightsFile) else read_weights(path)
     if weights.exported:
