@@ -30,7 +30,7 @@ from torch import nn
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
 from ..fileio import TEMP_PATTERN, OutputError, as_output_error, make_dirs, remove_stale_temps
 from .callbacks import CallbackList, ConsoleLogger, EpochStats, ResultsLogger, TensorBoardLogger, trim_results_csv
-from .checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
+from ..runtime.checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
     all_gather_objects,
@@ -422,7 +422,7 @@ class TrainingRun(abc.ABC):
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
         """Kind-specific checkpoint entries, provided by the subclass: ``spec`` and ``meta`` (plain data, see
-        :mod:`cspdet.engine.checkpoint`) and the best score so far."""
+        :mod:`cspdet.runtime.checkpoint`) and the best score so far."""
 
     def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
         """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.

@@ -1,104 +1,10 @@
-"""The PyTorch CPU fast path: channels_last and, on CPUs that compute bf16 natively, bf16 autocast.
-
-Measured on this machine (Xeon with AMX-BF16 / AVX512-BF16, 1 thread, 320x320, fused Conv+BN, forward only):
-
-=============  =======  ===================  ===========  ==========================
-model          fp32     fp32 channels_last   bf16         bf16 channels_last
-=============  =======  ===================  ===========  ==========================
-csptal_n       25.2 ms  24.7 ms              23.4 ms      14.7 ms
-cspdarknet_s   66.3 ms  57.9 ms              50.5 ms      32.2 ms
-=============  =======  ===================  ===========  ==========================
-
-On CPUs without native bf16, oneDNN emulates bf16 convolutions and they run 4-50x slower, so bf16 is never chosen
-there (``precision="auto"`` picks it only when :func:`native_bf16` is true). bf16 changes the predictions (scores
-move by ~1e-2), so the default everywhere stays fp32; ask for ``precision="auto"`` / ``"bf16"``.
-"""
+"""Deprecated: the PyTorch CPU fast path moved to :mod:`cspdet.runtime.cpu`."""
 
 from __future__ import annotations
 
-import logging
-import re
-from collections.abc import Sequence
-from pathlib import Path
+from .._deprecated import moved
 
-import torch
-from torch import Tensor, nn
+__all__: list[str] = []
 
-__all__ = ["FastCPUDetector", "native_bf16", "resolve_precision"]
-
-logger = logging.getLogger(__name__)
-
-
-def native_bf16() -> bool:
-    """True when this CPU has native bf16 arithmetic (AMX-BF16 or AVX512-BF16 in ``/proc/cpuinfo``) and PyTorch
-    has oneDNN; False elsewhere (including non-Linux systems, where it cannot tell)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return re.search(r"\b(amx_bf16|avx512_bf16)\b", text) is not None
-
-
-def resolve_precision(precision: str) -> str:
-    """``"fp32"`` | ``"bf16"`` | ``"auto"`` (bf16 when :func:`native_bf16`, else fp32) -> ``"fp32"`` or ``"bf16"``.
-    An explicit ``"bf16"`` on a CPU without native bf16 is honoured with a warning (it is much slower there)."""
-    if precision not in ("fp32", "bf16", "auto"):
-        raise ValueError(f"precision must be fp32, bf16 or auto, got {precision!r}")
-    native = native_bf16()
-    if precision == "auto":
-        return "bf16" if native else "fp32"
-    if precision == "bf16" and not native:
-        logger.warning("this CPU has no native bf16 (no AMX-BF16 / AVX512-BF16): bf16 convolutions run several "
-                       "times slower than fp32 here")
-    return precision
-
-
-class FastCPUDetector(nn.Module):
-    """A (fused) :class:`cspdet.models.Detector` run channels_last, optionally under bf16 autocast.
-
-    Same interface as the detector for ``Predictor`` / ``COCOEvaluator``: ``forward(images (B, 3, H, W))`` ->
-    (B, N, 5 + C) float32 decoded predictions, :meth:`predict`, ``meta``, ``num_classes``, ``strides``, ``nms_free``,
-    ``head``.
-    """
-
-    def __init__(self, detector: nn.Module, precision: str = "fp32", channels_last: bool = True) -> None:
-        super().__init__()
-        self.precision = resolve_precision(precision)
-        self.channels_last = bool(channels_last)
-        self.detector = detector.eval().to(memory_format=torch.channels_last) if channels_last else detector.eval()
-        self.meta, self.head = detector.meta, detector.head
-
-    @property
-    def num_classes(self) -> int:
-        return self.detector.num_classes
-
-    @property
-    def strides(self) -> tuple[int, ...]:
-        return self.detector.strides
-
-    @property
-    def nms_free(self) -> bool:
-        return self.detector.nms_free
-
-    @nms_free.setter
-    def nms_free(self, value: bool) -> None:
-        self.detector.nms_free = value
-
-    def forward(self, images: Tensor) -> Tensor:
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.detector(images).float()
-
-    @torch.inference_mode()
-    def predict(self, images: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
-                classes: Sequence[int] | None = None, agnostic: bool = False, pre_nms_topk: int | None = None,
-                multi_label: bool = False) -> list[dict[str, Tensor]]:
-        """As ``Detector.predict``: (B, 3, H, W) float RGB 0..255 -> B dicts of ``boxes`` (K, 4) xyxy input px,
-        ``scores`` (K,), ``labels`` (K,)."""
-        from ..det.postprocess import postprocess
-
-        post = getattr(self.detector.head, "postprocess", postprocess)
-        return post(self(images), conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+__getattr__ = moved(__name__, dict.fromkeys(("FastCPUDetector", "native_bf16", "resolve_precision"),
+                                            "cspdet.runtime.cpu"))

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from ..data.letterbox import Letterbox
-from ._deps import ExportError, require
+from ..runtime.errors import ExportError, require
 
 __all__ = ["calibration_images", "quantize_onnx", "quantize_openvino"]
 
@@ -36,16 +36,17 @@ _PRED_PATTERN = r".*/head/.*_pred/.*"
 
 
 def calibration_images(data: str | os.PathLike, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
-    """``n`` training images (evenly spread over the split) of the dataset of config ``data``, letterboxed to
+    """``n`` training images (evenly spread over the split) of the dataset ``data`` (a dataset descriptor, or a
+    config YAML naming one), letterboxed to
     ``hw``: a list of (1, 3, H, W) float32 RGB 0..255 arrays. Falls back to the val split when there is no train
     split. Unreadable images are skipped."""
-    from ..config import load_config
+    from ..config.data_yaml import config_for_data
     from ..data import build_dataset
     from ..data.image_io import ImageReadError
 
     if n < 1:
         raise ExportError(f"--calib must be >= 1, got {n}")
-    cfg = load_config(data)
+    cfg = config_for_data(data)
     try:
         dataset = build_dataset(cfg.data.dataset, "train", strict=False)
     except ValueError:

@@ -171,6 +171,17 @@ class Detector(nn.Module):
         return post(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
 
     @property
+    def fixed_input_size(self) -> tuple[int, int] | None:
+        """None: the network takes any (H, W) multiple of its largest stride (an exported static file does not)."""
+        return None
+
+    def check_input_size(self, hw: tuple[int, int]) -> None:
+        """Raise ``ValueError`` unless (H, W) are multiples of the largest stride."""
+        stride = max(self.strides)
+        if hw[0] % stride or hw[1] % stride:
+            raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
+
+    @property
     def nms_free(self) -> bool:
         """True when predictions come from a one-to-one branch as top-k with no NMS (heads that have one)."""
         return bool(getattr(self.head, "nms_free", False))

@@ -285,7 +285,8 @@ class DetectorMeta:
         source: where the weights come from: ``{path, format, sha256, licence, parent?, trained_in?}``
             (:mod:`cspdet.engine.provenance`; older checkpoints hold a plain string).
         dataset: the dataset descriptor the model was trained on, when known (``cspdet val WEIGHTS`` scores on
-            its validation split unless told otherwise).
+            its validation split unless told otherwise), as the training command named it.
+        dataset_path: that descriptor's absolute location when the model was saved (found from any folder).
     """
 
     class_names: list[str]
@@ -301,6 +302,7 @@ class DetectorMeta:
     preset: str | None = None
     source: str | dict[str, Any] | None = None
     dataset: str | None = None
+    dataset_path: str | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]

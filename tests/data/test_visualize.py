@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from cspdet.data.visualize import class_color, draw_boxes
-from cspdet.engine.predictor import Results
+from cspdet.runtime.predictor import Results
 
 NAMES = ["red", "green", "blue"]  # the classes of the crafted ``coco_dir`` dataset
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from export_helpers import fused, live_detector, matched_fraction  # tests/export_helpers.py
 
-from cspdet.export.cpu import FastCPUDetector, native_bf16, resolve_precision
+from cspdet.runtime.cpu import FastCPUDetector, native_bf16, resolve_precision
 
 
 def test_native_bf16_follows_cpu_flags():
@@ -39,7 +39,7 @@ def test_channels_last_and_bf16(name, real_batch):
 
 def test_predictor_fast_path_from_checkpoint(tmp_path, real_images):
     from cspdet import Predictor
-    from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+    from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 
     model = live_detector("cspdarknet_nano")
     path = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(), model.state_dict()),
@@ -77,8 +77,8 @@ sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 import numpy as np, torch
 from export_helpers import matched_fraction
 from cspdet import Predictor
-from cspdet.export import load_inference_model
-from cspdet.export.cpu import native_bf16
+from cspdet.runtime import open_model as load_inference_model
+from cspdet.runtime.cpu import native_bf16
 with np.load({str(tmp_path / "images.npz")!r}) as z:
     images = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
 exact = load_inference_model({str(path)!r})
@@ -113,7 +113,8 @@ def test_openvino_specialises_a_recurring_shape(tmp_path, real_batch):
     pytest.importorskip("openvino")
     from export_helpers import assert_preds_close
 
-    from cspdet.export import export_detector, load_inference_model
+    from cspdet.export import export_detector
+    from cspdet.runtime import open_model as load_inference_model
 
     model = live_detector("cspdarknet_nano")
     deployed = load_inference_model(export_detector(model, "openvino", tmp_path / "m.xml", dynamic=True).path)
