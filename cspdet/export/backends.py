@@ -101,8 +101,8 @@ class OnnxBackend(Backend):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # After each run ORT's pool busy-waits for more work by default. Between two images the predictor decodes,
-        # letterboxes and post-processes on the same cores, and the spinning threads take them: measured 79 -> 60 ms
-        # end to end per image for yolo26n_layout at 640 on 2 cores (forward alone is unchanged).
+        # letterboxes and post-processes on the same cores, and the spinning threads take them (a quarter of the end
+        # to end time per image on 2 cores; benchmarks/results/measurements.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
@@ -126,13 +126,13 @@ class OpenVINOBackend(Backend):
 
     A dynamic model runs any input shape on its dynamic compilation; a shape that arrives :data:`SPECIALISE_AFTER`
     times in a row (the frames of a video, a folder of same-size photos) gets a static compilation of its own, kept
-    for the :data:`MAX_SPECIALISED` most recent such shapes. Static kernels run 12-15 % faster than dynamic ones
-    here (yolo26n_layout at 480x640 forward: fp32 28.9 vs 33.0 ms, bf16 16.5 vs 19.4 ms) but a compilation costs
-    about 0.3 s, so only a run of one shape earns it; mixed shapes (a folder of photos of several aspect ratios
-    under the predictor's rect letterbox) stay on the dynamic compilation and never pay a compile.
+    for the :data:`MAX_SPECIALISED` most recent such shapes. Static kernels run faster than dynamic ones but a
+    compilation costs a fraction of a second (numbers in ``benchmarks/results/measurements.md``), so only a run of
+    one shape earns it; mixed shapes (a folder of photos of several aspect ratios under the predictor's rect
+    letterbox) stay on the dynamic compilation and never pay a compile.
 
     ``precision``: ``fp32`` (default: the outputs equal PyTorch's to ~1e-5), ``bf16`` (OpenVINO's own default on
-    CPUs with native bf16: about 1.7x faster there, scores move by ~1e-2) or ``auto`` (bf16 only where the CPU
+    CPUs with native bf16: much faster there, scores move by ~1e-2) or ``auto`` (bf16 only where the CPU
     has native bf16; see :func:`cspdet.export.cpu.resolve_precision`).
     """
 
