@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import threading
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -121,6 +122,30 @@ class OnnxBackend(Backend):
         return torch.from_numpy(out)
 
 
+_OPENVINO_CORE: list[Any] = []  # the process's one openvino.Core, made on first use (see _openvino_core)
+_OPENVINO_CORE_LOCK = threading.Lock()
+
+
+def _openvino_core() -> Any:
+    """The process's one ``openvino.Core``, shared by every :class:`OpenVINOBackend` and never released.
+
+    Why one, kept until exit: each Core loads a CPU plugin of its own, and the plugin (OpenVINO 2025.x / 2026.x,
+    ``intel_cpu/src/sigstack_manager.cpp``) installs a fresh alternate signal stack on the thread that creates it;
+    when destroyed, it restores the previous stack only if its own is still the current one, and unmaps its own
+    either way. Two Cores destroyed in the order they were made (two backends of one test or one benchmark, freed
+    first to last) so leave the thread's alternate signal stack pointing at unmapped memory, and the next signal
+    handled on it -- every Python-level handler runs there (SA_ONSTACK since CPython 3.10), e.g. torch DataLoader's
+    SIGCHLD handler when any child process exits -- kills the process with SIGSEGV and no traceback
+    (``benchmarks/results/openvino_bf16_crash.md``). One Core that lives as long as the process never unmaps a stack
+    that another plugin saved, and loads the plugin once.
+    """
+    with _OPENVINO_CORE_LOCK:
+        if not _OPENVINO_CORE:
+            ov = require("openvino", "to run OpenVINO .xml models")
+            _OPENVINO_CORE.append(ov.Core())
+        return _OPENVINO_CORE[0]
+
+
 class OpenVINOBackend(Backend):
     """OpenVINO runtime on CPU (latency hint).
 
@@ -141,10 +166,9 @@ class OpenVINOBackend(Backend):
     MAX_SPECIALISED = 4
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32") -> None:
-        ov = require("openvino", "to run OpenVINO .xml models")
         if not path.with_suffix(".bin").is_file():
             raise ExportError(f"{path}: the OpenVINO weights file {path.with_suffix('.bin').name} is missing beside it")
-        core = ov.Core()
+        core = _openvino_core()
         try:
             model = core.read_model(str(path))
         except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line
