@@ -5,13 +5,13 @@ signal stack unmapped, and the next Python-level signal handler call kills the p
     python benchmarks/openvino_altstack_repro.py               # affected OpenVINO: "Segmentation fault", exit -11
     python benchmarks/openvino_altstack_repro.py --one-core    # the workaround (one Core for the process): survives
 
-Each ``openvino.Core`` loads a CPU plugin whose ``SigAltStackSetup`` (``src/plugins/intel_cpu/src/sigstack_manager.cpp``)
-mmaps a new alternate signal stack and installs it with ``sigaltstack(&new, &old)``; its destructor restores ``old``
-only if ``new`` is still current, and munmaps ``new`` either way. Core A, then Core B (B saves A's stack as its
-``old``); free A (A's stack is unmapped, B's stays current); free B (B restores A's unmapped stack). From then on the
-kernel cannot push a signal frame for any handler installed with SA_ONSTACK -- CPython installs every Python-level
-handler that way since 3.10 -- and delivers SIGSEGV (si_code SI_KERNEL) instead: here a SIGCHLD, as the exit of any
-child process raises (``--child``: from a real one). Independent of the inference precision and of the CPU (no AMX needed).
+Each ``openvino.Core`` loads a CPU plugin whose ``SigAltStackSetup`` (intel_cpu ``sigstack_manager.cpp``) mmaps
+a new alternate signal stack and installs it with ``sigaltstack(&new, &old)``; its destructor restores ``old`` only
+if ``new`` is still current, and munmaps ``new`` either way. Core A, then Core B (B saves A's stack as its ``old``);
+free A (A's stack is unmapped, B's stays current); free B (B restores A's unmapped stack). From then on the kernel
+cannot push a signal frame for any handler installed with SA_ONSTACK -- CPython installs every Python-level handler
+that way since 3.10 -- and delivers SIGSEGV (si_code SI_KERNEL) instead: here a SIGCHLD, as the exit of any child
+process raises (``--child``: from a real one). Independent of the inference precision and of the CPU (no AMX).
 See benchmarks/results/openvino_bf16_crash.md.
 """
 
@@ -37,7 +37,8 @@ def alternate_signal_stack() -> str:
     current = StackT()
     ctypes.CDLL(None).sigaltstack(None, ctypes.byref(current))
     sp = current.ss_sp or 0
-    maps = [[int(v, 16) for v in line.split()[0].split("-")] for line in Path("/proc/self/maps").read_text().splitlines()]
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    maps = [[int(v, 16) for v in line.split()[0].split("-")] for line in lines]
     mapped = any(lo <= sp < hi for lo, hi in maps)
     return f"sp={sp:#x} size={current.ss_size} flags={current.ss_flags} mapped={mapped}"
 

@@ -86,7 +86,8 @@ def _signal_stack_is_mapped() -> bool:
     assert ctypes.CDLL(None, use_errno=True).sigaltstack(None, ctypes.byref(current)) == 0
     if current.ss_flags & 2 or not current.ss_sp:  # SS_DISABLE: no alternate stack
         return True
-    maps = [[int(v, 16) for v in line.split()[0].split("-")] for line in Path("/proc/self/maps").read_text().splitlines()]
+    lines = Path("/proc/self/maps").read_text().splitlines()
+    maps = [[int(v, 16) for v in line.split()[0].split("-")] for line in lines]
     return all(any(lo <= addr < hi for lo, hi in maps) for addr in (current.ss_sp, current.ss_sp + current.ss_size - 1))
 
 
