@@ -1,4 +1,12 @@
-"""Detection utilities: boxes, SimOTA assignment, losses, decoding and NMS (torch + torchvision.ops only)."""
+"""Detection utilities of both head families (torch + torchvision.ops only).
+
+* shared: box geometry and grids (``boxes``), class-aware NMS post-processing (``postprocess``);
+* YOLOX's decoupled head: SimOTA assignment (``assigner``) and its IoU / objectness / class / L1 losses
+  (``losses``);
+* the task-aligned head: task-aligned assignment (``tal``, TOOD), its loss with the one-to-one branch's weight
+  schedule (``tal_loss``), distance encoding, distribution focal loss and CIoU (``dfl``), and the NMS-free top-k
+  post-processing of a one-to-one branch (``nms_free``).
+"""
 
 from .assigner import Assignment, SimOTAAssigner
 from .boxes import batched_box_iou, decode_boxes, elementwise_box_iou, grid_points
@@ -20,7 +28,7 @@ __all__ = [
     "encode_l1_targets",
     "grid_points",
     "postprocess",
-    # task-aligned head (issue 11)
+    # task-aligned head
     "TALAssignment",
     "TaskAlignedAssigner",
     "TaskAlignedLoss",

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
-from ..fileio import TEMP_PATTERN, OutputError, as_output_error, make_dirs, remove_stale_temps
+from ..fileio import OutputError, as_output_error, make_dirs, remove_stale_temps
 from .callbacks import CallbackList, ConsoleLogger, EpochStats, ResultsLogger, TensorBoardLogger, trim_results_csv
 from ..runtime.checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
@@ -71,9 +71,6 @@ __all__ = [
 
 # Faults of the machine that end a run with a one-line message rather than a traceback.
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-# Temp files of atomic writes (``.last.pt.XXXX.tmp``, ``.results.csv.XXXX.tmp``, ...) that a kill -9 mid-write
-# leaves (see cspdet.fileio).
-STALE_SAVE_TEMPS = TEMP_PATTERN
 
 
 class NonFiniteLossError(RuntimeError):

@@ -178,6 +178,7 @@ class Trainer(TrainingRun):
         self.warmup_epochs, self.no_aug_epochs = scaled_schedule_epochs(tcfg.epochs, tcfg.warmup_epochs,
                                                                         tcfg.no_aug_epochs)
         self.no_aug_start = max(0, tcfg.epochs - self.no_aug_epochs)
+        self._no_aug_started = False
         self.schedule = YoloxSchedule(
             base_lr=self.base_lr,
             total_iters=total_iters,
@@ -322,16 +323,19 @@ class Trainer(TrainingRun):
 
     def _start_no_aug(self, epoch: int) -> None:
         # Called at every tail epoch (a resumed run may start inside the tail); it only acts once.
-        head = unwrap_model(self.model).head
-        if head.use_l1:
+        if self._no_aug_started:
             return
+        self._no_aug_started = True
         loader_set = self.train_loader.dataset
         if hasattr(loader_set, "close_mosaic"):
             loader_set.close_mosaic()
-        head.use_l1 = True
-        if self.ema is not None:
-            self.ema.ema.head.use_l1 = True
-        self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off, L1 loss on)")
+        # YOLOX's head adds its L1 loss for the tail; a head without that switch (task-aligned) has no such term.
+        heads = [unwrap_model(self.model).head] + ([self.ema.ema.head] if self.ema is not None else [])
+        l1 = hasattr(heads[0], "use_l1")
+        if l1:
+            for head in heads:
+                head.use_l1 = True
+        self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off{', L1 loss on' if l1 else ''})")
 
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float, float, int]:
         tcfg = self.cfg.train

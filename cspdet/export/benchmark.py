@@ -47,8 +47,8 @@ class BenchFormat(NamedTuple):
     ONNX Runtime and TorchScript files are exported dynamic: one file serves batch 1 and 8, and the predictor's rect
     letterbox (a 640x480 photo runs at 480x640) at full speed. OpenVINO files are exported static, at the
     benchmark size and batch 1 (``cspdet export``'s default; a batch of 8 runs as 8 calls): OpenVINO runs static
-    shapes 12-15 % faster than dynamic ones and a dynamic model pays ~0.1-0.5 s the first time it meets each input
-    shape, which a folder of mixed photos under rect letterboxing keeps doing.
+    shapes faster than dynamic ones and a dynamic model pays a compilation the first time it meets each input
+    shape, which a folder of mixed photos under rect letterboxing keeps doing (``benchmarks/results/measurements.md``).
     """
 
     export: str | None

@@ -237,8 +237,7 @@ def _onnx_proto(graph: ExportGraph, example: torch.Tensor, dynamic: bool, opset:
                           dynamic_axes=axes, do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
     if simplify:
-        # onnxsim rather than onnxslim: the same graphs (csptal_n 600 -> 340 vs 335 nodes, equal ONNX Runtime
-        # latency) in a fraction of the time (csptal_n 0.6 vs 4.4 s, cspdarknet_m 1.0 vs 20.7 s)
+        # onnxsim rather than onnxslim: the same graphs in a fraction of the time (benchmarks/results/measurements.md)
         onnxsim = require("onnxsim", "to simplify ONNX graphs (or pass simplify=False / --no-simplify)")
         before = len(proto.graph.node)
         try:

@@ -1,8 +1,12 @@
 """The detector: CSPNet backbone -> neck -> head, described by a spec and carrying its metadata.
 
 One image's path: (B, 3, H, W) RGB 0..255 float -> backbone feature maps at strides 8/16/32 -> neck maps with
-the same strides -> head raw outputs per grid point -> (training) SimOTA + losses, or (eval) decoded boxes
-and probabilities -> (``predict``) score filter + class-aware NMS.
+the same strides -> head raw outputs per grid point -> (training) the head's assignment and losses, or (eval)
+decoded boxes and scores -> (``predict``) the head's post-processing.
+
+The head decides the rest: YOLOX's decoupled head (:class:`~cspdet.models.head.DecoupledHead`: objectness,
+SimOTA, class-aware NMS) or the task-aligned head (:class:`~cspdet.models.tal_head.TaskAlignedHead`: no
+objectness, task-aligned assignment, DFL, optionally an NMS-free one-to-one branch predicting with top-k).
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ class Detector(nn.Module):
     Args:
         backbone: module mapping (B, 3, H, W) to a list of feature maps, finest first, at ``head.strides``
             (a ``features_only`` :class:`~cspdet.models.CSPNet`).
-        neck: module mapping that list to a list of the same length (:class:`~cspdet.models.CSPPAN`).
-        head: :class:`~cspdet.models.head.DecoupledHead`; owns decoding and the loss.
+        neck: module mapping that list to a list of the same length (:class:`~cspdet.models.CSPPAN`, or the C2f /
+            C3k2 PAN of the task-aligned presets).
+        head: a registered head (:class:`~cspdet.models.head.DecoupledHead`,
+            :class:`~cspdet.models.tal_head.TaskAlignedHead`); owns decoding, the loss and post-processing.
         meta: what the detector knows beyond its layers (class names, input size, thresholds, ...); default
             placeholder names ``"0".."C-1"``.
 
@@ -38,12 +44,15 @@ class Detector(nn.Module):
     Input images are float (B, 3, H, W), RGB, values 0..255 (no mean/std), H and W multiples of the largest
     stride (32).
 
-    * ``train()`` mode: ``detector(images, targets, target_mask)`` -> dict of scalar losses
-      ``loss`` (what to backpropagate), ``iou_loss``, ``obj_loss``, ``cls_loss``, ``l1_loss``, ``num_fg``;
+    * ``train()`` mode: ``detector(images, targets, target_mask)`` -> dict of scalar losses, the head's
+      ``loss_keys`` plus ``num_fg``: ``loss`` (what to backpropagate) first, then YOLOX's ``iou_loss``,
+      ``obj_loss``, ``cls_loss``, ``l1_loss`` or the task-aligned head's ``box_loss``, ``cls_loss``, ``dfl_loss``;
       ``targets`` (B, M, 5) [cls, x1, y1, x2, y2] input px, ``target_mask`` (B, M) bool (default: all real).
     * ``eval()`` mode: ``detector(images)`` -> (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness and
-      class probabilities, N = sum over levels of (H / s) * (W / s) -- YOLOX's output layout.
-    * :meth:`predict` -> per-image ``{"boxes", "scores", "labels"}`` after NMS.
+      class probabilities, N = sum over levels of (H / s) * (W / s) -- YOLOX's output layout, which every head
+      returns (a head without objectness fills that column with ones).
+    * :meth:`predict` -> per-image ``{"boxes", "scores", "labels"}``: the head's ``postprocess`` when it has one
+      (NMS-free top-k for a one-to-one branch), class-aware NMS otherwise.
 
     For inference, :func:`cspdet.models.fuse_conv_bn` folds every BatchNorm of the whole detector (backbone,
     neck, head) into its conv, in place: eval outputs and :meth:`predict` results stay the same (float32
@@ -148,7 +157,8 @@ class Detector(nn.Module):
 
         Args:
             images: (B, 3, H, W) float RGB 0..255.
-            conf: minimum score ``obj * cls_prob``; iou: NMS IoU threshold; max_det: detections per image.
+            conf: minimum score ``obj * cls_prob`` (the class probability for a head without objectness);
+                iou: NMS IoU threshold; max_det: detections per image.
             classes: keep only these class indices; agnostic: class-agnostic NMS.
             pre_nms_topk: at most this many top-scoring points per image enter NMS; ``None`` (default) = no
                 cap, as YOLOX (see :func:`cspdet.det.postprocess`; a cap only trades accuracy for speed).

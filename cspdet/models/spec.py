@@ -263,9 +263,6 @@ class DetectorSpec(_Spec):
     def num_classes(self) -> int:
         return self.head.num_classes
 
-    def with_num_classes(self, num_classes: int) -> DetectorSpec:
-        return self.replace(head=self.head.replace(num_classes=num_classes))
-
 
 @dataclass
 class DetectorMeta:

@@ -200,7 +200,6 @@ class TaskAlignedHead(nn.Module):
         self.o2m_weight = self._o2m_start = o2m_weight
         self._nms_free = False
         self.nms_free = self.one2one if nms_free is None else nms_free
-        self.use_l1 = False  # accepted for trainer compatibility (the YOLOX trainer switches it on); unused
         #: COCO evaluation considers every class above conf per point (YOLOv8's validator); predict does not.
         self.eval_multi_label = True
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
+import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -96,8 +98,8 @@ class OnnxBackend(Backend):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         # After each run ORT's pool busy-waits for more work by default. Between two images the predictor decodes,
-        # letterboxes and post-processes on the same cores, and the spinning threads take them: measured 79 -> 60 ms
-        # end to end per image for yolo26n_layout at 640 on 2 cores (forward alone is unchanged).
+        # letterboxes and post-processes on the same cores, and the spinning threads take them (a quarter of the end
+        # to end time per image on 2 cores; benchmarks/results/measurements.md).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
@@ -116,18 +118,42 @@ class OnnxBackend(Backend):
         return torch.from_numpy(out)
 
 
+_OPENVINO_CORE: list[Any] = []  # the process's one openvino.Core, made on first use (see _openvino_core)
+_OPENVINO_CORE_LOCK = threading.Lock()
+
+
+def _openvino_core() -> Any:
+    """The process's one ``openvino.Core``, shared by every :class:`OpenVINOBackend` and never released.
+
+    Why one, kept until exit: each Core loads a CPU plugin of its own, and the plugin (OpenVINO 2025.x / 2026.x,
+    ``intel_cpu/src/sigstack_manager.cpp``) installs a fresh alternate signal stack on the thread that creates it;
+    when destroyed, it restores the previous stack only if its own is still the current one, and unmaps its own
+    either way. Two Cores destroyed in the order they were made (two backends of one test or one benchmark, freed
+    first to last) so leave the thread's alternate signal stack pointing at unmapped memory, and the next signal
+    handled on it -- every Python-level handler runs there (SA_ONSTACK since CPython 3.10), e.g. torch DataLoader's
+    SIGCHLD handler when any child process exits -- kills the process with SIGSEGV and no traceback
+    (``benchmarks/results/openvino_bf16_crash.md``). One Core that lives as long as the process never unmaps a stack
+    that another plugin saved, and loads the plugin once.
+    """
+    with _OPENVINO_CORE_LOCK:
+        if not _OPENVINO_CORE:
+            ov = require("openvino", "to run OpenVINO .xml models")
+            _OPENVINO_CORE.append(ov.Core())
+        return _OPENVINO_CORE[0]
+
+
 class OpenVINOBackend(Backend):
     """OpenVINO runtime on CPU (latency hint).
 
     A dynamic model runs any input shape on its dynamic compilation; a shape that arrives :data:`SPECIALISE_AFTER`
     times in a row (the frames of a video, a folder of same-size photos) gets a static compilation of its own, kept
-    for the :data:`MAX_SPECIALISED` most recent such shapes. Static kernels run 12-15 % faster than dynamic ones
-    here (yolo26n_layout at 480x640 forward: fp32 28.9 vs 33.0 ms, bf16 16.5 vs 19.4 ms) but a compilation costs
-    about 0.3 s, so only a run of one shape earns it; mixed shapes (a folder of photos of several aspect ratios
-    under the predictor's rect letterbox) stay on the dynamic compilation and never pay a compile.
+    for the :data:`MAX_SPECIALISED` most recent such shapes. Static kernels run faster than dynamic ones but a
+    compilation costs a fraction of a second (numbers in ``benchmarks/results/measurements.md``), so only a run of
+    one shape earns it; mixed shapes (a folder of photos of several aspect ratios under the predictor's rect
+    letterbox) stay on the dynamic compilation and never pay a compile.
 
     ``precision``: ``fp32`` (default: the outputs equal PyTorch's to ~1e-5), ``bf16`` (OpenVINO's own default on
-    CPUs with native bf16: about 1.7x faster there, scores move by ~1e-2) or ``auto`` (bf16 only where the CPU
+    CPUs with native bf16: much faster there, scores move by ~1e-2) or ``auto`` (bf16 only where the CPU
     has native bf16; see :func:`cspdet.runtime.cpu.resolve_precision`).
     """
 
@@ -136,10 +162,9 @@ class OpenVINOBackend(Backend):
     MAX_SPECIALISED = 4
 
     def __init__(self, path: Path, threads: int | None = None, precision: str = "fp32") -> None:
-        ov = require("openvino", "to run OpenVINO .xml models")
         if not path.with_suffix(".bin").is_file():
             raise ExportError(f"{path}: the OpenVINO weights file {path.with_suffix('.bin').name} is missing beside it")
-        core = ov.Core()
+        core = _openvino_core()
         try:
             model = core.read_model(str(path))
         except Exception as err:  # noqa: BLE001 - any runtime's own error becomes one line

@@ -1,17 +1,10 @@
 """The PyTorch CPU fast path: channels_last and, on CPUs that compute bf16 natively, bf16 autocast.
 
-Measured on this machine (Xeon with AMX-BF16 / AVX512-BF16, 1 thread, 320x320, fused Conv+BN, forward only):
-
-=============  =======  ===================  ===========  ==========================
-model          fp32     fp32 channels_last   bf16         bf16 channels_last
-=============  =======  ===================  ===========  ==========================
-csptal_n       25.2 ms  24.7 ms              23.4 ms      14.7 ms
-cspdarknet_s   66.3 ms  57.9 ms              50.5 ms      32.2 ms
-=============  =======  ===================  ===========  ==========================
-
-On CPUs without native bf16, oneDNN emulates bf16 convolutions and they run 4-50x slower, so bf16 is never chosen
-there (``precision="auto"`` picks it only when :func:`native_bf16` is true). bf16 changes the predictions (scores
-move by ~1e-2), so the default everywhere stays fp32; ask for ``precision="auto"`` / ``"bf16"``.
+On a CPU with AMX, bf16 with channels_last runs the forward about twice as fast as fp32 (measured:
+``benchmarks/results/measurements.md``). On CPUs without native bf16, oneDNN emulates bf16 convolutions and they
+run several times slower, so bf16 is never chosen there (``precision="auto"`` picks it only when
+:func:`native_bf16` is true). bf16 changes the predictions (scores move by ~1e-2), so the default everywhere stays
+fp32; ask for ``precision="auto"`` / ``"bf16"``.
 """
 
 from __future__ import annotations
