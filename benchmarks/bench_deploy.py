@@ -82,12 +82,14 @@ def main() -> None:
     import torch
 
     from cspdet.data.coco_classes import COCO_CLASSES
-    from cspdet.engine.predictor import Predictor
-    from cspdet.export import export_detector, load_inference_model
+    from cspdet.export import export_detector
     from cspdet.export.benchmark import BENCH_FORMATS, _latency, _throughput, default_formats
-    from cspdet.export.cpu import FastCPUDetector
     from cspdet.fileio import atomic_write
     from cspdet.models import DetectorMeta, create_detector, fuse_conv_bn
+    from cspdet.runtime import open_model
+    from cspdet.runtime.cpu import FastCPUDetector
+    from cspdet.runtime.formats import get_format
+    from cspdet.runtime.predictor import Predictor
 
     torch.set_num_threads(args.threads)
     formats = args.formats or default_formats()
@@ -126,10 +128,9 @@ def main() -> None:
                     if precision != "fp32" or channels_last:
                         net = FastCPUDetector(net, precision, channels_last)
                 else:
-                    suffix = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript"}[kind]
-                    path = export_detector(model, kind, Path(tmp) / f"{name}_{fmt}{suffix}", dynamic=dynamic,
-                                           int8=int8, data=config, calib=32).path
-                    net = load_inference_model(path, threads=args.threads, precision=precision)
+                    path = export_detector(model, kind, Path(tmp) / f"{name}_{fmt}{get_format(kind).suffix}",
+                                           dynamic=dynamic, int8=int8, data=config, calib=32).path
+                    net = open_model(path, threads=args.threads, precision=precision)
                 predictors[fmt] = Predictor(net, list(COCO_CLASSES), img_size=hw)
             # rounds: every row once per round, the peer right after cspdet's rows, so that a slow spell of a
             # shared machine lands on all rows of a round; each row reports its median over the rounds

@@ -1,33 +1,37 @@
-"""Learning benchmark: how well a recipe learns from scratch on a small real dataset, in the same run, on this CPU.
+"""Learning benchmark over the panel: how well each recipe learns from scratch on small real datasets, in one run.
 
-    python benchmarks/bench_learning.py                                  # every row, seeds 0 1 2 where asked
-    python benchmarks/bench_learning.py --rows cspdet_small_scratch ultralytics_yolo26n --seeds 0
+    python benchmarks/bench_learning.py                                      # the panel x every row x seeds
+    python benchmarks/bench_learning.py --datasets raccoon cards --rows cspdet_small_scratch ultralytics_yolo26n
+    python benchmarks/bench_learning.py --datasets coco128 --seeds 0         # crowded / small-object diagnostic
     python benchmarks/bench_learning.py --ultralytics-python /path/to/benchvenv/bin/python
 
-Dataset: ``../shared/data/raccoon`` (real photos, 1 class; train 160 -> val 40 images; see its SOURCE.md).
-Every row trains from scratch at input 416, batch 16, 30 epochs, on the CPU with 2 threads and no loader workers
+The panel (``../shared/data``, real photos; each SOURCE.md gives licence and attribution; descriptors in
+``datasets/``): **raccoon** (1 class, 160 / 40), **cards** (6 fine-grained, overlapping classes, 296 / 67),
+**microcontroller** (4 classes, 112 / 30 / 7 test), **thermal** (thermal infrared, 2 classes, 142 / 41 / 20 test,
+18 negatives). ``coco128`` (80 classes, crowded scenes, many small objects) is a diagnostic outside the panel mean.
+
+Every run trains from scratch at input 416, batch 16, 30 epochs, on the CPU with 2 threads and no loader workers
 (Ultralytics' trainer sets workers=0 on a CPU itself; cspdet's thread rule then gives torch both cores), then its final
-``best`` weights are scored by the SAME scorer: cspdet's pycocotools COCOeval on the val json (detections at
-conf 0.001, up to 300 per image), so the AP of both frameworks is computed identically. cspdet rows are scored
-twice: with the head's default inference (the one-to-one branch, no NMS, for ``csptal_*``) and through the NMS
-path (one-to-many branch + NMS); Ultralytics rows with its ``predict`` defaults (YOLO26: its end-to-end head).
-Runs go seed by seed, cspdet and Ultralytics interleaved (``run_order``).
+``best`` weights are scored by the SAME scorer: cspdet's pycocotools COCOeval on the dataset's val json (and its
+test json where it has one), detections at conf 0.001, up to 300 per image, so both frameworks' AP is computed
+identically; AP, AP50 and AP small / medium / large are kept. cspdet rows are scored twice: with the head's
+default inference (the one-to-one branch, no NMS, for ``csptal_*`` / ``yolo26*``) and through the NMS path
+(one-to-many branch + NMS); Ultralytics rows with its ``predict`` defaults (YOLO26: its end-to-end head).
 
-Rows:
+Rows (``ROWS``): ``cspdet_small_scratch`` (``configs/small_scratch.yaml``), Ultralytics ``yolo11n`` and ``yolo26n``
+from their yaml (no pretrained weights) with their defaults, on every seed of ``--seeds``; cspdet's candidate
+networks for the recipe (``yolov8n_layout``, ``yolo11n_layout``, ``yolo26n_layout`` under the small_scratch recipe)
+and the older reference rows (YOLOX-Tiny recipe, Ultralytics YOLOv8n) at seed 0.
 
-- ``cspdet_small_scratch``: ``configs/small_scratch.yaml`` (csptal_n, optimizer auto, ...), seeds ``--seeds``;
-- ``ultralytics_yolo26n``: Ultralytics YOLO26n from its yaml (no pretrained weights) with its defaults, seeds
-  ``--seeds``;
-- ``cspdet_yolox_tiny``: cspdet's YOLOX-Tiny with the YOLOX recipe (SGD, ...), seed 0;
-- ``ultralytics_yolov8n``: Ultralytics YOLOv8n from its yaml with its defaults, seed 0;
-- ``cspdet_yolov8n_layout``: the same YOLOv8n network trained by cspdet with the small_scratch recipe, seed 0.
-- ``cspdet_yolo26n_layout``: the YOLO26n network (``yolo26n_layout``: C3k2 + attention, direct regression,
-  NMS-free) trained by cspdet with the small_scratch recipe, seed 0.
+Resumable: one CSV row per (dataset, row, seed) as it finishes (``--out``/results.csv, written atomically); a run
+already in the CSV is not run again. Runs go dataset by dataset, seed by seed, cspdet and Ultralytics interleaved
+(``run_order``), so a machine that gets busier or quieter over the hours affects both frameworks alike. The summary
+(``results.md``) has a table per dataset and the panel table: per seed the mean over the four panel datasets, then
+mean +- sd over seeds, with training wall time and seconds per epoch beside every AP.
 
 Ultralytics (AGPL) is never imported by cspdet: its rows run in a separate interpreter (``--ultralytics-python``,
 a benchmark venv with ``ultralytics`` installed) through a small script this benchmark writes to a temp file.
-Results: one line per run as it finishes, then a table of means +- sd per row; all written to ``--out``
-(CSV + Markdown). A run takes minutes; run the benchmark in the background.
+A run takes minutes; the whole panel takes many hours: run it in the background.
 """
 
 from __future__ import annotations
@@ -53,31 +57,61 @@ except ImportError:  # running from a checkout that is not installed
 from cspdet.fileio import atomic_write  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-RACCOON = REPO.parent / "shared" / "data" / "raccoon"
-ROWS = {
-    "cspdet_small_scratch": ("cspdet", dict(config="configs/small_scratch.yaml"), "seeds"),
+SHARED = REPO.parent / "shared" / "data"
+PANEL = ("raccoon", "cards", "microcontroller", "thermal")
+DIAGNOSTIC = ("coco128",)
+SPLITS = ("val", "test")  # scored where the dataset has them; val decides best.pt in both frameworks
+SMALL = "configs/small_scratch.yaml"
+ROWS = {  # row -> (framework, how to run it, seeds: "seeds" = every --seeds, "seed0" = seed 0 only)
+    "cspdet_small_scratch": ("cspdet", dict(config=SMALL), "seeds"),
+    "ultralytics_yolo11n": ("ultralytics", dict(model="yolo11n.yaml"), "seeds"),
     "ultralytics_yolo26n": ("ultralytics", dict(model="yolo26n.yaml"), "seeds"),
+    "cspdet_yolov8n_layout": ("cspdet", dict(config=SMALL, overrides=["model.name=yolov8n_layout"]), "seed0"),
+    "cspdet_yolo11n_layout": ("cspdet", dict(config=SMALL, overrides=["model.name=yolo11n_layout"]), "seed0"),
+    "cspdet_yolo26n_layout": ("cspdet", dict(config=SMALL, overrides=["model.name=yolo26n_layout"]), "seed0"),
     "cspdet_yolox_tiny": ("cspdet", dict(config="configs/cspdarknet_tiny_yolo.yaml",
-                                          overrides=["model.num_classes=1", "train.no_aug_epochs=3",
-                                                     "train.warmup_epochs=2"]), "seed0"),
+                                          overrides=["train.no_aug_epochs=3", "train.warmup_epochs=2"]), "seed0"),
     "ultralytics_yolov8n": ("ultralytics", dict(model="yolov8n.yaml"), "seed0"),
-    "cspdet_yolov8n_layout": ("cspdet", dict(config="configs/small_scratch.yaml",
-                                              overrides=["model.name=yolov8n_layout"]), "seed0"),
-    "cspdet_yolo26n_layout": ("cspdet", dict(config="configs/small_scratch.yaml",
-                                              overrides=["model.name=yolo26n_layout"]), "seed0"),
 }
-FIELDS = ["row", "seed", "AP", "AP50", "AP_nms", "AP50_nms", "train_s", "s_per_epoch", "epochs", "run_dir"]
+DEFAULT_ROWS = [r for r in ROWS if r not in ("cspdet_yolox_tiny", "ultralytics_yolov8n")]
+SCORES = ("AP", "AP50", "APs", "APm", "APl")
+#: score columns: ``{split}{mode}{stat}``: split "" = val, "test_" = test; mode "" = default inference, "nms_" =
+#: the NMS path of a cspdet row (empty for Ultralytics rows).
+SCORE_FIELDS = [f"{sp}{mode}{k}" for sp in ("", "test_") for mode in ("", "nms_") for k in SCORES]
+FIELDS = ["dataset", "row", "seed", *SCORE_FIELDS, "train_s", "s_per_epoch", "epochs", "threads", "run_dir"]
+
+
+def descriptor(dataset: str) -> Path:
+    return REPO / "datasets" / f"{dataset}.yaml"
+
+
+def annotations(dataset: str, split: str) -> Path:
+    return SHARED / dataset / "annotations" / f"instances_{split}.json"
+
+
+def dataset_splits(dataset: str) -> list[str]:
+    return [sp for sp in SPLITS if annotations(dataset, sp).is_file()]
+
+
+def class_names(dataset: str) -> list[str]:
+    cats = json.loads(annotations(dataset, "train").read_text())["categories"]
+    return [c["name"] for c in sorted(cats, key=lambda c: c["id"])]
 
 
 def _env(threads: int) -> dict[str, str]:
     return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
 
 
-def run_cspdet(row: str, spec: dict, seed: int, args: argparse.Namespace, out: Path) -> dict:
+def _prefix(split: str) -> str:
+    return "" if split == "val" else f"{split}_"
+
+
+def run_cspdet(dataset: str, row: str, spec: dict, seed: int, args: argparse.Namespace, out: Path) -> dict:
     """Train with tools/train.py in a fresh process (the way a user runs it), then score best.pt."""
-    name = f"{row}_s{seed}"
+    name = f"{dataset}_{row}_s{seed}"
     cmd = [sys.executable, str(REPO / "tools" / "train.py"), spec["config"], *spec.get("overrides", []),
-           f"data.dataset={REPO / 'datasets' / 'raccoon.yaml'}", f"train.seed={seed}", f"train.epochs={args.epochs}",
+           f"data.dataset={descriptor(dataset)}", f"model.num_classes={len(class_names(dataset))}",
+           f"train.seed={seed}", f"train.epochs={args.epochs}",
            f"train.batch_size={args.batch}", f"data.img_size=[{args.imgsz},{args.imgsz}]",
            f"eval.img_size=[{args.imgsz},{args.imgsz}]", f"train.output_dir={out / 'runs'}", f"train.name={name}",
            "train.exist_ok=true", "train.device=cpu", "data.workers=0", "--no-progress"]
@@ -87,24 +121,29 @@ def run_cspdet(row: str, spec: dict, seed: int, args: argparse.Namespace, out: P
     if proc.returncode != 0:
         raise RuntimeError(f"{name}: training failed:\n{proc.stderr[-2000:]}")
     run_dir = out / "runs" / name
-    ap, ap50 = score_cspdet(run_dir / "best.pt", args)
-    ap_nms, ap50_nms = score_cspdet(run_dir / "best.pt", args, nms_free=False)
-    return dict(row=row, seed=seed, AP=ap, AP50=ap50, AP_nms=ap_nms, AP50_nms=ap50_nms, train_s=train_s, s_per_epoch=train_s / args.epochs,
-                epochs=args.epochs, run_dir=str(run_dir))
+    result = dict(dataset=dataset, row=row, seed=seed, train_s=round(train_s, 1),
+                  s_per_epoch=round(train_s / args.epochs, 2), epochs=args.epochs, threads=args.threads,
+                  run_dir=str(run_dir))
+    for split in dataset_splits(dataset):
+        for mode, nms_free in (("", None), ("nms_", False)):
+            stats = score_cspdet(run_dir / "best.pt", dataset, split, args, nms_free=nms_free)
+            result.update({f"{_prefix(split)}{mode}{k}": round(stats[k], 4) for k in SCORES})
+    return result
 
 
-def score_cspdet(weights: Path, args: argparse.Namespace, nms_free: bool | None = None) -> tuple[float, float]:
-    """AP / AP50 of ``weights`` on raccoon val: the head's default inference (``nms_free=None``; the one-to-one
+def score_cspdet(weights: Path, dataset: str, split: str, args: argparse.Namespace,
+                 nms_free: bool | None = None) -> dict[str, float]:
+    """COCO stats of ``weights`` on one split: the head's default inference (``nms_free=None``; the one-to-one
     top-k for a head that has it) or, with ``nms_free=False``, the one-to-many branch + NMS."""
     from cspdet.config import load_config
     from cspdet.engine.evaluator import COCOEvaluator, load_detector_for_eval
 
-    cfg = load_config(None, [f"data.dataset={REPO / 'datasets' / 'raccoon.yaml'}", "data.workers=0",
+    cfg = load_config(None, [f"data.dataset={descriptor(dataset)}", "data.workers=0", f"eval.split={split}",
                              f"eval.img_size=[{args.imgsz},{args.imgsz}]"])
     evaluator = COCOEvaluator.from_config(cfg, nms_free=nms_free)
     model = load_detector_for_eval(weights, cfg, evaluator.class_names)
     stats = evaluator.evaluate(model, plots=False).stats
-    return float(stats["AP"]), float(stats["AP50"])
+    return {k: float(stats[k]) for k in SCORES}
 
 
 ULTRA_SCRIPT = textwrap.dedent('''
@@ -128,21 +167,23 @@ ULTRA_SCRIPT = textwrap.dedent('''
         done.write_text(json.dumps({"train_s": train_s}))
     trained = YOLO(str(best))
     dets = {}
-    for r in trained.predict(source=args["val_images"], imgsz=args["imgsz"], conf=0.001, iou=0.7, max_det=300,
-                             device="cpu", verbose=False, stream=True):
-        b = r.boxes
-        dets[Path(r.path).name] = [[*map(float, xyxy), float(s), int(c)] for xyxy, s, c in
-                                   zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
+    for split, folder in args["images"].items():
+        dets[split] = {}
+        for r in trained.predict(source=folder, imgsz=args["imgsz"], conf=0.001, iou=0.7, max_det=300,
+                                 device="cpu", verbose=False, stream=True):
+            b = r.boxes
+            dets[split][Path(r.path).name] = [[*map(float, xyxy), float(s), int(c)] for xyxy, s, c in
+                                              zip(b.xyxy.tolist(), b.conf.tolist(), b.cls.tolist())]
     print("RESULT " + json.dumps({"train_s": train_s, "dets": dets, "run_dir": str(run)}))
 ''')
 
 
-def run_ultralytics(row: str, spec: dict, seed: int, args: argparse.Namespace, out: Path) -> dict:
-    data = out / "raccoon_yolo" / "data.yaml"
-    name = f"{row}_s{seed}"
+def run_ultralytics(dataset: str, row: str, spec: dict, seed: int, args: argparse.Namespace, out: Path) -> dict:
+    data = write_ultralytics_data(dataset, out)
+    name = f"{dataset}_{row}_s{seed}"
     payload = dict(model=spec["model"], data=str(data), epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
                    seed=seed, threads=args.threads, project=str(out / "runs"), name=name,
-                   val_images=str(RACCOON / "images" / "val"))
+                   images={sp: str(SHARED / dataset / "images" / sp) for sp in dataset_splits(dataset)})
     with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as fh:
         fh.write(ULTRA_SCRIPT)
     proc = subprocess.run([args.ultralytics_python, fh.name, json.dumps(payload)], env=_env(args.threads),
@@ -151,14 +192,18 @@ def run_ultralytics(row: str, spec: dict, seed: int, args: argparse.Namespace, o
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"{name}: Ultralytics failed:\n{proc.stderr[-3000:]}")
-    result = json.loads(line[len("RESULT "):])
-    ap, ap50 = score_detections(result["dets"])
-    return dict(row=row, seed=seed, AP=ap, AP50=ap50, AP_nms="", AP50_nms="", train_s=result["train_s"],
-                s_per_epoch=result["train_s"] / args.epochs, epochs=args.epochs, run_dir=result["run_dir"])
+    found = json.loads(line[len("RESULT "):])
+    result = dict(dataset=dataset, row=row, seed=seed, train_s=round(found["train_s"], 1),
+                  s_per_epoch=round(found["train_s"] / args.epochs, 2), epochs=args.epochs, threads=args.threads,
+                  run_dir=found["run_dir"])
+    for split, dets in found["dets"].items():
+        stats = score_detections(dataset, split, dets)
+        result.update({f"{_prefix(split)}{k}": round(stats[k], 4) for k in SCORES})
+    return result
 
 
-def score_detections(dets: dict[str, list[list[float]]]) -> tuple[float, float]:
-    """pycocotools AP / AP50 of xyxy detections keyed by val image file name (class index 0 -> category 1).
+def score_detections(dataset: str, split: str, dets: dict[str, list[list[float]]]) -> dict[str, float]:
+    """pycocotools stats of xyxy detections keyed by image file name (class index i -> the i-th category id).
 
     YOLO26's end-to-end head can output inverted boxes (x2 < x1: seen on raccoon, e.g. w = -60 px); they are
     kept, as zero-width boxes that match nothing (false positives, as in Ultralytics' own validator, whose IoU
@@ -166,73 +211,129 @@ def score_detections(dets: dict[str, list[list[float]]]) -> tuple[float, float]:
     """
     from cspdet.engine.coco_metrics import coco_evaluate, load_coco_gt
 
-    gt = load_coco_gt(RACCOON / "annotations" / "instances_val.json")
-    ids = {im["file_name"]: im["id"] for im in gt.dataset["images"]}
+    gt = load_coco_gt(annotations(dataset, split))
+    ids = {Path(im["file_name"]).name: im["id"] for im in gt.dataset["images"]}
     cats = sorted(c["id"] for c in gt.dataset["categories"])
     results = [{"image_id": ids[name], "category_id": cats[int(c)],
                 "bbox": [x1, y1, max(x2 - x1, 0.0), max(y2 - y1, 0.0)], "score": s}
                for name, boxes in dets.items() for x1, y1, x2, y2, s, c in boxes]
     inverted = sum(x2 < x1 or y2 < y1 for boxes in dets.values() for x1, y1, x2, y2, _, _ in boxes)
     if inverted:
-        print(f"  {inverted} of {len(results)} detections are inverted boxes (x2 < x1 or y2 < y1): scored as "
-              "zero-width false positives", file=sys.stderr, flush=True)
+        print(f"  {dataset}/{split}: {inverted} of {len(results)} detections are inverted boxes (x2 < x1 or "
+              "y2 < y1): scored as zero-width false positives", file=sys.stderr, flush=True)
     stats = coco_evaluate(gt, results).stats
-    return float(stats["AP"]), float(stats["AP50"])
+    return {k: float(stats[k]) for k in SCORES}
 
 
-def write_ultralytics_data(out: Path) -> None:
-    """Ultralytics reads YOLO txt: convert raccoon once with cspdet's converter, data YAML with an absolute path."""
-    root = out / "raccoon_yolo"
-    if not (root / "data.yaml").is_file():
-        subprocess.run([sys.executable, str(REPO / "tools" / "convert_dataset.py"), str(REPO / "datasets" /
-                        "raccoon.yaml"), "--to", "yolo", "--out", str(root)], check=True, capture_output=True)
-        (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n  0: raccoon\n")
+def write_ultralytics_data(dataset: str, out: Path) -> Path:
+    """Ultralytics reads YOLO txt: convert the dataset once with cspdet's converter; data YAML with an absolute
+    path and the class names in category-id order (index i = the i-th category, as :func:`score_detections`)."""
+    root = out / f"{dataset}_yolo"
+    data = root / "data.yaml"
+    if not data.is_file():
+        subprocess.run([sys.executable, str(REPO / "tools" / "convert_dataset.py"), str(descriptor(dataset)),
+                        "--to", "yolo", "--out", str(root)], check=True, capture_output=True)
+        names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(class_names(dataset)))
+        splits = "".join(f"{sp}: images/{sp}\n" for sp in dataset_splits(dataset))
+        atomic_write(data, f"path: {root}\ntrain: images/train\n{splits}names:\n{names}")
+    return data
 
 
 def _csv_text(results: list[dict]) -> str:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, FIELDS)
+    writer = csv.DictWriter(buf, FIELDS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(results)
     return buf.getvalue()
 
 
-def summarise(results: list[dict]) -> str:
-    lines = ["| row | seeds | AP (mean +- sd) | AP50 (mean +- sd) | AP, NMS path | AP50, NMS path | train s (mean) "
-             "| s / epoch |", "|---|---|---|---|---|---|---|---|"]
+def _values(rs: list[dict], key: str) -> list[float]:
+    return [float(r[key]) for r in rs if r.get(key) not in (None, "")]
+
+
+def _ms(vals: list[float]) -> str:
+    if not vals:
+        return "-"
+    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return f"{statistics.mean(vals):.3f} +- {sd:.3f}"
+
+
+def dataset_table(results: list[dict], dataset: str) -> str:
+    """One dataset: per row AP / AP50 (mean +- sd over seeds) for both inference paths, per-size AP, the test
+    split where there is one, and the time."""
+    lines = [f"### {dataset}", "",
+             "| row | seeds | AP | AP50 | AP, NMS path | AP50, NMS path | AP s / m / l | test AP | test AP, NMS path "
+             "| train s | s / epoch |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in ROWS:
-        rs = [r for r in results if r["row"] == row]
+        rs = [r for r in results if r["row"] == row and r["dataset"] == dataset]
         if not rs:
             continue
-
-        def ms(key: str, rs=rs) -> str:
-            vals = [float(r[key]) for r in rs if r.get(key) not in (None, "")]  # Ultralytics rows: no NMS column
-            if not vals:
-                return "-"
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            return f"{statistics.mean(vals):.3f} +- {sd:.3f}"
-
-        lines.append(f"| {row} | {','.join(str(r['seed']) for r in rs)} | {ms('AP')} | {ms('AP50')} | "
-                     f"{ms('AP_nms')} | {ms('AP50_nms')} | "
-                     f"{statistics.mean(float(r['train_s']) for r in rs):.0f} | "
-                     f"{statistics.mean(float(r['s_per_epoch']) for r in rs):.1f} |")
+        sizes = " / ".join(f"{statistics.mean(v):.3f}" if (v := _values(rs, k)) else "-"
+                           for k in ("APs", "APm", "APl"))
+        lines.append(f"| {row} | {','.join(str(r['seed']) for r in rs)} | {_ms(_values(rs, 'AP'))} | "
+                     f"{_ms(_values(rs, 'AP50'))} | {_ms(_values(rs, 'nms_AP'))} | {_ms(_values(rs, 'nms_AP50'))} | "
+                     f"{sizes} | {_ms(_values(rs, 'test_AP'))} | {_ms(_values(rs, 'test_nms_AP'))} | "
+                     f"{statistics.mean(_values(rs, 'train_s')):.0f} | {statistics.mean(_values(rs, 's_per_epoch')):.1f} |")
     return "\n".join(lines)
 
 
-def run_order(rows: list[str], seeds: list[int]) -> list[tuple[str, int]]:
-    """Seed by seed, the multi-seed rows interleaved (cspdet, Ultralytics, cspdet, ...), single-seed rows last.
+def panel_means(results: list[dict], row: str, key: str, panel: tuple[str, ...] = PANEL) -> list[float]:
+    """Per seed, the mean of ``key`` over the panel datasets; only seeds that have every panel dataset count."""
+    means = []
+    for seed in sorted({int(r["seed"]) for r in results if r["row"] == row}):
+        vals = [float(r[key]) for r in results if r["row"] == row and int(r["seed"]) == seed
+                and r["dataset"] in panel and r.get(key) not in (None, "")]
+        if len(vals) == len(panel):
+            means.append(statistics.mean(vals))
+    return means
 
-    Interleaving means a machine that gets busier or quieter during the hours a benchmark takes affects both
-    frameworks alike, and the first seed of the headline comparison is in after two runs, not after four.
-    """
+
+def panel_table(results: list[dict]) -> str:
+    """The panel: per seed the mean over the four datasets, then mean +- sd over seeds."""
+    lines = ["### panel mean (raccoon, cards, microcontroller, thermal)", "",
+             "| row | seeds complete | AP | AP50 | AP, NMS path | AP50, NMS path | train s (mean per dataset) "
+             "| s / epoch |", "|---|---|---|---|---|---|---|---|"]
+    for row in ROWS:
+        ap = panel_means(results, row, "AP")
+        if not ap:
+            continue
+        lines.append(f"| {row} | {len(ap)} | {_ms(ap)} | {_ms(panel_means(results, row, 'AP50'))} | "
+                     f"{_ms(panel_means(results, row, 'nms_AP'))} | {_ms(panel_means(results, row, 'nms_AP50'))} | "
+                     f"{_ms(panel_means(results, row, 'train_s'))} | {_ms(panel_means(results, row, 's_per_epoch'))} |")
+    return "\n".join(lines)
+
+
+def summarise(results: list[dict]) -> str:
+    datasets = [d for d in (*PANEL, *DIAGNOSTIC) if any(r["dataset"] == d for r in results)]
+    return "\n\n".join([panel_table(results), *(dataset_table(results, d) for d in datasets)])
+
+
+def run_order(datasets: list[str], rows: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:
+    """Seed by seed, dataset by dataset, the multi-seed rows interleaved (cspdet, Ultralytics, ...), single-seed
+    rows after seed 0: a machine that gets busier or quieter during the hours a benchmark takes affects both
+    frameworks alike, and the first seed of the headline comparison is complete on the whole panel first."""
     multi = [r for r in rows if ROWS[r][2] == "seeds"]
     single = [r for r in rows if ROWS[r][2] != "seeds"]
-    return [(r, s) for s in seeds for r in multi] + [(r, 0) for r in single]
+    order = [(d, r, s) for s in seeds for d in datasets for r in multi]
+    return order + [(d, r, 0) for d in datasets for r in single]
+
+
+def load_results(csv_path: Path) -> list[dict]:
+    """Rows of an earlier (possibly interrupted) run; a CSV from before the panel is raccoon's."""
+    if not csv_path.is_file():
+        return []
+    with csv_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        r.setdefault("dataset", "raccoon")
+        r["dataset"] = r["dataset"] or "raccoon"
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--datasets", nargs="+", default=list(PANEL), choices=[*PANEL, *DIAGNOSTIC])
+    parser.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, choices=list(ROWS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--imgsz", type=int, default=416)
@@ -241,33 +342,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ultralytics-python", default=str(REPO.parent / "benchvenv" / "bin" / "python"),
                         help="interpreter of a benchmark venv with ultralytics installed")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench_learning"))
+    parser.add_argument("--dry-run", action="store_true", help="print the runs still to do and the summary; run none")
     args = parser.parse_args(argv)
-    if not (RACCOON / "annotations" / "instances_val.json").is_file():
-        print(f"raccoon not found at {RACCOON}; nothing to do", file=sys.stderr)
+    missing = [d for d in args.datasets if not annotations(d, "val").is_file()]
+    if missing:
+        print(f"datasets not found under {SHARED}: {', '.join(missing)}; nothing to do", file=sys.stderr)
         return 2
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     csv_path = out / "results.csv"
-    results: list[dict] = []
-    if csv_path.is_file():  # resume: runs already done are kept
-        with csv_path.open() as fh:
-            results = list(csv.DictReader(fh))
-    done = {(r["row"], int(r["seed"])) for r in results}
-    for row, seed in run_order(args.rows, args.seeds):
+    results = load_results(csv_path)
+    done = {(r["dataset"], r["row"], int(r["seed"])) for r in results}
+    todo = [key for key in run_order(args.datasets, args.rows, args.seeds) if key not in done]
+    print(f"{len(done)} runs in {csv_path}; {len(todo)} to do", flush=True)
+    for dataset, row, seed in todo:
         framework, spec, _ = ROWS[row]
-        if (row, seed) in done:
+        if args.dry_run:
+            print(f"  would run {dataset} {row} seed {seed}")
             continue
-        if framework == "ultralytics":
-            write_ultralytics_data(out)
-            result = run_ultralytics(row, spec, seed, args, out)
-        else:
-            result = run_cspdet(row, spec, seed, args, out)
+        run = run_ultralytics if framework == "ultralytics" else run_cspdet
+        result = run(dataset, row, spec, seed, args, out)
         results.append(result)
-        print(f"{row} seed {seed}: AP {result['AP']:.4f} AP50 {result['AP50']:.4f} train {result['train_s']:.0f} s",
-              flush=True)
+        print(f"{dataset} {row} seed {seed}: AP {result['AP']:.4f} AP50 {result['AP50']:.4f} "
+              f"train {result['train_s']:.0f} s", flush=True)
         atomic_write(csv_path, _csv_text(results))
     table = summarise(results)
-    atomic_write(out / "results.md", table + "\n")
+    if not args.dry_run:
+        atomic_write(out / "results.md", table + "\n")
     print(table)
     return 0
 

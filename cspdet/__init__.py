@@ -9,10 +9,10 @@ __version__ = "0.1.0"
 __all__ = ["Predictor", "Results", "__version__"]
 
 if TYPE_CHECKING:
-    from .engine.predictor import Predictor, Results
+    from .runtime.predictor import Predictor, Results
 
 # `import cspdet` stays cheap (no torch / OpenCV import) until the inference API is used.
-_LAZY = {"Predictor": "cspdet.engine.predictor", "Results": "cspdet.engine.predictor"}
+_LAZY = {"Predictor": "cspdet.runtime.predictor", "Results": "cspdet.runtime.predictor"}
 
 
 def __getattr__(name: str) -> Any:

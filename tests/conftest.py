@@ -11,6 +11,8 @@ from typing import Callable
 import pytest
 import torch
 
+import reference_guard  # tests/reference_guard.py: the reference packages CI promises
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COCO128 = Path(os.environ.get("CSPDET_COCO128", REPO_ROOT.parent / "shared" / "data" / "coco128"))
 
@@ -29,76 +31,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return available_cores()
 
 
-# --------------------------------------------------------------------------- reference packages CI promises
-
-# The packages the parity / reference tests compare against, and the patterns that name each in a skip reason.
-# They are optional for a developer (the tests skip with a reason), but ``make test`` installs all of them and
-# sets CSPDET_REQUIRE_REFERENCES=1: then a missing one stops the session before any test runs, and a test that
-# still skips for one of them fails, so a parity test can never pass CI by not running.
-REFERENCES: dict[str, tuple[str, str]] = {  # import name -> (pattern in a skip reason, how to install it)
-    "yolox": (r"yolox", "pip install loguru tabulate && pip install --no-deps --no-build-isolation yolox==0.3.0"),
-    "timm": (r"\btimm\b", "pip install 'cspdet[test]'"),
-    "faster_coco_eval": (r"faster[-_]coco[-_]eval", "pip install 'cspdet[test]'"),
-    "albumentations": (r"albumentations", "pip install 'cspdet[test]'"),
-    "onnxruntime": (r"onnxruntime|export extra", "pip install 'cspdet[export]'"),
-    "openvino": (r"openvino", "pip install 'cspdet[export]'"),
-    "nncf": (r"\bnncf\b", "pip install 'cspdet[export]'"),
-}
-REQUIRE_REFERENCES = os.environ.get("CSPDET_REQUIRE_REFERENCES", "") not in ("", "0")
+def pytest_configure(config: pytest.Config) -> None:
+    if reference_guard.REQUIRE_REFERENCES:
+        config.pluginmanager.register(reference_guard.RequireReferences(), "cspdet-require-references")
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    if not REQUIRE_REFERENCES:
-        return
-    import importlib.util
-
-    missing = [name for name in REFERENCES if importlib.util.find_spec(name) is None]
-    if missing:
-        how = "; ".join(f"{name}: {REFERENCES[name][1]}" for name in missing)
-        pytest.exit(f"CSPDET_REQUIRE_REFERENCES=1 but reference package(s) {', '.join(missing)} not installed: the "
-                    f"parity tests that need them would skip. Install them ({how}) or unset "
-                    "CSPDET_REQUIRE_REFERENCES to run without them.", returncode=3)
-
-
-def _reference_named(report) -> str | None:
-    """The reference package a skip report's reason names, if any."""
-    import re
-
-    reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
-    return next((name for name, (pattern, _) in REFERENCES.items() if re.search(pattern, reason, re.IGNORECASE)),
-                None)
-
-
-def _fail_reference_skip(report) -> None:
-    name = _reference_named(report) if REQUIRE_REFERENCES and report.skipped else None
-    if name is not None:
-        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
-        report.outcome = "failed"
-        report.longrepr = (f"REFERENCE TEST SKIPPED UNDER CSPDET_REQUIRE_REFERENCES=1: reference package {name!r} "
-                           f"is required here ({REFERENCES[name][1]}); the skip said: {reason}")
-
-
-class _RequireReferences:
-    """Skips that name a reference become failures. A plugin registered for the whole session, not a conftest
-    hook: conftest hooks only see the nodes below their directory, and a skip raised while a sub-directory's
-    conftest imports (tests/export/conftest.py) is reported through that directory's hooks."""
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item, call):
-        outcome = yield
-        _fail_reference_skip(outcome.get_result())
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_make_collect_report(self, collector):
-        """A module- or conftest-level ``importorskip`` of a reference skips a whole file or directory at
-        collection: an error under CSPDET_REQUIRE_REFERENCES."""
-        outcome = yield
-        _fail_reference_skip(outcome.get_result())
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if REQUIRE_REFERENCES:
-        config.pluginmanager.register(_RequireReferences(), "cspdet-require-references")
+    reference_guard.stop_if_missing()
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from torch import nn
 
 from cspdet import Predictor
 from cspdet.config import config_from_dict
-from cspdet.engine.build import detector_from_checkpoint
-from cspdet.engine.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from cspdet.runtime.weights import detector_from_checkpoint
+from cspdet.runtime.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
 from cspdet.engine.trainer import Trainer
 from cspdet.models import (
     BLOCKS,

@@ -18,7 +18,7 @@ import torch
 
 from cspdet import fileio
 from cspdet.config import Config, load_config, save_config
-from cspdet.engine.checkpoint import load_checkpoint, save_checkpoint
+from cspdet.runtime.checkpoint import load_checkpoint, save_checkpoint
 from cspdet.fileio import OutputError, atomic_write, make_dirs
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from cspdet.data.visualize import write_grid  # re-exported: the grid is drawn in the package
+from cspdet.data.visualize import write_grid
 
-__all__ = ["main", "write_grid"]
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:

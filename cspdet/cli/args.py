@@ -93,7 +93,7 @@ def run_reported(prog: str, action: Callable[[], T]) -> tuple[T | None, int]:
     """
     from ..config import ConfigError
     from ..data import DatasetError
-    from ..engine.checkpoint import CheckpointError
+    from ..runtime.checkpoint import CheckpointError
     from ..fileio import OutputError
 
     try:
@@ -112,7 +112,7 @@ def run_reported(prog: str, action: Callable[[], T]) -> tuple[T | None, int]:
 def add_fast_path_args(parser: argparse.ArgumentParser) -> None:
     """``--precision`` and ``--channels-last``: the PyTorch CPU fast path for a checkpoint; ``--precision`` also
     sets OpenVINO's inference precision for an ``.xml`` (ONNX / TorchScript files run as exported). See
-    :mod:`cspdet.export.cpu` for what each measured."""
+    :mod:`cspdet.runtime.cpu` for what each measured."""
     parser.add_argument("--precision", choices=("fp32", "bf16", "auto"), default="fp32",
                         help="CPU precision of a checkpoint or an OpenVINO .xml: fp32 (default, exact), auto = bf16 "
                         "only on CPUs with native bf16 (AMX / AVX512-BF16; scores move by ~1e-2), bf16 = always "
@@ -122,7 +122,7 @@ def add_fast_path_args(parser: argparse.ArgumentParser) -> None:
 
 
 def fast_path_kwargs(args: argparse.Namespace) -> dict[str, object]:
-    """The fast-path options of ``args`` that differ from the default, as ``load_inference_model`` keywords."""
+    """The fast-path options of ``args`` that differ from the default, as :func:`cspdet.runtime.open_model` keywords."""
     out: dict[str, object] = {}
     if args.precision != "fp32":
         out["precision"] = args.precision

@@ -111,11 +111,9 @@ def check(argv: Sequence[str]) -> int:
 
 def _is_weights_file(path: str | None) -> bool:
     """A file that ``torch.save`` wrote (zip archive or legacy pickle): converted as model weights."""
-    if not path or not Path(path).is_file():
-        return False
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+    from ..runtime.checkpoint import is_torch_file
+
+    return bool(path) and is_torch_file(path)
 
 
 def convert(argv: Sequence[str]) -> int:
@@ -156,7 +154,7 @@ def convert(argv: Sequence[str]) -> int:
 def _convert_weights(args: argparse.Namespace) -> int:
     from ..config import ConfigError
     from ..engine.build import convert_yolox_checkpoint
-    from ..engine.checkpoint import CheckpointError
+    from ..runtime.checkpoint import CheckpointError
     from ..fileio import OutputError
 
     extra = [flag for flag, given in (("--to", args.to), ("--ann", args.ann), ("--images", args.images),

@@ -1,8 +1,10 @@
-"""Export a cspdet checkpoint to ONNX, OpenVINO or TorchScript; the file carries the model's metadata.
+"""Export a cspdet checkpoint to ONNX, OpenVINO or TorchScript (or a registered format: the choices come from
+:mod:`cspdet.runtime.formats`); the file carries the model's metadata.
 
     cspdet export runs/train/exp/best.pt --format onnx                 # -> runs/train/exp/best.onnx
+    cspdet export best.pt --format onnx --out model                     # -> model.onnx
     cspdet export best.pt --format onnx --dynamic                       # any batch and input size
-    cspdet export best.pt --format openvino --int8 --data configs/small_scratch.yaml --calib 200
+    cspdet export best.pt --format openvino --int8 --data datasets/raccoon.yaml --calib 200
     cspdet export best.pt --format torchscript --img-size 416 416 --out model.torchscript
 
 Use the file like a checkpoint: ``tools/detect.py IMG --weights best.onnx``, ``tools/eval.py CONFIG --weights
@@ -20,29 +22,38 @@ PROG = "cspdet export"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from cspdet.config import Range, range_type
+    from cspdet.runtime.formats import deploy_formats
 
     from .args import make_parser
 
+    formats = deploy_formats()
+
     parser = make_parser("export", "Export a cspdet checkpoint for deployment: ONNX, OpenVINO or TorchScript, with the model's metadata inside, so the file alone predicts (cspdet predict / val --weights FILE, Predictor.from_checkpoint).", """
   cspdet export runs/train/exp/best.pt --format onnx                 # -> runs/train/exp/best.onnx
+  cspdet export best.pt --format openvino --out model                 # -> model.xml + model.bin
   cspdet export best.pt --format onnx --dynamic                       # any batch and input size
-  cspdet export best.pt --format openvino --int8 --data configs/small_scratch.yaml --calib 200
+  cspdet export best.pt --format openvino --int8 --calib 200          # calibrated on the checkpoint's dataset
   cspdet export best.pt --format torchscript --img-size 416 416 --out model.torchscript
 """)
     parser.add_argument("weights", help="cspdet detector checkpoint (best.pt)")
-    parser.add_argument("--format", "-f", choices=("onnx", "openvino", "torchscript"), default="onnx")
+    parser.add_argument("--format", "-f", choices=[f.name for f in formats], default="onnx",
+                        help="deploy format: " + ", ".join(f"{f.name} ({f.suffix})" for f in formats)
+                        + " (default onnx)")
     parser.add_argument("--img-size", type=range_type("eval.img_size"), nargs="+", default=None, metavar="N",
                         help="input size N or H W (default: the checkpoint's eval size)")
     parser.add_argument("--dynamic", action="store_true", help="dynamic batch and input size")
     parser.add_argument("--batch", type=range_type(Range(1), int), default=1, help="batch size of a static export (default 1)")
-    parser.add_argument("--int8", action="store_true", help="post-training int8 quantisation (needs --data)")
-    parser.add_argument("--data", help="config YAML whose dataset's training images calibrate --int8")
+    parser.add_argument("--int8", action="store_true",
+                        help="post-training int8 quantisation (" + ", ".join(f.name for f in formats if f.int8) + ")")
+    parser.add_argument("--data", help="dataset YAML, or a config YAML, whose training images calibrate --int8 "
+                        "(default: the dataset the checkpoint records)")
     parser.add_argument("--calib", type=range_type(Range(1), int), default=300, help="calibration images for --int8 (default 300)")
     parser.add_argument("--nms", action="store_true",
                         help="post-processing inside the graph: output (B, max_det, 6) x1 y1 x2 y2 score label")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim (ONNX graph simplification)")
     parser.add_argument("--opset", type=range_type(Range(11, 23), int), default=None, help="ONNX opset (default: cspdet's)")
-    parser.add_argument("--out", help="output file (default: WEIGHTS with the format's suffix)")
+    parser.add_argument("--out", help="output file, given the format's suffix when it has none (model -> model.onnx); "
+                        "a folder: WEIGHTS' name inside it (default: WEIGHTS with the format's suffix)")
     return parser.parse_args(argv)
 
 

@@ -212,17 +212,6 @@ def detect_video(predictor: Any, path: Path, args: argparse.Namespace, outputs: 
     return total
 
 
-def _is_yolox(path: str) -> bool:
-    """True for an official YOLOX checkpoint (what users most often try instead of a cspdet one)."""
-    from ..engine.build import detect_weights_format
-    from ..engine.checkpoint import CheckpointError, load_state_file
-
-    try:
-        return detect_weights_format(load_state_file(path)) == "yolox"
-    except (CheckpointError, OSError, RuntimeError, ValueError):
-        return False
-
-
 def predict(argv: Sequence[str]) -> int:
     """``cspdet predict SOURCE ... --weights W``; returns the exit code (2 usage / checkpoint, 1 failed items)."""
     # FFmpeg (inside OpenCV) prints its own lines, e.g. "moov atom not found", for a broken video; each bad
@@ -234,8 +223,9 @@ def predict(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     from ..config import ConfigError
     from ..data import ImageReadError
-    from ..engine.checkpoint import CheckpointError
-    from ..engine.predictor import Predictor, expand_source, is_video
+    from ..runtime.checkpoint import CheckpointError
+    from ..runtime.open import NotAModelError
+    from ..runtime.predictor import Predictor, expand_source, is_video
     from ..fileio import OutputError, make_dirs
 
     if not args.weights:
@@ -248,7 +238,7 @@ def predict(argv: Sequence[str]) -> int:
             print(f"{PROG}: error: --img-size takes N or H W, got {len(args.img_size)} numbers", file=sys.stderr)
             return 2
         kwargs["img_size"] = args.img_size[0] if len(args.img_size) == 1 else tuple(args.img_size)
-    from ..engine.distributed import select_device
+    from ..runtime.device import select_device
 
     try:
         device = select_device(args.device)
@@ -262,7 +252,8 @@ def predict(argv: Sequence[str]) -> int:
             predictor.classes = predictor.resolve_classes(args.classes)
     except (CheckpointError, ConfigError, ValueError, RuntimeError) as err:
         # RuntimeError: e.g. an unavailable --device
-        msg = YOLOX_WEIGHTS.format(path=args.weights) if _is_yolox(args.weights) else " ".join(str(err).split())
+        yolox = isinstance(err, NotAModelError) and err.kind == "yolox"
+        msg = YOLOX_WEIGHTS.format(path=args.weights) if yolox else " ".join(str(err).split())
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
     predictor.warmup()  # keeps one-off setup out of the first image's "(N ms)"

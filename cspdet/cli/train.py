@@ -86,7 +86,7 @@ def _resume_config(resume: str | bool, overrides: Sequence[str]) -> tuple[Any, A
     """``--resume`` without a CONFIG: the run's own config (stored in its checkpoint) plus ``overrides``
     (the trainer refuses those that would change the trained weights); and the checkpoint path."""
     from ..config import config_from_dict, config_to_dict, load_config, parse_override
-    from ..engine.checkpoint import load_checkpoint
+    from ..runtime.checkpoint import load_checkpoint
     from ..engine.run import find_resume_checkpoint
     from ..engine.trainer import config_from_checkpoint
 

@@ -148,22 +148,22 @@ def eval_config(args: argparse.Namespace) -> Any:
         UsageError: no dataset known (a YOLOX file, a checkpoint without ``meta.dataset``) or not found from here.
     """
     from ..config import load_config, parse_override
-    from ..engine.build import detect_weights_format
-    from ..engine.checkpoint import CheckpointError, load_state_file
-    from ..export.backends import deployed_format, load_backend
     from ..models import YoloxWeightsError, infer_yolox_preset
+    from ..runtime.checkpoint import CheckpointError
+    from ..runtime.open import load_backend
+    from ..runtime.weights import checkpoint_meta, read_weights
 
     cfg = load_config(args.config, args.overrides)
     given = {parse_override(text)[0] for text in args.overrides}
-    if deployed_format(args.weights) is not None:  # an exported file: its metadata travels inside it
+    file = read_weights(args.weights)
+    if file.exported:  # an exported file: its metadata travels inside it
         if args.config is not None:
             return cfg
-        return _from_meta(cfg, given, load_backend(args.weights).meta.to_dict(), args.weights)
-    obj = load_state_file(args.weights)
-    if detect_weights_format(obj) == "yolox":  # an official YOLOX file: the model is read from its weights
+        return _from_meta(cfg, given, load_backend(file.path).meta.to_dict(), args.weights)
+    if file.kind == "yolox":  # an official YOLOX file: the model is read from its weights
         if args.config is None and "model.name" not in given:
             try:
-                cfg.model.name, cfg.model.num_classes = infer_yolox_preset(obj)
+                cfg.model.name, cfg.model.num_classes = infer_yolox_preset(file.obj)
             except YoloxWeightsError as err:
                 raise CheckpointError(f"{args.weights}: {err}") from None
             if "eval.img_size" not in given and cfg.model.name in ("cspdarknet_nano", "cspdarknet_tiny"):
@@ -175,37 +175,30 @@ def eval_config(args: argparse.Namespace) -> Any:
         return cfg
     if args.config is not None:
         return cfg
-    return _from_meta(cfg, given, _checkpoint_meta(obj, args.weights), args.weights)
+    return _from_meta(cfg, given, checkpoint_meta(file.obj, args.weights), args.weights)
 
 
 def _from_meta(cfg: Any, given: set[str], meta: dict[str, Any], weights: str) -> Any:
-    """``cfg`` with the dataset and input size a model's metadata records, where the command line set neither."""
+    """``cfg`` with the dataset and input size a model's metadata records, where the command line set neither.
+    The dataset is looked for where the training command named it (relative to here) and at its absolute location
+    when the model was saved."""
+    from ..runtime.weights import recorded_dataset
+
     if "eval.img_size" not in given and meta.get("img_size"):
         cfg.eval.img_size = [int(v) for v in meta["img_size"]]
     if "data.dataset" not in given:
-        dataset = meta.get("dataset")
-        if not dataset:
+        found, tried = recorded_dataset(meta)
+        if not tried:
             raise UsageError(f"{weights}: the checkpoint does not record the dataset it was trained on; give "
                              "one: data.dataset=DESCRIPTOR.yaml (or a CONFIG)")
-        if not Path(dataset).exists():
+        if found is None:
+            dataset = tried[0]
             where = "" if Path(dataset).is_absolute() else f" (relative to where it was trained) from {Path.cwd()}"
-            raise UsageError(f"{weights}: its dataset {dataset} is not found{where}; give "
+            also = f", nor at {', '.join(tried[1:])}" if tried[1:] else ""
+            raise UsageError(f"{weights}: its dataset {dataset} is not found{where}{also}; give "
                              "data.dataset=DESCRIPTOR.yaml")
-        cfg.data.dataset = dataset
+        cfg.data.dataset = found
     return cfg
-
-
-def _checkpoint_meta(obj: Any, path: str) -> dict[str, Any]:
-    """``meta`` of a loaded cspdet checkpoint dict (version 1: rebuilt from its config)."""
-    from ..engine.build import _upgrade_v1
-    from ..engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError
-
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT or obj.get("kind") != "detector":
-        raise CheckpointError(f"{path}: not a cspdet detector checkpoint")
-    meta = obj.get("meta") if obj.get("version", 1) >= 2 else _upgrade_v1(obj, path)[1]
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: checkpoint has no meta entry")
-    return meta
 
 
 def run_checkpoint_mode(args: argparse.Namespace) -> int:
@@ -244,7 +237,7 @@ def val(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     from ..config import ConfigError
     from ..data import DatasetError, ImageReadError
-    from ..engine.checkpoint import CheckpointError
+    from ..runtime.checkpoint import CheckpointError
     from ..engine.coco_metrics import EvaluationError
     from ..fileio import OutputError
 

@@ -20,13 +20,16 @@ class ModelConfig:
     """Which detector to build (``cspdet.models.create_detector``) and how to initialise it."""
 
     name: str = "cspdarknet_s"
-    """Preset name: cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50, cspdarknet53, or ``custom``."""
+    """Preset name (``cspdet.models.DETECTORS``): the YOLOX family cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50,
+    cspdarknet53 and ``custom``; the task-aligned family yolov8{n,s,m}_layout, csptal_{n,s,m}, cspresnet50_tal,
+    yolo11{n,s}_layout, yolo26{n,s}_layout."""
     num_classes: int = 80
     depth: float | None = None
-    """Override of the preset's depth multiplier (YOLOX convention)."""
+    """Override of the preset's depth multiplier (block counts scale with it, as in YOLOX and YOLOv8)."""
     width: float | None = None
-    """Override of the preset's width multiplier (YOLOX convention)."""
+    """Override of the preset's width multiplier (channel counts scale with it)."""
     depthwise: bool | None = None
+    """Depthwise convolutions in the backbone, neck and head (the YOLOX family only, as YOLOX-Nano)."""
     act: str | None = None
     """Activation override: silu, relu, leaky_relu."""
     stem_channels: int | None = None
@@ -127,8 +130,9 @@ class TrainConfig(RunOptions):
     warmup_lr: float = 0.0
     min_lr_ratio: float = 0.05
     no_aug_epochs: int | None = None
-    """Final epochs without mosaic/mixup, with the L1 loss switched on, at the minimum lr. None = a tenth of
-    the run (rounded down), at most 15 epochs (YOLOX: 15 of 300; Ultralytics' close_mosaic: 10 of 100)."""
+    """Final epochs without mosaic/mixup (the YOLOX head also switches its L1 loss on), at the minimum lr. None =
+    a tenth of the run (rounded down), at most 15 epochs (YOLOX: 15 of 300; Ultralytics' close_mosaic: 10 of
+    100)."""
     patience: int | None = None
     """Early stopping: end the run when AP has not improved for this many epochs (checked at each
     evaluation, so it needs ``eval_interval`` > 0). None or 0 = train all epochs."""
@@ -150,7 +154,8 @@ class TrainConfig(RunOptions):
 
 @dataclass
 class EvalConfig:
-    """Evaluation and inference settings (YOLOX: conf 0.01 / nms 0.65 for COCO eval)."""
+    """Evaluation and inference settings: conf 0.001 / NMS IoU 0.65 for COCO mAP (YOLOX's own evaluation uses
+    0.01 / 0.65, YOLOv8's validator 0.001 / 0.7)."""
 
     img_size: list[int] = field(default_factory=lambda: [640, 640])
     batch_size: int = 8

@@ -1,8 +1,13 @@
-"""Detection functions on tensors (torch + torchvision.ops only): boxes, label assigners (SimOTA, task-aligned),
-losses (YOLOX's IoU / objectness / class / L1; DFL, CIoU and BCE of the task-aligned family), the typed
-:class:`Predictions` record every head decodes to, and the one post-processing (score filter + class-aware NMS,
-or the NMS-free top-k of a one-to-one head) that the detector, the deployed backends, the evaluator, the predictor
-and the export graphs all call.
+"""Detection utilities of both head families (torch + torchvision.ops only).
+
+* shared: box geometry and grids (``boxes``); the typed :class:`Predictions` record every head decodes to and the
+  deploy layout exported files keep (``predictions``); the one post-processing that the detector, the runtime's
+  backends, the evaluator, the predictor and the export graphs all call -- score filter + class-aware NMS
+  (``postprocess``) or the NMS-free top-k of a one-to-one head (``nms_free``);
+* YOLOX's decoupled head: SimOTA assignment (``assigner``) and its IoU / objectness / class / L1 losses
+  (``losses``);
+* the task-aligned head: task-aligned assignment (``tal``, TOOD), its loss with the one-to-one branch's weight
+  schedule (``tal_loss``), distance encoding, distribution focal loss and CIoU (``dfl``).
 """
 
 from .assigner import Assignment, SimOTAAssigner
@@ -37,7 +42,7 @@ __all__ = [
     "to_deploy_layout",
     "topk_dets",
     "topk_postprocess",
-    # task-aligned head (issue 11)
+    # task-aligned head
     "TALAssignment",
     "TaskAlignedAssigner",
     "TaskAlignedLoss",

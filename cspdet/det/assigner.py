@@ -11,8 +11,8 @@ For every image, every ground-truth box (GT) picks its ``k`` cheapest prediction
 
 Everything is a batched tensor operation over (B images, M padded gts, K candidate points): there is no
 Python loop over images, gts or points. The batch is processed in chunks only to bound memory.
-``benchmarks/bench_assigner.py`` times it: about 16 ms per batch of 8 images at 640x640 (8400 points, 80
-classes, ~10 boxes per image) on one CPU thread of a shared machine, vs about 21 ms when called image by image.
+``benchmarks/bench_assigner.py`` times it, batched and image by image (numbers in
+``benchmarks/results/measurements.md``).
 """
 
 from __future__ import annotations

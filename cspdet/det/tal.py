@@ -17,13 +17,12 @@ For every image and every ground-truth box (gt):
 Everything is a batched tensor operation over (B images, M padded gts, A points); no Python loop over images,
 gts or points; only the candidate test and the per-gt top-k are dense over (B, M, A), scores and overlaps are
 computed for the candidate pairs only. The batch is processed in chunks only to bound memory.
-``benchmarks/bench_assigner.py`` times it beside SimOTA: about 9 ms per batch of 8 images at 640x640 (8400 points,
-80 classes, ~10 boxes per image) on one CPU thread, vs about 6 ms for SimOTA in the same run.
+``benchmarks/bench_assigner.py`` times it beside SimOTA (same order of cost; numbers in
+``benchmarks/results/measurements.md``).
 
-Small boxes (``small_box``), measured by ``benchmarks/measure_tal_small_boxes.py`` on coco128 (train + val, 1,827
-boxes, 134 with a side under 8 px, at 640): without the widening 22 boxes have no candidate point and 34 end with
-no positive (one-to-many, initial predictions); with 8 -> 16 px widening 0 and 8 (the rest lose every point to
-larger overlapping gts in the conflict step). Default on.
+Small boxes (``small_box``): without the widening, boxes with a side under 8 px often get no candidate point and
+end with no positive; with 8 -> 16 px widening none lacks a candidate (``benchmarks/measure_tal_small_boxes.py`` on
+coco128; counts in ``benchmarks/results/measurements.md``). Default on.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The main API, importable from here::
 
-    from cspdet.engine import Trainer, ClassifierTrainer, COCOEvaluator, Predictor, build_detector
+    from cspdet.engine import Trainer, ClassifierTrainer, COCOEvaluator, build_detector
     from cspdet.engine import Callback, EpochStats      # events of a training run (trainer.callbacks)
 
 Checkpoint I/O is imported at once; everything else loads on first use, so ``import cspdet.engine`` does
@@ -14,15 +14,15 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
+from .._deprecated import moved
+from ..runtime.checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
 
 if TYPE_CHECKING:
-    from .build import build_detector, detector_from_checkpoint
+    from .build import build_detector
     from .callbacks import BatchStats, Callback, EpochStats
     from .classify import ClassifierTrainer, build_classifier
     from .coco_metrics import EvaluationError
     from .evaluator import COCOEvaluator
-    from .predictor import Predictor, Results
     from .run import NonFiniteLossError, ResumeError, RunBusyError, RunFinished
     from .trainer import Trainer
 
@@ -33,10 +33,7 @@ _LAZY = {
     "build_classifier": "classify",
     "COCOEvaluator": "evaluator",
     "EvaluationError": "coco_metrics",
-    "Predictor": "predictor",
-    "Results": "predictor",
     "build_detector": "build",
-    "detector_from_checkpoint": "build",
     "NonFiniteLossError": "run",
     "ResumeError": "run",
     "RunFinished": "run",
@@ -48,12 +45,18 @@ _LAZY = {
 
 __all__ = ["CheckpointError", "load_checkpoint", "load_state_file", "save_checkpoint", *_LAZY]
 
+# moved to the runtime, which owns loading and inference (old imports work for one release, with a warning)
+_moved = moved(__name__, {"Predictor": "cspdet.runtime.predictor", "Results": "cspdet.runtime.predictor",
+                          "detector_from_checkpoint": "cspdet.runtime.weights"})
+
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value  # later lookups skip __getattr__
         return value
+    if name in ("Predictor", "Results", "detector_from_checkpoint"):
+        return _moved(name)
     # AttributeError (not ImportError) lets ``from cspdet.engine import <submodule>`` fall back to importing it.
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 

@@ -9,12 +9,16 @@ from typing import Any
 import torch
 
 from ..config import ConfigError, ModelConfig
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_state_file
+from .._deprecated import moved
+from ..runtime.checkpoint import CheckpointError, load_checkpoint, load_state_file
+from ..runtime.weights import state_kind
 
-__all__ = [
-    "InitialWeights", "build_detector", "convert_yolox_checkpoint", "detect_weights_format", "detector_from_checkpoint",
-    "init_weights", "load_initial_weights", "model_overrides",
-]
+__all__ = ["InitialWeights", "build_detector", "convert_yolox_checkpoint", "init_weights", "load_initial_weights",
+           "model_overrides"]
+
+# moved to the runtime, which owns loading (old imports keep working for one release, with a warning)
+__getattr__ = moved(__name__, {"detector_from_checkpoint": "cspdet.runtime.weights",
+                               "detect_weights_format": "cspdet.runtime.weights:state_kind"})
 
 
 def model_overrides(cfg: ModelConfig) -> dict[str, Any]:
@@ -37,82 +41,6 @@ def build_detector(cfg: ModelConfig):
         raise ConfigError(f"model: cannot build {cfg.name!r}: {err}") from None
 
 
-def detector_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
-    """Rebuild a trained detector from a cspdet detector checkpoint: its spec, metadata and weights.
-
-    Returns:
-        (detector in eval mode on ``device`` with ``detector.meta`` from the checkpoint, the checkpoint dict).
-        No config file is needed and the run config stored in training checkpoints is not read.
-
-    Raises:
-        CheckpointError: not a cspdet detector checkpoint, a spec this cspdet cannot build, or weights that do
-            not fit the model it describes.
-    """
-    from ..models import Detector, DetectorMeta, DetectorSpec, SpecError
-
-    ckpt = load_checkpoint(path, kind="detector")
-    spec, meta = (ckpt.get("spec"), ckpt.get("meta")) if ckpt.get("version", 1) >= 2 else _upgrade_v1(ckpt, path)
-    try:
-        model = Detector.from_spec(DetectorSpec.from_dict(spec, "spec"))
-    except (SpecError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot rebuild the model it describes: {err}") from None
-    what = f"model {meta.get('preset') or 'of its spec'!r} with {model.num_classes} classes" if isinstance(
-        meta, dict) else f"its model with {model.num_classes} classes"
-    try:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    except RuntimeError as err:  # size mismatches
-        raise CheckpointError(f"{path}: weights do not fit {what}: {_first(err)}") from None
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match {what} (missing: {_short(missing)}; unexpected: "
-                              f"{_short(unexpected)})")
-    names = meta.get("class_names") if isinstance(meta, dict) else None
-    if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
-        n = len(names) if isinstance(names, (list, tuple)) else "no"
-        raise CheckpointError(f"{path}: checkpoint has {n} class names for a model with {model.num_classes} classes")
-    try:
-        model.meta = DetectorMeta.from_dict(meta, "meta")
-    except SpecError as err:
-        raise CheckpointError(f"{path}: {err}") from None
-    return model.to(device).eval(), ckpt
-
-
-def _upgrade_v1(ckpt: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Spec and meta of a version-1 checkpoint, rebuilt from its ``config["model"]``, class names and sizes.
-
-    Only the model keys of the stored config are read (as plain data), never the whole training config.
-    """
-    from ..models import SpecError, detector_spec
-
-    config = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
-    model = config.get("model") if isinstance(config.get("model"), dict) else {}
-    if "name" not in model:
-        raise CheckpointError(f"{path}: version-1 checkpoint without config.model.name; cannot tell its model")
-    overrides = {k: model.get(k) for k in ("depth", "width", "depthwise", "act", "stem_channels", "stage_defs")}
-    try:
-        spec = detector_spec(model["name"], int(model.get("num_classes", 80)), **overrides)
-    except (SpecError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot rebuild the model of this version-1 checkpoint: {err}") from None
-    names = ckpt.get("class_names")
-    if not isinstance(names, (list, tuple)):
-        raise CheckpointError(f"{path}: checkpoint has no class names for a model with {spec.num_classes} classes")
-
-    def size(section: str) -> Any:
-        value = (config.get(section) or {}).get("img_size") if isinstance(config.get(section), dict) else None
-        return list(value) if isinstance(value, (list, tuple)) else None
-
-    meta = {"class_names": list(names), "category_ids": ckpt.get("category_ids"),
-            "img_size": size("eval") or [640, 640], "train_img_size": size("data"), "strides": list(spec.head.strides),
-            "preset": model["name"], "source": ckpt.get("source"),
-            "dataset": (config.get("data") or {}).get("dataset") if isinstance(config.get("data"), dict) else None}
-    return spec.to_dict(), meta
-
-
-def _first(err: Exception, limit: int = 300) -> str:
-    """``err`` on one line, cut at a word boundary (torch's size-mismatch reports can run for pages)."""
-    text = " ".join(str(err).split())
-    return text if len(text) <= limit else text[:limit].rsplit(" ", 1)[0] + " ..."
-
-
 def _short(keys: list[str], n: int = 5) -> str:
     if not keys:
         return "none"
@@ -121,27 +49,6 @@ def _short(keys: list[str], n: int = 5) -> str:
 
 
 # ------------------------------------------------------------------------------------ initial weights
-
-
-def detect_weights_format(obj: Any) -> str:
-    """Guess what a loaded weights file is: "cspdet", "yolox", "timm", or "" when it cannot tell.
-
-    cspdet checkpoints carry ``format: cspdet``; YOLOX checkpoints are ``{"model": state_dict, ...}`` with keys
-    under ``backbone.backbone.``; timm CspNet state dicts have ``stem.conv1.*`` and ``stages.N.conv_*`` keys.
-    """
-    if not isinstance(obj, dict):
-        return ""
-    if obj.get("format") == CHECKPOINT_FORMAT:
-        return "cspdet"
-    state = obj.get("model", obj.get("state_dict", obj))
-    if not isinstance(state, dict):
-        return ""
-    keys = [k for k in state if isinstance(k, str)]
-    if any(k.startswith(("backbone.backbone.", "module.backbone.backbone.")) for k in keys):
-        return "yolox"
-    if any(k.startswith("stem.conv1.") or ".conv_down." in k or ".conv_transition" in k for k in keys):
-        return "timm"
-    return ""
 
 
 @dataclass
@@ -199,7 +106,7 @@ def load_initial_weights(model: torch.nn.Module, cfg: ModelConfig, allow_class_c
                                     allow_class_change)
     obj = load_state_file(path)
     if fmt == "auto":
-        fmt = detect_weights_format(obj)
+        fmt = state_kind(obj)
         if not fmt:
             raise CheckpointError(
                 f"{path}: cannot tell what kind of weights this is (not a cspdet checkpoint, no YOLOX "
@@ -382,10 +289,10 @@ def convert_yolox_checkpoint(
     """
     from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
     from ..models import DETECTORS, DetectorMeta, SpecError, YoloxWeightsError, create_detector, infer_yolox_preset
-    from .checkpoint import new_checkpoint, save_checkpoint
+    from ..runtime.checkpoint import new_checkpoint, save_checkpoint
 
     obj = load_state_file(yolox_path)
-    if not isinstance(obj, dict) or detect_weights_format(obj) != "yolox":
+    if not isinstance(obj, dict) or state_kind(obj) != "yolox":
         raise CheckpointError(f"{yolox_path}: not an official YOLOX checkpoint (no 'backbone.backbone.' keys)")
     try:
         inferred, num_classes = infer_yolox_preset(obj)

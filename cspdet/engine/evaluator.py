@@ -13,6 +13,7 @@ them, including the distributed gather.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,10 @@ from pycocotools.coco import COCO
 
 from ..data.letterbox import Letterbox
 from ..fileio import atomic_write
+from ..runtime.checkpoint import CheckpointError
+from ..runtime.open import open_model
+from ..runtime.weights import detector_from_checkpoint, read_weights
+from .build import build_detector, init_weights
 from .coco_metrics import COCOMetrics, EvaluationError, coco_evaluate
 from .distributed import all_gather_objects, broadcast_object, get_rank, is_distributed
 
@@ -295,7 +300,7 @@ def load_detector_for_eval(
         cfg: the ``cspdet.config.Config`` of the evaluation.
         class_names: the evaluation dataset's classes; their number must equal the model's.
         fast: ``precision`` / ``channels_last`` for a cspdet checkpoint: the fused PyTorch CPU fast path
-            (:func:`cspdet.export.load_inference_model`); without them the checkpoint's model runs unfused, exactly
+            (:func:`cspdet.runtime.open_model`); without them the checkpoint's model runs unfused, exactly
             as the training run evaluated it.
 
     Returns:
@@ -304,22 +309,17 @@ def load_detector_for_eval(
     Raises:
         CheckpointError: unreadable / non-detector checkpoint, or a class count that differs from the dataset's.
     """
-    import dataclasses
-
-    from ..export.backends import deployed_format, load_inference_model
-    from .build import build_detector, detect_weights_format, detector_from_checkpoint, init_weights
-    from .checkpoint import CheckpointError, load_state_file
-
-    if deployed_format(weights) is not None:  # .onnx / .xml / .torchscript: the exact file that is deployed
-        model = load_inference_model(weights, device=device)
-    elif detect_weights_format(load_state_file(weights)) == "yolox":
+    file = read_weights(weights)
+    if file.exported:  # .onnx / .xml / .torchscript: the exact file that is deployed
+        model = open_model(file, device=device)
+    elif file.kind == "yolox":
         model = build_detector(cfg.model)
         init_weights(model, dataclasses.replace(cfg.model, weights=str(weights), weights_format="yolox"),
                      allow_class_change=False)  # scoring needs the weights' own class layers
     elif fast:
-        model = load_inference_model(weights, device=device, fuse=True, **fast)
+        model = open_model(file, device=device, fuse=True, **fast)
     else:
-        model, _ = detector_from_checkpoint(weights, device=device)
+        model, _ = detector_from_checkpoint(weights, device=device, ckpt=file.obj)
     if model.num_classes != len(class_names):
         raise CheckpointError(f"{weights}: model has {model.num_classes} classes but the evaluation dataset has "
                               f"{len(class_names)} ({cfg.data.dataset})")

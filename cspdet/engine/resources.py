@@ -4,8 +4,7 @@ torch starts as many OpenMP threads as the machine has cores, whatever else runs
 runs its data-loader workers (``data.workers`` processes decoding and augmenting), and on a laptop or a
 shared server other programs run too. OpenMP threads busy-wait for each other at every operator: when one of
 them is descheduled (a loader worker or another program took its core) the others spin until it returns, so
-an oversubscribed CPU does not slow training a little but many times (``make demo`` on 2 shared cores: about
-1-1.6 img/s with 2 threads beside 2 workers against 6 img/s with 1 thread).
+an oversubscribed CPU does not slow training a little but many times (measured: ``benchmarks/results/measurements.md``).
 
 The rule (:func:`plan_threads`), on CPU: threads = the cores this process may use (its CPU affinity,
 ``os.sched_getaffinity``, divided among the torchrun processes of the node) minus its training loader
@@ -15,11 +14,10 @@ model runs on the GPU and torch's default is kept. The run header says what was 
 
 Loader workers (:func:`plan_workers`): ``data.workers`` when the config sets it; left unset (``null``), none when
 the model runs on a CPU and 4 on a GPU. On a CPU the forward and backward pass dominate an iteration (the whole
-mosaic / affine / HSV pipeline runs at 143-222 img/s at 640 in one process, ``benchmarks/bench_data.py``, against
-a few img/s of training), so a worker process only takes a core from torch's threads: ``configs/small_scratch.yaml``
-on 2 cores (raccoon, 416, batch 16) trains at 30-37 s / epoch with no workers and 2 threads against 52-56 s with 2
-workers and 1 thread, and 36-42 s with 1 worker beside 2 threads. Ultralytics' trainer makes the same choice on a
-CPU. On a GPU the loader must keep up with a fast device, so workers decode in parallel.
+augmentation pipeline runs tens of times faster than training), so a worker process only takes a core from torch's
+threads and an epoch gets slower, not faster (measured: ``benchmarks/results/measurements.md``). Ultralytics'
+trainer makes the same choice on a CPU. On a GPU the loader must keep up with a fast device, so workers decode in
+parallel.
 """
 
 from __future__ import annotations

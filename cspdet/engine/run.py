@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
-from ..fileio import TEMP_PATTERN, OutputError, as_output_error, make_dirs, remove_stale_temps
+from ..fileio import OutputError, as_output_error, make_dirs, remove_stale_temps
 from .callbacks import CallbackList, ConsoleLogger, EpochStats, ResultsLogger, TensorBoardLogger, trim_results_csv
-from .checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
+from ..runtime.checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
     all_gather_objects,
@@ -71,9 +71,6 @@ __all__ = [
 
 # Faults of the machine that end a run with a one-line message rather than a traceback.
 OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
-# Temp files of atomic writes (``.last.pt.XXXX.tmp``, ``.results.csv.XXXX.tmp``, ...) that a kill -9 mid-write
-# leaves (see cspdet.fileio).
-STALE_SAVE_TEMPS = TEMP_PATTERN
 
 
 class NonFiniteLossError(RuntimeError):
@@ -422,7 +419,7 @@ class TrainingRun(abc.ABC):
     @abc.abstractmethod
     def _checkpoint_meta(self) -> dict[str, Any]:
         """Kind-specific checkpoint entries, provided by the subclass: ``spec`` and ``meta`` (plain data, see
-        :mod:`cspdet.engine.checkpoint`) and the best score so far."""
+        :mod:`cspdet.runtime.checkpoint`) and the best score so far."""
 
     def _save(self, epoch: int, path: Path, metrics: dict[str, float], with_state: bool) -> None:
         """Write a checkpoint: the eval weights and metadata, plus (``with_state``) all a resume needs.

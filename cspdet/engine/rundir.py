@@ -114,10 +114,6 @@ class RunLock:
         self.path = Path(run_dir) / LOCK_NAME
         self._fh = None
 
-    @property
-    def held(self) -> bool:
-        return self._fh is not None
-
     def _open(self, create: bool):
         try:
             return open(self.path, "a+", encoding="utf-8") if create else open(self.path, encoding="utf-8")

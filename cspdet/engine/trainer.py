@@ -513,9 +513,14 @@ class Trainer(TrainingRun):
             img_size=tuple(self.cfg.eval.img_size), train_img_size=tuple(self.cfg.data.img_size),
             strides=model.strides, preset=self.cfg.model.name,
             source={**self.weights_source, "trained_in": str(self.run_dir)},
-            dataset=self.cfg.data.dataset,
+            dataset=self.cfg.data.dataset, dataset_path=_absolute(self.cfg.data.dataset),
         )
         return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), "best_ap": float(self.best_ap)}
+
+
+def _absolute(path: str | None) -> str | None:
+    """``path`` made absolute (where a relative dataset path really was when the checkpoint was saved)."""
+    return os.path.abspath(path) if path else None
 
 
 def config_from_checkpoint(ckpt: dict[str, Any], path: str | os.PathLike) -> Config:

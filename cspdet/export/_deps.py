@@ -1,42 +1,10 @@
-"""Optional runtime dependencies of export and the deployed backends, imported lazily with a one-line error."""
+"""Deprecated: the export errors and ``require`` moved to :mod:`cspdet.runtime.errors`."""
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+from .._deprecated import moved
 
-from ..engine.checkpoint import CheckpointError
+__all__: list[str] = []
 
-__all__ = ["ExportError", "ExportUsageError", "MissingExtraError", "require"]
-
-# module -> what pip installs it
-_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxsim": "onnxsim", "openvino": "openvino",
-             "nncf": "nncf", "onnxruntime.quantization": "onnxruntime"}
-
-
-class ExportError(CheckpointError):
-    """An export that cannot be written, or an exported file that cannot be used; ``str(err)`` is one line.
-
-    A :class:`~cspdet.engine.checkpoint.CheckpointError`, so every tool that reports a bad checkpoint in one line
-    reports a bad exported file the same way.
-    """
-
-
-class ExportUsageError(ExportError, ValueError):
-    """An exported file asked to do what it was not exported for (another input size, the other NMS mode): both a
-    ``ValueError`` (a bad argument) and an :class:`ExportError` (so the tools report it in one line)."""
-
-
-class MissingExtraError(ExportError):
-    """An optional dependency (the ``export`` extra) is not installed."""
-
-
-def require(module: str, purpose: str) -> ModuleType:
-    """Import ``module`` or raise :class:`MissingExtraError` naming the extra, e.g.
-    ``onnxruntime is not installed (needed to run .onnx models): pip install 'cspdet[export]'``."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        package = _PACKAGES.get(module, module.split(".")[0])
-        message = f"{package} is not installed (needed {purpose}): pip install 'cspdet[export]'"
-        raise MissingExtraError(message) from None
+__getattr__ = moved(__name__, dict.fromkeys(("ExportError", "ExportUsageError", "MissingExtraError", "require"),
+                                            "cspdet.runtime.errors"))

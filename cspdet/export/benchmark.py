@@ -16,15 +16,25 @@ import csv
 import io
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
+from ..config import Config, ConfigError
+from ..config.data_yaml import config_for_data
+from ..engine.evaluator import COCOEvaluator
 from ..fileio import atomic_write
-from ._deps import ExportError
+from ..runtime.cpu import native_bf16
+from ..runtime.errors import ExportError
+from ..runtime.formats import deploy_formats, get_format
+from ..runtime.open import load_backend, open_model
+from ..runtime.predictor import Predictor
+from ..runtime.weights import checkpoint_meta, read_weights, recorded_dataset
+from .exporters import export_model, export_suffix
 
 __all__ = ["BENCH_FORMATS", "BenchFormat", "BenchRow", "benchmark", "default_formats", "format_table", "write_csv"]
 
@@ -37,8 +47,8 @@ class BenchFormat(NamedTuple):
     ONNX Runtime and TorchScript files are exported dynamic: one file serves batch 1 and 8, and the predictor's rect
     letterbox (a 640x480 photo runs at 480x640) at full speed. OpenVINO files are exported static, at the
     benchmark size and batch 1 (``cspdet export``'s default; a batch of 8 runs as 8 calls): OpenVINO runs static
-    shapes 12-15 % faster than dynamic ones and a dynamic model pays ~0.1-0.5 s the first time it meets each input
-    shape, which a folder of mixed photos under rect letterboxing keeps doing.
+    shapes faster than dynamic ones and a dynamic model pays a compilation the first time it meets each input
+    shape, which a folder of mixed photos under rect letterboxing keeps doing (``benchmarks/results/measurements.md``).
     """
 
     export: str | None
@@ -48,23 +58,48 @@ class BenchFormat(NamedTuple):
     dynamic: bool = True
 
 
-BENCH_FORMATS = {"pytorch": BenchFormat(None), "pytorch_bf16": BenchFormat(None, precision="bf16", channels_last=True),
-                 "torchscript": BenchFormat("torchscript"), "onnx": BenchFormat("onnx"),
-                 "openvino": BenchFormat("openvino", dynamic=False),
-                 "openvino_bf16": BenchFormat("openvino", precision="bf16", dynamic=False),
-                 "openvino_int8": BenchFormat("openvino", True, dynamic=False), "onnx_int8": BenchFormat("onnx", True)}
+class _BenchFormats(Mapping):
+    """A live view ``{row name: BenchFormat}``: the two PyTorch rows, then every deploy format's rows
+    (:attr:`cspdet.runtime.formats.DeployFormat.bench`) in table order, the rows that are not measured by default
+    last."""
+
+    def _table(self) -> dict[str, BenchFormat]:
+        rows = {"pytorch": (BenchFormat(None), True),
+                "pytorch_bf16": (BenchFormat(None, precision="bf16", channels_last=True), True)}
+        for fmt in deploy_formats():
+            for v in fmt.bench:
+                dynamic = fmt.bench_dynamic if v.dynamic is None else v.dynamic
+                rows[v.name] = (BenchFormat(fmt.name, v.int8, v.precision, False, dynamic), v.default)
+        return {k: f for k, (f, d) in rows.items() if d} | {k: f for k, (f, d) in rows.items() if not d}
+
+    def default_names(self) -> list[str]:
+        rows = {v.name for fmt in deploy_formats() for v in fmt.bench if not v.default}
+        return [name for name in self._table() if name not in rows]
+
+    def __getitem__(self, key: str) -> BenchFormat:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return repr(self._table())
+
+
+#: ``{"pytorch": BenchFormat(None), ..., "openvino_int8": ..., "onnx_int8": ...}`` from the format table.
+BENCH_FORMATS = _BenchFormats()
 
 
 def default_formats() -> list[str]:
-    """Every format of :data:`BENCH_FORMATS` but ``onnx_int8`` (ONNX Runtime's int8 loses more accuracy than
-    OpenVINO's NNCF: -1.0 vs -0.5 mAP50-95 points on csptal_n / raccoon, at about the same speed; ask for it by
-    name), and without the bf16 rows on CPUs that have no native bf16 (bf16 is emulated there and several
-    times slower, so nobody would deploy it)."""
-    from .cpu import native_bf16
-
+    """Every row of :data:`BENCH_FORMATS` its format measures by default (not ``onnx_int8``: ONNX Runtime's int8
+    loses more accuracy than OpenVINO's NNCF: -1.0 vs -0.5 mAP50-95 points on csptal_n / raccoon, at about the
+    same speed; ask for it by name), and without the bf16 rows on CPUs that have no native bf16 (bf16 is emulated
+    there and several times slower, so nobody would deploy it)."""
     native = native_bf16()
-    return [name for name, f in BENCH_FORMATS.items()
-            if name != "onnx_int8" and (native or f.precision != "bf16")]
+    return [name for name in BENCH_FORMATS.default_names() if native or BENCH_FORMATS[name].precision != "bf16"]
 
 
 @dataclass
@@ -83,7 +118,7 @@ class BenchRow:
     error: str = ""
 
 
-def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequence[str] | None = None,
+def benchmark(weights: str | os.PathLike, data: str | os.PathLike | None = None, formats: Sequence[str] | None = None,
               out_dir: str | os.PathLike | None = None, img_size: int | Sequence[int] | None = None,
               latency_images: int = 30, throughput_images: int = 32, calib: int = 300, threads: int | None = None,
               log=print, csv_path: str | os.PathLike | None = None) -> list[BenchRow]:
@@ -92,9 +127,11 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
 
     Args:
         weights: cspdet detector checkpoint.
-        data: config YAML: its ``data.dataset`` val split is scored with its ``eval`` settings.
+        data: a config YAML (its ``data.dataset`` val split is scored with its ``eval`` settings) or a dataset
+            descriptor (its val split, default eval settings); None: the dataset the checkpoint records, at its
+            ``meta.img_size``.
         out_dir: where exports go (default: ``<weights dir>/<weights stem>_bench``).
-        img_size: input size (default: the config's ``eval.img_size``).
+        img_size: input size (default: the config's ``eval.img_size``, or the checkpoint's).
         latency_images: val images timed one by one (after 3 warm-up runs); throughput_images: images timed in
             batches of 8.
         calib: int8 calibration images.
@@ -105,19 +142,11 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
     Returns:
         one :class:`BenchRow` per format; a format that fails records its one-line error and the rest go on.
     """
-    import torch
-
-    from ..config import load_config
-    from ..engine.evaluator import COCOEvaluator
-    from ..engine.predictor import Predictor
-    from .backends import load_inference_model
-    from .exporters import export_model, export_suffix
-
     formats = default_formats() if formats is None else list(formats)
     unknown = [f for f in formats if f not in BENCH_FORMATS]
     if unknown:
         raise ExportError(f"unknown benchmark format(s) {', '.join(unknown)}; choose from {', '.join(BENCH_FORMATS)}")
-    cfg = load_config(data)
+    cfg = bench_config(weights, data)
     if img_size is not None:
         cfg.eval.img_size = [int(img_size), int(img_size)] if isinstance(img_size, int) else [int(v) for v in img_size]
     hw = tuple(cfg.eval.img_size)
@@ -127,7 +156,7 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
     ds = evaluator.dataloader.dataset
     paths = [str(r.path) for r in getattr(getattr(ds, "dataset", ds), "records", [])]
     if not paths:
-        raise ExportError(f"{data}: no val images to time")
+        raise ExportError(f"{data or cfg.data.dataset}: no val images to time")
     out = Path(out_dir) if out_dir else Path(weights).with_name(Path(weights).stem + "_bench")
     rows = []
     for name in formats:
@@ -137,13 +166,12 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
             if fmt is not None:
                 tic = time.perf_counter()
                 path = out / (Path(weights).stem + export_suffix(fmt, int8))
-                export_model(weights, fmt, img_size=hw, dynamic=dynamic, int8=int8, data=data, calib=calib, out=path)
+                export_model(weights, fmt, img_size=hw, dynamic=dynamic, int8=int8, data=data or cfg.data.dataset,
+                             calib=calib, out=path)
                 row.export_s, row.file = time.perf_counter() - tic, str(path)
-            file = Path(row.file)
-            row.size_mb = (file.stat().st_size + (file.with_suffix(".bin").stat().st_size if file.suffix == ".xml"
-                                                  else 0)) / 1e6
+            row.size_mb = (get_format(fmt).size_bytes(row.file) if fmt else Path(row.file).stat().st_size) / 1e6
             # a checkpoint is fused, as Predictor does
-            model = load_inference_model(row.file, threads=threads, precision=precision, channels_last=channels_last)
+            model = open_model(row.file, threads=threads, precision=precision, channels_last=channels_last)
             if model.num_classes != len(evaluator.class_names):
                 raise ExportError(f"{row.file}: {model.num_classes} classes, the dataset has "
                                   f"{len(evaluator.class_names)}")
@@ -162,6 +190,28 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike, formats: Sequ
         if log:
             log(format_table([row], header=not rows[:-1]))
     return rows
+
+
+def bench_config(weights: str | os.PathLike, data: str | os.PathLike | None = None) -> Config:
+    """The evaluation config of a benchmark: ``data`` (a config, or a dataset descriptor), else the dataset and
+    input size the model's metadata records (found from here: :func:`cspdet.runtime.weights.recorded_dataset`).
+
+    Raises:
+        ConfigError: no ``data`` and the model records no dataset that exists from here.
+    """
+    if data is not None:
+        return config_for_data(data)
+    file = read_weights(weights)
+    meta: Any = load_backend(file.path).meta.to_dict() if file.exported else checkpoint_meta(file.obj, weights)
+    found, tried = recorded_dataset(meta)
+    if found is None:
+        where = f" (tried {', '.join(tried)} from {Path.cwd()})" if tried else ""
+        raise ConfigError(f"{weights}: the checkpoint records no dataset found from here{where}; give --data "
+                          "DATASET.yaml or CONFIG")
+    cfg = config_for_data(found)
+    if meta.get("img_size"):
+        cfg.eval.img_size = [int(v) for v in meta["img_size"]]
+    return cfg
 
 
 def _latency(predictor, paths: list[str], n: int) -> tuple[float, float]:

@@ -10,13 +10,14 @@ Every file is written atomically (a temporary file renamed over the target; Open
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,16 +25,66 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..fileio import atomic_write, make_dirs
-from ._deps import ExportError, require
+from ..fileio import as_output_error, atomic_write, make_dirs
+from ..runtime.errors import ExportError, require
+from ..runtime.formats import DeployFormat, deploy_formats, get_format
+from ..runtime.weights import detector_from_checkpoint, recorded_dataset
 from .graph import INFO_KEY, ExportGraph, dumps_info, export_info
+from .quantize import quantize_onnx, quantize_openvino
 
-__all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "ExportResult", "export_detector", "export_model", "export_suffix"]
+__all__ = ["DEFAULT_OPSET", "EXPORT_FORMATS", "ExportResult", "WriteRequest", "export_detector", "export_model",
+           "export_path", "export_suffix", "write_onnx", "write_openvino", "write_torchscript"]
 
 #: ONNX opset written by default: the newest the legacy (TorchScript-based) exporter of torch supports here.
 DEFAULT_OPSET = 20
-EXPORT_FORMATS = ("onnx", "openvino", "torchscript")
-_SUFFIX = {"onnx": ".onnx", "openvino": ".xml", "torchscript": ".torchscript"}
+
+
+class _FormatNames(Sequence):
+    """The names of the deploy formats (a live view of :mod:`cspdet.runtime.formats`: registered formats show)."""
+
+    def __getitem__(self, index):  # type: ignore[override]
+        return tuple(f.name for f in deploy_formats())[index]
+
+    def __len__(self) -> int:
+        return len(deploy_formats())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([f.name for f in deploy_formats()])
+
+    def __repr__(self) -> str:
+        return repr(tuple(self))
+
+
+#: ``("torchscript", "onnx", "openvino", ...)``: every format of the table.
+EXPORT_FORMATS = _FormatNames()
+
+
+@dataclass
+class WriteRequest:
+    """What a format's writer gets (see :mod:`cspdet.runtime.formats`).
+
+    Attributes:
+        graph: the :class:`ExportGraph` to trace (a fused eval copy of ``model``); example: a (batch, 3, H, W)
+            float32 input of the export's size; out: the file to write (atomically); info: the metadata document to
+            embed (:func:`cspdet.export.graph.dumps_info` gives its JSON text; the loader reads it back with
+            :func:`cspdet.runtime.metadata.parse_info`); model: the detector; hw, dynamic, batch, opset, simplify,
+            int8, data, calib: the export's options; notes: one-line remarks the writer appends to.
+    """
+
+    graph: ExportGraph
+    example: torch.Tensor
+    out: Path
+    info: dict[str, Any]
+    model: nn.Module
+    hw: tuple[int, int]
+    dynamic: bool = False
+    batch: int = 1
+    opset: int = DEFAULT_OPSET
+    simplify: bool = True
+    int8: bool = False
+    data: str | os.PathLike | None = None
+    calib: int = 300
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -59,7 +110,33 @@ class ExportResult:
 
 def export_suffix(fmt: str, int8: bool = False) -> str:
     """Default file name ending of a format (``_int8`` before the suffix for int8 exports)."""
-    return ("_int8" if int8 else "") + _SUFFIX[fmt]
+    return ("_int8" if int8 else "") + get_format(fmt).suffix
+
+
+def export_path(weights: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None,
+                int8: bool = False) -> Path:
+    """Where an export of ``weights`` goes: ``out`` named by its format -- no ``out``: the checkpoint's path with
+    the format's suffix (``best.onnx``); an existing folder (or one written with a trailing slash): the checkpoint's
+    stem inside it; a name without a suffix: that name plus the format's suffix (``model`` -> ``model.onnx``,
+    ``model.xml`` + ``model.bin`` for OpenVINO); a name with a suffix: as given."""
+    ending = export_suffix(fmt, int8)
+    if not out:
+        return Path(weights).with_name(Path(weights).stem + ending)
+    text = os.fspath(out)
+    p = Path(text)
+    if p.is_dir() or text.endswith(("/", os.sep)):
+        return p / (Path(weights).stem + ending)
+    if not p.suffix:
+        return p.with_name(p.name + get_format(fmt).suffix)
+    return p
+
+
+def _writer(fmt: DeployFormat) -> Callable[[WriteRequest], None]:
+    """The format's writer (a ``"module:function"`` reference is imported here, where writers live)."""
+    if callable(fmt.writer):
+        return fmt.writer
+    module, _, name = fmt.writer.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _hw(img_size: int | Sequence[int]) -> tuple[int, int]:
@@ -73,28 +150,29 @@ def export_model(weights: str | os.PathLike, fmt: str, img_size: int | Sequence[
                  dynamic: bool = False, batch: int = 1, int8: bool = False, data: str | os.PathLike | None = None,
                  calib: int = 300, nms: bool = False, out: str | os.PathLike | None = None, simplify: bool = True,
                  opset: int = DEFAULT_OPSET) -> ExportResult:
-    """Export the detector of a cspdet checkpoint (what ``tools/export.py`` runs).
+    """Export the detector of a cspdet checkpoint (what ``cspdet export`` runs).
 
     Args:
         weights: cspdet detector checkpoint (``best.pt``); its spec and metadata are all that is read.
-        fmt: ``onnx`` | ``openvino`` | ``torchscript``.
+        fmt: ``onnx`` | ``openvino`` | ``torchscript`` | a registered format (:mod:`cspdet.runtime.formats`).
         img_size: input (H, W) (or N) of the export; default the checkpoint's ``meta.img_size``.
         dynamic: batch, height and width chosen at run time (ONNX / OpenVINO / TorchScript); otherwise fixed.
         batch: the fixed batch size of a static export.
         int8: post-training int8 quantisation (OpenVINO: NNCF; ONNX: ONNX Runtime static QDQ), calibrated on
-            ``calib`` training images of the dataset of config ``data``.
+            ``calib`` training images of the dataset ``data`` (a dataset descriptor or a config YAML; default the
+            dataset the checkpoint records).
         nms: post-processing inside the graph (output (B, max_det, 6)); static shapes only.
-        out: output path; default the checkpoint's path with the format's suffix.
+        out: output path, named by the format (:func:`export_path`); default the checkpoint's path with the
+            format's suffix.
         simplify: run onnxsim on ONNX graphs (ONNX and OpenVINO exports).
         opset: ONNX opset.
 
     Raises:
         CheckpointError / ExportError: a bad checkpoint, bad options, a missing extra (one line each).
     """
-    from ..engine.build import detector_from_checkpoint
-
+    get_format(fmt)  # an unknown format fails before the checkpoint is read
     model, _ = detector_from_checkpoint(weights)
-    out = Path(out) if out else Path(weights).with_name(Path(weights).stem + export_suffix(fmt, int8))
+    out = export_path(weights, fmt, out, int8)
     return export_detector(model, fmt, out, img_size=img_size, dynamic=dynamic, batch=batch, int8=int8, data=data,
                            calib=calib, nms=nms, simplify=simplify, opset=opset)
 
@@ -105,14 +183,24 @@ def export_detector(model: nn.Module, fmt: str, out: str | os.PathLike, img_size
                     opset: int = DEFAULT_OPSET) -> ExportResult:
     """Export an in-memory :class:`cspdet.models.Detector` (its ``meta`` goes into the file); see
     :func:`export_model` for the arguments. The model itself is not modified (a fused copy is exported)."""
-    if fmt not in EXPORT_FORMATS:
-        raise ExportError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    try:
+        record = get_format(fmt)
+    except ValueError as err:
+        raise ExportError(str(err)) from None
     if nms and dynamic:
         raise ExportError("--nms exports have static shapes (the in-graph NMS runs per image): drop --dynamic")
-    if int8 and fmt == "torchscript":
-        raise ExportError("--int8 is available for onnx and openvino exports, not torchscript")
-    if int8 and not data:
-        raise ExportError("--int8 needs --data CONFIG (its dataset's training images calibrate the quantisation)")
+    if dynamic and not record.dynamic:
+        raise ExportError(f"--dynamic is not available for {fmt} exports")
+    if int8 and not record.int8:
+        names = [f.name for f in deploy_formats() if f.int8]
+        which = " and ".join(names) if len(names) <= 2 else ", ".join(names)
+        raise ExportError(f"--int8 is available for {which} exports, not {fmt}")
+    if int8 and not data:  # calibrate on the dataset the model was trained on, where it can be found from here
+        data, tried = recorded_dataset(model.meta)
+        if data is None:
+            why = f"its dataset {' / '.join(tried)} is not found from here" if tried else "it records no dataset"
+            raise ExportError(f"--int8 needs --data CONFIG or DATASET.yaml (its training images calibrate the "
+                              f"quantisation): {why}")
     if batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
     hw = _hw(img_size if img_size is not None else model.meta.img_size)
@@ -124,24 +212,13 @@ def export_detector(model: nn.Module, fmt: str, out: str | os.PathLike, img_size
     graph = ExportGraph(model, nms=nms, **(nms_cfg or {})).eval()
     out = Path(out)
     tic = time.perf_counter()
-    notes: list[str] = []
     info = export_info(model, fmt, hw, dynamic, batch, nms=nms_cfg, precision="int8" if int8 else "fp32",
-                       opset=opset if fmt != "torchscript" else None)
-    example = torch.full((batch, 3, *hw), 114.0)
-    if fmt == "torchscript":
-        _write_torchscript(graph, example, out, info)
-    else:
-        proto = _onnx_proto(graph, example, dynamic, opset, simplify, notes)
-        if fmt == "onnx":
-            if int8:
-                from .quantize import quantize_onnx
-
-                proto = quantize_onnx(proto, model, data, calib, hw, notes)
-            _write_onnx(proto, out, info)
-        else:
-            _write_openvino(proto, out, info, int8=int8, model=model, data=data, calib=calib, hw=hw, notes=notes)
-    size = out.stat().st_size + (out.with_suffix(".bin").stat().st_size if fmt == "openvino" else 0)
-    return ExportResult(out, fmt, time.perf_counter() - tic, size, info, notes)
+                       opset=opset if record.onnx_based else None)
+    request = WriteRequest(graph, torch.full((batch, 3, *hw), 114.0), out, info, model, hw, dynamic=dynamic,
+                           batch=batch, opset=opset, simplify=simplify, int8=int8, data=data, calib=calib)
+    make_dirs(out.parent)
+    _writer(record)(request)
+    return ExportResult(out, fmt, time.perf_counter() - tic, record.size_bytes(out), info, request.notes)
 
 
 # -------------------------------------------------------------------------------------------------- ONNX
@@ -160,8 +237,7 @@ def _onnx_proto(graph: ExportGraph, example: torch.Tensor, dynamic: bool, opset:
                           dynamic_axes=axes, do_constant_folding=True, dynamo=False)
     proto = onnx.load_from_string(buf.getvalue())
     if simplify:
-        # onnxsim rather than onnxslim: the same graphs (csptal_n 600 -> 340 vs 335 nodes, equal ONNX Runtime
-        # latency) in a fraction of the time (csptal_n 0.6 vs 4.4 s, cspdarknet_m 1.0 vs 20.7 s)
+        # onnxsim rather than onnxslim: the same graphs in a fraction of the time (benchmarks/results/measurements.md)
         onnxsim = require("onnxsim", "to simplify ONNX graphs (or pass simplify=False / --no-simplify)")
         before = len(proto.graph.node)
         try:
@@ -185,26 +261,31 @@ def _set_onnx_metadata(proto, info: dict[str, Any]) -> None:
     proto.producer_name, proto.producer_version = "cspdet", str(info["cspdet_version"])
 
 
-def _write_onnx(proto, out: Path, info: dict[str, Any]) -> None:
-    _set_onnx_metadata(proto, info)
-    atomic_write(out, proto.SerializeToString())
+def write_onnx(req: WriteRequest) -> None:
+    """The ``onnx`` format's writer: trace to ONNX (simplified), int8 QDQ with ``req.int8``, metadata in
+    ``metadata_props``."""
+    proto = _onnx_proto(req.graph, req.example, req.dynamic, req.opset, req.simplify, req.notes)
+    if req.int8:
+        proto = quantize_onnx(proto, req.model, req.data, req.calib, req.hw, req.notes)
+    _set_onnx_metadata(proto, req.info)
+    atomic_write(req.out, proto.SerializeToString())
 
 
 # -------------------------------------------------------------------------------------------- OpenVINO
 
 
-def _write_openvino(proto, out: Path, info: dict[str, Any], int8: bool, model: nn.Module,
-                    data: str | os.PathLike | None, calib: int, hw: tuple[int, int], notes: list[str]) -> None:
-    """ONNX proto -> OpenVINO IR (fp32 weights; NNCF int8 with ``int8``), metadata in ``rt_info``; the ``.xml``
-    and ``.bin`` are written in a temporary folder beside ``out`` and renamed into place, ``.bin`` first."""
+def write_openvino(req: WriteRequest) -> None:
+    """The ``openvino`` format's writer: ONNX proto -> OpenVINO IR (fp32 weights; NNCF int8 with ``req.int8``),
+    metadata in ``rt_info``; the ``.xml`` and ``.bin`` are written in a temporary folder beside ``out`` and renamed
+    into place, ``.bin`` first."""
     ov = require("openvino", "to export OpenVINO models")
+    out, info = req.out, req.info
     if out.suffix != ".xml":
         raise ExportError(f"{out}: an OpenVINO export is an .xml file (with its .bin beside it)")
+    proto = _onnx_proto(req.graph, req.example, req.dynamic, req.opset, req.simplify, req.notes)
     ov_model = ov.convert_model(io.BytesIO(proto.SerializeToString()))
-    if int8:
-        from .quantize import quantize_openvino
-
-        ov_model = quantize_openvino(ov_model, model, data, calib, hw, notes)
+    if req.int8:
+        ov_model = quantize_openvino(ov_model, req.model, req.data, req.calib, req.hw, req.notes)
     ov_model.set_rt_info(dumps_info(info), [INFO_KEY])
     make_dirs(out.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.stem}.", suffix=".tmp", dir=out.parent))
@@ -213,8 +294,6 @@ def _write_openvino(proto, out: Path, info: dict[str, Any], int8: bool, model: n
         for src in (tmp / out.with_suffix(".bin").name, tmp / out.name):  # .bin first: an .xml always has its .bin
             os.replace(src, out.parent / src.name)
     except OSError as err:
-        from ..fileio import as_output_error
-
         raise as_output_error(err, out) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -223,9 +302,10 @@ def _write_openvino(proto, out: Path, info: dict[str, Any], int8: bool, model: n
 # ----------------------------------------------------------------------------------------- TorchScript
 
 
-def _write_torchscript(graph: ExportGraph, example: torch.Tensor, out: Path, info: dict[str, Any]) -> None:
-    """Trace ``graph`` (shapes stay symbolic in the trace, so any multiple-of-32 size runs) and save it with the
-    metadata as the extra file ``cspdet.json``."""
+def write_torchscript(req: WriteRequest) -> None:
+    """The ``torchscript`` format's writer: trace ``graph`` (shapes stay symbolic in the trace, so any
+    multiple-of-32 size runs) and save it with the metadata as the extra file ``cspdet.json``."""
+    graph, example, out, info = req.graph, req.example, req.out, req.info
     buf = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings, and torch.jit's deprecation in favour of torch.export

@@ -7,12 +7,8 @@ Both keep the decoding at the end of the graph (sigmoid / exp / softmax / DFL pr
 float, and the head's last 1x1 prediction convolutions (``*_pred``: box / DFL bin, class and objectness logits; well
 under 1 % of the FLOPs) too, and the first convolution of the network (it sees raw 0..255 pixels; ~1 % of the
 FLOPs): the rest of backbone, neck and head is quantised, so box coordinates in pixels keep their precision. NNCF
-runs its full bias correction (not the fast one). Measured on csptal_n trained 30 epochs on raccoon (40 val images,
-416): mAP50-95 0.2952 fp32 -> 0.2829 int8 with the decoding alone kept in float and fast bias correction (-1.2
-points), 0.2850 with the prediction convs also in float (-1.0), 0.2901 adding the full bias correction (-0.5;
-quantising takes 32 s instead of 4 s). On a second such model (seed 0 of the AMX learning run): 0.2580 fp32 ->
-0.2476 (-1.0) without and 0.2532 (-0.5) with the first convolution in float; on yolo26n_layout trained the same way
-0.0943 -> 0.0958 / 0.0923 (noise on 40 images either way).
+runs its full bias correction (not the fast one). Each of these choices halves or better the int8 mAP loss of a
+small trained model (about -1.2 -> -0.5 mAP points in all; measured: ``benchmarks/results/measurements.md``).
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ import numpy as np
 from torch import nn
 
 from ..data.letterbox import Letterbox
-from ._deps import ExportError, require
+from ..runtime.errors import ExportError, require
 
 __all__ = ["calibration_images", "quantize_onnx", "quantize_openvino"]
 
@@ -36,16 +32,17 @@ _PRED_PATTERN = r".*/head/.*_pred/.*"
 
 
 def calibration_images(data: str | os.PathLike, n: int, hw: tuple[int, int]) -> list[np.ndarray]:
-    """``n`` training images (evenly spread over the split) of the dataset of config ``data``, letterboxed to
+    """``n`` training images (evenly spread over the split) of the dataset ``data`` (a dataset descriptor, or a
+    config YAML naming one), letterboxed to
     ``hw``: a list of (1, 3, H, W) float32 RGB 0..255 arrays. Falls back to the val split when there is no train
     split. Unreadable images are skipped."""
-    from ..config import load_config
+    from ..config.data_yaml import config_for_data
     from ..data import build_dataset
     from ..data.image_io import ImageReadError
 
     if n < 1:
         raise ExportError(f"--calib must be >= 1, got {n}")
-    cfg = load_config(data)
+    cfg = config_for_data(data)
     try:
         dataset = build_dataset(cfg.data.dataset, "train", strict=False)
     except ValueError:

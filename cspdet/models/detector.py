@@ -30,7 +30,8 @@ class Detector(nn.Module):
     Args:
         backbone: module mapping (B, 3, H, W) to a list of feature maps, finest first, at ``head.strides``
             (a ``features_only`` :class:`~cspdet.models.CSPNet`).
-        neck: module mapping that list to a list of the same length (:class:`~cspdet.models.CSPPAN`).
+        neck: module mapping that list to a list of the same length (:class:`~cspdet.models.CSPPAN`, or the C2f /
+            C3k2 PAN of the task-aligned presets).
         head: a :class:`~cspdet.models.contracts.DetectionHead` (YOLOX's
             :class:`~cspdet.models.head.DecoupledHead`, the task-aligned :class:`~cspdet.models.tal_head.TaskAlignedHead`,
             or a registered head of your own); owns its loss, decoding and schedule.
@@ -170,7 +171,8 @@ class Detector(nn.Module):
 
         Args:
             images: (B, 3, H, W) float RGB 0..255.
-            conf: minimum score (``obj * cls_prob`` for YOLOX); iou: NMS IoU threshold; max_det: detections per image.
+            conf: minimum score ``obj * cls_prob`` (the class probability for a head without objectness);
+                iou: NMS IoU threshold; max_det: detections per image.
             classes: keep only these class indices; agnostic: class-agnostic NMS.
             pre_nms_topk: at most this many top-scoring points per image enter NMS; ``None`` (default) = no
                 cap, as YOLOX (see :func:`cspdet.det.postprocess`; a cap only trades accuracy for speed).
@@ -191,6 +193,17 @@ class Detector(nn.Module):
             self.train(was_training)
         return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label,
                            nms_free=self.nms_free)
+
+    @property
+    def fixed_input_size(self) -> tuple[int, int] | None:
+        """None: the network takes any (H, W) multiple of its largest stride (an exported static file does not)."""
+        return None
+
+    def check_input_size(self, hw: tuple[int, int]) -> None:
+        """Raise ``ValueError`` unless (H, W) are multiples of the largest stride."""
+        stride = max(self.strides)
+        if hw[0] % stride or hw[1] % stride:
+            raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
 
     @property
     def nms_free(self) -> bool:

@@ -144,26 +144,39 @@ def detector_spec(name: str, num_classes: int = 80, **overrides: Any) -> Detecto
 def create_detector(name: str, num_classes: int = 80, **overrides: Any) -> Detector:
     """Build a detector by preset name (see :data:`DETECTORS`; ``cspdet.models.DETECTORS.names()``).
 
-    Presets (YOLOX depth / width multipliers; the neck uses ``max(round(3 * depth), 1)`` blocks per CSP stage,
-    neck channels ``int(256/512/1024 * width)``, head width ``int(256 * width)``):
+    Presets, by family (``cspdet.models.FAMILIES``; each scales with depth / width multipliers):
 
-    * ``cspdarknet_{nano,tiny,s,m,l,x}``: YOLOX-{Nano,Tiny,S,M,L,X} exactly (same layers and parameter
-      counts, loadable with :func:`cspdet.models.load_yolox_weights`); nano is depthwise. Initialised as
-      YOLOX's ``get_model`` does: PyTorch's default conv init, BN eps 1e-3 / momentum 0.03, cls/obj biases
-      from ``prior_prob``.
-    * ``cspresnet50`` / ``cspdarknet53``: the timm-exact CSPResNet-50 / CSPDarknet-53 as backbone (features at
-      strides 8/16/32, 256/512/1024 channels), with a YOLOX-L sized neck and head by default (depth = width = 1).
-      ``act`` / ``depth`` / ``width`` change only the neck and head; the backbone keeps timm's layout and init.
+    * ``cspdarknet_{nano,tiny,s,m,l,x}`` (family ``yolox``): YOLOX-{Nano,Tiny,S,M,L,X} exactly (same layers and
+      parameter counts, loadable with :func:`cspdet.models.load_yolox_weights`); nano is depthwise. YOLOX's
+      formulas: the CSP-PAN neck uses ``max(round(3 * depth), 1)`` blocks per CSP stage, neck channels
+      ``int(256/512/1024 * width)``, head width ``int(256 * width)``; decoupled head with objectness, SimOTA.
+      Initialised as YOLOX's ``get_model`` does: PyTorch's default conv init, BN eps 1e-3 / momentum 0.03,
+      cls/obj biases from ``prior_prob``.
+    * ``cspresnet50`` / ``cspdarknet53`` (family ``csp_backbone``): the timm-exact CSPResNet-50 / CSPDarknet-53 as
+      backbone (features at strides 8/16/32, 256/512/1024 channels), with a YOLOX-L sized neck and head by default
+      (depth = width = 1). ``act`` / ``depth`` / ``width`` change only the neck and head; the backbone keeps
+      timm's layout and init.
     * ``custom``: a CSPNet backbone from ``stem_channels`` (default 32) and ``stage_defs`` (``[num_blocks,
       out_channels, block, downsample]`` with ``block`` a registered block name such as ``resnet`` /
-      ``resnext`` / ``darknet``, or a block class), whose last three stages have strides 8, 16, 32.
+      ``resnext`` / ``darknet``, or a block class), whose last three stages have strides 8, 16, 32, under the
+      YOLOX neck and head.
+    * ``yolov8{n,s,m}_layout`` (family ``yolov8``), ``yolo11{n,s}_layout`` (``yolo11``), ``yolo26{n,s}_layout``
+      (``yolo26``): those networks' layouts with their published parameter counts -- C2f / C3k2 backbone with
+      SPPF (and C2PSA attention), the matching PAN, and the task-aligned head (DFL; YOLO26: direct box
+      regression and the NMS-free one-to-one branch). Family parameters ``depth``, ``width``,
+      ``max_channels``, ``reg_max``, ``one2one``, ``act``, ``prior_prob``, ``head_options``.
+    * ``csptal_{n,s,m}``: YOLOv8's layout plus the NMS-free one-to-one branch (dual assignment); NMS-free
+      inference by default. ``cspresnet50_tal`` (family ``csp_tal``): timm's CSPResNet-50 under the C2f PAN and
+      that head.
 
     Args:
         name: preset name.
         num_classes: number of classes C.
-        overrides: family parameters: ``depth``, ``width``, ``depthwise``, ``act`` (a name such as ``silu`` /
-            ``relu`` / ``leaky_relu``, or an activation class), ``prior_prob``, and for ``custom``
-            ``stem_channels`` / ``stage_defs``. ``None`` keeps the preset's value.
+        overrides: the family's parameters (above): ``depth``, ``width``, ``act`` (a name such as ``silu`` /
+            ``relu`` / ``leaky_relu``, or an activation class), ``prior_prob``; ``depthwise`` for the YOLOX-headed
+            families, ``stem_channels`` / ``stage_defs`` for ``custom``, ``one2one`` / ``reg_max`` / ... for the
+            task-aligned ones. ``None`` keeps the preset's value; a parameter the family does not take is an
+            error naming the family's parameters.
 
     Raises:
         SpecError (a ValueError): unknown name or option, or a network that cannot be built.

@@ -264,9 +264,6 @@ class DetectorSpec(_Spec):
     def num_classes(self) -> int:
         return self.head.num_classes
 
-    def with_num_classes(self, num_classes: int) -> DetectorSpec:
-        return self.replace(head=self.head.replace(num_classes=num_classes))
-
 
 @dataclass
 class DetectorMeta:
@@ -286,7 +283,8 @@ class DetectorMeta:
         source: where the weights come from: ``{path, format, sha256, licence, parent?, trained_in?}``
             (:mod:`cspdet.engine.provenance`; older checkpoints hold a plain string).
         dataset: the dataset descriptor the model was trained on, when known (``cspdet val WEIGHTS`` scores on
-            its validation split unless told otherwise).
+            its validation split unless told otherwise), as the training command named it.
+        dataset_path: that descriptor's absolute location when the model was saved (found from any folder).
     """
 
     class_names: list[str]
@@ -302,6 +300,7 @@ class DetectorMeta:
     preset: str | None = None
     source: str | dict[str, Any] | None = None
     dataset: str | None = None
+    dataset_path: str | None = None
 
     def __post_init__(self) -> None:
         self.class_names = [str(n) for n in self.class_names]

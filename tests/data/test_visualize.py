@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from cspdet.data.visualize import class_color, draw_boxes
-from cspdet.engine.predictor import Results
+from cspdet.data.visualize import class_color, draw_boxes, write_grid
+from cspdet.runtime.predictor import Results
 
 NAMES = ["red", "green", "blue"]  # the classes of the crafted ``coco_dir`` dataset
-
-
-def _show_dataset_tool():
-    """tools/show_dataset.py as a module (tools/ is not a package)."""
-    path = Path(__file__).resolve().parents[2] / "tools" / "show_dataset.py"
-    spec = importlib.util.spec_from_file_location("_tool_show_dataset", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _count(image: np.ndarray, colour: tuple[int, int, int]) -> int:
@@ -43,9 +31,10 @@ def test_one_colour_per_class_in_results_plot_and_show_dataset(coco_dir, tmp_pat
     res = Results(image=image, boxes=boxes, scores=np.array([0.9, 0.8, 0.7], np.float32),
                   labels=np.array([0, 1, 2]), class_names=NAMES)
     plotted = res.plot()
-    # show_dataset.py: a grid of the crafted dataset (classes 0 and 2 in image 1, class 1 in image 2)
+    # show_dataset.py (its main draws with the package's write_grid): a grid of the crafted dataset (classes 0 and 2
+    # in image 1, class 1 in image 2)
     out = tmp_path / "grid.png"  # lossless, so the drawn colours survive the file
-    _show_dataset_tool().write_grid(coco_dir / "dataset.yaml", "train", str(out), num=3, img_size=96, cols=3)
+    write_grid(coco_dir / "dataset.yaml", "train", str(out), num=3, img_size=96, cols=3)
     grid = cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)
     for k in range(3):
         # the filled label patches are in the class colour at both call sites

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cspdet.config import Config, ModelConfig, config_to_dict
-from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 
 SHAPES = ["circle", "square", "triangle"]
 

@@ -10,7 +10,8 @@ import torch
 from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 
 from cspdet.data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
-from cspdet.engine.build import convert_yolox_checkpoint, detector_from_checkpoint
+from cspdet.engine.build import convert_yolox_checkpoint
+from cspdet.runtime.weights import detector_from_checkpoint
 from cspdet.models import create_detector
 
 

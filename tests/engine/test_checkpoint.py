@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cspdet.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from cspdet.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
 class Payload:

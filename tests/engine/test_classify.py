@@ -14,7 +14,7 @@ import yaml
 from cspdet.config import ConfigError, PretrainConfig, config_from_dict
 from cspdet.data.imagefolder import ImageFolderDataset, ImageFolderError, build_classification_loader
 from cspdet.engine.build import build_detector, init_weights
-from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
+from cspdet.runtime.checkpoint import CheckpointError, load_checkpoint
 from cspdet.models import BackboneSpec, CSPNet
 from cspdet.engine.classify import ClassifierTrainer, build_classifier, evaluate_classifier
 

@@ -15,7 +15,7 @@ import torch
 from cspdet.config import ConfigError, config_from_dict, load_config
 from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.engine.build import build_detector, convert_yolox_checkpoint, load_initial_weights
-from cspdet.engine.checkpoint import load_checkpoint, save_checkpoint
+from cspdet.runtime.checkpoint import load_checkpoint, save_checkpoint
 from cspdet.engine.freeze import backbone_units, resolve_freeze
 from cspdet.engine.trainer import Trainer
 from cspdet.models import create_detector

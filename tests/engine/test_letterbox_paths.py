@@ -15,7 +15,7 @@ from cspdet.data.synthetic import make_shapes_dataset
 from cspdet.data.visualize import class_color, draw_boxes
 from cspdet.engine.evaluator import COCOEvaluator
 from cspdet.engine.plots import ValImagesLogger
-from cspdet.engine.predictor import Predictor
+from cspdet.runtime.predictor import Predictor
 from letterbox_reference import old_letterbox  # tests/letterbox_reference.py
 
 

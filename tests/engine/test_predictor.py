@@ -1,4 +1,4 @@
-"""cspdet.engine.predictor: the Python inference API on a tiny real detector."""
+"""cspdet.runtime.predictor: the Python inference API on a tiny real detector."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from cspdet.data import ImageReadError, Letterbox
 from cspdet.engine import CheckpointError, save_checkpoint
-from cspdet.engine.predictor import Predictor, Results, expand_source
+from cspdet.runtime.predictor import Predictor, Results, expand_source
 
 
 def _photo(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -262,7 +262,7 @@ def _truncated_video(path, frames: int = 30):
 
 def test_truncated_video_is_reported_against_the_declared_frame_count(predictor, tmp_path, caplog):
     path = _truncated_video(tmp_path / "cut.avi")
-    with caplog.at_level(logging.WARNING, logger="cspdet.engine.predictor"):
+    with caplog.at_level(logging.WARNING, logger="cspdet.runtime.predictor"):
         frames = list(predictor.predict_video(path))
     assert 0 < len(frames) < 30
     (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -277,7 +277,7 @@ def test_truncated_video_is_reported_against_the_declared_frame_count(predictor,
     for i in range(5):
         writer.write(cv2.cvtColor(_photo(64, 96, i), cv2.COLOR_RGB2BGR))
     writer.release()
-    with caplog.at_level(logging.WARNING, logger="cspdet.engine.predictor"):
+    with caplog.at_level(logging.WARNING, logger="cspdet.runtime.predictor"):
         assert len(list(predictor.predict_video(whole, strict=True))) == 5
     assert not caplog.records  # a complete video: no warning
 

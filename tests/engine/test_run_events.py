@@ -15,7 +15,7 @@ from test_trainer import tiny_raw, write_shapes_descriptor  # tests/engine/test_
 
 from cspdet.config import ConfigError, config_from_dict
 from cspdet.engine.callbacks import Callback, EpochStats, format_duration
-from cspdet.engine.checkpoint import load_checkpoint
+from cspdet.runtime.checkpoint import load_checkpoint
 from cspdet.engine.optim import scaled_schedule_epochs, with_scaled_schedule
 from cspdet.engine.resources import AUTO_GPU_WORKERS, plan_threads, plan_workers
 from cspdet.engine.run import RunBusyError, RunFinished, new_run_dir

@@ -14,7 +14,7 @@ import torch
 from cspdet import Predictor
 from cspdet.config import config_from_dict
 from cspdet.det.postprocess import postprocess
-from cspdet.engine.checkpoint import load_checkpoint
+from cspdet.runtime.checkpoint import load_checkpoint
 from cspdet.engine.evaluator import COCOEvaluator
 from cspdet.engine.optim import AUTO_SGD_ITERATIONS, resolve_optimizer
 from cspdet.engine.trainer import Trainer

@@ -17,9 +17,10 @@ import yaml
 from weights_helpers import cspdet_to_yolox_state_dict  # tests/weights_helpers.py
 from cspdet.config import config_from_dict, load_config
 from cspdet.data.synthetic import make_shapes_dataset
-from cspdet.engine import checkpoint as checkpoint_module
-from cspdet.engine.build import build_detector, detect_weights_format, init_weights
-from cspdet.engine.checkpoint import CheckpointError, load_checkpoint
+from cspdet.runtime import checkpoint as checkpoint_module
+from cspdet.engine.build import build_detector, init_weights
+from cspdet.runtime.weights import state_kind as detect_weights_format
+from cspdet.runtime.checkpoint import CheckpointError, load_checkpoint
 from cspdet.engine.run import NonFiniteLossError, ResumeError, RunFinished, new_run_dir
 from cspdet.engine.rundir import clear_run_outputs
 from cspdet.engine.trainer import Trainer
@@ -343,7 +344,7 @@ def test_resume_keeps_a_newer_better_best_checkpoint(tmp_path):
     """best.pt written after last.pt (kill between the saves, or save_interval > 1) sets the bar on resume."""
     from types import SimpleNamespace
 
-    from cspdet.engine.checkpoint import save_checkpoint
+    from cspdet.runtime.checkpoint import save_checkpoint
     from cspdet.engine.run import TrainingRun
 
     save_checkpoint({"format": "cspdet", "kind": "detector", "best_ap": 0.42, "epoch": 7}, tmp_path / "best.pt")

@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_benchmark_tool(coco128_val_subset, tmp_path):
-    from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+    from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 
     model = live_detector("cspdarknet_nano")
     weights = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(),

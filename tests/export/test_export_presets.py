@@ -16,7 +16,8 @@ from export_helpers import (  # tests/export_helpers.py
     spread_scores,
 )
 
-from cspdet.export import export_detector, load_inference_model
+from cspdet.export import export_detector
+from cspdet.runtime import open_model as load_inference_model
 from cspdet.models import DETECTORS
 
 #: Presets above this many parameters are exported narrower (width override: same blocks, neck and head kinds,

@@ -7,7 +7,8 @@ import pytest
 import torch
 from export_helpers import HW, fused, live_detector, matched_fraction  # tests/export_helpers.py
 
-from cspdet.export import export_detector, load_inference_model
+from cspdet.export import export_detector
+from cspdet.runtime import open_model as load_inference_model
 
 pytest.importorskip("nncf", reason="the export extra is not installed (pip install 'cspdet[export]')")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch import nn
 
-from cspdet.engine.build import detector_from_checkpoint
-from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+from cspdet.runtime.weights import detector_from_checkpoint
+from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 from cspdet.models import (
     ACTIVATIONS,
     BACKBONES,

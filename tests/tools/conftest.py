@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from cspdet.config import Config, ModelConfig, config_to_dict
-from cspdet.engine.checkpoint import new_checkpoint, save_checkpoint
+from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 

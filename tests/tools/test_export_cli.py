@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 pytest.importorskip("onnxruntime", reason="the export extra is not installed (pip install 'cspdet[export]')")
 
@@ -119,7 +120,12 @@ def test_export_usage_errors_are_one_line(coco_subset, tmp_path, run_tool, run_t
     w = coco_subset["weights"]
     _one_line_error(run_tool("export.py", w, "--format", "onnx", "--nms", "--dynamic", "--out", tmp_path / "a.onnx"),
                     "--nms exports have static shapes")
-    _one_line_error(run_tool_here("export.py", w, "--format", "openvino", "--int8", "--out", tmp_path / "a.xml"),
-                    "--int8 needs --data CONFIG")
+    # --int8 without --data calibrates on the dataset the checkpoint records (tests/runtime/test_open_model.py); a
+    # checkpoint that records none is told to give --data
+    ckpt = torch.load(w, weights_only=True)
+    ckpt["meta"]["dataset"] = ckpt["meta"]["dataset_path"] = None
+    torch.save(ckpt, tmp_path / "no_dataset.pt")
+    _one_line_error(run_tool_here("export.py", tmp_path / "no_dataset.pt", "--format", "openvino", "--int8", "--out",
+                                  tmp_path / "a.xml"), "--int8 needs --data CONFIG", "it records no dataset")
     _one_line_error(run_tool_here("export.py", w, "--img-size", "100", "--out", tmp_path / "a.onnx"), "multiples of")
     _one_line_error(run_tool_here("export.py", tmp_path / "missing.pt"), "missing.pt")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from test_train_cli import descriptor, load_tool, tiny_config  # tests/tools/test_train_cli.py
 
-from cspdet.engine.checkpoint import CheckpointError
+from cspdet.runtime.checkpoint import CheckpointError
 
 
 class _Payload:
@@ -68,7 +68,7 @@ def test_refused_at_every_entry_point(evil, tmp_path, capsys):
     cv2.imwrite(str(image), np.zeros((32, 32, 3), np.uint8))
     assert detect.main([str(image), "--weights", str(path), "--out", str(tmp_path / "det")]) == 2
     _refused(capsys.readouterr().err, path)
-    from cspdet.engine.predictor import Predictor
+    from cspdet.runtime.predictor import Predictor
 
     with pytest.raises(CheckpointError, match="refused: .* could run code"):
         Predictor.from_checkpoint(path)

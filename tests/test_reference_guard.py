@@ -1,4 +1,4 @@
-"""The CI guard of tests/conftest.py: under CSPDET_REQUIRE_REFERENCES=1 (set by ``make test``) a test skipped
+"""The CI guard (tests/reference_guard.py, registered by tests/conftest.py): under CSPDET_REQUIRE_REFERENCES=1 (set by ``make test``) a test skipped
 because a reference package is missing is a failure naming the package; other skips stay skips."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from _pytest.reports import TestReport
 
-import conftest
+import reference_guard as conftest  # tests/reference_guard.py
 
 
 def _skip_report(reason: str) -> TestReport:
@@ -25,7 +25,7 @@ def _skip_report(reason: str) -> TestReport:
 def test_a_reference_skip_fails_under_ci(monkeypatch, reason, package):
     monkeypatch.setattr(conftest, "REQUIRE_REFERENCES", True)
     report = _skip_report(reason)
-    conftest._fail_reference_skip(report)
+    conftest.fail_reference_skip(report)
     assert report.failed and f"reference package {package!r} is required" in str(report.longrepr)
     assert reason in str(report.longrepr)
 
@@ -33,11 +33,11 @@ def test_a_reference_skip_fails_under_ci(monkeypatch, reason, package):
 def test_other_skips_and_local_runs_stay_skips(monkeypatch):
     monkeypatch.setattr(conftest, "REQUIRE_REFERENCES", True)
     report = _skip_report("real COCO sample not found at /x/coco128 (set CSPDET_COCO128 or provide ../shared)")
-    conftest._fail_reference_skip(report)
+    conftest.fail_reference_skip(report)
     assert report.skipped
     monkeypatch.setattr(conftest, "REQUIRE_REFERENCES", False)
     report = _skip_report("reference YOLOX not installed")
-    conftest._fail_reference_skip(report)
+    conftest.fail_reference_skip(report)
     assert report.skipped
 
 

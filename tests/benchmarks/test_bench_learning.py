@@ -1,0 +1,84 @@
+"""The learning panel's bookkeeping (benchmarks/bench_learning.py): run order, resume, and the panel mean.
+
+The benchmark itself trains for hours; these tests check the arithmetic that turns its CSV rows into the README's
+tables, so a number there is what the rows say.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_learning", REPO / "benchmarks" / "bench_learning.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_learning"] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop("bench_learning", None)
+
+
+def _row(dataset, row, seed, ap, **extra):
+    return dict(dataset=dataset, row=row, seed=str(seed), AP=str(ap), AP50=str(ap + 0.2), train_s="100",
+                s_per_epoch="3.3", **extra)
+
+
+def test_run_order_interleaves_frameworks_seed_by_seed(bench):
+    order = bench.run_order(["raccoon", "cards"], ["cspdet_small_scratch", "ultralytics_yolo26n",
+                                                   "cspdet_yolo26n_layout"], [0, 1])
+    assert order[:4] == [("raccoon", "cspdet_small_scratch", 0), ("raccoon", "ultralytics_yolo26n", 0),
+                         ("cards", "cspdet_small_scratch", 0), ("cards", "ultralytics_yolo26n", 0)]
+    assert order[4:8] == [(d, r, 1) for d in ("raccoon", "cards") for r in ("cspdet_small_scratch",
+                                                                            "ultralytics_yolo26n")]
+    # single-seed rows run once, at seed 0, after the multi-seed rows
+    assert order[8:] == [("raccoon", "cspdet_yolo26n_layout", 0), ("cards", "cspdet_yolo26n_layout", 0)]
+
+
+def test_panel_mean_is_mean_over_datasets_then_over_seeds(bench):
+    aps = {0: [0.2, 0.4, 0.6, 0.8], 1: [0.3, 0.5, 0.7, 0.9]}
+    results = [_row(d, "cspdet_small_scratch", s, ap) for s, vals in aps.items() for d, ap in zip(bench.PANEL, vals)]
+    results.append(_row("raccoon", "cspdet_small_scratch", 2, 0.99))  # seed 2 incomplete: does not count
+    results.append(_row("coco128", "cspdet_small_scratch", 0, 0.01))  # diagnostic: outside the panel mean
+    means = bench.panel_means(results, "cspdet_small_scratch", "AP")
+    assert means == pytest.approx([0.5, 0.6])
+    table = bench.panel_table(results)
+    assert f"| cspdet_small_scratch | 2 | 0.550 +- {statistics.stdev([0.5, 0.6]):.3f} |" in table
+
+
+def test_resume_reads_pre_panel_csv_as_raccoon(bench, tmp_path):
+    old = tmp_path / "results.csv"
+    old.write_text("row,seed,AP,AP50,AP_nms,AP50_nms,train_s,s_per_epoch,epochs,run_dir\n"
+                   "cspdet_small_scratch,0,0.25,0.6,0.28,0.65,900,30,30,x\n")
+    rows = bench.load_results(old)
+    assert rows[0]["dataset"] == "raccoon"
+    # written back with the panel's columns, nothing lost that the panel keeps
+    text = bench._csv_text(rows)
+    assert text.splitlines()[0].startswith("dataset,row,seed,AP,AP50,APs")
+    assert text.splitlines()[1].startswith("raccoon,cspdet_small_scratch,0,0.25,0.6")
+
+
+def test_dataset_table_has_both_paths_sizes_and_time(bench):
+    results = [_row("thermal", "cspdet_small_scratch", 0, 0.4, nms_AP="0.45", APs="0.1", APm="0.3", APl="0.5",
+                    test_AP="0.35"),
+               _row("thermal", "ultralytics_yolo26n", 0, 0.38)]
+    table = bench.dataset_table(results, "thermal")
+    assert "| cspdet_small_scratch | 0 | 0.400 +- 0.000 | 0.600 +- 0.000 | 0.450 +- 0.000 |" in table
+    assert "0.100 / 0.300 / 0.500" in table and "| 0.350 +- 0.000 |" in table
+    assert "| ultralytics_yolo26n | 0 | 0.380 +- 0.000 | 0.580 +- 0.000 | - |" in table
+
+
+def test_panel_descriptors_exist_and_name_their_splits(bench):
+    import yaml
+
+    for dataset in (*bench.PANEL, *bench.DIAGNOSTIC):
+        desc = yaml.safe_load(bench.descriptor(dataset).read_text())
+        assert desc["format"] == "coco" and "train" in desc and "val" in desc, dataset
+    assert "test" in yaml.safe_load(bench.descriptor("thermal").read_text())
