@@ -49,6 +49,8 @@ class Predictions:
     labels: Tensor | None = None
 
     def __post_init__(self) -> None:
+        if torch.jit.is_tracing():  # an export graph: the shapes are symbolic and were checked in eager runs
+            return
         b = self.boxes
         if b.dim() != 3 or b.shape[-1] != 4:
             raise ValueError(f"Predictions.boxes must be (B, N, 4) xyxy, got {tuple(b.shape)}")

@@ -23,7 +23,7 @@ from cspdet import Predictor
 from cspdet.config import config_from_dict
 from cspdet.data.image_io import read_image
 from cspdet.det import Predictions, from_deploy_layout, postprocess, to_deploy_layout
-from cspdet.engine.checkpoint import load_checkpoint
+from cspdet.runtime.checkpoint import load_checkpoint
 from cspdet.engine.evaluator import COCOEvaluator
 from cspdet.engine.trainer import Trainer
 from cspdet.models import (
