@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, _check_box, _is_int, _is_number
+from .records import ImageRecord, _check_box, _is_int, _is_number, inside_folder
 
 __all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
 
@@ -40,16 +40,19 @@ def read_coco(
     image_dir: str | os.PathLike,
     report: ProblemReport,
     names: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[list[ImageRecord], list[str], list[int]]:
     """Parse a COCO instances json (validated via plain json, indexed like pycocotools does).
 
-    Returns (records, class_names, category_ids). Problems go to ``report`` (see module docstring).
+    Returns (records, class_names, category_ids). Problems go to ``report`` (see module docstring). A
+    ``file_name`` that leads outside ``image_dir`` is a ``path_outside_dataset`` problem unless
+    ``allow_outside`` (see :func:`~cspdet.data.records.inside_folder`).
     """
     ann_path, image_dir = Path(annotation_file), Path(image_dir)
     data = _load_json(ann_path)
     if not image_dir.is_dir():  # else every image would be "not found" without naming the folder
         report.add("missing_folder", str(image_dir), f"images folder not found (the images of {ann_path.name})")
-    return parse_coco(data, str(ann_path), image_dir, report, names)
+    return parse_coco(data, str(ann_path), image_dir, report, names, allow_outside)
 
 
 def parse_coco(
@@ -58,6 +61,7 @@ def parse_coco(
     image_dir: Path | None,
     report: ProblemReport,
     names: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[list[ImageRecord], list[str], list[int]]:
 
     """:func:`read_coco` on json already loaded from file ``src``. With ``image_dir=None`` only the json is
@@ -109,7 +113,12 @@ def parse_coco(
         h, w = img.get("height"), img.get("width")
         if not (_is_number(h) and _is_number(w) and h > 0 and w > 0):
             h = w = None  # read from the file header later if needed
-        path = image_dir / img["file_name"] if need_file else None
+        path = None
+        if need_file:
+            path = inside_folder(image_dir, img["file_name"], where, report, allow_outside)
+            if path is None:
+                info[img["id"]] = {"skip": True}
+                continue
         if path is not None and not path.is_file():
             report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {Path(src).name})")
             info[img["id"]] = {"skip": True}

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch.utils.data
@@ -131,6 +131,22 @@ class DetectionDataset(torch.utils.data.Dataset):
             self._note_size_mismatch(index, h, w)
         boxes, labels = self.targets(index, h, w)
         return Sample(image, boxes, labels, rec.image_id, rec.path)
+
+    def try_load_sample(self, index: int, decode: Callable[[int], Any] | None = None) -> Any:
+        """:meth:`load_sample` (or ``decode(index)``, another way of decoding the same image, e.g. the
+        training loader's resized one), or None for an image that cannot be decoded, which is then reported through
+        :meth:`report_load_failure` (a :class:`DatasetWarning` naming the file, counted in ``skipped``, once per
+        file; :class:`DatasetError` in strict mode).
+
+        The one rule for an undecodable image wherever a run decodes dataset images (training loader, cache
+        warm-up, evaluation, logged images): skip it with a warning and a count. Callers decide only what takes
+        its place (another sample, a grey placeholder, nothing).
+        """
+        try:
+            return (decode or self.load_sample)(index)
+        except ImageReadError as err:
+            self.report_load_failure(index, err)
+            return None
 
     def _note_size_mismatch(self, index: int, h: int, w: int) -> None:
         rec = self.records[index]
@@ -274,7 +290,8 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
     """Read and normalise a dataset descriptor (see ``datasets/README.md``).
 
     Returns a dict with ``format``, ``root`` (absolute Path), ``names`` (list or None), ``category_ids``
-    (list or None), ``splits`` (name -> raw spec), ``name`` and ``source``.
+    (list or None), ``splits`` (name -> raw spec), ``name``, ``source`` and ``allow_outside`` (may image paths
+    in annotation files lead outside the dataset's image folder; default False).
 
     Relative ``path`` values are resolved against the descriptor file's directory first, then the
     current directory (Ultralytics YAMLs are often written relative to where training is started).
@@ -344,13 +361,16 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
             raise DatasetError(f"{src}: 'category_ids' has duplicates")
     if fmt == "yolo" and names is None:
         raise DatasetError(f"{src}: a YOLO dataset needs 'names' (class names, index = class id in the txt files)")
+    allow_outside = raw.get("allow_outside", False)
+    if not isinstance(allow_outside, bool):
+        raise DatasetError(f"{src}: 'allow_outside' must be true or false, got {allow_outside!r}")
     splits = {k: raw[k] for k in ("train", "val", "test") if raw.get(k) is not None}
     splits.update({k: v for k, v in (raw.get("splits") or {}).items()})
     if not splits:
         raise DatasetError(f"{src}: no splits: give at least one of train, val, test")
     return {
         "format": fmt, "root": root.resolve(), "names": names, "category_ids": category_ids,
-        "splits": splits, "name": str(raw.get("name", name)), "source": str(src),
+        "splits": splits, "name": str(raw.get("name", name)), "source": str(src), "allow_outside": allow_outside,
     }  # fmt: skip
 
 
@@ -395,6 +415,7 @@ def build_dataset(
     fmt = desc["format"]
     names = desc["names"]
     category_ids = desc["category_ids"]
+    outside = desc.get("allow_outside", False)
     if fmt == "coco":
         if not isinstance(spec, dict) or set(spec) - {"images", "annotations"} or "annotations" not in spec:
             raise DatasetError(
@@ -403,13 +424,13 @@ def build_dataset(
             )
         ann = _resolve(root, spec["annotations"], src, f"{split}.annotations")
         images = _resolve(root, spec.get("images", "."), src, f"{split}.images")
-        records, names, category_ids = read_coco(ann, images, report, names=names)
+        records, names, category_ids = read_coco(ann, images, report, names=names, allow_outside=outside)
     elif fmt == "yolo":
         specs = [str(s) for s in _as_list(spec)]
-        records = read_yolo(specs, root, len(names), report)
+        records = read_yolo(specs, root, len(names), report, allow_outside=outside)
     else:
         names = names or list(VOC_CLASSES)
         files = [_resolve(root, s, src, split) for s in _as_list(spec)]
-        records = read_voc(files, names, report)
+        records = read_voc(files, names, report, allow_outside=outside)
     _finish(records, report, f"{src} split {split!r}")
     return DetectionDataset(records, names, category_ids, report, name=name, cache=cache, format=fmt)

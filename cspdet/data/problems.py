@@ -32,6 +32,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "truncated_image": "image",
     "duplicate_image": "image",
     "bad_image_entry": "image",
+    "path_outside_dataset": "image",  # an annotation file's image path leads outside the dataset (see records.py)
     "missing_annotation_file": "image",
     "malformed_annotation_file": "image",
     "orphan_label_file": "fixed",  # a YOLO label file without an image: nothing to train on, reported only

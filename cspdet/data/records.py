@@ -4,6 +4,7 @@ one) and the checks they share (numbers, boxes against their image, stable ids).
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import numpy as np
 
 from .problems import DatasetWarning, ProblemReport, user_stacklevel
 
-__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample"]
+__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample", "inside_folder"]
 
 # A box may stick out of its image by this much (annotation tools round) before it counts as a problem;
 # it is clipped either way.
@@ -71,6 +72,38 @@ def _empty_boxes() -> tuple[np.ndarray, np.ndarray]:
 
 
 # ======================================================================================== shared checks
+
+
+def inside_folder(
+    folder: Path, name: Any, where: str, report: ProblemReport, allow_outside: bool = False
+) -> Path | None:
+    """``folder / name`` for an image path taken from an annotation file (COCO ``file_name``, a line of a YOLO
+    image list, VOC ``<filename>``), or None (reported as ``path_outside_dataset``) when it leads outside
+    ``folder``: a ``..`` that climbs out of it, or an absolute path elsewhere.
+
+    Why: an annotation file is data, and data must not make training read arbitrary files
+    (``../../../../etc/passwd``). The check is lexical (no file system access, symlinks inside the dataset are
+    the user's own choice); ``allow_outside`` (the descriptor's ``allow_outside: true``) switches it off. Paths
+    the descriptor itself gives (a split's image folder, absolute or not) are not checked: the user wrote them.
+
+    Raises (via ``report``): nothing in the default mode; :class:`DatasetError` in strict mode.
+    """
+    if not isinstance(name, (str, os.PathLike)) or "\x00" in os.fspath(name):
+        report.add("bad_image_entry", where, f"image path must be a file name, got {name!r:.80}")
+        return None
+    path = Path(folder) / name
+    if allow_outside:
+        return path
+    base = os.path.normpath(os.path.abspath(folder))
+    norm = os.path.normpath(os.path.abspath(path))
+    if norm == base or not norm.startswith(base.rstrip(os.sep) + os.sep):
+        report.add(
+            "path_outside_dataset", where,
+            f"image path {os.fspath(name)!r:.120} leads outside the dataset's image folder {folder}; not read "
+            "(set 'allow_outside: true' in the dataset descriptor if it is meant)",
+        )  # fmt: skip
+        return None
+    return path
 
 
 def _is_number(v: Any) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .image_io import IMAGE_SUFFIXES
 from .problems import ProblemReport
-from .records import ImageRecord, _check_box, _stable_image_ids
+from .records import ImageRecord, _check_box, _stable_image_ids, inside_folder
 
 __all__ = ["read_yolo", "yolo_label_path"]
 
@@ -29,8 +29,9 @@ def yolo_label_path(image_path: str | os.PathLike) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _list_images(spec: str | Path, root: Path, report: ProblemReport) -> list[Path]:
-    """Image paths of one YOLO split entry: a directory (searched recursively) or a .txt list."""
+def _list_images(spec: str | Path, root: Path, report: ProblemReport, allow_outside: bool = False) -> list[Path]:
+    """Image paths of one YOLO split entry: a directory (searched recursively) or a .txt list (whose lines must
+    stay inside the dataset root unless ``allow_outside``, see :func:`~cspdet.data.records.inside_folder`)."""
     p = Path(spec)
     if not p.is_absolute():
         p = root / p
@@ -38,20 +39,25 @@ def _list_images(spec: str | Path, root: Path, report: ProblemReport) -> list[Pa
         return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
     if p.is_file() and p.suffix == ".txt":
         out = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            report.add("malformed_file", str(p), f"cannot read the image list ({err})")
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
-            q = Path(line)
-            q = q if q.is_absolute() else (root / q)  # Ultralytics lists are relative to the dataset root
-            out.append(q)
+            # Ultralytics lists are relative to the dataset root (an absolute line must point inside it too)
+            q = inside_folder(root, line, f"{p}:{n}", report, allow_outside)
+            if q is not None:
+                out.append(q)
         return out
     report.add("malformed_file", str(p), "split path is neither an image directory nor a .txt list of images")
     return []
 
 
 def read_yolo(
-    image_specs: list[str], root: Path, num_classes: int, report: ProblemReport
+    image_specs: list[str], root: Path, num_classes: int, report: ProblemReport, allow_outside: bool = False
 ) -> list[ImageRecord]:
     """Parse YOLO label files for the images of one split (see :func:`yolo_label_path`).
 
@@ -59,7 +65,7 @@ def read_yolo(
     """
     paths: list[Path] = []
     for spec in image_specs:
-        paths.extend(_list_images(spec, root, report))
+        paths.extend(_list_images(spec, root, report, allow_outside))
     if not paths:
         report.add("empty_dataset", str(root), f"no images found in {image_specs}")
     found_labels = 0
