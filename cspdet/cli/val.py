@@ -208,6 +208,61 @@ def _checkpoint_meta(obj: Any, path: str) -> dict[str, Any]:
     return meta
 
 
+# the model keys that describe the network (weights / weights_format say how to initialise it)
+_NETWORK_KEYS = ("name", "num_classes", "depth", "width", "depthwise", "act", "stem_channels", "stage_defs")
+
+
+def warn_config_model_mismatch(args: argparse.Namespace, cfg: Any, model: Any) -> str | None:
+    """One warning line when the CONFIG's model section (or ``model.*`` overrides) describes another network than
+    the checkpoint holds: what the config said, what the checkpoint is, and that the checkpoint's own network is
+    evaluated (by design: a checkpoint records its network; an official YOLOX file, which does not, is built from
+    the config and is not compared). Returns the message (None when they agree or the config says nothing)."""
+    import torch
+
+    from ..config import ConfigError, parse_override
+    from ..config.loading import _read_with_bases
+    from ..engine.build import build_detector, detect_weights_format
+    from ..engine.checkpoint import CheckpointError, load_state_file
+    from ..export.backends import deployed_format
+
+    said = {parse_override(t)[0].partition(".")[2] for t in args.overrides if t.startswith("model.")}
+    if args.config is not None:
+        try:
+            raw_model = _read_with_bases(Path(args.config), ())[0].get("model")
+        except ConfigError:
+            raw_model = None
+        said |= set(raw_model) if isinstance(raw_model, dict) else set()
+    said = [k for k in _NETWORK_KEYS if k in said]
+    if not said:
+        return None
+    if deployed_format(args.weights) is None:
+        try:
+            if detect_weights_format(load_state_file(args.weights)) == "yolox":
+                return None  # built from the config: nothing to disagree with
+        except CheckpointError:
+            return None
+    spec = getattr(model, "spec", None)
+    try:
+        with torch.device("meta"):  # the network's structure only: no memory, no initialisation
+            wanted = build_detector(cfg.model)
+        same = wanted.num_classes == model.num_classes and (spec is None or wanted.spec == spec)
+    except (ConfigError, RuntimeError, ValueError, TypeError):
+        same = False
+    if same:
+        return None
+    meta = getattr(model, "meta", None)
+    preset = getattr(meta, "preset", None)
+    is_text = (f"{preset!r}" if preset else "a network of its own spec") + f" with {model.num_classes} classes"
+    if preset == cfg.model.name and model.num_classes == cfg.model.num_classes:
+        is_text += " (other layer sizes)"
+    said_text = ", ".join(f"model.{k}={getattr(cfg.model, k)!r}" for k in said)
+    where = args.config if args.config is not None else "the command line"
+    msg = (f"{where} says {said_text}, but {args.weights} holds {is_text}; evaluating the checkpoint's own network "
+           "(the config's model section is not used)")
+    logging.getLogger("cspdet.val").warning("%s", msg)
+    return msg
+
+
 def run_checkpoint_mode(args: argparse.Namespace) -> int:
     """Evaluate the checkpoint on the val split of its dataset (or the one given)."""
     from ..engine.distributed import select_device
@@ -224,6 +279,7 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
         raise UsageError(f"{str(err).split(' (use ')[0]}; pass --device cpu") from None
     evaluator = COCOEvaluator.from_config(cfg, device=device, pre_nms_topk=args.pre_nms_topk)
     model = load_detector_for_eval(args.weights, cfg, evaluator.class_names, device=device, **fast_path_kwargs(args))
+    warn_config_model_mismatch(args, cfg, model)
     out = _out_dir(args, args.weights)
     n = len(evaluator.coco_gt.getImgIds())
     print(f"evaluating {args.weights} on {cfg.data.dataset} ({cfg.eval.split}, {n} images) at "

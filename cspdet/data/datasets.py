@@ -28,7 +28,7 @@ from .cache import ImageCache
 from .coco_format import read_coco
 from .image_io import ImageReadError, image_size, read_image
 from .problems import DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, Sample, _finish
+from .records import ImageRecord, Sample, _finish, drop_duplicate_boxes
 from .voc_format import VOC_CLASSES, read_voc
 from .yolo_format import read_yolo
 
@@ -432,5 +432,12 @@ def build_dataset(
         names = names or list(VOC_CLASSES)
         files = [_resolve(root, s, src, split) for s in _as_list(spec)]
         records = read_voc(files, names, report, allow_outside=outside)
+    if fmt == "coco":
+        def where(rec: ImageRecord, j: int) -> str:
+            return f"{ann} annotation id {rec.ann_ids[j]}"
+    else:
+        def where(rec: ImageRecord, j: int) -> str:
+            return f"{rec.path} box {j}"
+    drop_duplicate_boxes(records, report, where)  # all formats, one vectorised pass (YOLO names its lines itself)
     _finish(records, report, f"{src} split {split!r}")
     return DetectionDataset(records, names, category_ids, report, name=name, cache=cache, format=fmt)

@@ -42,7 +42,8 @@ PROBLEM_KINDS: dict[str, str] = {
     "box_clipped": "fixed",
     "unknown_category": "box",
     "unknown_image_ref": "box",
-    "duplicate_annotation": "box",
+    "duplicate_annotation": "box",  # a repeated annotation id (COCO)
+    "duplicate_box": "box",  # the same class and box again in the same image (records.drop_duplicate_boxes)
     "malformed_line": "box",
     "malformed_file": "fatal",
     "missing_folder": "fatal",  # a folder the descriptor names (e.g. a split's images) does not exist
@@ -103,6 +104,7 @@ class ProblemReport:
     warn: bool = True
     problems: list[DatasetProblem] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _shown: Counter = field(default_factory=Counter, repr=False, compare=False)
 
     def add(self, kind: str, source: str, message: str) -> DatasetProblem:
         """Record a problem; raise it in strict mode (or when it is fatal), else warn."""
@@ -113,7 +115,8 @@ class ProblemReport:
             raise DatasetError(str(problem))
         with self._lock:
             self.problems.append(problem)
-            shown = sum(1 for p in self.problems if p.kind == kind)
+            self._shown[kind] += 1  # a counter, not a scan of every problem so far (O(n^2) on big sets)
+            shown = self._shown[kind]
         if self.warn and shown <= MAX_WARNINGS_PER_KIND:
             suffix = "" if PROBLEM_KINDS[kind] == "fixed" else " (skipped)"
             if shown == MAX_WARNINGS_PER_KIND:

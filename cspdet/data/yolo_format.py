@@ -143,7 +143,7 @@ def _parse_yolo_label_file(
             continue
         key = (int(cls), *np.round(checked, 6).tolist())
         if key in seen:
-            report.add("duplicate_annotation", where, "duplicate of an earlier line")
+            report.add("duplicate_box", where, "same class and box as an earlier line; the repeat is not trained on")
             continue
         seen.add(key)
         boxes.append(checked)
