@@ -241,26 +241,38 @@ def warn_config_model_mismatch(args: argparse.Namespace, cfg: Any, model: Any) -
                 return None  # built from the config: nothing to disagree with
         except CheckpointError:
             return None
+    def size(m: Any) -> str:
+        n = sum(p.numel() for p in m.parameters()) if isinstance(m, torch.nn.Module) else 0
+        return f"{n / 1e6:.2f} M parameters, " if n else ""
+
     spec = getattr(model, "spec", None)
+    wanted_text = ""
     try:
         with torch.device("meta"):  # the network's structure only: no memory, no initialisation
             wanted = build_detector(cfg.model)
-        same = wanted.num_classes == model.num_classes and (spec is None or wanted.spec == spec)
-    except (ConfigError, RuntimeError, ValueError, TypeError):
-        same = False
+        same = wanted.num_classes == model.num_classes and (spec is None or _network(wanted.spec) == _network(spec))
+        wanted_text = f" ({size(wanted)}{wanted.num_classes} classes)"
+    except (ConfigError, RuntimeError, ValueError, TypeError) as err:
+        same, wanted_text = False, f" (which cannot be built: {' '.join(str(err).split())[:120]})"
     if same:
         return None
-    meta = getattr(model, "meta", None)
-    preset = getattr(meta, "preset", None)
-    is_text = (f"{preset!r}" if preset else "a network of its own spec") + f" with {model.num_classes} classes"
-    if preset == cfg.model.name and model.num_classes == cfg.model.num_classes:
-        is_text += " (other layer sizes)"
-    said_text = ", ".join(f"model.{k}={getattr(cfg.model, k)!r}" for k in said)
+    preset = getattr(getattr(model, "meta", None), "preset", None)
+    is_text = f"{preset!r}" if preset else "an unnamed network"
+    is_text += f" ({size(model)}{model.num_classes} classes)"
+    said_text = ", ".join(f"model.{k}={getattr(cfg.model, k)!r}" for k in said) + wanted_text
     where = args.config if args.config is not None else "the command line"
     msg = (f"{where} says {said_text}, but {args.weights} holds {is_text}; evaluating the checkpoint's own network "
            "(the config's model section is not used)")
     logging.getLogger("cspdet.val").warning("%s", msg)
     return msg
+
+
+def _network(spec: Any) -> Any:
+    """A detector spec as data without what only initialises it (the head's bias prior)."""
+    data = spec.to_dict()
+    if isinstance(data.get("head"), dict):
+        data["head"] = {k: v for k, v in data["head"].items() if k != "prior_prob"}
+    return data
 
 
 def run_checkpoint_mode(args: argparse.Namespace) -> int:
