@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, _check_box, _is_int, _is_number, inside_folder
+from .records import ImageRecord, _check_box, _is_int, _is_number, inside_folder, is_file
 
 __all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
 
@@ -33,6 +34,11 @@ def _load_json(path: Path) -> Any:
         raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not a UTF-8 JSON file ({err.reason} at byte {err.start})") from None
+    except RecursionError:  # json's decoder recurses once per level: "[[[[..." would otherwise be a traceback
+        raise DatasetError(f"{path}: malformed JSON: nested too deeply (more than ~{sys.getrecursionlimit()} "
+                           "levels)") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
 
 
 def read_coco(
@@ -119,7 +125,7 @@ def parse_coco(
             if path is None:
                 info[img["id"]] = {"skip": True}
                 continue
-        if path is not None and not path.is_file():
+        if path is not None and not is_file(path):
             report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {Path(src).name})")
             info[img["id"]] = {"skip": True}
             continue

@@ -304,6 +304,10 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
 
         try:
             raw = yaml.safe_load(src.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise DatasetError(f"{src}: cannot read the dataset descriptor as UTF-8 text ({err})") from None
+        except RecursionError:
+            raise DatasetError(f"{src}: malformed YAML: nested too deeply") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             if mark is not None:  # "file:line: what" rather than PyYAML's multi-line report

@@ -15,7 +15,7 @@ import numpy as np
 
 from .problems import DatasetWarning, ProblemReport, user_stacklevel
 
-__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample", "drop_duplicate_boxes", "inside_folder"]
+__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample", "drop_duplicate_boxes", "inside_folder", "is_file"]
 
 # A box may stick out of its image by this much (annotation tools round) before it counts as a problem;
 # it is clipped either way.
@@ -74,6 +74,19 @@ def _empty_boxes() -> tuple[np.ndarray, np.ndarray]:
 # ======================================================================================== shared checks
 
 
+NAME_MAX = 255  # bytes in one path component on every common file system (ext4, xfs, btrfs, NTFS, APFS)
+
+
+def is_file(path: str | os.PathLike) -> bool:
+    """``Path(path).is_file()`` that answers False instead of raising for a path the OS refuses to look at
+    (a name too long, a folder without search permission, a NUL byte): the readers then report the image as
+    not found, naming it, instead of stopping with a traceback."""
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
+
+
 def inside_folder(
     folder: Path, name: Any, where: str, report: ProblemReport, allow_outside: bool = False
 ) -> Path | None:
@@ -90,6 +103,11 @@ def inside_folder(
     """
     if not isinstance(name, (str, os.PathLike)) or "\x00" in os.fspath(name):
         report.add("bad_image_entry", where, f"image path must be a file name, got {name!r:.80}")
+        return None
+    longest = max((len(os.fsencode(part)) for part in Path(name).parts), default=0)
+    if longest > NAME_MAX:  # the OS would answer ENAMETOOLONG to every look at it
+        report.add("bad_image_entry", where, f"image path {os.fspath(name)!r:.60} has a name of {longest} bytes "
+                   f"(file systems allow {NAME_MAX})")
         return None
     path = Path(folder) / name
     if allow_outside:

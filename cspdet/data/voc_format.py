@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .problems import ProblemReport
-from .records import ImageRecord, _check_box, _empty_boxes, _stable_image_ids, inside_folder
+from .records import ImageRecord, _check_box, _empty_boxes, _stable_image_ids, inside_folder, is_file
 
 __all__ = ["VOC_CLASSES", "read_voc"]
 
@@ -36,7 +36,7 @@ def read_voc(
     listed: dict[tuple[Path, str], str] = {}  # -> where it was first listed (file:line)
     for spec in imageset_files:
         spec = Path(spec)
-        if not spec.is_file():
+        if not is_file(spec):
             report.add("malformed_file", str(spec), "VOC image-set file not found (expected <root>/ImageSets/Main/<set>.txt)")
         root = spec.parent.parent.parent
         if not (root / "JPEGImages").is_dir():  # else every image would be "not found" without naming the folder
@@ -59,7 +59,7 @@ def read_voc(
         xml_file = inside_folder(root / "Annotations", f"{stem}.xml", listed_at, report, allow_outside)
         if xml_file is None:
             continue
-        if not xml_file.is_file():
+        if not is_file(xml_file):
             report.add("missing_annotation_file", str(xml_file), f"annotation file for image '{stem}' not found")
             continue
         try:
@@ -123,6 +123,6 @@ def _voc_image_path(root: Path, stem: str, filename: str | None) -> Path | None:
     candidates = [root / "JPEGImages" / filename] if filename else []
     candidates += [root / "JPEGImages" / f"{stem}{s}" for s in (".jpg", ".jpeg", ".png", ".JPG", ".PNG")]
     for c in candidates:
-        if c.is_file():
+        if is_file(c):
             return c
     return None

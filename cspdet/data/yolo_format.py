@@ -12,7 +12,7 @@ import numpy as np
 
 from .image_io import IMAGE_SUFFIXES
 from .problems import ProblemReport
-from .records import ImageRecord, _check_box, _stable_image_ids, inside_folder
+from .records import ImageRecord, _check_box, _stable_image_ids, inside_folder, is_file
 
 __all__ = ["read_yolo", "yolo_label_path"]
 
@@ -36,8 +36,8 @@ def _list_images(spec: str | Path, root: Path, report: ProblemReport, allow_outs
     if not p.is_absolute():
         p = root / p
     if p.is_dir():
-        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-    if p.is_file() and p.suffix == ".txt":
+        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and is_file(q))
+    if is_file(p) and p.suffix == ".txt":
         out = []
         try:
             text = p.read_text(encoding="utf-8")
@@ -71,13 +71,18 @@ def read_yolo(
     found_labels = 0
     kept_paths, parsed = [], []
     for path in paths:
-        if not path.is_file():
+        if not is_file(path):
             report.add("missing_image", str(path), "image file not found")
             continue
         label_file = yolo_label_path(path)
         boxes: list[list[float]] = []
         labels: list[int] = []
-        if label_file.is_file():
+        if not is_file(label_file) and os.path.lexists(label_file):
+            # not a background image: whatever it labels would be trained on as background
+            report.add("malformed_annotation_file", str(label_file), "label path exists but is not a readable "
+                       "file (a folder?); image skipped")
+            continue
+        if is_file(label_file):
             found_labels += 1
             parsed_file = _parse_yolo_label_file(label_file, num_classes, report)
             if parsed_file is None:

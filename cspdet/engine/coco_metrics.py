@@ -113,6 +113,10 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
             return json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EvaluationError(f"{path}: not valid json ({' '.join(str(err).split())[:200]})") from None
+    except RecursionError:  # json's decoder recurses once per level of "[[[[..."
+        raise EvaluationError(f"{path}: not valid json (nested too deeply)") from None
+    except OSError as err:
+        raise EvaluationError(f"{path}: cannot read the {what} file ({err.strerror or err})") from None
 
 
 def _id_list(ids: Iterable[Any], n: int = 8) -> str:
