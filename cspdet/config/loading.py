@@ -64,6 +64,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({_first_line(err)})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    except OSError as err:  # a folder, no permission, ...
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -224,12 +224,15 @@ def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = Datase
         if where in reported:
             continue
         area = ann.get("area")
+        crowd = ann.get("iscrowd", 0)
         if not _is_int(ann_id):
             problems.append(DatasetProblem("bad_box", where, "needs an integer 'id' (pycocotools indexes ground "
                                            f"truth by it), got {ann_id!r:.40}"))
         elif not (_is_number(area) and math.isfinite(area) and area >= 0):
             problems.append(DatasetProblem("bad_box", where, f"'area' must be a finite number >= 0 (COCO's size "
                                            f"ranges use it), got {area!r:.40}"))
+        elif crowd not in (0, 1):  # pycocotools hands it to C as a machine integer
+            problems.append(DatasetProblem("bad_box", where, f"'iscrowd' must be 0 or 1, got {crowd!r:.40}"))
     if problems:
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
         raise error(f"{problems[0]}{more}")

@@ -327,9 +327,11 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
     if fmt is None:
         fmt = "yolo" if "names" in raw and ("train" in raw or "val" in raw) else None
     if fmt not in _FORMATS:
-        raise DatasetError(f"{src}: 'format' must be one of {', '.join(_FORMATS)}, got {fmt!r}")
+        raise DatasetError(f"{src}: 'format' must be one of {', '.join(_FORMATS)}, got {_short(fmt)}")
 
     root_text = raw.get("path", ".")
+    if not isinstance(root_text, (str, int, float)):
+        raise DatasetError(f"{src}: 'path' must be the dataset's root folder, got {_short(root_text)}")
     root = Path(os.path.expanduser(str(root_text)))
     if not root.is_absolute():
         candidates = [base_dir / root, Path.cwd() / root]
@@ -345,13 +347,18 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
             raise DatasetError(f"{src}: 'names' mapping keys must be class indices 0..C-1") from None
         if keys != list(range(len(keys))):
             raise DatasetError(f"{src}: 'names' keys must be exactly 0..{len(keys) - 1}, got {keys[:10]}")
-        names = [str(names[k] if k in names else names[str(k)]) for k in keys]
-    elif names is not None:
-        if not isinstance(names, list) or not names:
-            raise DatasetError(f"{src}: 'names' must be a non-empty list (or {{index: name}} mapping)")
+        names = [names[k] if k in names else names[str(k)] for k in keys]
+    elif names is not None and (not isinstance(names, list) or not names):
+        raise DatasetError(f"{src}: 'names' must be a non-empty list (or {{index: name}} mapping)")
+    if names is not None:
+        # a name is a string (or a number); anything else would be turned into text first, and a YAML alias
+        # bomb (names: *nested) into gigabytes of it
+        bad = next((k for k, n in enumerate(names) if not isinstance(n, (str, int, float))), None)
+        if bad is not None:
+            raise DatasetError(f"{src}: class name {bad} must be a string, got a {type(names[bad]).__name__}")
         names = [str(n) for n in names]
     if names is not None and "nc" in raw and raw["nc"] != len(names):
-        raise DatasetError(f"{src}: nc={raw['nc']} but {len(names)} names")
+        raise DatasetError(f"{src}: nc={_short(raw['nc'])} but {len(names)} names")
     if names is not None and len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DatasetError(f"{src}: duplicate class names {dup}")
@@ -367,15 +374,25 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
         raise DatasetError(f"{src}: a YOLO dataset needs 'names' (class names, index = class id in the txt files)")
     allow_outside = raw.get("allow_outside", False)
     if not isinstance(allow_outside, bool):
-        raise DatasetError(f"{src}: 'allow_outside' must be true or false, got {allow_outside!r}")
+        raise DatasetError(f"{src}: 'allow_outside' must be true or false, got {_short(allow_outside)}")
     splits = {k: raw[k] for k in ("train", "val", "test") if raw.get(k) is not None}
-    splits.update({k: v for k, v in (raw.get("splits") or {}).items()})
+    extra = raw.get("splits") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise DatasetError(f"{src}: 'splits' must be a mapping of split names to their files, got {_short(extra)}")
+    splits.update(extra)
     if not splits:
         raise DatasetError(f"{src}: no splits: give at least one of train, val, test")
     return {
         "format": fmt, "root": root.resolve(), "names": names, "category_ids": category_ids,
-        "splits": splits, "name": str(raw.get("name", name)), "source": str(src), "allow_outside": allow_outside,
+        "splits": splits, "name": str(raw["name"]) if isinstance(raw.get("name"), (str, int)) else name, "source": str(src), "allow_outside": allow_outside,
     }  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages (a YAML alias bomb is tiny in the file and astronomically long as text)."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return repr(value)[:80]
+    return f"a {type(value).__name__}"
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -384,7 +401,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def _resolve(root: Path, value: Any, src: str, what: str) -> Path:
     if not isinstance(value, (str, os.PathLike)):
-        raise DatasetError(f"{src}: {what} must be a path string, got {value!r}")
+        raise DatasetError(f"{src}: {what} must be a path string, got a {type(value).__name__}")
     p = Path(os.path.expanduser(str(value)))
     return p if p.is_absolute() else root / p
 
@@ -424,13 +441,18 @@ def build_dataset(
         if not isinstance(spec, dict) or set(spec) - {"images", "annotations"} or "annotations" not in spec:
             raise DatasetError(
                 f"{src}: COCO split {split!r} must be a mapping with 'images' (directory) and "
-                f"'annotations' (json file), got {spec!r}"
+                f"'annotations' (json file), got {_short(spec)}"
             )
         ann = _resolve(root, spec["annotations"], src, f"{split}.annotations")
         images = _resolve(root, spec.get("images", "."), src, f"{split}.images")
         records, names, category_ids = read_coco(ann, images, report, names=names, allow_outside=outside)
     elif fmt == "yolo":
-        specs = [str(s) for s in _as_list(spec)]
+        specs = _as_list(spec)
+        bad = next((s for s in specs if not isinstance(s, (str, os.PathLike))), None)
+        if bad is not None or not specs:
+            raise DatasetError(f"{src}: YOLO split {split!r} must be an image folder or .txt list (or a list of "
+                               f"them), got {_short(bad if specs else spec)}")
+        specs = [str(s) for s in specs]
         records = read_yolo(specs, root, len(names), report, allow_outside=outside)
     else:
         names = names or list(VOC_CLASSES)

@@ -223,14 +223,19 @@ def _write_case(root: Path, fmt: str, rng: random.Random, images: dict[str, byte
         desc = mutate_tree(desc, rng, n=rng.randint(1, 2))
     text = yaml.safe_dump(desc) if not isinstance(desc, str) else desc
     if what >= 0.95:
+        key = rng.choice(["names", "path", "train", "splits", "nc", "allow_outside", "format", "name", "category_ids"])
+        bomb = ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+                for p, c in zip("abcdefg", "bcdefgh")))  # a YAML alias bomb: 9 * 7^7 leaves, a few lines of text
+        lines = [line for line in text.splitlines() if not line.startswith(key + ":")]
         text = rng.choice([
             mutate_text(text, rng),
-            "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-                                                          for p, c in zip("abcdefg", "bcdefgh")) + text
-            + "names: *h\n",  # a YAML alias bomb in the class names
-            text.replace("path: .", "path: " + rng.choice(["/nonexistent", "7", "[1]", "'\x01'"])),
+            bomb + "\n".join(lines) + f"\n{key}: *h\n",
+            text.replace("path: .", "path: " + rng.choice(["/nonexistent", "7", "[1]", "'\x01'", "{a: 1}"])),
+            text + f"{key}: " + rng.choice(["[]", "{}", "7", "[[1]]", "{1: 2}", "null", "!!binary aGVsbG8="]) + "\n",
+            b"\xff\xfe\x00" + text.encode(),  # not UTF-8
+            mutate_bytes(text.encode(), rng),
         ])
-    path.write_bytes(text.encode("utf-8", "surrogateescape") if isinstance(text, str) else text)
+    path.write_bytes(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
     return path
 
 
@@ -262,6 +267,18 @@ def _dataset_case(seed: int, fmt: str, tmp: Path, images: dict[str, bytes], mode
         for w in warned:
             one_line(str(w.message), "reader warning")
         outcome = "skipped" if ds.skipped else "clean"
+
+    # strict mode: the first problem as one line, or nothing to say
+    if rng.random() < 0.25:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DatasetWarning)
+            try:
+                strict = build_dataset(desc, "train", strict=True)
+                assert ds is not None and not ds.skipped, "strict mode accepted what the default mode skipped"
+                assert len(strict) == len(ds)
+            except DatasetError as err:
+                one_line(str(err), "strict reader")
+                assert ds is None or ds.skipped, f"strict mode refused a clean dataset: {err}"
 
     # 2. the doctor
     try:
