@@ -152,3 +152,29 @@ def shapes_descriptor(tmp_path_factory) -> Path:
                     "train: {images: images/train, annotations: annotations/instances_train.json}\n"
                     "val: {images: images/val, annotations: annotations/instances_val.json}\n")
     return desc
+
+
+# ------------------------------------------------------------------------------------------------ fuzz tests
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The fuzz tests' seed and case count (tests/fuzzing.py), so that any run can be replayed."""
+    from fuzzing import FUZZ_CASES, FUZZ_SEED
+
+    return (f"cspdet fuzz: seed {FUZZ_SEED}, {FUZZ_CASES} cases per family set (CSPDET_FUZZ_SEED, "
+            "CSPDET_FUZZ_CASES to change)")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Cases, outcomes and time of each fuzz family that ran in this process (not shown for xdist workers' runs)."""
+    from fuzzing import FUZZ_SEED, STATS
+
+    if not STATS.cases:
+        return
+    terminalreporter.section("cspdet fuzz")
+    for family, n in STATS.cases.items():
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(STATS.outcomes.get(family, {}).items()))
+        took, seed = STATS.slowest.get(family, (0.0, FUZZ_SEED))
+        terminalreporter.write_line(f"{family:<14} {n:>5} cases from seed {FUZZ_SEED} in "
+                                    f"{STATS.seconds.get(family, 0):5.1f} s ({outcomes}; slowest: seed {seed}, "
+                                    f"{took:.2f} s)")

@@ -34,6 +34,7 @@ class FuzzStats:
     cases: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    slowest: dict[str, tuple[float, int]] = field(default_factory=dict)  # family -> (seconds, case seed)
 
 
 STATS = FuzzStats()
@@ -75,6 +76,7 @@ def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], s
     outcomes: dict[str, int] = {}
     tic = time.perf_counter()
     for seed in seeds:
+        start = time.perf_counter()
         try:
             with time_limit():
                 outcome = case(seed)
@@ -91,6 +93,9 @@ def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], s
             raise AssertionError(f"{family}: unexpected {type(err).__name__}: {err}\n{tb}\n"
                                  f"{reproduce(test, seed)}") from None
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        took = time.perf_counter() - start
+        if took > STATS.slowest.get(family, (0.0, 0))[0]:
+            STATS.slowest[family] = (took, seed)
     STATS.cases[family] = STATS.cases.get(family, 0) + len(seeds)
     STATS.outcomes[family] = outcomes
     STATS.seconds[family] = STATS.seconds.get(family, 0.0) + time.perf_counter() - tic

@@ -84,7 +84,7 @@ def parse_coco(
     # categories -> contiguous labels in ascending id order (the usual COCO 80-class order)
     cats: dict[int, str] = {}
     for k, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
             report.add("malformed_file", f"{src} categories[{k}]", f"category needs an integer 'id', got {cat!r:.80}")
         if cat["id"] in cats:
             report.add("malformed_file", f"{src} categories[{k}]", f"duplicate category id {cat['id']}")

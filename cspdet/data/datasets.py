@@ -28,7 +28,7 @@ from .cache import ImageCache
 from .coco_format import read_coco
 from .image_io import ImageReadError, image_size, read_image
 from .problems import DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, Sample, _finish, drop_duplicate_boxes
+from .records import ImageRecord, Sample, _finish, _is_int, drop_duplicate_boxes
 from .voc_format import VOC_CLASSES, read_voc
 from .yolo_format import read_yolo
 
@@ -338,6 +338,8 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
         root = next((c for c in candidates if c.exists()), candidates[0])
     if not root.exists():
         raise DatasetError(f"{src}: dataset root {root_text!r} not found (resolved to {root})")
+    if not root.is_dir():
+        raise DatasetError(f"{src}: dataset root {root_text!r} is a file, not a folder (resolved to {root})")
 
     names = raw.get("names")
     if isinstance(names, dict):  # Ultralytics style {0: person, 1: bicycle}
@@ -364,8 +366,8 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
         raise DatasetError(f"{src}: duplicate class names {dup}")
     category_ids = raw.get("category_ids")
     if category_ids is not None:
-        if not (isinstance(category_ids, list) and all(isinstance(c, int) for c in category_ids)):
-            raise DatasetError(f"{src}: 'category_ids' must be a list of integers")
+        if not (isinstance(category_ids, list) and all(_is_int(c) for c in category_ids)):
+            raise DatasetError(f"{src}: 'category_ids' must be a list of integers (64-bit)")
         if names is not None and len(category_ids) != len(names):
             raise DatasetError(f"{src}: {len(category_ids)} category_ids but {len(names)} names")
         if len(set(category_ids)) != len(category_ids):
@@ -453,7 +455,7 @@ def build_dataset(
             raise DatasetError(f"{src}: YOLO split {split!r} must be an image folder or .txt list (or a list of "
                                f"them), got {_short(bad if specs else spec)}")
         specs = [str(s) for s in specs]
-        records = read_yolo(specs, root, len(names), report, allow_outside=outside)
+        records = read_yolo(specs, root, len(names), report, allow_outside=outside, src=src)
     else:
         names = names or list(VOC_CLASSES)
         files = [_resolve(root, s, src, split) for s in _as_list(spec)]

@@ -129,7 +129,8 @@ def _is_number(v: Any) -> bool:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer that fits int64 (ids end up in tensors and numpy arrays; 10**40 would overflow there)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
 
 
 def _check_box(

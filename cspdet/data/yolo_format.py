@@ -29,7 +29,8 @@ def yolo_label_path(image_path: str | os.PathLike) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _list_images(spec: str | Path, root: Path, report: ProblemReport, allow_outside: bool = False) -> list[Path]:
+def _list_images(spec: str | Path, root: Path, report: ProblemReport, allow_outside: bool = False,
+                 src: str = "the descriptor") -> list[Path]:
     """Image paths of one YOLO split entry: a directory (searched recursively) or a .txt list (whose lines must
     stay inside the dataset root unless ``allow_outside``, see :func:`~cspdet.data.records.inside_folder`)."""
     p = Path(spec)
@@ -52,12 +53,14 @@ def _list_images(spec: str | Path, root: Path, report: ProblemReport, allow_outs
             if q is not None:
                 out.append(q)
         return out
-    report.add("malformed_file", str(p), "split path is neither an image directory nor a .txt list of images")
+    report.add("malformed_file", str(p), f"split path (given in {src}) is neither an image directory nor a .txt "
+               "list of images")
     return []
 
 
 def read_yolo(
-    image_specs: list[str], root: Path, num_classes: int, report: ProblemReport, allow_outside: bool = False
+    image_specs: list[str], root: Path, num_classes: int, report: ProblemReport, allow_outside: bool = False,
+    src: str = "the descriptor",
 ) -> list[ImageRecord]:
     """Parse YOLO label files for the images of one split (see :func:`yolo_label_path`).
 
@@ -65,7 +68,7 @@ def read_yolo(
     """
     paths: list[Path] = []
     for spec in image_specs:
-        paths.extend(_list_images(spec, root, report, allow_outside))
+        paths.extend(_list_images(spec, root, report, allow_outside, src))
     if not paths:
         report.add("empty_dataset", str(root), f"no images found in {image_specs}")
     found_labels = 0
