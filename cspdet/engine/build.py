@@ -32,7 +32,7 @@ def build_detector(cfg: ModelConfig):
 
     try:
         return create_detector(cfg.name, num_classes=cfg.num_classes, **model_overrides(cfg))
-    except (KeyError, ValueError, TypeError) as err:
+    except (KeyError, ValueError, TypeError, OverflowError) as err:  # OverflowError: e.g. model.width=1e308
         raise ConfigError(f"model: cannot build {cfg.name!r}: {err}") from None
 
 
@@ -53,7 +53,7 @@ def detector_from_checkpoint(path: str | os.PathLike, device: str | torch.device
     spec, meta = (ckpt.get("spec"), ckpt.get("meta")) if ckpt.get("version", 1) >= 2 else _upgrade_v1(ckpt, path)
     try:
         model = Detector.from_spec(DetectorSpec.from_dict(spec, "spec"))
-    except (SpecError, ValueError, TypeError) as err:
+    except (SpecError, ValueError, TypeError, OverflowError) as err:
         raise CheckpointError(f"{path}: cannot rebuild the model it describes: {err}") from None
     what = f"model {meta.get('preset') or 'of its spec'!r} with {model.num_classes} classes" if isinstance(
         meta, dict) else f"its model with {model.num_classes} classes"

@@ -120,7 +120,8 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
 
 
 def _id_list(ids: Iterable[Any], n: int = 8) -> str:
-    ids = sorted(ids, key=lambda v: (not isinstance(v, (int, float)), str(v) if not isinstance(v, int) else v))
+    # numbers first, by value (ints and floats mixed), then anything else by its repr: never compared across kinds
+    ids = sorted(ids, key=lambda v: (0, float(v), "") if _is_number(v) else (1, 0.0, repr(v)))
     more = f" and {len(ids) - n} more" if len(ids) > n else ""
     return ", ".join(repr(i) if not isinstance(i, int) else str(i) for i in ids[:n]) + more
 

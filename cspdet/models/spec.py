@@ -92,7 +92,7 @@ class _Spec:
             kwargs[key] = value
         try:
             return cls(**kwargs)
-        except TypeError as err:  # missing required fields
+        except (TypeError, ValueError, OverflowError) as err:  # missing fields; values __post_init__ refuses
             raise SpecError(f"{where}: {err}") from None
 
     def replace(self, **changes: Any):
@@ -332,7 +332,7 @@ class DetectorMeta:
             raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}")
         try:
             return cls(**data)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int(inf) of a damaged file
             raise SpecError(f"{where}: {err}") from None
 
 

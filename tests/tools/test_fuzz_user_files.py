@@ -106,6 +106,20 @@ def _weights_case(seed: int, base: dict, tmp: Path) -> str:
         data = mutate_text(xml, rng).encode() if what < 0.6 else mutate_bytes(xml.encode(), rng)
         if rng.random() < 0.5:
             path.with_suffix(".bin").write_bytes(rng.randbytes(rng.randint(0, 64)))
+    elif what < 0.45:
+        data = mutate_bytes(base["files"][kind], rng)
+    elif what < 0.75 and kind == "pt":  # a readable checkpoint whose spec / meta / entries are damaged
+        ckpt = torch.load(io.BytesIO(base["files"]["pt"]), weights_only=True)
+        head = {k: v for k, v in ckpt.items() if k != "model"}
+        head = mutate_tree(json.loads(json.dumps(head)), rng, n=rng.randint(1, 3))
+        if isinstance(head, dict):
+            ckpt = {**head, "model": ckpt["model"]}
+            if rng.random() < 0.2:  # and a weight of the wrong shape or dtype
+                key = rng.choice(sorted(ckpt["model"]))
+                ckpt["model"][key] = rng.choice([torch.zeros(3), torch.zeros((), dtype=torch.int64), "w"])
+        buf = io.BytesIO()
+        torch.save(ckpt if isinstance(head, dict) else head, buf)
+        data = buf.getvalue()
     elif what < 0.75:
         data = mutate_bytes(base["files"][kind], rng)
     elif what < 0.85:  # a file of another kind under this name
@@ -209,15 +223,22 @@ def _video_case(seed: int, base: dict, tmp: Path) -> str:
     path = tmp / f"v_{seed}{suffix}"
     path.write_bytes(data)
     args = [path, "--weights", base["dir"] / "w.pt", "--out", tmp / "vout", "--device", "cpu", "--batch", "4"]
+    if rng.random() < 0.7:
+        args.append("--no-save")  # writing the drawn video is its own path, but slow
     if rng.random() < 0.3:
         args.append("--strict")
     code, out, err = _cli(predict, args)
     return cli_outcome(code, out, err, f"predict {path.name}", error_codes=(1,))
 
 
-def test_fuzz_video_files(base, tmp_path):
+def test_fuzz_video_files(base, tmp_path, monkeypatch):
     if not base["videos"]:
         pytest.skip("this OpenCV build writes no video")
+    from cspdet.engine.predictor import Predictor
+
+    # the weights are not what is fuzzed here: load them once (a safe torch.load is most of a small case's time)
+    predictor = Predictor.from_checkpoint(base["dir"] / "w.pt", device="cpu", batch_size=4)
+    monkeypatch.setattr(Predictor, "from_checkpoint", classmethod(lambda cls, *args, **kwargs: predictor))
     run_family("video", TEST + "test_fuzz_video_files", cases("video", 0.1),
                lambda seed: _video_case(seed, base, tmp_path))
 
