@@ -32,8 +32,9 @@ def build_detector(cfg: ModelConfig):
 
     try:
         return create_detector(cfg.name, num_classes=cfg.num_classes, **model_overrides(cfg))
-    except (KeyError, ValueError, TypeError, OverflowError) as err:  # OverflowError: e.g. model.width=1e308
-        raise ConfigError(f"model: cannot build {cfg.name!r}: {err}") from None
+    except (KeyError, ValueError, TypeError, OverflowError, RuntimeError) as err:  # e.g. model.width=1e30
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__  # torch appends
+        raise ConfigError(f"model: cannot build {cfg.name!r}: {reason[:300]}") from None  # its C++ stack
 
 
 def detector_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):

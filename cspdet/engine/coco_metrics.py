@@ -77,6 +77,8 @@ def load_coco_gt(path: str | os.PathLike) -> COCO:
         if not isinstance(data.get(key), list):
             raise EvaluationError(f"{path}: COCO ground truth has no '{key}' list")
     check_coco_ground_truth(data, str(path), error=EvaluationError)
+    for ann in data["annotations"]:  # optional in COCO files (the readers take 0), but pycocotools indexes it
+        ann.setdefault("iscrowd", 0)
     gt = COCO()
     gt.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
