@@ -86,7 +86,15 @@ class DatasetProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.message} [{self.kind}]"
+        return f"{_printable(self.source)}: {_printable(self.message)} [{self.kind}]"
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name from an annotation file) escaped, so a
+    warning or error stays one line that names the file unambiguously."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass
