@@ -176,5 +176,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(STATS.outcomes.get(family, {}).items()))
         took, seed = STATS.slowest.get(family, (0.0, FUZZ_SEED))
         terminalreporter.write_line(f"{family:<14} {n:>5} cases from seed {FUZZ_SEED} in "
-                                    f"{STATS.seconds.get(family, 0):5.1f} s ({outcomes}; slowest: seed {seed}, "
+                                    f"{STATS.seconds.get(family, 0):5.1f} s, CPU {STATS.cpu_seconds.get(family, 0):4.1f} s "
+                                    f"({outcomes}; slowest: seed {seed}, "
                                     f"{took:.2f} s)")

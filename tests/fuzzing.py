@@ -34,6 +34,7 @@ class FuzzStats:
     cases: dict[str, int] = field(default_factory=dict)
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
     slowest: dict[str, tuple[float, int]] = field(default_factory=dict)  # family -> (seconds, case seed)
 
 
@@ -74,7 +75,7 @@ def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], s
     """Run ``case(seed)`` for every seed under a time limit; ``case`` returns its outcome ("clean", "skipped",
     "error", ...) or raises AssertionError (a broken property). Any failure names the seed and how to replay it."""
     outcomes: dict[str, int] = {}
-    tic = time.perf_counter()
+    tic, cpu = time.perf_counter(), time.process_time()
     for seed in seeds:
         start = time.perf_counter()
         try:
@@ -99,6 +100,7 @@ def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], s
     STATS.cases[family] = STATS.cases.get(family, 0) + len(seeds)
     STATS.outcomes[family] = outcomes
     STATS.seconds[family] = STATS.seconds.get(family, 0.0) + time.perf_counter() - tic
+    STATS.cpu_seconds[family] = STATS.cpu_seconds.get(family, 0.0) + time.process_time() - cpu
 
 
 def one_line(text: str, where: str) -> str:

@@ -123,7 +123,7 @@ def _voc_damage(xml: str, rng: random.Random) -> str:
         return xml.replace("<name>", "<name>&undefined;", 1) if rng.random() < 0.5 else (
             '<!DOCTYPE a [<!ENTITY % p "x"> %p;]>' + xml)
     if op == 3:  # deep nesting
-        depth = rng.choice([100, 5000, 100000])
+        depth = rng.choice([100, 5000, 30000])
         return xml.replace("</annotation>", "<o>" * depth + "</o>" * depth + "</annotation>")
     if op == 4:
         return xml.replace("<filename>", "<filename>" + rng.choice(ESCAPES) + "<!--", 1).replace(
