@@ -71,9 +71,11 @@ def reproduce(test: str, seed: int) -> str:
     return f"case seed {seed}; replay: CSPDET_FUZZ_SEED={seed} CSPDET_FUZZ_CASES=1 pytest -n 0 {test}"
 
 
-def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], str]) -> None:
+def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], str], request: Any = None) -> None:
     """Run ``case(seed)`` for every seed under a time limit; ``case`` returns its outcome ("clean", "skipped",
-    "error", ...) or raises AssertionError (a broken property). Any failure names the seed and how to replay it."""
+    "error", ...) or raises AssertionError (a broken property). Any failure names the seed and how to replay it.
+    With pytest's ``request``, a summary line rides on the test report to the terminal summary (also from an
+    xdist worker, see tests/conftest.py)."""
     outcomes: dict[str, int] = {}
     tic, cpu = time.perf_counter(), time.process_time()
     for seed in seeds:
@@ -101,6 +103,16 @@ def run_family(family: str, test: str, seeds: list[int], case: Callable[[int], s
     STATS.outcomes[family] = outcomes
     STATS.seconds[family] = STATS.seconds.get(family, 0.0) + time.perf_counter() - tic
     STATS.cpu_seconds[family] = STATS.cpu_seconds.get(family, 0.0) + time.process_time() - cpu
+    if request is not None:
+        request.node.user_properties.append(("cspdet_fuzz", summary_line(family)))
+
+
+def summary_line(family: str) -> str:
+    took, seed = STATS.slowest.get(family, (0.0, FUZZ_SEED))
+    outcomes = ", ".join(f"{k} {v}" for k, v in sorted(STATS.outcomes.get(family, {}).items()))
+    return (f"{family:<14} {STATS.cases.get(family, 0):>5} cases from seed {FUZZ_SEED} in "
+            f"{STATS.seconds.get(family, 0):5.1f} s, CPU {STATS.cpu_seconds.get(family, 0):4.1f} s ({outcomes}; "
+            f"slowest: seed {seed}, {took:.2f} s)")
 
 
 def one_line(text: str, where: str) -> str:

@@ -386,7 +386,8 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
         raise DatasetError(f"{src}: no splits: give at least one of train, val, test")
     return {
         "format": fmt, "root": root.resolve(), "names": names, "category_ids": category_ids,
-        "splits": splits, "name": str(raw["name"]) if isinstance(raw.get("name"), (str, int)) else name, "source": str(src), "allow_outside": allow_outside,
+        "splits": splits, "name": str(raw["name"]) if isinstance(raw.get("name"), (str, int)) else name,
+        "source": str(src), "allow_outside": allow_outside,
     }  # fmt: skip
 
 

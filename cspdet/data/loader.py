@@ -191,7 +191,8 @@ class DetectionLoader(DataLoader):
         new = len(source.skipped) - before
         if new:
             warnings.warn(
-                f"{new} image problem(s) met while loading this pass (bad images were skipped: replaced by another sample in training, by a grey placeholder in evaluation); "
+                f"{new} image problem(s) met while loading this pass (bad images were skipped: replaced by another "
+                "sample in training, by a grey placeholder in evaluation); "
                 + source.skipped.summary(hint="dataset.skipped, or `cspdet check DATASET`"),
                 DatasetWarning,
                 stacklevel=user_stacklevel(),

@@ -224,8 +224,9 @@ def _write_case(root: Path, fmt: str, rng: random.Random, images: dict[str, byte
     text = yaml.safe_dump(desc) if not isinstance(desc, str) else desc
     if what >= 0.95:
         key = rng.choice(["names", "path", "train", "splits", "nc", "allow_outside", "format", "name", "category_ids"])
-        bomb = ("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
-                for p, c in zip("abcdefg", "bcdefgh")))  # a YAML alias bomb: 9 * 7^7 leaves, a few lines of text
+        # a YAML alias bomb: 9 * 7^7 leaves from a few lines of text
+        bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+            f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, c in zip("abcdefg", "bcdefgh"))
         lines = [line for line in text.splitlines() if not line.startswith(key + ":")]
         text = rng.choice([
             mutate_text(text, rng),
@@ -317,7 +318,7 @@ def _dataset_case(seed: int, fmt: str, tmp: Path, images: dict[str, bytes], mode
 
 
 @pytest.mark.parametrize("fmt", ["coco", "yolo", "voc"])
-def test_fuzz_dataset_readers_doctor_and_training(fmt, image_bytes, models, tmp_path):
+def test_fuzz_dataset_readers_doctor_and_training(fmt, image_bytes, models, tmp_path, request):
     run_family(f"dataset:{fmt}", f"'tests/data/test_fuzz_inputs.py::test_fuzz_dataset_readers_doctor_and_training"
                f"[{fmt}]'", cases(f"dataset:{fmt}", 1 / 3),
-               lambda seed: _dataset_case(seed, fmt, tmp_path, image_bytes, models))
+               lambda seed: _dataset_case(seed, fmt, tmp_path, image_bytes, models), request)

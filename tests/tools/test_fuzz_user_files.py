@@ -140,9 +140,9 @@ def _weights_case(seed: int, base: dict, tmp: Path) -> str:
     return cli_outcome(code, out, err, f"predict --weights {path.name} ({kind})", error_codes=(2,))
 
 
-def test_fuzz_weights_files(base, tmp_path):
+def test_fuzz_weights_files(base, tmp_path, request):
     run_family("weights", TEST + "test_fuzz_weights_files", cases("weights", 0.15),
-               lambda seed: _weights_case(seed, base, tmp_path))
+               lambda seed: _weights_case(seed, base, tmp_path), request)
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -195,9 +195,9 @@ def _config_case(seed: int, base: dict, tmp: Path) -> str:
     return "clean"
 
 
-def test_fuzz_config_files(base, tmp_path):
+def test_fuzz_config_files(base, tmp_path, request):
     run_family("config", TEST + "test_fuzz_config_files", cases("config", 0.3),
-               lambda seed: _config_case(seed, base, tmp_path))
+               lambda seed: _config_case(seed, base, tmp_path), request)
 
 
 # -------------------------------------------------------------------------------------------------- videos
@@ -231,7 +231,7 @@ def _video_case(seed: int, base: dict, tmp: Path) -> str:
     return cli_outcome(code, out, err, f"predict {path.name}", error_codes=(1,))
 
 
-def test_fuzz_video_files(base, tmp_path, monkeypatch):
+def test_fuzz_video_files(base, tmp_path, monkeypatch, request):
     if not base["videos"]:
         pytest.skip("this OpenCV build writes no video")
     from cspdet.engine.predictor import Predictor
@@ -240,7 +240,7 @@ def test_fuzz_video_files(base, tmp_path, monkeypatch):
     predictor = Predictor.from_checkpoint(base["dir"] / "w.pt", device="cpu", batch_size=4)
     monkeypatch.setattr(Predictor, "from_checkpoint", classmethod(lambda cls, *args, **kwargs: predictor))
     run_family("video", TEST + "test_fuzz_video_files", cases("video", 0.1),
-               lambda seed: _video_case(seed, base, tmp_path))
+               lambda seed: _video_case(seed, base, tmp_path), request)
 
 
 # ------------------------------------------------------------------------------------------- val --results
@@ -274,6 +274,6 @@ def _results_case(seed: int, base: dict, tmp: Path) -> str:
     return cli_outcome(code, out, err, f"val --results {det_path.name}", error_codes=(2,))
 
 
-def test_fuzz_val_results_files(base, tmp_path):
+def test_fuzz_val_results_files(base, tmp_path, request):
     run_family("val-results", TEST + "test_fuzz_val_results_files", cases("val-results", 0.3),
-               lambda seed: _results_case(seed, base, tmp_path))
+               lambda seed: _results_case(seed, base, tmp_path), request)

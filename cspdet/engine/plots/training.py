@@ -335,7 +335,8 @@ class ValImagesLogger:
                 if sample is None:
                     continue
                 image, _ = letterbox.apply(sample.image)
-                x = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()  # a copy: cached images are read-only
+                # a copy: images from the RAM cache are read-only (torch warns about those)
+                x = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
                 with run.autocast:
                     pred = model.predict(x[None].float().to(run.device), conf=0.25)[0]
                 # boxes stay in input px: the logged picture is the letterboxed image the model saw
