@@ -110,11 +110,15 @@ def inside_folder(
                    f"(file systems allow {NAME_MAX})")
         return None
     path = Path(folder) / name
-    if allow_outside:
-        return path
     base = os.path.normpath(os.path.abspath(folder))
     norm = os.path.normpath(os.path.abspath(path))
-    if norm == base or not norm.startswith(base.rstrip(os.sep) + os.sep):
+    if norm != base and allow_outside:
+        return path
+    if norm == base:  # "", ".", "x/..": the folder itself
+        report.add("bad_image_entry", where, f"image path {os.fspath(name)!r:.60} names the image folder itself, "
+                   "not an image file")
+        return None
+    if not norm.startswith(base.rstrip(os.sep) + os.sep):
         report.add(
             "path_outside_dataset", where,
             f"image path {os.fspath(name)!r:.120} leads outside the dataset's image folder {folder}; not read "

@@ -62,6 +62,15 @@ def test_paths_inside_the_folder_with_dots_stay_allowed(coco_dir):
     assert len(ds) == 3 and not ds.skipped
 
 
+@pytest.mark.parametrize("name", ["", ".", "sub/..", "x" * 300 + ".png"])
+def test_a_file_name_that_cannot_be_an_image_file_is_a_bad_entry(coco_dir, name):
+    _edit_json(coco_dir, lambda d: d["images"][0].update(file_name=name))
+    with pytest.warns(DatasetWarning, match="bad_image_entry"):
+        ds = build_dataset(coco_dir / "dataset.yaml", "train")
+    assert len(ds) == 2 and ds.skipped.counts == {"bad_image_entry": 1}
+    assert "image id 1" in ds.skipped.problems[0].source
+
+
 def test_allow_outside_in_the_descriptor_reads_them(coco_dir, tmp_path):
     secret = _secret_file(tmp_path)
     _edit_json(coco_dir, lambda d: d["images"][0].update(file_name=str(secret)))
