@@ -13,6 +13,7 @@ a traceback, a hang (:func:`time_limit`) or a crash (which would take the test p
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import random
@@ -147,7 +148,7 @@ JUNK_VALUES: list[Any] = [
 def junk_value(rng: random.Random) -> Any:
     r = rng.random()
     if r < 0.7:
-        return rng.choice(JUNK_VALUES)
+        return copy.deepcopy(rng.choice(JUNK_VALUES))  # a fresh object: a shared one could end up inside itself
     if r < 0.8:
         return rng.uniform(-1e4, 1e4)
     if r < 0.9:

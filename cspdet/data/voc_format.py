@@ -115,7 +115,7 @@ def read_voc(
 def _to_int(text: str | None) -> int | None:
     try:
         return int(float(text)) if text is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf / 1e999
         return None
 
 

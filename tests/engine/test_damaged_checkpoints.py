@@ -31,6 +31,7 @@ def _save(ckpt, tmp_path):
     (lambda c: c["spec"]["backbone"]["stages"][1].update(out_channels=4096), r"weights do not fit .* has shape"),
     (lambda c: c["spec"]["head"].update(num_classes=7), r"weights do not fit .* has shape"),
     (lambda c: c["meta"].update(strides=[float("inf")] * 3), r"cannot convert float infinity"),
+    (lambda c: c["meta"].update(img_size=[10**6, 10**6]), r"img_size: expected .* ints in 1\.\.8192"),
     (lambda c: c["model"].update(extra=torch.zeros(1)), r"unexpected: extra"),
     (lambda c: c.update(model={"w": "not a tensor"}), r"'model' must map parameter names to tensors"),
 ])
