@@ -163,3 +163,30 @@ def shapes_descriptor(tmp_path_factory) -> Path:
                     "train: {images: images/train, annotations: annotations/instances_train.json}\n"
                     "val: {images: images/val, annotations: annotations/instances_val.json}\n")
     return desc
+
+
+# ------------------------------------------------------------------------------------------------ fuzz tests
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """The fuzz tests' seed and case count (tests/fuzzing.py), so that any run can be replayed."""
+    from fuzzing import FUZZ_CASES, FUZZ_SEED
+
+    return (f"cspdet fuzz: seed {FUZZ_SEED}, {FUZZ_CASES} cases per family set (CSPDET_FUZZ_SEED, "
+            "CSPDET_FUZZ_CASES to change)")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The fuzz settings and, per fuzz family that ran, its cases, outcomes and time (the lines travel on the test
+    reports, so they arrive from xdist workers too; shown also under ``-q``, which hides the header)."""
+    from fuzzing import FUZZ_CASES, FUZZ_SEED
+
+    lines = [value for key in ("passed", "failed") for report in terminalreporter.stats.get(key, [])
+             for name, value in getattr(report, "user_properties", ()) if name == "cspdet_fuzz"]
+    if not lines:
+        return
+    terminalreporter.section("cspdet fuzz")
+    terminalreporter.write_line(f"seed {FUZZ_SEED} (CSPDET_FUZZ_SEED), {FUZZ_CASES} cases per family set "
+                                "(CSPDET_FUZZ_CASES); a failure names its case seed and how to replay it")
+    for line in lines:
+        terminalreporter.write_line(line)

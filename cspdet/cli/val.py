@@ -201,6 +201,71 @@ def _from_meta(cfg: Any, given: set[str], meta: dict[str, Any], weights: str) ->
     return cfg
 
 
+# the model keys that describe the network (weights / weights_format say how to initialise it)
+_NETWORK_KEYS = ("name", "num_classes", "depth", "width", "depthwise", "act", "stem_channels", "stage_defs")
+
+
+def warn_config_model_mismatch(args: argparse.Namespace, cfg: Any, model: Any) -> str | None:
+    """One warning line when the CONFIG's model section (or ``model.*`` overrides) describes another network than
+    the checkpoint holds: what the config said, what the checkpoint is, and that the checkpoint's own network is
+    evaluated (by design: a checkpoint records its network; an official YOLOX file, which does not, is built from
+    the config and is not compared). Returns the message (None when they agree or the config says nothing)."""
+    import torch
+
+    from ..config import ConfigError, parse_override, read_raw_config
+    from ..engine.build import build_detector
+    from ..runtime.checkpoint import CheckpointError
+    from ..runtime.weights import read_weights
+
+    said = {parse_override(t)[0].partition(".")[2] for t in args.overrides if t.startswith("model.")}
+    if args.config is not None:
+        try:
+            raw_model = read_raw_config(args.config).get("model")
+        except ConfigError:
+            raw_model = None
+        said |= set(raw_model) if isinstance(raw_model, dict) else set()
+    said = [k for k in _NETWORK_KEYS if k in said]
+    if not said:
+        return None
+    try:
+        if read_weights(args.weights).kind == "yolox":
+            return None  # built from the config: nothing to disagree with
+    except CheckpointError:
+        return None
+    def size(m: Any) -> str:
+        n = sum(p.numel() for p in m.parameters()) if isinstance(m, torch.nn.Module) else 0
+        return f"{n / 1e6:.2f} M parameters, " if n else ""
+
+    spec = getattr(model, "spec", None)
+    wanted_text = ""
+    try:
+        with torch.device("meta"):  # the network's structure only: no memory, no initialisation
+            wanted = build_detector(cfg.model)
+        same = wanted.num_classes == model.num_classes and (spec is None or _network(wanted.spec) == _network(spec))
+        wanted_text = f" ({size(wanted)}{wanted.num_classes} classes)"
+    except (ConfigError, RuntimeError, ValueError, TypeError) as err:
+        same, wanted_text = False, f" (which cannot be built: {' '.join(str(err).split())[:120]})"
+    if same:
+        return None
+    preset = getattr(getattr(model, "meta", None), "preset", None)
+    is_text = f"{preset!r}" if preset else "an unnamed network"
+    is_text += f" ({size(model)}{model.num_classes} classes)"
+    said_text = ", ".join(f"model.{k}={getattr(cfg.model, k)!r}" for k in said) + wanted_text
+    where = args.config if args.config is not None else "the command line"
+    msg = (f"{where} says {said_text}, but {args.weights} holds {is_text}; evaluating the checkpoint's own network "
+           "(the config's model section is not used)")
+    logging.getLogger("cspdet.val").warning("%s", msg)
+    return msg
+
+
+def _network(spec: Any) -> Any:
+    """A detector spec as data without what only initialises it (the head's bias prior)."""
+    data = spec.to_dict()
+    if isinstance(data.get("head"), dict):
+        data["head"] = {k: v for k, v in data["head"].items() if k != "prior_prob"}
+    return data
+
+
 def run_checkpoint_mode(args: argparse.Namespace) -> int:
     """Evaluate the checkpoint on the val split of its dataset (or the one given)."""
     from ..engine.distributed import select_device
@@ -217,6 +282,7 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
         raise UsageError(f"{str(err).split(' (use ')[0]}; pass --device cpu") from None
     evaluator = COCOEvaluator.from_config(cfg, device=device, pre_nms_topk=args.pre_nms_topk)
     model = load_detector_for_eval(args.weights, cfg, evaluator.class_names, device=device, **fast_path_kwargs(args))
+    warn_config_model_mismatch(args, cfg, model)
     out = _out_dir(args, args.weights)
     n = len(evaluator.coco_gt.getImgIds())
     print(f"evaluating {args.weights} on {cfg.data.dataset} ({cfg.eval.split}, {n} images) at "

@@ -19,7 +19,8 @@ This package imports nothing else of cspdet so that every layer can depend on it
 imports the stdlib-only :mod:`cspdet.fileio`, when called, for its atomic write).
 """
 
-from .loading import config_from_dict, config_to_dict, load_config, parse_override, save_config, validate_config
+from .loading import (config_from_dict, config_to_dict, load_config, parse_override, read_raw_config, save_config,
+                      validate_config)
 from .ranges import FIELD_RANGES, FREE_FIELDS, Range, field_range, range_type
 from .schema import Config, ConfigError, DataConfig, EvalConfig, ModelConfig, PretrainConfig, RunOptions, TrainConfig
 

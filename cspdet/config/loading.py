@@ -17,7 +17,8 @@ import yaml
 from .ranges import FIELD_RANGES, _declared
 from .schema import Config, ConfigError
 
-__all__ = ["config_from_dict", "config_to_dict", "load_config", "parse_override", "save_config", "validate_config"]
+__all__ = ["config_from_dict", "config_to_dict", "load_config", "parse_override", "read_raw_config", "save_config",
+           "validate_config"]
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -42,6 +43,16 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     return config_from_dict(raw, source=source, key_sources=merged_sources)
 
 
+def read_raw_config(path: str | Path) -> dict[str, Any]:
+    """The YAML of a config file merged with its ``_base_`` chain, as plain data, before validation (what the
+    file itself says, e.g. to compare its model section with a checkpoint's).
+
+    Raises:
+        ConfigError: an unreadable file, bad YAML or a broken ``_base_`` chain (one line).
+    """
+    return _read_with_bases(Path(path), chain=())[0]
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"train.epochs=10"`` -> ``("train.epochs", 10)``; the value is parsed as YAML."""
     if "=" not in text:
@@ -64,6 +75,12 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML ({_first_line(err)})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    except OSError as err:  # a folder, no permission, ...
+        raise ConfigError(f"{path}: cannot read the config ({err.strerror or err})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, _check_box, _is_int, _is_number
+from .records import ImageRecord, _check_box, _is_int, _is_number, inside_folder, is_file
 
 __all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
 
@@ -33,6 +34,11 @@ def _load_json(path: Path) -> Any:
         raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
         raise DatasetError(f"{path}: not a UTF-8 JSON file ({err.reason} at byte {err.start})") from None
+    except RecursionError:  # json's decoder recurses once per level: "[[[[..." would otherwise be a traceback
+        raise DatasetError(f"{path}: malformed JSON: nested too deeply (more than ~{sys.getrecursionlimit()} "
+                           "levels)") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot read the annotation file ({err.strerror or err})") from None
 
 
 def read_coco(
@@ -40,16 +46,19 @@ def read_coco(
     image_dir: str | os.PathLike,
     report: ProblemReport,
     names: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[list[ImageRecord], list[str], list[int]]:
     """Parse a COCO instances json (validated via plain json, indexed like pycocotools does).
 
-    Returns (records, class_names, category_ids). Problems go to ``report`` (see module docstring).
+    Returns (records, class_names, category_ids). Problems go to ``report`` (see module docstring). A
+    ``file_name`` that leads outside ``image_dir`` is a ``path_outside_dataset`` problem unless
+    ``allow_outside`` (see :func:`~cspdet.data.records.inside_folder`).
     """
     ann_path, image_dir = Path(annotation_file), Path(image_dir)
     data = _load_json(ann_path)
     if not image_dir.is_dir():  # else every image would be "not found" without naming the folder
         report.add("missing_folder", str(image_dir), f"images folder not found (the images of {ann_path.name})")
-    return parse_coco(data, str(ann_path), image_dir, report, names)
+    return parse_coco(data, str(ann_path), image_dir, report, names, allow_outside)
 
 
 def parse_coco(
@@ -58,6 +67,7 @@ def parse_coco(
     image_dir: Path | None,
     report: ProblemReport,
     names: list[str] | None = None,
+    allow_outside: bool = False,
 ) -> tuple[list[ImageRecord], list[str], list[int]]:
 
     """:func:`read_coco` on json already loaded from file ``src``. With ``image_dir=None`` only the json is
@@ -74,7 +84,7 @@ def parse_coco(
     # categories -> contiguous labels in ascending id order (the usual COCO 80-class order)
     cats: dict[int, str] = {}
     for k, cat in enumerate(data["categories"]):
-        if not isinstance(cat, dict) or not isinstance(cat.get("id"), int) or isinstance(cat.get("id"), bool):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
             report.add("malformed_file", f"{src} categories[{k}]", f"category needs an integer 'id', got {cat!r:.80}")
         if cat["id"] in cats:
             report.add("malformed_file", f"{src} categories[{k}]", f"duplicate category id {cat['id']}")
@@ -109,8 +119,13 @@ def parse_coco(
         h, w = img.get("height"), img.get("width")
         if not (_is_number(h) and _is_number(w) and h > 0 and w > 0):
             h = w = None  # read from the file header later if needed
-        path = image_dir / img["file_name"] if need_file else None
-        if path is not None and not path.is_file():
+        path = None
+        if need_file:
+            path = inside_folder(image_dir, img["file_name"], where, report, allow_outside)
+            if path is None:
+                info[img["id"]] = {"skip": True}
+                continue
+        if path is not None and not is_file(path):
             report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {Path(src).name})")
             info[img["id"]] = {"skip": True}
             continue
@@ -209,12 +224,15 @@ def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = Datase
         if where in reported:
             continue
         area = ann.get("area")
+        crowd = ann.get("iscrowd", 0)
         if not _is_int(ann_id):
             problems.append(DatasetProblem("bad_box", where, "needs an integer 'id' (pycocotools indexes ground "
                                            f"truth by it), got {ann_id!r:.40}"))
         elif not (_is_number(area) and math.isfinite(area) and area >= 0):
             problems.append(DatasetProblem("bad_box", where, f"'area' must be a finite number >= 0 (COCO's size "
                                            f"ranges use it), got {area!r:.40}"))
+        elif crowd not in (0, 1):  # pycocotools hands it to C as a machine integer
+            problems.append(DatasetProblem("bad_box", where, f"'iscrowd' must be 0 or 1, got {crowd!r:.40}"))
     if problems:
         more = f" (and {len(problems) - 1} more problem{'s' * (len(problems) > 2)})" if len(problems) > 1 else ""
         raise error(f"{problems[0]}{more}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch.utils.data
@@ -28,7 +28,7 @@ from .cache import ImageCache
 from .coco_format import read_coco
 from .image_io import ImageReadError, image_size, read_image
 from .problems import DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, Sample, _finish
+from .records import ImageRecord, Sample, _finish, _is_int, drop_duplicate_boxes
 from .voc_format import VOC_CLASSES, read_voc
 from .yolo_format import read_yolo
 
@@ -131,6 +131,22 @@ class DetectionDataset(torch.utils.data.Dataset):
             self._note_size_mismatch(index, h, w)
         boxes, labels = self.targets(index, h, w)
         return Sample(image, boxes, labels, rec.image_id, rec.path)
+
+    def try_load_sample(self, index: int, decode: Callable[[int], Any] | None = None) -> Any:
+        """:meth:`load_sample` (or ``decode(index)``, another way of decoding the same image, e.g. the
+        training loader's resized one), or None for an image that cannot be decoded, which is then reported through
+        :meth:`report_load_failure` (a :class:`DatasetWarning` naming the file, counted in ``skipped``, once per
+        file; :class:`DatasetError` in strict mode).
+
+        The one rule for an undecodable image wherever a run decodes dataset images (training loader, cache
+        warm-up, evaluation, logged images): skip it with a warning and a count. Callers decide only what takes
+        its place (another sample, a grey placeholder, nothing).
+        """
+        try:
+            return (decode or self.load_sample)(index)
+        except ImageReadError as err:
+            self.report_load_failure(index, err)
+            return None
 
     def _note_size_mismatch(self, index: int, h: int, w: int) -> None:
         rec = self.records[index]
@@ -274,7 +290,8 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
     """Read and normalise a dataset descriptor (see ``datasets/README.md``).
 
     Returns a dict with ``format``, ``root`` (absolute Path), ``names`` (list or None), ``category_ids``
-    (list or None), ``splits`` (name -> raw spec), ``name`` and ``source``.
+    (list or None), ``splits`` (name -> raw spec), ``name``, ``source`` and ``allow_outside`` (may image paths
+    in annotation files lead outside the dataset's image folder; default False).
 
     Relative ``path`` values are resolved against the descriptor file's directory first, then the
     current directory (Ultralytics YAMLs are often written relative to where training is started).
@@ -287,6 +304,10 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
 
         try:
             raw = yaml.safe_load(src.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError) as err:
+            raise DatasetError(f"{src}: cannot read the dataset descriptor as UTF-8 text ({err})") from None
+        except RecursionError:
+            raise DatasetError(f"{src}: malformed YAML: nested too deeply") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             if mark is not None:  # "file:line: what" rather than PyYAML's multi-line report
@@ -306,15 +327,19 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
     if fmt is None:
         fmt = "yolo" if "names" in raw and ("train" in raw or "val" in raw) else None
     if fmt not in _FORMATS:
-        raise DatasetError(f"{src}: 'format' must be one of {', '.join(_FORMATS)}, got {fmt!r}")
+        raise DatasetError(f"{src}: 'format' must be one of {', '.join(_FORMATS)}, got {_short(fmt)}")
 
     root_text = raw.get("path", ".")
+    if not isinstance(root_text, (str, int, float)):
+        raise DatasetError(f"{src}: 'path' must be the dataset's root folder, got {_short(root_text)}")
     root = Path(os.path.expanduser(str(root_text)))
     if not root.is_absolute():
         candidates = [base_dir / root, Path.cwd() / root]
         root = next((c for c in candidates if c.exists()), candidates[0])
     if not root.exists():
         raise DatasetError(f"{src}: dataset root {root_text!r} not found (resolved to {root})")
+    if not root.is_dir():
+        raise DatasetError(f"{src}: dataset root {root_text!r} is a file, not a folder (resolved to {root})")
 
     names = raw.get("names")
     if isinstance(names, dict):  # Ultralytics style {0: person, 1: bicycle}
@@ -324,34 +349,53 @@ def load_descriptor(descriptor: str | os.PathLike | dict[str, Any]) -> dict[str,
             raise DatasetError(f"{src}: 'names' mapping keys must be class indices 0..C-1") from None
         if keys != list(range(len(keys))):
             raise DatasetError(f"{src}: 'names' keys must be exactly 0..{len(keys) - 1}, got {keys[:10]}")
-        names = [str(names[k] if k in names else names[str(k)]) for k in keys]
-    elif names is not None:
-        if not isinstance(names, list) or not names:
-            raise DatasetError(f"{src}: 'names' must be a non-empty list (or {{index: name}} mapping)")
+        names = [names[k] if k in names else names[str(k)] for k in keys]
+    elif names is not None and (not isinstance(names, list) or not names):
+        raise DatasetError(f"{src}: 'names' must be a non-empty list (or {{index: name}} mapping)")
+    if names is not None:
+        # a name is a string (or a number); anything else would be turned into text first, and a YAML alias
+        # bomb (names: *nested) into gigabytes of it
+        bad = next((k for k, n in enumerate(names) if not isinstance(n, (str, int, float))), None)
+        if bad is not None:
+            raise DatasetError(f"{src}: class name {bad} must be a string, got a {type(names[bad]).__name__}")
         names = [str(n) for n in names]
     if names is not None and "nc" in raw and raw["nc"] != len(names):
-        raise DatasetError(f"{src}: nc={raw['nc']} but {len(names)} names")
+        raise DatasetError(f"{src}: nc={_short(raw['nc'])} but {len(names)} names")
     if names is not None and len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise DatasetError(f"{src}: duplicate class names {dup}")
     category_ids = raw.get("category_ids")
     if category_ids is not None:
-        if not (isinstance(category_ids, list) and all(isinstance(c, int) for c in category_ids)):
-            raise DatasetError(f"{src}: 'category_ids' must be a list of integers")
+        if not (isinstance(category_ids, list) and all(_is_int(c) for c in category_ids)):
+            raise DatasetError(f"{src}: 'category_ids' must be a list of integers (64-bit)")
         if names is not None and len(category_ids) != len(names):
             raise DatasetError(f"{src}: {len(category_ids)} category_ids but {len(names)} names")
         if len(set(category_ids)) != len(category_ids):
             raise DatasetError(f"{src}: 'category_ids' has duplicates")
     if fmt == "yolo" and names is None:
         raise DatasetError(f"{src}: a YOLO dataset needs 'names' (class names, index = class id in the txt files)")
+    allow_outside = raw.get("allow_outside", False)
+    if not isinstance(allow_outside, bool):
+        raise DatasetError(f"{src}: 'allow_outside' must be true or false, got {_short(allow_outside)}")
     splits = {k: raw[k] for k in ("train", "val", "test") if raw.get(k) is not None}
-    splits.update({k: v for k, v in (raw.get("splits") or {}).items()})
+    extra = raw.get("splits") or {}
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise DatasetError(f"{src}: 'splits' must be a mapping of split names to their files, got {_short(extra)}")
+    splits.update(extra)
     if not splits:
         raise DatasetError(f"{src}: no splits: give at least one of train, val, test")
     return {
         "format": fmt, "root": root.resolve(), "names": names, "category_ids": category_ids,
-        "splits": splits, "name": str(raw.get("name", name)), "source": str(src),
+        "splits": splits, "name": str(raw["name"]) if isinstance(raw.get("name"), (str, int)) else name,
+        "source": str(src), "allow_outside": allow_outside,
     }  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages (a YAML alias bomb is tiny in the file and astronomically long as text)."""
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return repr(value)[:80]
+    return f"a {type(value).__name__}"
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -360,7 +404,7 @@ def _as_list(value: Any) -> list[Any]:
 
 def _resolve(root: Path, value: Any, src: str, what: str) -> Path:
     if not isinstance(value, (str, os.PathLike)):
-        raise DatasetError(f"{src}: {what} must be a path string, got {value!r}")
+        raise DatasetError(f"{src}: {what} must be a path string, got a {type(value).__name__}")
     p = Path(os.path.expanduser(str(value)))
     return p if p.is_absolute() else root / p
 
@@ -395,21 +439,34 @@ def build_dataset(
     fmt = desc["format"]
     names = desc["names"]
     category_ids = desc["category_ids"]
+    outside = desc.get("allow_outside", False)
     if fmt == "coco":
         if not isinstance(spec, dict) or set(spec) - {"images", "annotations"} or "annotations" not in spec:
             raise DatasetError(
                 f"{src}: COCO split {split!r} must be a mapping with 'images' (directory) and "
-                f"'annotations' (json file), got {spec!r}"
+                f"'annotations' (json file), got {_short(spec)}"
             )
         ann = _resolve(root, spec["annotations"], src, f"{split}.annotations")
         images = _resolve(root, spec.get("images", "."), src, f"{split}.images")
-        records, names, category_ids = read_coco(ann, images, report, names=names)
+        records, names, category_ids = read_coco(ann, images, report, names=names, allow_outside=outside)
     elif fmt == "yolo":
-        specs = [str(s) for s in _as_list(spec)]
-        records = read_yolo(specs, root, len(names), report)
+        specs = _as_list(spec)
+        bad = next((s for s in specs if not isinstance(s, (str, os.PathLike))), None)
+        if bad is not None or not specs:
+            raise DatasetError(f"{src}: YOLO split {split!r} must be an image folder or .txt list (or a list of "
+                               f"them), got {_short(bad if specs else spec)}")
+        specs = [str(s) for s in specs]
+        records = read_yolo(specs, root, len(names), report, allow_outside=outside, src=src)
     else:
         names = names or list(VOC_CLASSES)
         files = [_resolve(root, s, src, split) for s in _as_list(spec)]
-        records = read_voc(files, names, report)
+        records = read_voc(files, names, report, allow_outside=outside)
+    if fmt == "coco":
+        def where(rec: ImageRecord, j: int) -> str:
+            return f"{ann} annotation id {rec.ann_ids[j]}"
+    else:
+        def where(rec: ImageRecord, j: int) -> str:
+            return f"{rec.path} box {j}"
+    drop_duplicate_boxes(records, report, where)  # all formats, one vectorised pass (YOLO names its lines itself)
     _finish(records, report, f"{src} split {split!r}")
     return DetectionDataset(records, names, category_ids, report, name=name, cache=cache, format=fmt)

@@ -47,7 +47,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from ..progress import progress_bar
 from .datasets import DetectionDataset
 from .image_io import ImageReadError, image_size
-from .problems import DatasetWarning, user_stacklevel
+from .problems import DatasetError, DatasetWarning, user_stacklevel
 from .transforms import AugmentConfig, fit_size
 from .views import TrainDataset, ValDataset
 
@@ -176,7 +176,14 @@ class DetectionLoader(DataLoader):
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         source: DetectionDataset = self.dataset.dataset
         before = len(source.skipped)
-        for batch in super().__iter__():
+        batches = super().__iter__()
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except DatasetError as err:  # raised in a worker: torch re-raises it with the worker's traceback
+                raise DatasetError(_worker_message(err)) from None
             problems = batch.pop("problems", None)
             if problems:
                 source.record_problems(problems)
@@ -184,11 +191,22 @@ class DetectionLoader(DataLoader):
         new = len(source.skipped) - before
         if new:
             warnings.warn(
-                f"{new} image problem(s) met while loading this pass (bad images were replaced); "
+                f"{new} image problem(s) met while loading this pass (bad images were skipped: replaced by another "
+                "sample in training, by a grey placeholder in evaluation); "
                 + source.skipped.summary(hint="dataset.skipped, or `cspdet check DATASET`"),
                 DatasetWarning,
                 stacklevel=user_stacklevel(),
             )
+
+
+def _worker_message(err: Exception) -> str:
+    """The one-line message of an error a DataLoader worker raised (torch prepends "Caught ... in DataLoader
+    worker process N" and the worker's traceback; its last line holds the original message)."""
+    text = str(err)
+    if "Traceback" not in text:
+        return text
+    last = text.strip().splitlines()[-1]
+    return last.split(": ", 1)[1] if last.startswith(("cspdet.", "DatasetError")) and ": " in last else last
 
 
 def _worker_init(_: int) -> None:
@@ -261,19 +279,11 @@ def _warm_cache(dataset: DetectionDataset, workers: int, train: TrainDataset | N
     if cache is None or cache.mode != "ram" or workers == 0 or len(cache):
         return
     desc = f"cache {dataset.name}"
-    if train is not None:
-        for index in progress_bar(range(len(dataset)), progress, desc):
-            try:
-                train._decode_fitted(index)
-            except ImageReadError:  # reported when the sample is loaded (in a worker)
-                pass
-        return
-
-    def on_error(path: str, err: Exception) -> None:  # reported when the sample is loaded
-        pass
-
-    for record in progress_bar(dataset.records, progress, desc):
-        cache.warm([record.path], on_error=on_error)
+    # an undecodable image follows the dataset's one rule (warned and counted here, in the main process, once;
+    # the forked workers inherit that it was reported) and is skipped again when a sample needs it
+    decode = train._decode_fitted if train is not None else dataset.load_image
+    for index in progress_bar(range(len(dataset)), progress, desc):
+        dataset.try_load_sample(index, decode)
 
 
 def build_train_loader(

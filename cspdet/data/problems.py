@@ -32,6 +32,7 @@ PROBLEM_KINDS: dict[str, str] = {
     "truncated_image": "image",
     "duplicate_image": "image",
     "bad_image_entry": "image",
+    "path_outside_dataset": "image",  # an annotation file's image path leads outside the dataset (see records.py)
     "missing_annotation_file": "image",
     "malformed_annotation_file": "image",
     "orphan_label_file": "fixed",  # a YOLO label file without an image: nothing to train on, reported only
@@ -41,7 +42,8 @@ PROBLEM_KINDS: dict[str, str] = {
     "box_clipped": "fixed",
     "unknown_category": "box",
     "unknown_image_ref": "box",
-    "duplicate_annotation": "box",
+    "duplicate_annotation": "box",  # a repeated annotation id (COCO)
+    "duplicate_box": "box",  # the same class and box again in the same image (records.drop_duplicate_boxes)
     "malformed_line": "box",
     "malformed_file": "fatal",
     "missing_folder": "fatal",  # a folder the descriptor names (e.g. a split's images) does not exist
@@ -84,7 +86,15 @@ class DatasetProblem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.message} [{self.kind}]"
+        return f"{_printable(self.source)}: {_printable(self.message)} [{self.kind}]"
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: control characters (a newline in a file name from an annotation file) escaped, so a
+    warning or error stays one line that names the file unambiguously."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 @dataclass
@@ -102,6 +112,7 @@ class ProblemReport:
     warn: bool = True
     problems: list[DatasetProblem] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _shown: Counter = field(default_factory=Counter, repr=False, compare=False)
 
     def add(self, kind: str, source: str, message: str) -> DatasetProblem:
         """Record a problem; raise it in strict mode (or when it is fatal), else warn."""
@@ -112,7 +123,8 @@ class ProblemReport:
             raise DatasetError(str(problem))
         with self._lock:
             self.problems.append(problem)
-            shown = sum(1 for p in self.problems if p.kind == kind)
+            self._shown[kind] += 1  # a counter, not a scan of every problem so far (O(n^2) on big sets)
+            shown = self._shown[kind]
         if self.warn and shown <= MAX_WARNINGS_PER_KIND:
             suffix = "" if PROBLEM_KINDS[kind] == "fixed" else " (skipped)"
             if shown == MAX_WARNINGS_PER_KIND:

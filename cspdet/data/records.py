@@ -4,17 +4,18 @@ one) and the checks they share (numbers, boxes against their image, stable ids).
 from __future__ import annotations
 
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from .problems import DatasetWarning, ProblemReport, user_stacklevel
 
-__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample"]
+__all__ = ["BOX_TOLERANCE_PX", "ImageRecord", "Sample", "drop_duplicate_boxes", "inside_folder", "is_file"]
 
 # A box may stick out of its image by this much (annotation tools round) before it counts as a problem;
 # it is clipped either way.
@@ -73,12 +74,67 @@ def _empty_boxes() -> tuple[np.ndarray, np.ndarray]:
 # ======================================================================================== shared checks
 
 
+NAME_MAX = 255  # bytes in one path component on every common file system (ext4, xfs, btrfs, NTFS, APFS)
+
+
+def is_file(path: str | os.PathLike) -> bool:
+    """``Path(path).is_file()`` that answers False instead of raising for a path the OS refuses to look at
+    (a name too long, a folder without search permission, a NUL byte): the readers then report the image as
+    not found, naming it, instead of stopping with a traceback."""
+    try:
+        return os.path.isfile(path)
+    except (OSError, ValueError):
+        return False
+
+
+def inside_folder(
+    folder: Path, name: Any, where: str, report: ProblemReport, allow_outside: bool = False
+) -> Path | None:
+    """``folder / name`` for an image path taken from an annotation file (COCO ``file_name``, a line of a YOLO
+    image list, VOC ``<filename>``), or None (reported as ``path_outside_dataset``) when it leads outside
+    ``folder``: a ``..`` that climbs out of it, or an absolute path elsewhere.
+
+    Why: an annotation file is data, and data must not make training read arbitrary files
+    (``../../../../etc/passwd``). The check is lexical (no file system access, symlinks inside the dataset are
+    the user's own choice); ``allow_outside`` (the descriptor's ``allow_outside: true``) switches it off. Paths
+    the descriptor itself gives (a split's image folder, absolute or not) are not checked: the user wrote them.
+
+    Raises (via ``report``): nothing in the default mode; :class:`DatasetError` in strict mode.
+    """
+    if not isinstance(name, (str, os.PathLike)) or "\x00" in os.fspath(name):
+        report.add("bad_image_entry", where, f"image path must be a file name, got {name!r:.80}")
+        return None
+    longest = max((len(os.fsencode(part)) for part in Path(name).parts), default=0)
+    if longest > NAME_MAX:  # the OS would answer ENAMETOOLONG to every look at it
+        report.add("bad_image_entry", where, f"image path {os.fspath(name)!r:.60} has a name of {longest} bytes "
+                   f"(file systems allow {NAME_MAX})")
+        return None
+    path = Path(folder) / name
+    base = os.path.normpath(os.path.abspath(folder))
+    norm = os.path.normpath(os.path.abspath(path))
+    if norm != base and allow_outside:
+        return path
+    if norm == base:  # "", ".", "x/..": the folder itself
+        report.add("bad_image_entry", where, f"image path {os.fspath(name)!r:.60} names the image folder itself, "
+                   "not an image file")
+        return None
+    if not norm.startswith(base.rstrip(os.sep) + os.sep):
+        report.add(
+            "path_outside_dataset", where,
+            f"image path {os.fspath(name)!r:.120} leads outside the dataset's image folder {folder}; not read "
+            "(set 'allow_outside: true' in the dataset descriptor if it is meant)",
+        )  # fmt: skip
+        return None
+    return path
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """An integer that fits int64 (ids end up in tensors and numpy arrays; 10**40 would overflow there)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
 
 
 def _check_box(
@@ -124,6 +180,52 @@ def _stable_image_ids(paths: list[str]) -> list[int]:
     if len(set(ids)) != len(ids):
         return list(range(1, len(paths) + 1))
     return ids
+
+
+def drop_duplicate_boxes(
+    records: list[ImageRecord], report: ProblemReport, where: Callable[[ImageRecord, int], str] | None = None
+) -> int:
+    """Remove training boxes that repeat an earlier box of the same image with the same class and the same
+    coordinates, reporting each as ``duplicate_box`` (named by ``where(record, box index)``, default the image
+    file and box index). Returns how many were removed.
+
+    Why: a repeated box is a labelling or export bug (one object, several targets: the assigner then pulls
+    several predictions onto it), and thousands of them in one image would otherwise pass unnoticed. Found with
+    one ``np.unique`` over every box of the split (no per-box Python loop); only the duplicates are visited to
+    report them. Crowd / difficult boxes are left as they are, and so is a COCO file's own ground truth used for
+    scoring (``coco_anns``: evaluation scores the json as given); only the training targets lose the repeats.
+    """
+    counts = np.fromiter((len(r.labels) for r in records), np.int64, len(records))
+    total = int(counts.sum())
+    if total < 2:
+        return 0
+    rows = np.empty((total, 6), np.float64)  # image, class, x1, y1, x2, y2: exact (float32 -> float64)
+    rows[:, 0] = np.repeat(np.arange(len(records)), counts)
+    rows[:, 1] = np.concatenate([r.labels.reshape(-1) for r in records])
+    rows[:, 2:] = np.concatenate([r.boxes.reshape(-1, 4) for r in records])
+    # return_index gives the first occurrence (numpy sorts stably when it is asked for)
+    _, first, inverse = np.unique(rows, axis=0, return_index=True, return_inverse=True)
+    original = first[inverse.reshape(-1)]
+    dup = np.flatnonzero(original != np.arange(total))
+    if not len(dup):
+        return 0
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    drop: dict[int, list[int]] = {}
+    for k in dup.tolist():
+        i = int(rows[k, 0])
+        rec, j, j0 = records[i], k - int(starts[i]), int(original[k] - starts[i])
+        source = where(rec, j) if where is not None else f"{rec.path} box {j}"
+        report.add("duplicate_box", source, f"same class ({int(rec.labels[j])}) and box {_fmt(rec.boxes[j].tolist())} "
+                   f"as box {j0} of the same image; the repeat is not trained on")
+        drop.setdefault(i, []).append(j)
+    for i, js in drop.items():
+        rec = records[i]
+        keep = np.ones(len(rec.labels), bool)
+        keep[js] = False
+        rec.boxes, rec.labels = rec.boxes[keep], rec.labels[keep]
+        if rec.ann_ids is not None:
+            rec.ann_ids = [a for a, k in zip(rec.ann_ids, keep.tolist()) if k]
+    return len(dup)
 
 
 def _finish(records: list[ImageRecord], report: ProblemReport, what: str) -> None:

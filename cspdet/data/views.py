@@ -14,7 +14,8 @@ import torch
 import torch.utils.data
 
 from .datasets import DetectionDataset
-from .image_io import ImageReadError, read_image
+from .image_io import read_image
+from .problems import DatasetError
 from .letterbox import PAD_VALUE, Letterbox
 from .transforms import AugmentConfig, fit_size, train_sample
 
@@ -106,19 +107,20 @@ class TrainDataset(_DatasetView):
         loaded, its sample) - at its original size, or ``fitted`` into ``cfg.img_size``."""
         for _ in range(MAX_REPLACEMENTS):
             if index not in self._bad:
-                try:
-                    if fitted:
-                        return index, self._decode_fitted(index)
-                    s = self.dataset.load_sample(index)
-                    return index, (s.image, s.boxes, s.labels, s.image.shape[:2])
-                except ImageReadError as err:
-                    self._bad.add(index)
-                    self.dataset.report_load_failure(index, err)
+                # the dataset's one rule for an undecodable image: warned and counted there, replaced here
+                got = self.dataset.try_load_sample(index, self._decode_fitted if fitted else self._decode_plain)
+                if got is not None:
+                    return index, got
+                self._bad.add(index)
             index = int(rng.integers(0, len(self.dataset)))
-        raise RuntimeError(
-            f"{self.dataset.name}: {MAX_REPLACEMENTS} images in a row failed to decode; "
-            f"{self.dataset.skipped.summary()}"
+        raise DatasetError(
+            f"{self.dataset.name}: {MAX_REPLACEMENTS} images in a row failed to decode, giving up (are the images "
+            f"readable?); {self.dataset.skipped.summary()}"
         )
+
+    def _decode_plain(self, index: int) -> Fitted:
+        s = self.dataset.load_sample(index)
+        return s.image, s.boxes, s.labels, s.image.shape[:2]
 
     def _ram_cached(self) -> bool:
         cache = self.dataset.cache
@@ -263,11 +265,9 @@ class ValDataset(_DatasetView):
 
     def __getitem__(self, index: int):
         rec = self.dataset.records[index]
-        try:
-            s = self.dataset.load_sample(index)
-        except ImageReadError as err:
+        s = self.dataset.try_load_sample(index)
+        if s is None:
             # keep the batch (and the image id) so the evaluator still sees every image: a grey placeholder
-            self.dataset.report_load_failure(index, err)
             image = np.full((*self.img_size, 3), PAD_VALUE, np.uint8)
             item = (image, np.zeros((0, 5), np.float32), rec.image_id, 1.0, (rec.height or 0, rec.width or 0))
             return _with_pending(self.dataset, item)

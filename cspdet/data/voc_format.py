@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .problems import ProblemReport
-from .records import ImageRecord, _check_box, _empty_boxes, _stable_image_ids
+from .records import ImageRecord, _check_box, _empty_boxes, _stable_image_ids, inside_folder, is_file
 
 __all__ = ["VOC_CLASSES", "read_voc"]
 
@@ -24,17 +24,19 @@ VOC_CLASSES = (
 
 
 def read_voc(
-    imageset_files: list[str | Path], class_names: list[str], report: ProblemReport
+    imageset_files: list[str | Path], class_names: list[str], report: ProblemReport, allow_outside: bool = False
 ) -> list[ImageRecord]:
 
     """Parse Pascal VOC splits. Each entry is an ``<root>/ImageSets/Main/<set>.txt`` file; the images are
-    ``<root>/JPEGImages/<id>.<ext>`` and the labels ``<root>/Annotations/<id>.xml``."""
+    ``<root>/JPEGImages/<id>.<ext>`` and the labels ``<root>/Annotations/<id>.xml``. An image-set line or a
+    ``<filename>`` that leads outside ``JPEGImages`` (resp. ``Annotations``) is a ``path_outside_dataset``
+    problem unless ``allow_outside`` (see :func:`~cspdet.data.records.inside_folder`)."""
     label_of = {n: i for i, n in enumerate(class_names)}
-    entries: list[tuple[Path, str]] = []  # (root, image id stem)
+    entries: list[tuple[Path, str, str]] = []  # (root, image id stem, file:line where it is listed)
     listed: dict[tuple[Path, str], str] = {}  # -> where it was first listed (file:line)
     for spec in imageset_files:
         spec = Path(spec)
-        if not spec.is_file():
+        if not is_file(spec):
             report.add("malformed_file", str(spec), "VOC image-set file not found (expected <root>/ImageSets/Main/<set>.txt)")
         root = spec.parent.parent.parent
         if not (root / "JPEGImages").is_dir():  # else every image would be "not found" without naming the folder
@@ -50,12 +52,14 @@ def read_voc(
                     report.add("duplicate_image", f"{spec}:{n}", f"image '{key[1]}' already listed at {listed[key]}; keeping the first")
                     continue
                 listed[key] = f"{spec.name}:{n}"
-                entries.append(key)
+                entries.append((*key, f"{spec}:{n}"))
     kept: list[tuple[str, ImageRecord]] = []
     seen_paths: set[str] = set()
-    for root, stem in entries:
-        xml_file = root / "Annotations" / f"{stem}.xml"
-        if not xml_file.is_file():
+    for root, stem, listed_at in entries:
+        xml_file = inside_folder(root / "Annotations", f"{stem}.xml", listed_at, report, allow_outside)
+        if xml_file is None:
+            continue
+        if not is_file(xml_file):
             report.add("missing_annotation_file", str(xml_file), f"annotation file for image '{stem}' not found")
             continue
         try:
@@ -63,7 +67,11 @@ def read_voc(
         except ET.ParseError as err:
             report.add("malformed_annotation_file", str(xml_file), f"malformed XML ({err})")
             continue
-        image_path = _voc_image_path(root, stem, tree.findtext("filename"))
+        filename = tree.findtext("filename")
+        if filename and inside_folder(root / "JPEGImages", filename.strip(), str(xml_file), report,
+                                      allow_outside) is None:
+            continue
+        image_path = _voc_image_path(root, stem, filename.strip() if filename else None)
         if image_path is None:
             report.add("missing_image", str(root / "JPEGImages" / f"{stem}.jpg"), f"image file not found (listed in {xml_file.name})")
             continue
@@ -107,7 +115,7 @@ def read_voc(
 def _to_int(text: str | None) -> int | None:
     try:
         return int(float(text)) if text is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf / 1e999
         return None
 
 
@@ -115,6 +123,6 @@ def _voc_image_path(root: Path, stem: str, filename: str | None) -> Path | None:
     candidates = [root / "JPEGImages" / filename] if filename else []
     candidates += [root / "JPEGImages" / f"{stem}{s}" for s in (".jpg", ".jpeg", ".png", ".JPG", ".PNG")]
     for c in candidates:
-        if c.is_file():
+        if is_file(c):
             return c
     return None

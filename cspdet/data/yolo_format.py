@@ -12,7 +12,7 @@ import numpy as np
 
 from .image_io import IMAGE_SUFFIXES
 from .problems import ProblemReport
-from .records import ImageRecord, _check_box, _stable_image_ids
+from .records import ImageRecord, _check_box, _stable_image_ids, inside_folder, is_file
 
 __all__ = ["read_yolo", "yolo_label_path"]
 
@@ -29,29 +29,38 @@ def yolo_label_path(image_path: str | os.PathLike) -> Path:
     return Path(*parts).with_suffix(".txt")
 
 
-def _list_images(spec: str | Path, root: Path, report: ProblemReport) -> list[Path]:
-    """Image paths of one YOLO split entry: a directory (searched recursively) or a .txt list."""
+def _list_images(spec: str | Path, root: Path, report: ProblemReport, allow_outside: bool = False,
+                 src: str = "the descriptor") -> list[Path]:
+    """Image paths of one YOLO split entry: a directory (searched recursively) or a .txt list (whose lines must
+    stay inside the dataset root unless ``allow_outside``, see :func:`~cspdet.data.records.inside_folder`)."""
     p = Path(spec)
     if not p.is_absolute():
         p = root / p
     if p.is_dir():
-        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
-    if p.is_file() and p.suffix == ".txt":
+        return sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and is_file(q))
+    if is_file(p) and p.suffix == ".txt":
         out = []
-        for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            report.add("malformed_file", str(p), f"cannot read the image list ({err})")
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
-            q = Path(line)
-            q = q if q.is_absolute() else (root / q)  # Ultralytics lists are relative to the dataset root
-            out.append(q)
+            # Ultralytics lists are relative to the dataset root (an absolute line must point inside it too)
+            q = inside_folder(root, line, f"{p}:{n}", report, allow_outside)
+            if q is not None:
+                out.append(q)
         return out
-    report.add("malformed_file", str(p), "split path is neither an image directory nor a .txt list of images")
+    report.add("malformed_file", str(p), f"split path (given in {src}) is neither an image directory nor a .txt "
+               "list of images")
     return []
 
 
 def read_yolo(
-    image_specs: list[str], root: Path, num_classes: int, report: ProblemReport
+    image_specs: list[str], root: Path, num_classes: int, report: ProblemReport, allow_outside: bool = False,
+    src: str = "the descriptor",
 ) -> list[ImageRecord]:
     """Parse YOLO label files for the images of one split (see :func:`yolo_label_path`).
 
@@ -59,19 +68,24 @@ def read_yolo(
     """
     paths: list[Path] = []
     for spec in image_specs:
-        paths.extend(_list_images(spec, root, report))
+        paths.extend(_list_images(spec, root, report, allow_outside, src))
     if not paths:
         report.add("empty_dataset", str(root), f"no images found in {image_specs}")
     found_labels = 0
     kept_paths, parsed = [], []
     for path in paths:
-        if not path.is_file():
+        if not is_file(path):
             report.add("missing_image", str(path), "image file not found")
             continue
         label_file = yolo_label_path(path)
         boxes: list[list[float]] = []
         labels: list[int] = []
-        if label_file.is_file():
+        if not is_file(label_file) and os.path.lexists(label_file):
+            # not a background image: whatever it labels would be trained on as background
+            report.add("malformed_annotation_file", str(label_file), "label path exists but is not a readable "
+                       "file (a folder?); image skipped")
+            continue
+        if is_file(label_file):
             found_labels += 1
             parsed_file = _parse_yolo_label_file(label_file, num_classes, report)
             if parsed_file is None:
@@ -137,7 +151,7 @@ def _parse_yolo_label_file(
             continue
         key = (int(cls), *np.round(checked, 6).tolist())
         if key in seen:
-            report.add("duplicate_annotation", where, "duplicate of an earlier line")
+            report.add("duplicate_box", where, "same class and box as an earlier line; the repeat is not trained on")
             continue
         seen.add(key)
         boxes.append(checked)

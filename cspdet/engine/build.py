@@ -37,8 +37,9 @@ def build_detector(cfg: ModelConfig):
 
     try:
         return create_detector(cfg.name, num_classes=cfg.num_classes, **model_overrides(cfg))
-    except (KeyError, ValueError, TypeError) as err:
-        raise ConfigError(f"model: cannot build {cfg.name!r}: {err}") from None
+    except (KeyError, ValueError, TypeError, OverflowError, RuntimeError) as err:  # e.g. model.width=1e30
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__  # torch appends
+        raise ConfigError(f"model: cannot build {cfg.name!r}: {reason[:300]}") from None  # its C++ stack
 
 
 def _short(keys: list[str], n: int = 5) -> str:

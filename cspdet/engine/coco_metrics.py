@@ -77,6 +77,8 @@ def load_coco_gt(path: str | os.PathLike) -> COCO:
         if not isinstance(data.get(key), list):
             raise EvaluationError(f"{path}: COCO ground truth has no '{key}' list")
     check_coco_ground_truth(data, str(path), error=EvaluationError)
+    for ann in data["annotations"]:  # optional in COCO files (the readers take 0), but pycocotools indexes it
+        ann.setdefault("iscrowd", 0)
     gt = COCO()
     gt.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress lines
@@ -113,12 +115,21 @@ def _read_json(path: str | os.PathLike, what: str) -> Any:
             return json.load(fh)
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise EvaluationError(f"{path}: not valid json ({' '.join(str(err).split())[:200]})") from None
+    except RecursionError:  # json's decoder recurses once per level of "[[[[..."
+        raise EvaluationError(f"{path}: not valid json (nested too deeply)") from None
+    except OSError as err:
+        raise EvaluationError(f"{path}: cannot read the {what} file ({err.strerror or err})") from None
 
 
 def _id_list(ids: Iterable[Any], n: int = 8) -> str:
-    ids = sorted(ids, key=lambda v: (not isinstance(v, (int, float)), str(v) if not isinstance(v, int) else v))
+    # numbers first, by value (ints and floats mixed), then anything else by its repr: never compared across kinds
+    ids = sorted(ids, key=lambda v: (0, float(v), "") if _is_number(v) else (1, 0.0, repr(v)))
     more = f" and {len(ids) - n} more" if len(ids) > n else ""
     return ", ".join(repr(i) if not isinstance(i, int) else str(i) for i in ids[:n]) + more
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def check_detections(
@@ -140,16 +151,21 @@ def check_detections(
         missing = [k for k in ("image_id", "category_id", "bbox", "score") if k not in det]
         if missing:
             raise EvaluationError(f"{det_name}: entry #{i} lacks {', '.join(missing)}")
+        for key in ("image_id", "category_id"):  # ids index dicts and sets below: a list or an object cannot
+            ref = det[key]
+            if not (_is_number(ref) and math.isfinite(ref) and float(ref).is_integer()):
+                raise EvaluationError(f"{det_name}: entry #{i} has {key} {ref!r:.60}; expected an integer id")
         box = det["bbox"]
         if (not isinstance(box, (list, tuple)) or len(box) != 4
-                or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
-            raise EvaluationError(f"{det_name}: entry #{i} has bbox {box!r}; expected 4 finite numbers [x, y, w, h]")
+                or not all(_is_number(v) and math.isfinite(v) for v in box)):
+            raise EvaluationError(f"{det_name}: entry #{i} has bbox {box!r:.80}; expected 4 finite numbers "
+                                  "[x, y, w, h]")
         if box[2] < 0 or box[3] < 0:
             raise EvaluationError(f"{det_name}: entry #{i} has bbox {box!r} with a negative width or height "
                                   "(COCO boxes are [x, y, w, h], not [x1, y1, x2, y2])")
         score = det["score"]
-        if not isinstance(score, (int, float)) or not math.isfinite(score):
-            raise EvaluationError(f"{det_name}: entry #{i} has score {score!r}; expected a finite number")
+        if not _is_number(score) or not math.isfinite(score):
+            raise EvaluationError(f"{det_name}: entry #{i} has score {score!r:.60}; expected a finite number")
     gt_images = set(coco_gt.getImgIds())
     gt_cats = set(coco_gt.getCatIds())
     bad_images = {d["image_id"] for d in detections} - gt_images

@@ -92,7 +92,7 @@ class _Spec:
             kwargs[key] = value
         try:
             return cls(**kwargs)
-        except TypeError as err:  # missing required fields
+        except (TypeError, ValueError, OverflowError) as err:  # missing fields; values __post_init__ refuses
             raise SpecError(f"{where}: {err}") from None
 
     def replace(self, **changes: Any):
@@ -333,12 +333,15 @@ class DetectorMeta:
             raise SpecError(f"{where}: unknown key(s) {', '.join(unknown)}")
         try:
             return cls(**data)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int(inf) of a damaged file
             raise SpecError(f"{where}: {err}") from None
+
+
+MAX_IMG_SIDE = 8192  # far above any detector's input; a larger one in a file is damage (it would be allocated)
 
 
 def _hw(size: Any, where: str) -> tuple[int, int]:
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    if len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
-        raise SpecError(f"{where}: expected an int or (height, width) of positive ints, got {size!r}")
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_IMG_SIDE for v in hw):
+        raise SpecError(f"{where}: expected an int or (height, width) of ints in 1..{MAX_IMG_SIDE}, got {size!r:.60}")
     return int(hw[0]), int(hw[1])

@@ -145,19 +145,38 @@ def detector_from_checkpoint(path: str | os.PathLike, device: str | torch.device
     """
     ckpt = load_checkpoint(path, kind="detector") if ckpt is None else validate_checkpoint(ckpt, path, "detector")
     spec, meta = (ckpt.get("spec"), ckpt.get("meta")) if ckpt.get("version", 1) >= 2 else upgrade_v1(ckpt, path)
+    weights = ckpt.get("model")
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: checkpoint entry 'model' must map parameter names to tensors")
+    _check_spec_sizes(spec, len(weights), path)
     try:
-        model = Detector.from_spec(DetectorSpec.from_dict(spec, "spec"))
-    except (SpecError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{path}: cannot rebuild the model it describes: {err}") from None
-    what = f"model {meta.get('preset') or 'of its spec'!r} with {model.num_classes} classes" if isinstance(
-        meta, dict) else f"its model with {model.num_classes} classes"
-    try:
-        missing, unexpected = model.load_state_dict(ckpt["model"], strict=False)
-    except RuntimeError as err:  # size mismatches
-        raise CheckpointError(f"{path}: weights do not fit {what}: {_first(err)}") from None
+        # The spec is data from the file: build its network on the meta device first (no memory, no
+        # initialisation) and check that the weights fit, so that a damaged spec (2**31 channels) is a one-line
+        # error instead of allocating and initialising an enormous network
+        with torch.device("meta"):
+            probe = Detector.from_spec(DetectorSpec.from_dict(spec, "spec"))
+    except (SpecError, ValueError, TypeError, OverflowError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: cannot rebuild the model it describes: {_first(err)}") from None
+    what = f"model {meta.get('preset') or 'of its spec'!r} with {probe.num_classes} classes" if isinstance(
+        meta, dict) else f"its model with {probe.num_classes} classes"
+    expected = probe.state_dict()
+    missing = [k for k in expected if k not in weights]
+    unexpected = [k for k in weights if k not in expected]
     if missing or unexpected:
         raise CheckpointError(f"{path}: weights do not match {what} (missing: {_short(missing)}; unexpected: "
                               f"{_short(unexpected)})")
+    wrong = [k for k, v in expected.items() if tuple(weights[k].shape) != tuple(v.shape)]
+    if wrong:
+        k = wrong[0]
+        more = f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""
+        raise CheckpointError(f"{path}: weights do not fit {what}: {k} has shape {tuple(weights[k].shape)}, the "
+                              f"model needs {tuple(expected[k].shape)}{more}")
+    del probe, expected
+    model = Detector.from_spec(DetectorSpec.from_dict(spec, "spec"))
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:  # e.g. a tensor of a type that cannot be copied into a parameter
+        raise CheckpointError(f"{path}: weights do not fit {what}: {_first(err)}") from None
     names = meta.get("class_names") if isinstance(meta, dict) else None
     if not isinstance(names, (list, tuple)) or len(names) != model.num_classes:
         n = len(names) if isinstance(names, (list, tuple)) else "no"
@@ -167,6 +186,33 @@ def detector_from_checkpoint(path: str | os.PathLike, device: str | torch.device
     except SpecError as err:
         raise CheckpointError(f"{path}: {err}") from None
     return model.to(device).eval(), ckpt
+
+
+# Larger than any network cspdet builds: a spec integer beyond it is damage, not a model (and would make the
+# meta-device build in detector_from_checkpoint loop for hours over 2**31 blocks).
+MAX_SPEC_INT = 1 << 16
+
+
+def _check_spec_sizes(spec: Any, num_weights: int, path: str | os.PathLike) -> None:
+    """Refuse spec integers no real network has: any count or width above MAX_SPEC_INT, and block counts
+    (``num_blocks``) above the number of weight tensors (every block has some)."""
+    stack: list[tuple[str, Any]] = [("spec", spec)]
+    seen: set[int] = set()  # a pickle may share one container many times over: visit each once
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, (dict, list, tuple)):
+            if id(value) in seen:
+                continue
+            seen.add(id(value))
+        if isinstance(value, dict):
+            stack += [(f"{where}.{k}", v) for k, v in value.items()]
+        elif isinstance(value, (list, tuple)):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            limit = num_weights if where.endswith("num_blocks") else MAX_SPEC_INT
+            if abs(value) > limit:
+                raise CheckpointError(f"{path}: {where} = {value} is out of range (at most {limit} for these "
+                                      "weights); the checkpoint is damaged")
 
 
 def upgrade_v1(ckpt: dict[str, Any], path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -122,7 +122,7 @@ YOLO_CASES = {
     "nan": ("0 nan 0.5 0.1 0.1", "bad_box", "NaN"),
     "zero_size": ("0 0.5 0.5 0 0.1", "bad_box", "zero or negative"),
     "outside": ("0 1.5 1.5 0.1 0.1", "box_outside_image", "outside"),
-    "duplicate": (None, "duplicate_annotation", "duplicate"),
+    "duplicate": (None, "duplicate_box", "same class and box"),
 }
 
 

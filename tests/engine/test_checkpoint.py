@@ -1,4 +1,4 @@
-"""cspdet.engine.checkpoint: atomic saves and weights-only loads with clear errors."""
+"""cspdet.runtime.checkpoint: atomic saves and weights-only loads with clear errors."""
 
 from __future__ import annotations
 

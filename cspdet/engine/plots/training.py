@@ -331,8 +331,12 @@ class ValImagesLogger:
         names = run.val_set.class_names
         with torch.no_grad():
             for k in range(n):
-                image, _ = letterbox.apply(run.val_set.load_sample(k).image)
-                x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+                sample = run.val_set.try_load_sample(k)  # an undecodable image: warned, counted, not logged
+                if sample is None:
+                    continue
+                image, _ = letterbox.apply(sample.image)
+                # a copy: images from the RAM cache are read-only (torch warns about those)
+                x = torch.from_numpy(np.array(image)).permute(2, 0, 1).contiguous()
                 with run.autocast:
                     pred = model.predict(x[None].float().to(run.device), conf=0.25)[0]
                 # boxes stay in input px: the logged picture is the letterboxed image the model saw
