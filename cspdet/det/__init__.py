@@ -1,19 +1,22 @@
 """Detection utilities of both head families (torch + torchvision.ops only).
 
-* shared: box geometry and grids (``boxes``), class-aware NMS post-processing (``postprocess``);
+* shared: box geometry and grids (``boxes``); the typed :class:`Predictions` record every head decodes to and the
+  deploy layout exported files keep (``predictions``); the one post-processing that the detector, the runtime's
+  backends, the evaluator, the predictor and the export graphs all call -- score filter + class-aware NMS
+  (``postprocess``) or the NMS-free top-k of a one-to-one head (``nms_free``);
 * YOLOX's decoupled head: SimOTA assignment (``assigner``) and its IoU / objectness / class / L1 losses
   (``losses``);
 * the task-aligned head: task-aligned assignment (``tal``, TOOD), its loss with the one-to-one branch's weight
-  schedule (``tal_loss``), distance encoding, distribution focal loss and CIoU (``dfl``), and the NMS-free top-k
-  post-processing of a one-to-one branch (``nms_free``).
+  schedule (``tal_loss``), distance encoding, distribution focal loss and CIoU (``dfl``).
 """
 
 from .assigner import Assignment, SimOTAAssigner
-from .boxes import batched_box_iou, decode_boxes, elementwise_box_iou, grid_points
+from .boxes import batched_box_iou, cxcywh_to_xyxy, decode_boxes, elementwise_box_iou, grid_points, xyxy_to_cxcywh
 from .dfl import batched_box_ciou, bbox2dist, ciou_loss, dfl_expectation, dist2bbox, distribution_focal_loss
 from .losses import SimOTALoss, box_iou_loss, encode_l1_targets
-from .nms_free import topk_postprocess
-from .postprocess import postprocess
+from .nms_free import topk_dets, topk_postprocess
+from .postprocess import as_predictions, filter_dets, nms_dets, postprocess
+from .predictions import Predictions, from_deploy_layout, to_deploy_layout
 from .tal import TALAssignment, TaskAlignedAssigner
 from .tal_loss import TaskAlignedLoss, o2m_weight_schedule
 
@@ -23,11 +26,22 @@ __all__ = [
     "SimOTALoss",
     "batched_box_iou",
     "box_iou_loss",
+    "cxcywh_to_xyxy",
+    "xyxy_to_cxcywh",
     "decode_boxes",
     "elementwise_box_iou",
     "encode_l1_targets",
     "grid_points",
+    # predictions and post-processing
+    "Predictions",
+    "as_predictions",
+    "filter_dets",
+    "from_deploy_layout",
+    "nms_dets",
     "postprocess",
+    "to_deploy_layout",
+    "topk_dets",
+    "topk_postprocess",
     # task-aligned head
     "TALAssignment",
     "TaskAlignedAssigner",
@@ -39,5 +53,4 @@ __all__ = [
     "dfl_expectation",
     "dist2bbox",
     "distribution_focal_loss",
-    "topk_postprocess",
 ]

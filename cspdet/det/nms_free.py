@@ -1,8 +1,9 @@
-"""NMS-free post-processing for a one-to-one head: the top-k (point, class) scores, no suppression.
+"""NMS-free post-processing for a one-to-one head: the top-k (box, class) scores, no suppression.
 
-A head trained with one-to-one matching gives each object one high-scoring point, so duplicates need no NMS:
-the detections are simply the ``max_det`` best (point, class) pairs above ``conf`` (YOLOv10 / YOLO26 inference).
-A point may appear with more than one class (two labels for one ambiguous object), as in those models.
+A head trained with one-to-one matching gives each object one high-scoring box, so duplicates need no NMS:
+the detections are simply the ``max_det`` best (box, class) pairs above ``conf`` (YOLOv10 / YOLO26 inference).
+A box may appear with more than one class (two labels for one ambiguous object), as in those models.
+:func:`topk_dets` is the traceable core, shared by :func:`topk_postprocess` and the export graphs.
 """
 
 from __future__ import annotations
@@ -10,28 +11,61 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import box_convert
 
-__all__ = ["topk_postprocess"]
+from .predictions import Predictions, from_deploy_layout
+
+__all__ = ["topk_dets", "topk_postprocess"]
+
+
+def topk_dets(preds: Predictions, max_det: int, classes: Sequence[int] | None = None, pad: bool = True) -> Tensor:
+    """The ``max_det`` best (box, class) pairs per image, no threshold: (B, max_det, 6) ``x1, y1, x2, y2, score,
+    label`` rows sorted by decreasing score, zero-padded to ``max_det`` rows when there are fewer pairs (unless
+    ``pad`` is False). Traceable.
+
+    Two-stage top-k, exact up to ties: a pair in the global top-k has a score at most its box's best class
+    score, so its box is among the ``max_det`` boxes of highest best-class score; the second top-k then runs
+    over (max_det x C) pairs instead of (N x C).
+    """
+    if preds.class_scores is None:  # one label per box: the pairs are the boxes
+        scores, labels = preds.scores, preds.labels
+        keep = torch.ones_like(scores, dtype=torch.bool)
+        if classes is not None:
+            keep = torch.isin(labels, torch.as_tensor(list(classes), device=labels.device))
+        top, idx = (scores * keep).topk(min(max_det, scores.shape[1]), dim=1)
+        boxes = preds.boxes.gather(1, idx[..., None].expand(-1, -1, 4))
+        dets = torch.cat((boxes, top[..., None], labels.gather(1, idx)[..., None].to(boxes.dtype)), -1)
+    else:
+        scores = preds.score_matrix()  # (B, N, C)
+        n, num_classes = scores.shape[1], scores.shape[2]
+        if classes is not None:
+            keep = torch.zeros(num_classes, dtype=torch.bool, device=scores.device)
+            keep[torch.as_tensor(list(classes), dtype=torch.long, device=scores.device)] = True
+            scores = scores * keep
+        k1 = min(max_det, n)
+        point_idx = scores.amax(-1).topk(k1, dim=1).indices  # (B, k1)
+        pair = scores.gather(1, point_idx[..., None].expand(-1, -1, num_classes)).flatten(1)  # (B, k1 * C)
+        top, pair_idx = pair.topk(min(max_det, k1 * num_classes), dim=1)  # sorted, decreasing
+        points = point_idx.gather(1, pair_idx // num_classes)
+        labels = (pair_idx % num_classes).to(top.dtype)
+        boxes = preds.boxes.gather(1, points[..., None].expand(-1, -1, 4))
+        dets = torch.cat((boxes, top[..., None], labels[..., None]), -1)
+    missing = max_det - dets.shape[1]
+    return F.pad(dets, (0, 0, 0, missing)) if pad and missing > 0 else dets
 
 
 def topk_postprocess(
-    preds: Tensor,
+    preds: Predictions | Tensor,
     conf: float = 0.25,
     max_det: int = 300,
     classes: Sequence[int] | None = None,
 ) -> list[dict[str, Tensor]]:
-    """Top-k detections per image over all (point, class) pairs, without NMS.
-
-    Two-stage top-k, exact up to ties: a pair in the global top-k has a score at most its point's best class
-    score, so its point is among the ``max_det`` points of highest best-class score; the second top-k then runs
-    over (max_det x C) pairs instead of (N x C).
+    """Top-k detections per image over all (box, class) pairs, without NMS (see :func:`topk_dets`).
 
     Args:
-        preds: (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness (1 for heads without it) and class
-            probabilities -- the layout of :func:`cspdet.det.postprocess`.
-        conf: minimum score ``obj * cls_prob``.
+        preds: a :class:`~cspdet.det.predictions.Predictions` record (or a (B, N, 5 + C) deploy-layout tensor).
+        conf: minimum score.
         max_det: detections kept per image.
         classes: keep only these class indices.
 
@@ -39,27 +73,13 @@ def topk_postprocess(
         One dict per image: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,) float32, ``labels`` (K,)
         int64, K <= max_det, sorted by decreasing score.
     """
-    if preds.dim() != 3 or preds.shape[-1] < 6:
-        raise ValueError(f"topk_postprocess: preds must be (B, N, 5 + C) with C >= 1, got {tuple(preds.shape)}")
+    if isinstance(preds, Tensor):
+        preds = from_deploy_layout(preds)
     if isinstance(max_det, bool) or not isinstance(max_det, int) or max_det < 1:
         raise ValueError(f"topk_postprocess: max_det must be a positive integer, got {max_det!r}")
-    preds = preds.float()
-    b, n, _ = preds.shape
-    num_classes = preds.shape[-1] - 5
-    scores = preds[..., 5:] * preds[..., 4:5]  # (B, N, C)
-    if classes is not None:
-        keep = torch.zeros(num_classes, dtype=torch.bool, device=preds.device)
-        keep[torch.as_tensor(list(classes), dtype=torch.long, device=preds.device)] = True
-        scores = scores * keep
-    k1 = min(max_det, n)
-    point_idx = scores.amax(-1).topk(k1, dim=1).indices  # (B, k1)
-    pair_scores = scores.gather(1, point_idx[..., None].expand(-1, -1, num_classes)).flatten(1)  # (B, k1 * C)
-    top_scores, pair_idx = pair_scores.topk(min(max_det, pair_scores.shape[1]), dim=1)  # sorted, decreasing
-    points = point_idx.gather(1, pair_idx // num_classes)
-    labels = pair_idx % num_classes
-    boxes = box_convert(preds[..., :4].gather(1, points[..., None].expand(-1, -1, 4)), "cxcywh", "xyxy")
+    dets = topk_dets(preds.float(), max_det, classes, pad=False)
     results = []
-    for i in range(b):  # only the per-image count after the threshold differs
-        ok = top_scores[i] >= conf
-        results.append({"boxes": boxes[i][ok], "scores": top_scores[i][ok], "labels": labels[i][ok].long()})
+    for d in dets:  # only the per-image count after the threshold differs
+        ok = d[:, 4] >= conf
+        results.append({"boxes": d[ok, :4], "scores": d[ok, 4], "labels": d[ok, 5].long()})
     return results

@@ -104,7 +104,7 @@ class COCOEvaluator:
         nms_free: score the one-to-one branch's top-k (True) or the NMS path (False) of a head that has both;
             None = the model's current mode.
         multi_label: every class above ``conf`` of a point is a candidate; None = the head's own evaluation
-            convention (``head.eval_multi_label``: single-label for the YOLOX head, so mAP equals YOLOX's;
+            convention (``model.eval_defaults.multi_label``: single-label for the YOLOX head, so mAP equals YOLOX's;
             multi-label for the task-aligned head, as YOLOv8's validator).
 
     Under ``torch.distributed`` each rank predicts its shard and rank 0 scores the gathered results
@@ -177,7 +177,9 @@ class COCOEvaluator:
         extra: dict[str, Any] = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
         multi_label = self.multi_label
         if multi_label is None:
-            multi_label = getattr(getattr(net, "head", None), "eval_multi_label", False)
+            # the model's evaluation convention (HeadEvalDefaults of its head, or of a deployed file's metadata)
+            defaults = getattr(net, "eval_defaults", None)
+            multi_label = bool(defaults.multi_label) if defaults is not None else False
         if multi_label:
             extra["multi_label"] = True
         if self.nms_free is not None:

@@ -178,7 +178,7 @@ class Trainer(TrainingRun):
         self.warmup_epochs, self.no_aug_epochs = scaled_schedule_epochs(tcfg.epochs, tcfg.warmup_epochs,
                                                                         tcfg.no_aug_epochs)
         self.no_aug_start = max(0, tcfg.epochs - self.no_aug_epochs)
-        self._no_aug_started = False
+        self._no_aug_started = False  # mosaic / mixup closed (once per process; see _start_no_aug)
         self.schedule = YoloxSchedule(
             base_lr=self.base_lr,
             total_iters=total_iters,
@@ -322,31 +322,28 @@ class Trainer(TrainingRun):
             self._release()
 
     def _start_no_aug(self, epoch: int) -> None:
-        # Called at every tail epoch (a resumed run may start inside the tail); it only acts once.
+        # Called at every tail epoch (a resumed run may start inside the tail); it only acts once per process.
         if self._no_aug_started:
             return
         self._no_aug_started = True
         loader_set = self.train_loader.dataset
         if hasattr(loader_set, "close_mosaic"):
             loader_set.close_mosaic()
-        # YOLOX's head adds its L1 loss for the tail; a head without that switch (task-aligned) has no such term.
-        heads = [unwrap_model(self.model).head] + ([self.ema.ema.head] if self.ema is not None else [])
-        l1 = hasattr(heads[0], "use_l1")
-        if l1:
-            for head in heads:
-                head.use_l1 = True
-        self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off{', L1 loss on' if l1 else ''})")
+        self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off; the head follows its own schedule, "
+                  "e.g. YOLOX's L1 loss on)")
 
     def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float, float, int]:
         tcfg = self.cfg.train
-        if epoch >= self.no_aug_start:
+        phase = "no_aug" if epoch >= self.no_aug_start else "train"
+        if phase == "no_aug":
             self._start_no_aug(epoch)
         self._set_epoch(epoch)
-        # A head with a schedule over training (the task-aligned head hands weight from its one-to-many to its
-        # one-to-one branch) follows the epoch: a pure function of it, so a resumed run continues exactly.
-        head_schedule = getattr(unwrap_model(self.model).head, "set_epoch", None)
-        if head_schedule is not None:
-            head_schedule(epoch, tcfg.epochs)
+        # The head follows its own schedule (YOLOX: L1 loss in the no-aug tail; the task-aligned head: weight from
+        # its one-to-many to its one-to-one branch): a pure function of the epoch, so a resumed run continues
+        # exactly. The EMA copy follows too, so both heads are always in the same state.
+        unwrap_model(self.model).head.set_epoch(epoch, tcfg.epochs, phase)
+        if self.ema is not None:
+            self.ema.ema.head.set_epoch(epoch, tcfg.epochs, phase)
         self.model.train()
         keep_frozen_in_eval(unwrap_model(self.model), self.frozen)  # frozen BN keeps its statistics
         sums = dict.fromkeys(self.loss_keys, 0.0)

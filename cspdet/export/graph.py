@@ -1,16 +1,19 @@
 """What an exported file holds: the inference graph of a detector and the metadata that travels with it.
 
-The graph (:class:`ExportGraph`) is the eval forward of a Conv+BN-fused copy of the detector:
+The graph (:class:`ExportGraph`) is the eval forward of a Conv+BN-fused copy of the detector, up to the head's
+:class:`~cspdet.det.predictions.Predictions` record, then one of:
 
-* default (``output == "preds"``): (B, 3, H, W) float32 RGB 0..255 -> (B, N, 5 + C) decoded predictions
-  ``cx, cy, w, h`` (input px), objectness (1 for heads without it), class probabilities -- exactly
-  ``Detector.forward`` in eval mode, for the branch the head runs (the one-to-one branch of an NMS-free
-  ``csptal_*`` model). A runtime backend then applies cspdet's own post-processing, so the detections equal
-  PyTorch's.
+* default (``output == "preds"``): the record in the deploy layout every exported file has held,
+  :func:`cspdet.det.predictions.to_deploy_layout` -- (B, 3, H, W) float32 RGB 0..255 -> (B, N, 5 + C) ``cx, cy,
+  w, h`` (input px), objectness (1 for heads without it), class probabilities -- for the branch the head runs (the
+  one-to-one branch of an NMS-free ``csptal_*`` model). A runtime reads it back with
+  :func:`~cspdet.det.predictions.from_deploy_layout` and applies cspdet's own post-processing, so the detections
+  equal PyTorch's.
 * ``nms=True`` (``output == "dets"``): the post-processing inside the graph for runtimes that want one
   self-contained model -- (B, max_det, 6) ``x1, y1, x2, y2, score, label`` rows sorted by decreasing score and
-  padded with zero rows (score 0). Single-label class-aware NMS with the export's conf / IoU; the NMS-free head
-  gets its top-k instead, with no NMS at all.
+  padded with zero rows (score 0). Single-label class-aware NMS with the export's conf / IoU
+  (:func:`cspdet.det.postprocess.nms_dets`); the NMS-free head gets its top-k instead, with no NMS at all
+  (:func:`cspdet.det.nms_free.topk_dets`).
 
 The metadata (:func:`export_info`) is one JSON document stored under the key :data:`INFO_KEY`: ONNX
 ``metadata_props``, OpenVINO ``rt_info``, a TorchScript extra file. :func:`cspdet.runtime.metadata.parse_info`
@@ -22,9 +25,11 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-import torch
 from torch import Tensor, nn
-from torchvision.ops import box_convert
+
+from ..det.nms_free import topk_dets
+from ..det.postprocess import nms_dets
+from ..det.predictions import to_deploy_layout
 
 from ..runtime.metadata import EXPORT_INFO_VERSION, INFO_KEY, dumps_info, parse_info
 
@@ -55,48 +60,12 @@ class ExportGraph(nn.Module):
         self.nms_free = bool(getattr(self.detector, "nms_free", False))
 
     def forward(self, images: Tensor) -> Tensor:
-        preds = self.detector(images)
+        preds = self.detector.predictions(images)
         if not self.nms:
-            return preds
-        return self._topk(preds) if self.nms_free else self._nms(preds)
-
-    def _topk(self, preds: Tensor) -> Tensor:
-        """NMS-free one-to-one output -> (B, max_det, 6): the top-k (point, class) pairs, as
-        :func:`cspdet.det.nms_free.topk_postprocess` (two-stage top-k), without the conf filter (rows below conf
-        keep their score; the runtime filters)."""
-        _, n, c5 = preds.shape
-        c = c5 - 5
-        k1 = min(self.max_det, n)
-        scores = preds[..., 5:] * preds[..., 4:5]  # (B, N, C)
-        point_idx = scores.amax(-1).topk(k1, dim=1).indices  # (B, k1)
-        pair = scores.gather(1, point_idx[..., None].expand(-1, -1, c)).flatten(1)  # (B, k1 * C)
-        top, pair_idx = pair.topk(min(self.max_det, k1 * c), dim=1)
-        points = point_idx.gather(1, pair_idx // c)
-        labels = (pair_idx % c).float()
-        boxes = box_convert(preds[..., :4].gather(1, points[..., None].expand(-1, -1, 4)), "cxcywh", "xyxy")
-        dets = torch.cat((boxes, top[..., None], labels[..., None]), -1)
-        pad = self.max_det - dets.shape[1]
-        return torch.nn.functional.pad(dets, (0, 0, 0, pad)) if pad > 0 else dets
-
-    def _nms(self, preds: Tensor) -> Tensor:
-        """Decoded predictions -> (B, max_det, 6): single-label score filter, class-aware NMS (coordinate-offset
-        form, which traces to one NonMaxSuppression), the ``max_det`` best, zero-padded. The batch loop unrolls, so
-        such a graph has a fixed batch size."""
-        from torchvision.ops import nms
-
-        out = []
-        for p in preds:  # (N, 5 + C)
-            cls_prob, labels = p[:, 5:].max(1)
-            scores = p[:, 4] * cls_prob
-            keep = (scores >= self.conf).nonzero().flatten()
-            boxes = box_convert(p[keep, :4], "cxcywh", "xyxy")
-            scores, labels = scores[keep], labels[keep].float()
-            # one offset per class larger than any box coordinate (from all points: never an empty max)
-            offset = labels[:, None] * (p[:, :4].abs().max() * 2 + 1)
-            kept = nms(boxes + offset, scores, self.iou)[: self.max_det]
-            dets = torch.cat((boxes[kept], scores[kept, None], labels[kept, None]), -1)
-            out.append(torch.nn.functional.pad(dets, (0, 0, 0, self.max_det - dets.shape[0])))
-        return torch.stack(out)
+            return to_deploy_layout(preds, self.detector.num_classes)
+        if self.nms_free:  # the one-to-one head's top-k; rows below conf keep their score (the runtime filters)
+            return topk_dets(preds, self.max_det)
+        return nms_dets(preds, self.conf, self.iou, self.max_det)
 
 
 def export_info(detector: nn.Module, fmt: str, img_size: tuple[int, int], dynamic: bool, batch: int | None,
@@ -125,7 +94,7 @@ def export_info(detector: nn.Module, fmt: str, img_size: tuple[int, int], dynami
         "cspdet_export": EXPORT_INFO_VERSION, "cspdet_version": __version__, "format": fmt, "precision": precision,
         "meta": meta, "head": getattr(getattr(head, "spec", None), "kind", type(head).__name__),
         "num_classes": int(detector.num_classes), "nms_free": bool(getattr(detector, "nms_free", False)),
-        "eval_multi_label": bool(getattr(head, "eval_multi_label", False)),
+        "eval_multi_label": bool(head.eval_defaults.multi_label),
         "output": "dets" if nms else "preds", "nms": nms,
         "input": {"name": "images", "shape": [None if dynamic else batch, 3, None if dynamic and not nms else h,
                                               None if dynamic and not nms else w],

@@ -1,4 +1,5 @@
-"""cspdet.models: layers, blocks, the CSP stage, CSPNet, necks, heads, the detector, and the model zoo as data.
+"""cspdet.models: layers, blocks, the CSP stage, CSPNet, necks, heads (each implementing the head contract of
+:mod:`cspdet.models.contracts`), the detector, and the model zoo as data.
 
 A network is a spec (:mod:`cspdet.models.spec`): a preset name in :data:`DETECTORS` / :data:`BACKBONES` resolves
 to one, ``create_detector`` / ``create_classifier`` build from it, and a built model describes itself again
@@ -18,6 +19,7 @@ from .backbones import (
     cspdarknet_spec,
 )
 from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
+from .contracts import PHASES, DetectionHead, HeadBase, HeadEvalDefaults
 from .csp_stage import CSPStage
 from .cspnet import DEFAULT_STAGE_DEFS, ClassifierHead, CSPNet, StageDef
 from .detector import Detector
@@ -73,6 +75,8 @@ __all__ = [
     "CSPDARKNET_SIZES", "csp_resnet50", "csp_resnext50_32x4d", "csp_darknet53", "cspdarknet", "csp_resnet50_spec",
     "csp_resnext50_32x4d_spec", "csp_darknet53_spec", "cspdarknet_spec", "YOLOV8_SIZES", "yolov8_channels",
     "yolov8_layout", "yolov8_spec", "YOLO11_SIZES", "yolo11_spec", "yolo26_spec", "yolo26_layout",
+    # contracts
+    "DetectionHead", "HeadBase", "HeadEvalDefaults", "PHASES",
     # models as data
     "BackboneSpec", "DetectorMeta", "DetectorSpec", "HeadSpec", "NeckSpec", "StageSpec", "SpecError", "Registry",
     "ACTIVATIONS", "BACKBONE_KINDS", "BLOCKS", "HEADS", "NECKS", "NORMS", "STAGES", "BACKBONES", "DETECTORS", "FAMILIES", "Preset",

@@ -1,12 +1,10 @@
-"""The detector: CSPNet backbone -> neck -> head, described by a spec and carrying its metadata.
+"""The detector: backbone -> neck -> head, described by a spec and carrying its metadata.
 
-One image's path: (B, 3, H, W) RGB 0..255 float -> backbone feature maps at strides 8/16/32 -> neck maps with
-the same strides -> head raw outputs per grid point -> (training) the head's assignment and losses, or (eval)
-decoded boxes and scores -> (``predict``) the head's post-processing.
-
-The head decides the rest: YOLOX's decoupled head (:class:`~cspdet.models.head.DecoupledHead`: objectness,
-SimOTA, class-aware NMS) or the task-aligned head (:class:`~cspdet.models.tal_head.TaskAlignedHead`: no
-objectness, task-aligned assignment, DFL, optionally an NMS-free one-to-one branch predicting with top-k).
+One image's path: (B, 3, H, W) RGB 0..255 float -> backbone feature maps (strides 8/16/32 for the presets) -> neck
+maps with the same strides -> the head's raw outputs -> (training) the head's own assignment and losses, or (eval)
+the head's :class:`~cspdet.det.predictions.Predictions` record -> (``predict``) :func:`cspdet.det.postprocess`
+(score filter + class-aware NMS, or the NMS-free top-k of a one-to-one head). Any head kind registered in
+:data:`~cspdet.models.HEADS` that implements :class:`~cspdet.models.contracts.DetectionHead` fits.
 """
 
 from __future__ import annotations
@@ -17,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..det.postprocess import postprocess
+from ..det.predictions import Predictions, to_deploy_layout
+from .contracts import HeadEvalDefaults
 from .cspnet import CSPNet
 from .registry import ACTIVATIONS, BACKBONE_KINDS, HEADS, NECKS, NORMS, SpecError
 from .spec import DetectorMeta, DetectorSpec
@@ -32,8 +32,9 @@ class Detector(nn.Module):
             (a ``features_only`` :class:`~cspdet.models.CSPNet`).
         neck: module mapping that list to a list of the same length (:class:`~cspdet.models.CSPPAN`, or the C2f /
             C3k2 PAN of the task-aligned presets).
-        head: a registered head (:class:`~cspdet.models.head.DecoupledHead`,
-            :class:`~cspdet.models.tal_head.TaskAlignedHead`); owns decoding, the loss and post-processing.
+        head: a :class:`~cspdet.models.contracts.DetectionHead` (YOLOX's
+            :class:`~cspdet.models.head.DecoupledHead`, the task-aligned :class:`~cspdet.models.tal_head.TaskAlignedHead`,
+            or a registered head of your own); owns its loss, decoding and schedule.
         meta: what the detector knows beyond its layers (class names, input size, thresholds, ...); default
             placeholder names ``"0".."C-1"``.
 
@@ -44,15 +45,16 @@ class Detector(nn.Module):
     Input images are float (B, 3, H, W), RGB, values 0..255 (no mean/std), H and W multiples of the largest
     stride (32).
 
-    * ``train()`` mode: ``detector(images, targets, target_mask)`` -> dict of scalar losses, the head's
-      ``loss_keys`` plus ``num_fg``: ``loss`` (what to backpropagate) first, then YOLOX's ``iou_loss``,
-      ``obj_loss``, ``cls_loss``, ``l1_loss`` or the task-aligned head's ``box_loss``, ``cls_loss``, ``dfl_loss``;
-      ``targets`` (B, M, 5) [cls, x1, y1, x2, y2] input px, ``target_mask`` (B, M) bool (default: all real).
-    * ``eval()`` mode: ``detector(images)`` -> (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness and
-      class probabilities, N = sum over levels of (H / s) * (W / s) -- YOLOX's output layout, which every head
-      returns (a head without objectness fills that column with ones).
-    * :meth:`predict` -> per-image ``{"boxes", "scores", "labels"}``: the head's ``postprocess`` when it has one
-      (NMS-free top-k for a one-to-one branch), class-aware NMS otherwise.
+    * ``train()`` mode: ``detector(images, targets, target_mask)`` -> the head's dict of scalar losses: ``loss``
+      (what to backpropagate) and the keys of ``head.loss_keys`` (YOLOX: ``iou_loss``, ``obj_loss``, ``cls_loss``,
+      ``l1_loss``; plus ``num_fg``); ``targets`` (B, M, 5) [cls, x1, y1, x2, y2] input px, ``target_mask`` (B, M)
+      bool (default: all real).
+    * :meth:`predictions` -> the head's :class:`~cspdet.det.predictions.Predictions` (boxes xyxy input px, class
+      scores, YOLOX's objectness): what post-processing, the evaluator and the exporters read.
+    * ``eval()`` mode: ``detector(images)`` -> the same predictions in the deploy layout exported files hold,
+      (B, N, 5 + C) ``cx, cy, w, h`` (input px), objectness (1 for heads without one) and class probabilities
+      (:func:`~cspdet.det.predictions.to_deploy_layout`; kept so existing code and exports read it unchanged).
+    * :meth:`predict` -> per-image ``{"boxes", "scores", "labels"}`` after post-processing.
 
     For inference, :func:`cspdet.models.fuse_conv_bn` folds every BatchNorm of the whole detector (backbone,
     neck, head) into its conv, in place: eval outputs and :meth:`predict` results stay the same (float32
@@ -86,14 +88,15 @@ class Detector(nn.Module):
         if list(backbone.out_strides) != list(spec.head.strides):
             raise SpecError(f"detector: backbone feature strides are {list(backbone.out_strides)}, the head's are "
                             f"{list(spec.head.strides)} (need [8, 16, 32]: the last three stages must downsample)")
-        n, h = spec.neck, spec.head
+        n = spec.neck
         neck = NECKS.get(n.kind)(backbone.out_channels, n.out_channels, num_blocks=n.num_blocks, depthwise=n.depthwise,
                                  norm=NORMS.get(n.norm), act=None if n.act is None else ACTIVATIONS.get(n.act),
                                  **n.options)
-        head = HEADS.get(h.kind)(num_classes=h.num_classes, in_channels=neck.out_channels,
-                                 hidden_channels=h.hidden_channels, strides=h.strides, depthwise=h.depthwise,
-                                 norm=NORMS.get(h.norm), act=None if h.act is None else ACTIVATIONS.get(h.act),
-                                 prior_prob=h.prior_prob, **h.options)
+        head_cls = HEADS.get(spec.head.kind)
+        if not callable(getattr(head_cls, "from_spec", None)):
+            raise SpecError(f"head {spec.head.kind!r}: {getattr(head_cls, '__name__', head_cls)} has no from_spec(spec, "
+                            "in_channels); a head kind must implement cspdet.models.contracts.DetectionHead")
+        head = head_cls.from_spec(spec.head, list(neck.out_channels))
         return cls(backbone, neck, head, meta)
 
     @property
@@ -126,13 +129,24 @@ class Detector(nn.Module):
                 f"{tuple(images.shape[-2:])}; letterbox/pad the images first"
             )
 
+    @property
+    def eval_defaults(self) -> HeadEvalDefaults:
+        """The head's evaluation convention (:class:`~cspdet.models.contracts.HeadEvalDefaults`)."""
+        return self.head.eval_defaults
+
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> the head's decoded :class:`~cspdet.det.predictions.Predictions` (in the
+        current train / eval mode's forward; call in eval mode)."""
+        self._check_images(images)
+        return self.head.decode(self.head(self.neck(self.backbone(images))))
+
     def forward(
         self, images: Tensor, targets: Tensor | None = None, target_mask: Tensor | None = None
     ) -> Tensor | dict[str, Tensor]:
+        if not self.training:
+            return to_deploy_layout(self.predictions(images), self.num_classes)
         self._check_images(images)
         out = self.head(self.neck(self.backbone(images)))
-        if not self.training:
-            return self.head.decode(out)
         if targets is None:
             raise ValueError(
                 "Detector in training mode needs targets (B, M, 5) [cls, x1, y1, x2, y2]; call .eval() for predictions"
@@ -165,8 +179,8 @@ class Detector(nn.Module):
             multi_label: every class above ``conf`` of a point is a candidate (COCO evaluation of the task-aligned
                 family); default one class per point.
 
-        A head with its own ``postprocess`` (the task-aligned head: NMS-free top-k when :attr:`nms_free`) decides
-        how its predictions become detections; otherwise :func:`cspdet.det.postprocess` (class-aware NMS).
+        Post-processing is :func:`cspdet.det.postprocess` in the head's mode: class-aware NMS, or for a head in
+        :attr:`nms_free` mode (a one-to-one branch) the top-k with no NMS.
 
         Returns:
             list of B dicts: ``boxes`` (K, 4) xyxy float32 input px, ``scores`` (K,), ``labels`` (K,) int64.
@@ -174,11 +188,11 @@ class Detector(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            preds = self(images)
+            preds = self.predictions(images)
         finally:
             self.train(was_training)
-        post = getattr(self.head, "postprocess", postprocess)
-        return post(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+        return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label,
+                           nms_free=self.nms_free)
 
     @property
     def fixed_input_size(self) -> tuple[int, int] | None:
@@ -194,12 +208,8 @@ class Detector(nn.Module):
     @property
     def nms_free(self) -> bool:
         """True when predictions come from a one-to-one branch as top-k with no NMS (heads that have one)."""
-        return bool(getattr(self.head, "nms_free", False))
+        return bool(self.head.nms_free)
 
     @nms_free.setter
     def nms_free(self, value: bool) -> None:
-        if not hasattr(type(self.head), "nms_free"):
-            if value:
-                raise ValueError(f"Detector: {type(self.head).__name__} has no NMS-free (one-to-one) branch")
-            return
         self.head.nms_free = bool(value)

@@ -1,4 +1,5 @@
-"""Anchor-free decoupled detection head (YOLOX), which also owns its decoding and its training loss.
+"""Anchor-free decoupled detection head (YOLOX), which also owns its decoding, its training loss and its schedule
+(the L1 loss in the no-augmentation tail); it implements :class:`cspdet.models.contracts.DetectionHead`.
 
 Per pyramid level: a 1x1 stem to ``hidden_channels``, then two parallel branches of two 3x3 convs each --
 the classification branch ends in a 1x1 conv to ``num_classes`` logits, the regression branch in a 1x1 conv
@@ -17,8 +18,10 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from ..det.assigner import SimOTAAssigner
-from ..det.boxes import decode_boxes, grid_points
+from ..det.boxes import cxcywh_to_xyxy, decode_boxes, grid_points
 from ..det.losses import SimOTALoss
+from ..det.predictions import Predictions
+from .contracts import HeadBase, Phase
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
 from .spec import HeadSpec
@@ -81,7 +84,7 @@ class DecoupledHeadLevel(nn.Module):
         return self.reg_pred(reg_feat), self.obj_pred(reg_feat), self.cls_pred(cls_feat)
 
 
-class DecoupledHead(nn.Module):
+class DecoupledHead(HeadBase):
     """Decoupled anchor-free head over several pyramid levels, with SimOTA training loss and decoding.
 
     Args:
@@ -97,11 +100,17 @@ class DecoupledHead(nn.Module):
         assigner: label assigner; default :class:`cspdet.det.SimOTAAssigner` with YOLOX settings.
 
     Attributes:
-        use_l1: add the L1 regression loss (the trainer switches it on for the last no-augmentation epochs).
+        use_l1: add the L1 regression loss; :meth:`set_epoch` switches it on in the no-augmentation phase.
         loss_keys: the scalar losses :meth:`loss` returns that the trainer logs (``loss`` first).
+
+    Built from a spec by :meth:`from_spec` (``HeadSpec.hidden_channels``, ``depthwise``, ``norm``, ``act``,
+    ``prior_prob``; options ``reg_weight``, ``iou_type``). COCO evaluation keeps one class per box, as YOLOX's
+    evaluator (so mAP equals YOLOX's).
     """
 
     loss_keys = ("loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss")
+    SPEC_FIELDS = ("hidden_channels", "depthwise", "norm", "act", "prior_prob")
+    multi_label = False
 
     def __init__(
         self,
@@ -132,8 +141,6 @@ class DecoupledHead(nn.Module):
         self.levels = nn.ModuleList(
             DecoupledHeadLevel(c, hidden_channels, num_classes, depthwise, norm, act) for c in in_channels
         )
-        #: COCO evaluation keeps one class per point, as YOLOX's evaluator (so mAP equals YOLOX's).
-        self.eval_multi_label = False
         self.loss_fn = SimOTALoss(num_classes, reg_weight=reg_weight, iou_type=iou_type, assigner=assigner)
         self.initialize_biases(prior_prob)
 
@@ -180,15 +187,17 @@ class DecoupledHead(nn.Module):
         # Always float32: decoding in half precision would lose pixels at large coordinates (and exp overflows).
         return grid_points(out.sizes, self.strides, device=out.reg.device, dtype=torch.float32)
 
-    def decode(self, out: HeadOutputs) -> Tensor:
-        """Eval-mode predictions in YOLOX's layout.
+    def set_epoch(self, epoch: int, epochs: int, phase: Phase = "train") -> None:
+        """YOLOX's schedule: the L1 loss joins in the no-augmentation phase (and stays on, as in YOLOX)."""
+        if phase == "no_aug":
+            self.use_l1 = True
 
-        Returns:
-            (B, A, 5 + C): ``cx, cy, w, h`` in input pixels, objectness probability, class probabilities.
-        """
+    def decode(self, out: HeadOutputs) -> Predictions:
+        """Eval-mode predictions: boxes (B, A, 4) xyxy input px, objectness (B, A) and class probabilities
+        (B, A, C); a point's score for class c is ``objectness * class_prob[c]``, as YOLOX computes it."""
         points, strides = self._grid(out)
-        boxes = decode_boxes(out.reg.float(), points, strides)
-        return torch.cat((boxes, out.obj.float().sigmoid()[..., None], out.cls.float().sigmoid()), -1)
+        boxes = cxcywh_to_xyxy(decode_boxes(out.reg.float(), points, strides))
+        return Predictions(boxes=boxes, class_scores=out.cls.float().sigmoid(), objectness=out.obj.float().sigmoid())
 
     def loss(self, out: HeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
         """SimOTA assignment and YOLOX losses.

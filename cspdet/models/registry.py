@@ -54,6 +54,19 @@ class Registry(Generic[T]):
         self._names.setdefault(id(obj), name)
         return obj
 
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` (and return its object): for plugins and tests that register something for a while."""
+        if name not in self._by_name:
+            raise SpecError(f"{self.kind} {name!r} is not registered")
+        obj = self._by_name.pop(name)
+        if self._names.get(id(obj)) == name:
+            others = [n for n, o in self._by_name.items() if o is obj]
+            if others:
+                self._names[id(obj)] = others[0]
+            else:
+                del self._names[id(obj)]
+        return obj
+
     def __contains__(self, name: object) -> bool:
         return name in self._by_name
 

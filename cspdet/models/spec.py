@@ -227,9 +227,10 @@ class NeckSpec(_Spec):
 
 @dataclass(frozen=True)
 class HeadSpec(_Spec):
-    """The detection head. Its kind is a registered head class, built as ``HEADS.get(kind)(num_classes,
-    in_channels, hidden_channels, strides=..., depthwise=..., norm=..., act=..., prior_prob=..., **options)``
-    with ``in_channels`` the neck's output channels. The head owns its loss, assigner and decoding.
+    """The detection head. Its kind is a registered head class (:data:`~cspdet.models.HEADS`), built as
+    ``HEADS.get(kind).from_spec(spec, in_channels)`` with ``in_channels`` the neck's output channels: each family
+    reads the common fields it uses and its own constructor arguments from ``options`` (see
+    :mod:`cspdet.models.contracts`). The head owns its loss, assigner, decoding and schedule.
     """
 
     kind: str = "yolox"

@@ -18,9 +18,13 @@ same metric (same alpha / beta) pruned to one point per object (``topk2 = 1``). 
 (``o2o_detach``, as YOLOv10), so only the one-to-many loss trains the backbone and the neck; its predictions
 need no NMS. ``loss = o2m_weight * L_o2m + (1 - o2m_weight) * L_o2o``.
 
-**Inference modes** (``nms_free``): ``True`` runs only the one-to-one branch and :meth:`postprocess` takes the
-top-k (point, class) scores; ``False`` runs only the one-to-many branch and :meth:`postprocess` is the usual
-score filter + class-aware NMS (:func:`cspdet.det.postprocess`). :meth:`decode` gives YOLOX's layout either way.
+**Inference modes** (``nms_free``): ``True`` runs only the one-to-one branch, and post-processing takes the
+top-k (point, class) scores; ``False`` runs only the one-to-many branch, and post-processing is the usual score
+filter + class-aware NMS (:func:`cspdet.det.postprocess` with ``nms_free``). :meth:`decode` gives a
+:class:`~cspdet.det.predictions.Predictions` record either way (no objectness: this head has none).
+
+The head implements :class:`cspdet.models.contracts.DetectionHead`; its schedule (:meth:`set_epoch`) is YOLO26's
+one-to-many -> one-to-one hand-over.
 """
 
 from __future__ import annotations
@@ -34,12 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..det.boxes import grid_points
+from ..det.boxes import cxcywh_to_xyxy, grid_points
 from ..det.dfl import dfl_expectation
-from ..det.nms_free import topk_postprocess
-from ..det.postprocess import postprocess as nms_postprocess
+from ..det.predictions import Predictions
 from ..det.tal import TaskAlignedAssigner
 from ..det.tal_loss import TaskAlignedLoss, o2m_weight_schedule
+from .contracts import HeadBase, Phase
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
 from .spec import HeadSpec
@@ -96,7 +100,7 @@ class TALHeadLevel(nn.Module):
         return self.box_pred(self.box_convs(x)), self.cls_pred(self.cls_convs(x))
 
 
-class TaskAlignedHead(nn.Module):
+class TaskAlignedHead(HeadBase):
     """Decoupled anchor-free head with task-aligned assignment, DFL / CIoU / BCE losses, optional one-to-one branch.
 
     Args:
@@ -136,6 +140,11 @@ class TaskAlignedHead(nn.Module):
 
     #: Keys of :meth:`loss` a trainer logs (plus ``num_fg``).
     loss_keys = ("loss", "box_loss", "cls_loss", "dfl_loss")
+    #: The HeadSpec fields :meth:`from_spec` passes (``hidden_channels`` / ``depthwise`` only to be refused: this
+    #: head's widths are per branch, options ``box_channels`` / ``cls_channels``).
+    SPEC_FIELDS = ("hidden_channels", "depthwise", "norm", "act", "prior_prob")
+    #: COCO evaluation considers every class above conf per point (YOLOv8's validator); predict does not.
+    multi_label = True
 
     def __init__(
         self,
@@ -200,10 +209,8 @@ class TaskAlignedHead(nn.Module):
         self.o2m_weight = self._o2m_start = o2m_weight
         self._nms_free = False
         self.nms_free = self.one2one if nms_free is None else nms_free
-        #: COCO evaluation considers every class above conf per point (YOLOv8's validator); predict does not.
-        self.eval_multi_label = True
 
-    def set_epoch(self, epoch: int, epochs: int) -> None:
+    def set_epoch(self, epoch: int, epochs: int, phase: Phase = "train") -> None:
         """Training schedule (called by the trainer at the start of each epoch): with the one-to-one branch, the
         one-to-many weight decays linearly from its initial value to 0.1 over the run (YOLO26's ProgLoss), so the
         dense branch guides early training and the NMS-free branch owns the end."""
@@ -279,14 +286,9 @@ class TaskAlignedHead(nn.Module):
         cells, strides = grid_points(sizes, self.strides, device=device, dtype=torch.float32)
         return cells + 0.5, strides
 
-    def decode(self, out: TALHeadOutputs) -> Tensor:
-        """Eval-mode predictions of the branch ``nms_free`` selects, in YOLOX's layout (so
-        :func:`cspdet.det.postprocess` and everything built for the YOLOX head read it unchanged).
-
-        Returns:
-            (B, A, 5 + C): ``cx, cy, w, h`` in input pixels, objectness = 1 (this head has none), class
-            probabilities.
-        """
+    def decode(self, out: TALHeadOutputs) -> Predictions:
+        """Eval-mode predictions of the branch ``nms_free`` selects: boxes (B, A, 4) xyxy input px and class
+        probabilities (B, A, C); no objectness (this head has none)."""
         box, cls = (out.o2o_box, out.o2o_cls) if self.nms_free else (out.box, out.cls)
         if box is None or cls is None:
             raise ValueError(f"TaskAlignedHead.decode: the {'one-to-one' if self.nms_free else 'one-to-many'} branch "
@@ -294,28 +296,11 @@ class TaskAlignedHead(nn.Module):
         points, strides = self._anchors(out.sizes, box.device)
         dist = self.distances(box)
         s = strides[:, None]
+        # centre and size first, then corners: the same float operations as the detections before the record
         cxcy = (points + (dist[..., 2:] - dist[..., :2]) / 2) * s
         wh = (dist[..., :2] + dist[..., 2:]) * s
-        obj = torch.ones_like(cxcy[..., :1])
-        return torch.cat((cxcy, wh, obj, cls.float().sigmoid()), -1)
-
-    def postprocess(
-        self,
-        preds: Tensor,
-        conf: float = 0.25,
-        iou: float = 0.45,
-        max_det: int = 300,
-        classes: Sequence[int] | None = None,
-        agnostic: bool = False,
-        pre_nms_topk: int | None = None,
-        multi_label: bool = False,
-    ) -> list[dict[str, Tensor]]:
-        """Detections from :meth:`decode`'s output, for the current mode: NMS-free top-k (``iou``, ``agnostic``,
-        ``pre_nms_topk`` unused) or :func:`cspdet.det.postprocess` (class-aware NMS). Same signature and result
-        as :func:`cspdet.det.postprocess`: per image ``boxes`` (K, 4) xyxy, ``scores`` (K,), ``labels`` (K,)."""
-        if self.nms_free:
-            return topk_postprocess(preds, conf, max_det, classes)
-        return nms_postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+        boxes = cxcywh_to_xyxy(torch.cat((cxcy, wh), -1))
+        return Predictions(boxes=boxes, class_scores=cls.float().sigmoid())
 
     def loss(self, out: TALHeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
         """Task-aligned assignment and losses of both branches.

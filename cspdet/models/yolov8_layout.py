@@ -96,6 +96,7 @@ def yolov8_layout(depth: float = 0.33, width: float = 0.25, num_classes: int = 8
                   **head_options: Any) -> Detector:
     """A :class:`~cspdet.models.Detector` with YOLOv8's layout (defaults: YOLOv8n), built from
     :func:`yolov8_spec`: ``Detector(C2fNet, C2fPAN, TaskAlignedHead)``; training forward gives the head's loss
-    dict, eval forward (B, A, 5 + C) YOLOX-layout predictions (objectness column = 1)."""
+    dict, eval :meth:`~cspdet.models.Detector.predictions` a record without objectness (the eval forward gives the
+    deploy layout (B, A, 5 + C), objectness column = 1)."""
     return Detector.from_spec(yolov8_spec(num_classes, depth, width, max_channels, reg_max, one2one, act, prior_prob,
                                           head_options))

@@ -4,7 +4,9 @@ A backend maps a float32 (B, 3, H, W) RGB 0..255 batch to the graph's output ten
 metadata (``meta``, ``info``, ``img_size``, ``dynamic``). :class:`DeployedDetector` puts a backend where a
 :class:`cspdet.models.Detector` goes (the :class:`~cspdet.runtime.contracts.InferenceModel` contract): ``predict``
 (backend, then cspdet's own post-processing, so the detections equal PyTorch's), ``num_classes``, ``strides``,
-``meta``, ``nms_free`` and ``head.eval_multi_label``, which is all ``Predictor`` and ``COCOEvaluator`` use.
+``meta``, ``nms_free`` and ``eval_defaults``, which is all ``Predictor`` and ``COCOEvaluator`` use. A file's output
+is read back into a :class:`cspdet.det.Predictions` record (:func:`cspdet.det.from_deploy_layout`) and
+post-processed by :func:`cspdet.det.postprocess` like PyTorch's.
 Which backend opens which file is the format table's business (:mod:`cspdet.runtime.formats`); the one entry
 point is :func:`cspdet.runtime.open_model`.
 """
@@ -19,14 +21,15 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..det.nms_free import topk_postprocess
+from ..det.postprocess import filter_dets
+from ..det.predictions import Predictions, from_deploy_layout
+from ..models.contracts import HeadEvalDefaults
 from .contracts import ModelFacade
 from .cpu import resolve_precision
 from .errors import ExportError, ExportUsageError, require
@@ -264,12 +267,19 @@ class DeployedDetector(ModelFacade):
         info = backend.info
         self.format, self.output = info["format"], info["output"]
         self._nms_free = bool(info["nms_free"])
-        self.head = SimpleNamespace(eval_multi_label=bool(info.get("eval_multi_label", False)), kind=info.get("head"))
+        self.head_kind = info.get("head")
+        #: the evaluation convention of the head the file was exported from (its metadata)
+        self._eval_defaults = HeadEvalDefaults(multi_label=bool(info.get("eval_multi_label", False)),
+                                               nms_free=self._nms_free)
         self._device = nn.Parameter(torch.empty(0, device=getattr(backend, "device", "cpu")), requires_grad=False)
 
     @property
     def num_classes(self) -> int:
         return int(self.backend.info["num_classes"])
+
+    @property
+    def eval_defaults(self) -> HeadEvalDefaults:
+        return self._eval_defaults
 
     @property
     def nms_free(self) -> bool:
@@ -296,24 +306,20 @@ class DeployedDetector(ModelFacade):
         """(B, 3, H, W) float RGB 0..255 -> (B, N, 5 + C) decoded predictions (or (B, max_det, 6) for ``--nms``)."""
         return self.backend(images)
 
-    def postprocess(self, preds: Tensor, conf: float, iou: float, max_det: int, classes: Sequence[int] | None,
-                    agnostic: bool, pre_nms_topk: int | None, multi_label: bool) -> list[dict[str, Tensor]]:
-        """An ``--nms`` export's rows filtered by ``conf`` / ``classes`` (its in-graph IoU / max_det applied), an
-        NMS-free export's top-k, else cspdet's class-aware NMS."""
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> the file's predictions read back as a record (not for ``--nms``
+        exports, which hold detections)."""
         if self.output == "dets":
-            return _filter_dets(preds, conf, max_det, classes)
-        if self._nms_free:
-            return topk_postprocess(preds, conf, max_det, classes)
-        return super().postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+            raise ExportUsageError(f"{self.backend.path.name} holds detections after in-graph NMS, not predictions")
+        return from_deploy_layout(self.backend(images))
 
-
-def _filter_dets(dets: Tensor, conf: float, max_det: int, classes: Sequence[int] | None) -> list[dict[str, Tensor]]:
-    """(B, K, 6) padded in-graph detections -> per-image dicts (rows with score >= conf, wanted classes)."""
-    out = []
-    for d in dets.float():
-        keep = d[:, 4] >= max(conf, 1e-12)  # padding rows have score 0
-        if classes is not None:
-            keep &= torch.isin(d[:, 5].long(), torch.as_tensor(list(classes)))
-        d = d[keep][:max_det]
-        out.append({"boxes": d[:, :4], "scores": d[:, 4], "labels": d[:, 5].long()})
-    return out
+    @torch.inference_mode()
+    def predict(self, images: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
+                classes: Sequence[int] | None = None, agnostic: bool = False, pre_nms_topk: int | None = None,
+                multi_label: bool = False) -> list[dict[str, Tensor]]:
+        """As ``Detector.predict``; an ``--nms`` export's rows are filtered by ``conf`` / ``classes`` (its in-graph
+        IoU / max_det applied, :func:`cspdet.det.filter_dets`), an NMS-free export gets its top-k, others
+        cspdet's class-aware NMS."""
+        if self.output == "dets":
+            return filter_dets(self.backend(images), conf, max_det, classes)
+        return super().predict(images, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)

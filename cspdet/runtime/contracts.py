@@ -15,6 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..det.postprocess import postprocess
+from ..det.predictions import Predictions, from_deploy_layout
+from ..models.contracts import HeadEvalDefaults
 
 __all__ = ["InferenceModel", "ModelFacade"]
 
@@ -30,9 +32,14 @@ class InferenceModel(Protocol):
         nms_free: predictions come from a one-to-one branch as top-k with no NMS (settable where the model has both).
         fixed_input_size: (H, W) of a model that takes only that size (a static export), else None (any multiple of
             the largest stride).
+        eval_defaults: :class:`cspdet.models.HeadEvalDefaults`, the evaluation convention of the model's head
+            (multi-label or not, NMS-free or not); a deployed file has it from its metadata.
     """
 
     meta: Any
+
+    @property
+    def eval_defaults(self) -> HeadEvalDefaults: ...
 
     @property
     def num_classes(self) -> int: ...
@@ -49,6 +56,10 @@ class InferenceModel(Protocol):
     def check_input_size(self, hw: tuple[int, int]) -> None:
         """Raise ``ValueError`` (one line) unless the model takes (H, W) inputs."""
 
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> the decoded :class:`~cspdet.det.predictions.Predictions` (before
+        post-processing)."""
+
     def predict(self, images: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
                 classes: Sequence[int] | None = None, agnostic: bool = False, pre_nms_topk: int | None = None,
                 multi_label: bool = False) -> list[dict[str, Tensor]]:
@@ -59,9 +70,10 @@ class InferenceModel(Protocol):
 class ModelFacade(nn.Module):
     """The part of :class:`InferenceModel` that every wrapper around a network shares: ``num_classes`` and
     ``strides`` from :attr:`meta`, a free input size that is a multiple of the largest stride, and ``predict`` =
-    ``forward`` then :meth:`postprocess` (cspdet's class-aware NMS, or the head's own post-processing).
+    :meth:`predictions` then :meth:`postprocess` (:func:`cspdet.det.postprocess` in the model's ``nms_free`` mode).
 
-    Subclasses set ``self.meta`` and implement ``forward`` (and override what differs).
+    Subclasses set ``self.meta`` and implement ``forward`` (the (B, N, 5 + C) deploy layout, which the default
+    :meth:`predictions` reads back) or :meth:`predictions` (and override what differs).
     """
 
     meta: Any
@@ -83,10 +95,21 @@ class ModelFacade(nn.Module):
         if hw[0] % stride or hw[1] % stride:
             raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
 
-    def postprocess(self, preds: Tensor, conf: float, iou: float, max_det: int, classes: Sequence[int] | None,
-                    agnostic: bool, pre_nms_topk: int | None, multi_label: bool) -> list[dict[str, Tensor]]:
-        """``forward``'s output -> per-image detections (default: :func:`cspdet.det.postprocess`)."""
-        return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+    @property
+    def eval_defaults(self) -> HeadEvalDefaults:
+        return HeadEvalDefaults(nms_free=bool(self.nms_free))
+
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> :class:`~cspdet.det.predictions.Predictions` (default: ``forward``'s
+        deploy layout read back with :func:`~cspdet.det.predictions.from_deploy_layout`)."""
+        return from_deploy_layout(self(images))
+
+    def postprocess(self, preds: Predictions | Tensor, conf: float, iou: float, max_det: int,
+                    classes: Sequence[int] | None, agnostic: bool, pre_nms_topk: int | None,
+                    multi_label: bool) -> list[dict[str, Tensor]]:
+        """Predictions -> per-image detections: :func:`cspdet.det.postprocess` in this model's ``nms_free`` mode."""
+        return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label,
+                           nms_free=bool(self.nms_free))
 
     @torch.inference_mode()
     def predict(self, images: Tensor, conf: float = 0.25, iou: float = 0.45, max_det: int = 300,
@@ -94,4 +117,5 @@ class ModelFacade(nn.Module):
                 multi_label: bool = False) -> list[dict[str, Tensor]]:
         """Detections for a batch, as ``Detector.predict``: (B, 3, H, W) float RGB 0..255 -> B dicts of ``boxes``
         (K, 4) xyxy input px, ``scores`` (K,), ``labels`` (K,) int64."""
-        return self.postprocess(self(images), conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+        return self.postprocess(self.predictions(images), conf, iou, max_det, classes, agnostic, pre_nms_topk,
+                                multi_label)

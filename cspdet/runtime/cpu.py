@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
+from ..det.predictions import Predictions, to_deploy_layout
+from ..models.contracts import HeadEvalDefaults
 from .contracts import ModelFacade
 
 __all__ = ["FastCPUDetector", "native_bf16", "resolve_precision"]
@@ -55,7 +56,8 @@ class FastCPUDetector(ModelFacade):
 
     Same interface as the detector for ``Predictor`` / ``COCOEvaluator`` (the
     :class:`~cspdet.runtime.contracts.InferenceModel` contract): ``forward(images (B, 3, H, W))`` -> (B, N, 5 + C)
-    float32 decoded predictions, :meth:`predict`, ``meta``, ``num_classes``, ``strides``, ``nms_free``, ``head``.
+    float32 decoded predictions in the deploy layout, :meth:`predictions`, :meth:`predict`, ``meta``,
+    ``num_classes``, ``strides``, ``nms_free``, ``eval_defaults``, ``head``.
     """
 
     def __init__(self, detector: nn.Module, precision: str = "fp32", channels_last: bool = True) -> None:
@@ -74,6 +76,10 @@ class FastCPUDetector(ModelFacade):
         return self.detector.strides
 
     @property
+    def eval_defaults(self) -> HeadEvalDefaults:
+        return self.detector.eval_defaults
+
+    @property
     def nms_free(self) -> bool:
         return self.detector.nms_free
 
@@ -81,16 +87,12 @@ class FastCPUDetector(ModelFacade):
     def nms_free(self, value: bool) -> None:
         self.detector.nms_free = value
 
-    def forward(self, images: Tensor) -> Tensor:
+    def predictions(self, images: Tensor) -> Predictions:
+        """(B, 3, H, W) float RGB 0..255 -> the head's float32 :class:`~cspdet.det.predictions.Predictions`."""
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            return self.detector(images).float()
+            return self.detector.predictions(images).float()
 
-    def postprocess(self, preds: Tensor, conf: float, iou: float, max_det: int, classes: Sequence[int] | None,
-                    agnostic: bool, pre_nms_topk: int | None, multi_label: bool) -> list[dict[str, Tensor]]:
-        """The head's own post-processing where it has one (as ``Detector.predict``), else class-aware NMS."""
-        post = getattr(self.detector.head, "postprocess", None)
-        if post is None:
-            return super().postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
-        return post(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label)
+    def forward(self, images: Tensor) -> Tensor:
+        return to_deploy_layout(self.predictions(images), self.num_classes)

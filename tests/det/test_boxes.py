@@ -2,7 +2,7 @@ import pytest
 import torch
 from torchvision.ops import box_convert, box_iou
 
-from cspdet.det import batched_box_iou, decode_boxes, elementwise_box_iou, grid_points
+from cspdet.det import batched_box_iou, cxcywh_to_xyxy, decode_boxes, elementwise_box_iou, grid_points, xyxy_to_cxcywh
 from cspdet.det.losses import encode_l1_targets
 
 
@@ -43,3 +43,11 @@ def test_grid_points_order_and_decode_roundtrip():
 def test_grid_points_length_mismatch_is_clear():
     with pytest.raises(ValueError, match="strides"):
         grid_points([(2, 2)], [8, 16])
+
+
+def test_box_conversions_are_box_converts_operations_bit_for_bit():
+    g = torch.Generator().manual_seed(0)
+    cxcywh = torch.cat((torch.rand(2, 500, 2, generator=g) * 640, torch.rand(2, 500, 2, generator=g) * 200), -1)
+    xyxy = cxcywh_to_xyxy(cxcywh)
+    assert torch.equal(xyxy, box_convert(cxcywh, "cxcywh", "xyxy"))
+    assert torch.equal(xyxy_to_cxcywh(xyxy), box_convert(xyxy, "xyxy", "cxcywh"))

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from cspdet.det import Predictions, to_deploy_layout
 from cspdet.models.head import DecoupledHead, HeadOutputs
 from cspdet.models.layers import DWConv
 
@@ -36,12 +37,27 @@ def test_decode_is_anchor_free_grid_times_stride():
     out = head(_feats(batch=1))
     zero = HeadOutputs(torch.zeros_like(out.reg), out.obj, out.cls, out.sizes)
     dec = head.decode(zero)
-    assert dec.shape == (1, 84, 7)
-    # Raw zeros decode to the cell's top-left corner (YOLOX's offset convention) and a stride-sized box.
-    torch.testing.assert_close(dec[0, 0, :4], torch.tensor([0.0, 0.0, 8.0, 8.0]))
-    torch.testing.assert_close(dec[0, 9, :4], torch.tensor([8.0, 8.0, 8.0, 8.0]))  # row 1, column 1 at stride 8
-    torch.testing.assert_close(dec[0, 64, :4], torch.tensor([0.0, 0.0, 16.0, 16.0]))  # first stride-16 point
-    assert ((dec[..., 4:] > 0) & (dec[..., 4:] < 1)).all()
+    assert isinstance(dec, Predictions)
+    assert dec.boxes.shape == (1, 84, 4) and dec.class_scores.shape == (1, 84, 2) and dec.objectness.shape == (1, 84)
+    # Raw zeros decode to a stride-sized box centred on the cell's top-left corner (YOLOX's offset convention).
+    torch.testing.assert_close(dec.boxes[0, 0], torch.tensor([-4.0, -4.0, 4.0, 4.0]))
+    torch.testing.assert_close(dec.boxes[0, 9], torch.tensor([4.0, 4.0, 12.0, 12.0]))  # row 1, column 1 at stride 8
+    torch.testing.assert_close(dec.boxes[0, 64], torch.tensor([-8.0, -8.0, 8.0, 8.0]))  # first stride-16 point
+    for probs in (dec.objectness, dec.class_scores):
+        assert ((probs > 0) & (probs < 1)).all()
+    # The deploy layout (exported files) is YOLOX's: cx, cy, w, h, objectness, class probabilities.
+    layout = to_deploy_layout(dec)
+    torch.testing.assert_close(layout[0, 9, :4], torch.tensor([8.0, 8.0, 8.0, 8.0]))
+    torch.testing.assert_close(layout[..., 4], dec.objectness)
+    torch.testing.assert_close(layout[..., 5:], dec.class_scores)
+
+
+def test_set_epoch_switches_l1_on_in_the_no_aug_phase():
+    head = DecoupledHead(3, [16, 32, 64], hidden_channels=16)
+    head.set_epoch(0, 10, "train")
+    assert not head.use_l1
+    head.set_epoch(8, 10, "no_aug")
+    assert head.use_l1
 
 
 def test_depthwise_branches_and_loss_with_l1_switch():

@@ -163,6 +163,13 @@ def test_registry_names_and_errors():
         reg.get("some_module_never_imported:Block")
     with pytest.raises(SpecError, match="no importable name"):
         reg.name_of(lambda: nn.ReLU())
+    # a temporary registration goes away again; an alias keeps naming the object
+    reg.register("relu", nn.ReLU)
+    assert reg.unregister("a") is nn.ReLU and "a" not in reg and reg.name_of(nn.ReLU) == "relu"
+    reg.unregister("relu")
+    assert reg.name_of(nn.ReLU) == "torch.nn.modules.activation:ReLU"
+    with pytest.raises(SpecError, match="not registered"):
+        reg.unregister("relu")
 
 
 def test_spec_rejects_code_and_unknown_keys():

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from cspdet.det import topk_postprocess
+from cspdet.det import Predictions, to_deploy_layout, topk_postprocess
 from cspdet.models import Detector, TaskAlignedHead, TALHeadOutputs, yolov8_layout
 from cspdet.models.info import count_parameters
 
@@ -74,12 +74,17 @@ def test_decode_layout_is_yolox_with_unit_objectness(reg_max):
     else:
         box = torch.log(torch.expm1(d))  # softplus^-1
     dec = head.decode(TALHeadOutputs(box.expand(1, a, -1), out.cls, None, None, out.sizes))
-    assert dec.shape == (1, a, 5 + 2)
-    # Point 0 (stride 8) sits at (4, 4): box (4 - 8, 4 - 16, 4 + 24, 4 + 32) -> centre (12, 12), size (32, 48).
-    torch.testing.assert_close(dec[0, 0, :5], torch.tensor([12.0, 12.0, 32.0, 48.0, 1.0]), atol=1e-4, rtol=0)
+    assert isinstance(dec, Predictions) and dec.objectness is None  # this head has no objectness
+    assert dec.boxes.shape == (1, a, 4) and dec.class_scores.shape == (1, a, 2)
+    # Point 0 (stride 8) sits at (4, 4): box (4 - 8, 4 - 16, 4 + 24, 4 + 32).
+    torch.testing.assert_close(dec.boxes[0, 0], torch.tensor([-4.0, -12.0, 28.0, 36.0]), atol=1e-4, rtol=0)
     # First stride-16 point at (8, 8): the same distances at twice the stride.
-    torch.testing.assert_close(dec[0, 64, :4], torch.tensor([24.0, 24.0, 64.0, 96.0]), atol=1e-4, rtol=0)
-    torch.testing.assert_close(dec[..., 5:], out.cls.sigmoid())
+    torch.testing.assert_close(dec.boxes[0, 64], torch.tensor([-8.0, -24.0, 56.0, 72.0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(dec.class_scores, out.cls.sigmoid())
+    # Exported files keep YOLOX's layout, with objectness 1: centre (12, 12), size (32, 48).
+    layout = to_deploy_layout(dec)
+    assert layout.shape == (1, a, 5 + 2)
+    torch.testing.assert_close(layout[0, 0, :5], torch.tensor([12.0, 12.0, 32.0, 48.0, 1.0]), atol=1e-4, rtol=0)
 
 
 @pytest.mark.parametrize("reg_max,one2one", [(16, True), (1, True), (16, False)])
