@@ -6,7 +6,7 @@ import json
 
 import cv2
 import pytest
-from conftest import load_tool
+from dataset_samples import load_tool
 
 
 @pytest.fixture(scope="module")

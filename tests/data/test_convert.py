@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import load_tool
+from dataset_samples import load_tool
 
 from cspdet.data import build_dataset
 from cspdet.data.convert import write_dataset

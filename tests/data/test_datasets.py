@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CAT_IDS, NAMES, OBJECTS
+from dataset_samples import CAT_IDS, NAMES, OBJECTS
 
 from cspdet.data import DatasetError, DatasetWarning, build_dataset, load_descriptor, yolo_label_path
 

@@ -11,10 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from tool_checkpoints import make_checkpoint  # noqa: F401  (tests/tools/tool_checkpoints.py)
 
-from cspdet.config import Config, ModelConfig, config_to_dict
-from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,31 +22,6 @@ def _run_tool(tool: str, *args: str, cwd: Path | None = None, timeout: float = 3
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     return subprocess.run([sys.executable, str(REPO / "tools" / tool), *map(str, args)], cwd=cwd or REPO,
                           capture_output=True, text=True, timeout=timeout, env=env)
-
-
-def make_checkpoint(path: Path, num_classes: int, class_names: list[str], category_ids: list[int],
-                    img_size: int = 128, dataset: str | None = None, version: int = 2) -> Path:
-    """A tiny real cspdet detector (random weights; head prior 0.5 so it returns boxes) saved as a checkpoint
-    of format ``version`` (1 = the layout cspdet 0.1 wrote: class names at the top, the model in the config);
-    ``dataset`` is recorded as a training run records it (``meta.dataset`` and the run config)."""
-    from cspdet.models import DetectorMeta, create_detector
-
-    cfg = Config(model=ModelConfig(name="cspdarknet_nano", num_classes=num_classes, width=0.125))
-    cfg.eval.img_size = [img_size, img_size]
-    cfg.data.workers = 0
-    if dataset:
-        cfg.data.dataset = dataset
-    torch.manual_seed(0)
-    model = create_detector("cspdarknet_nano", num_classes=num_classes, width=0.125, prior_prob=0.5)
-    if version == 1:
-        ckpt = {"format": "cspdet", "kind": "detector", "version": 1, "config": config_to_dict(cfg),
-                "class_names": class_names, "category_ids": category_ids, "model": model.state_dict()}
-    else:
-        meta = DetectorMeta(class_names, category_ids, img_size=(img_size, img_size), dataset=dataset)
-        ckpt = new_checkpoint("detector", model.spec.to_dict(), meta.to_dict(), model.state_dict(),
-                              config=config_to_dict(cfg))
-    save_checkpoint(ckpt, path)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from conftest import make_checkpoint  # tests/tools/conftest.py
+from tool_checkpoints import make_checkpoint  # tests/tools/tool_checkpoints.py
 from test_train_cli import descriptor, tiny_config  # tests/tools/test_train_cli.py
 
 from cspdet.cli import COMMANDS, main
