@@ -49,6 +49,7 @@ source (:data:`ULTRALYTICS_LICENCE`).
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 import re
 import types
@@ -185,6 +186,11 @@ class _RestrictedUnpickler(pickle.Unpickler):
     """``pickle.Unpickler`` that resolves names only through :func:`_allowed` (nothing is imported)."""
 
     def find_class(self, module: str, name: str) -> Any:
+        # Protocol-2 pickles spell some names the Python 2 way (subprocess.Popen as commands.Popen): read them as
+        # Python 3 names, as pickle itself does, so the check and the message see the real name.
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         obj = _allowed(module, name)
         if obj is None:
             raise _Refused(f"{module}.{name}")
