@@ -1,0 +1,281 @@
+"""Output parity of converted Ultralytics checkpoints against Ultralytics itself, for every size of YOLOv8, YOLO11 and
+YOLO26 (15 models), on real coco128 images.
+
+Runs in a benchmark venv that has Ultralytics (AGPL; cspdet never imports it) and sees this checkout's cspdet::
+
+    python3 -m venv /work/benchvenv && /work/benchvenv/bin/pip install torch torchvision ultralytics
+    PYTHONPATH=. /work/benchvenv/bin/python benchmarks/check_ultralytics_parity.py            # all 15
+    PYTHONPATH=. /work/benchvenv/bin/python benchmarks/check_ultralytics_parity.py --models yolo26n --images 2
+
+Per model: Ultralytics builds it from its yaml with a fixed seed (random init; nothing is downloaded: offline
+settings in a private config dir), BatchNorm statistics and affine terms are randomised and the class biases spread
+(deterministically, so that random weights give real detections above conf), and the model is saved the way
+Ultralytics saves it (``YOLO.save``: ``{'model': deepcopy(model).half(), 'ema': None, 'date', 'version', ...}``).
+cspdet converts that file (``convert_ultralytics``: restricted reader, no Ultralytics code) and both run, in fp32,
+on the same letterboxed images (Ultralytics' ``LetterBox``; RGB 0..1 for Ultralytics, 0..255 for cspdet):
+
+* raw head outputs: box and class maps of every branch (YOLO26: one-to-many and one-to-one), max abs diff;
+* decoded predictions (boxes in pixels, class probabilities) of the one-to-many branch, max abs diff;
+* detections after each framework's own post-processing, same conf / IoU / max_det: Ultralytics'
+  ``non_max_suppression`` vs cspdet's class-aware NMS (every model), and for YOLO26 Ultralytics' end-to-end top-k
+  (its ``Detect.postprocess`` + the conf filter of its predictor) vs cspdet's NMS-free top-k. Agreement: the same
+  number of detections, and each cspdet detection paired one to one with an Ultralytics detection of the same class,
+  score within 1e-4 and box coordinates within ``--box-tol`` pixels (tied scores may come in either order).
+
+Writes a CSV (default benchmarks/results/ultralytics_parity.csv) with the command and date in its last columns, and
+prints a Markdown table for the README. Exit code 1 when any model is outside the tolerances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import datetime
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Offline before Ultralytics is imported: no hub, no asset or font downloads, settings in a private folder.
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_VERBOSE", "False")
+os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="ultra_cfg_"))
+
+import cv2  # noqa: E402
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = [f"{fam}{s}" for fam in ("yolov8", "yolo11", "yolo26") for s in "nsmlx"]
+
+
+def perturb(model: torch.nn.Module, seed: int, images: list[torch.Tensor], conf: float, per_image: int = 20) -> None:
+    """Randomise BN statistics / affine terms (``seed``), then give the head outputs a trained model's spread and put
+    about ``per_image`` (point, class) scores of each branch above ``conf`` on these images. Random init gives every
+    class nearly the same logit at every point (the features' mean dominates), so a threshold would cut through
+    thousands of points tied up to float noise and NMS would keep whichever of them rounding puts first: each
+    output channel of the final box / class convs is standardised over these images' points (box outputs std 1.5,
+    class logits std 2), then one class-bias shift per branch puts its ``per_image x images``-th best logit on
+    ``logit(conf)``. Deterministic; the weights are then saved, so both frameworks see the same ones."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.2)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+        detect = model.model[-1]
+        model.eval()
+
+        def per_level() -> dict[tuple[str, str], list[torch.Tensor]]:
+            """(branch, boxes | scores) -> per level (channels, points) raw outputs over all images (one pass)."""
+            per: dict[tuple[str, str], list[list[torch.Tensor]]] = {}
+            for x in images:
+                out = model(x)[1]
+                for branch, raw in (out.items() if "one2many" in out else [("one2many", out)]):
+                    sizes = [f.shape[-2] * f.shape[-1] for f in raw["feats"]]
+                    for key in ("boxes", "scores"):
+                        for i, part in enumerate(raw[key][0].split(sizes, -1)):
+                            per.setdefault((branch, key), [[] for _ in sizes])[i].append(part)
+            return {k: [torch.cat(p, -1) for p in v] for k, v in per.items()}
+
+        # Random init gives every class nearly the same logit everywhere (the features' mean dominates), so a
+        # threshold would cut through thousands of points tied up to float noise: standardise each output channel
+        # over these images' points (class logits std 2, box outputs std 1.5), then shift the class biases.
+        heads = {("one2many", "boxes"): "cv2", ("one2many", "scores"): "cv3", ("one2one", "boxes"): "one2one_cv2",
+                 ("one2one", "scores"): "one2one_cv3"}
+        for (branch, key), levels in per_level().items():
+            for level, values in zip(getattr(detect, heads[(branch, key)]), levels):
+                conv = level[-1]
+                gain = (1.5 if key == "boxes" else 2.0) / values.std(-1).clamp_min(1e-12)
+                conv.weight.mul_(gain[:, None, None, None])
+                conv.bias.copy_((conv.bias - values.mean(-1)) * gain)
+        target = math.log(conf / (1 - conf))
+        for (branch, key), levels in per_level().items():
+            if key == "scores":
+                kth = torch.cat(levels, -1).flatten().topk(per_image * len(images)).values[-1].item()
+                for level in getattr(detect, heads[(branch, key)]):
+                    level[-1].bias.add_(target - kth)
+
+
+def load_images(folder: Path, n: int, imgsz: int) -> list[torch.Tensor]:
+    """The first n coco128 images as (1, 3, H, W) float RGB 0..1, letterboxed by Ultralytics' ``LetterBox`` as its
+    predictor does (long side ``imgsz``, padded to a multiple of 32 only: ``auto=True``). A square letterbox would
+    add wide uniform pad bands, where random weights give rows of points with the same score up to float noise,
+    so which of them NMS keeps would depend on rounding, not on the implementation."""
+    from ultralytics.data.augment import LetterBox
+
+    files = sorted(p for p in folder.rglob("*.jpg"))[:n]
+    if len(files) < n:
+        raise SystemExit(f"{folder}: only {len(files)} images")
+    letterbox = LetterBox((imgsz, imgsz), auto=True, stride=32)
+    return [torch.from_numpy(letterbox(image=cv2.imread(str(f)))[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 255
+            for f in files]
+
+
+def match(ours: dict, theirs: torch.Tensor, box_tol: float) -> dict:
+    """Pair cspdet detections (boxes, scores, labels) with Ultralytics' (K, 6) [x1, y1, x2, y2, score, cls] one to
+    one: same class, score within 1e-4, box within ``box_tol`` px (greedy in decreasing score; tied scores -- common
+    with random weights, where letterbox padding gives many identical points -- may come in either order)."""
+    a_boxes, a_scores, a_labels = ours["boxes"], ours["scores"], ours["labels"].long()
+    b_boxes, b_scores, b_labels = theirs[:, :4], theirs[:, 4], theirs[:, 5].long()
+    box_diff = (a_boxes[:, None] - b_boxes[None]).abs().amax(-1) if len(a_boxes) and len(b_boxes) else \
+        torch.zeros(len(a_boxes), len(b_boxes))
+    ok = (a_labels[:, None] == b_labels[None]) & ((a_scores[:, None] - b_scores[None]).abs() <= 1e-4) & \
+        (box_diff <= box_tol)
+    used = torch.zeros(len(b_boxes), dtype=torch.bool)
+    box = score = 0.0
+    matched = 0
+    for i in a_scores.argsort(descending=True).tolist():
+        cand = (ok[i] & ~used).nonzero().flatten()
+        if len(cand):
+            j = cand[box_diff[i, cand].argmin()].item()
+            used[j] = True
+            matched += 1
+            box = max(box, box_diff[i, j].item())
+            score = max(score, (a_scores[i] - b_scores[j]).abs().item())
+    return dict(n_ours=len(a_scores), n_theirs=len(b_scores), matched=matched, box=box, score=score)
+
+
+def run_one(name: str, images: torch.Tensor, args: argparse.Namespace, workdir: Path) -> dict:
+    from ultralytics import YOLO, __version__
+    from ultralytics.utils.nms import non_max_suppression
+
+    from cspdet.models import Detector, DetectorSpec
+    from cspdet.models.ultralytics_weights import convert_ultralytics
+
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    yolo = YOLO(f"{name}.yaml")
+    perturb(yolo.model, args.seed, images, args.conf)
+    path = workdir / f"{name}.pt"
+    yolo.save(path)  # Ultralytics' own checkpoint layout (fp16 module tree under 'model')
+
+    ckpt = convert_ultralytics(path)
+    ours = Detector.from_spec(DetectorSpec.from_dict(ckpt["spec"])).eval()
+    ours.load_state_dict(ckpt["model"])
+    ref = torch.load(path, map_location="cpu", weights_only=False)["model"].float().eval()  # the same fp16 weights
+    detect = ref.model[-1]
+    e2e = getattr(detect, "one2one_cv2", None) is not None
+
+    raw_o2m = raw_o2o = decoded = 0.0
+    nms_rows, topk_rows = [], []
+    for x in images:
+        with torch.no_grad():
+            if e2e:
+                detect.end2end = False  # decoded one-to-many predictions for the NMS path
+            y, preds = ref(x)
+            o2m = preds["one2many"] if e2e else preds
+            feats = ours.neck(ours.backbone(x * 255))
+            box, cls = ours.head._run(ours.head.levels, feats)
+            raw_o2m = max(raw_o2m, (box - o2m["boxes"].transpose(1, 2)).abs().max().item(),
+                          (cls - o2m["scores"].transpose(1, 2)).abs().max().item())
+            if e2e:
+                o2o = preds["one2one"]
+                obox, ocls = ours.head._run(ours.head.o2o_levels, feats)
+                raw_o2o = max(raw_o2o, (obox - o2o["boxes"].transpose(1, 2)).abs().max().item(),
+                              (ocls - o2o["scores"].transpose(1, 2)).abs().max().item())
+            # decoded one-to-many predictions: cspdet (B, A, 5 + C) cx cy w h, obj = 1, probs
+            ours.nms_free = False
+            dec = ours(x * 255)
+            decoded = max(decoded, (dec[..., :4] - y[:, :4].transpose(1, 2)).abs().max().item(),
+                          (dec[..., 5:] - y[:, 4:].transpose(1, 2)).abs().max().item())
+            # NMS path: each framework's own
+            theirs = non_max_suppression(y, args.conf, args.iou, max_det=args.max_det)
+            mine = ours.head.postprocess(dec, args.conf, args.iou, args.max_det)
+            nms_rows += [match(a, b, args.box_tol) for a, b in zip(mine, theirs)]
+            if e2e:  # NMS-free top-k: Ultralytics' end-to-end head output + its predictor's conf filter
+                detect.end2end = True
+                y2, _ = ref(x)
+                theirs = non_max_suppression(y2, args.conf, args.iou, max_det=args.max_det, end2end=True)
+                ours.nms_free = True
+                mine = ours.head.postprocess(ours(x * 255), args.conf, args.iou, args.max_det)
+                topk_rows += [match(a, b, args.box_tol) for a, b in zip(mine, theirs)]
+
+    def summary(rows: list[dict]) -> dict:
+        if not rows:
+            return dict(dets="", agree="", box="", score="")
+        agree = all(r["matched"] == r["n_ours"] == r["n_theirs"] for r in rows)
+        return dict(dets=f"{sum(r['n_theirs'] for r in rows)}/{sum(r['n_ours'] for r in rows)}", agree=agree,
+                    box=max(r["box"] for r in rows), score=max(r["score"] for r in rows))
+
+    nms, topk = summary(nms_rows), summary(topk_rows)
+    ok = raw_o2m <= 1e-4 and raw_o2o <= 1e-4 and nms["agree"] is True and topk["agree"] in (True, "")
+    return {
+        "model": name, "cspdet_preset": ckpt["meta"]["preset"],
+        "params": sum(p.numel() for p in ref.parameters()), "imgsz": max(max(x.shape[-2:]) for x in images),
+        "images": len(images),
+        "raw_o2m_max_abs": raw_o2m, "raw_o2o_max_abs": raw_o2o if e2e else "", "decoded_max_abs": decoded,
+        "nms_dets_ultralytics_cspdet": nms["dets"], "nms_agree": nms["agree"], "nms_box_max_abs": nms["box"],
+        "nms_score_max_abs": nms["score"], "topk_dets_ultralytics_cspdet": topk["dets"], "topk_agree": topk["agree"],
+        "topk_box_max_abs": topk["box"], "topk_score_max_abs": topk["score"], "pass": ok,
+        "seconds": round(time.perf_counter() - t0, 1), "ultralytics": __version__, "torch": torch.__version__,
+    }
+
+
+def fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:.1e}" if v else "0"
+    return str(v)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "coco128"),
+                        help="coco128 folder (its images/)")
+    parser.add_argument("--images", type=int, default=4)
+    parser.add_argument("--imgsz", type=int, default=640)
+    parser.add_argument("--imgsz-big", type=int, default=None, help="input size of the l / x models (default --imgsz)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--conf", type=float, default=0.25)
+    parser.add_argument("--iou", type=float, default=0.7)
+    parser.add_argument("--max-det", type=int, default=300)
+    parser.add_argument("--box-tol", type=float, default=1e-3, help="box coordinate tolerance in pixels")
+    parser.add_argument("--csv", default=str(REPO / "benchmarks" / "results" / "ultralytics_parity.csv"))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    command = "PYTHONPATH=. python " + " ".join(shlex.quote(a) for a in ["benchmarks/check_ultralytics_parity.py",
+                                                                        *(sys.argv[1:] if argv is None else argv)])
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    folder = Path(args.data) / "images"
+    cache: dict[int, torch.Tensor] = {}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="parity_") as tmp:
+        for name in args.models:
+            size = args.imgsz_big if args.imgsz_big and name[-1] in "lx" else args.imgsz
+            if size not in cache:
+                cache[size] = load_images(folder, args.images, size)
+            row = run_one(name, cache[size], args, Path(tmp))
+            row.update(command=command, date=date)
+            rows.append(row)
+            print(" ".join(f"{k}={fmt(v)}" for k, v in row.items() if k not in ("command", "date")), flush=True)
+            (Path(tmp) / f"{name}.pt").unlink(missing_ok=True)
+    out = Path(args.csv)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = out.with_suffix(".csv.tmp")
+    with open(tmp_out, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp_out, out)
+    print(f"\nwrote {out}\n")
+    print("| model | cspdet preset | params | imgsz x images | raw max abs diff (o2m / o2o) | decoded | NMS dets "
+          "(Ultralytics / cspdet), agree | NMS-free top-k dets, agree |")
+    print("|---|---|---:|---|---|---|---|---|")
+    for r in rows:
+        raw = fmt(r["raw_o2m_max_abs"]) + (f" / {fmt(r['raw_o2o_max_abs'])}" if r["raw_o2o_max_abs"] != "" else "")
+        topk = f"{r['topk_dets_ultralytics_cspdet']}, {'yes' if r['topk_agree'] else 'NO'}" \
+            if r["topk_agree"] != "" else "-"
+        print(f"| {r['model']} | {r['cspdet_preset']} | {r['params']:,} | {r['imgsz']} x {r['images']} | {raw} | "
+              f"{fmt(r['decoded_max_abs'])} | {r['nms_dets_ultralytics_cspdet']}, "
+              f"{'yes' if r['nms_agree'] else 'NO'} | {topk} |")
+    return 0 if all(r["pass"] for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
