@@ -52,14 +52,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = [f"{fam}{s}" for fam in ("yolov8", "yolo11", "yolo26") for s in "nsmlx"]
 
 
-def perturb(model: torch.nn.Module, seed: int, images: list[torch.Tensor], conf: float, per_image: int = 20) -> None:
-    """Randomise BN statistics / affine terms (``seed``), then give the head outputs a trained model's spread and put
-    about ``per_image`` (point, class) scores of each branch above ``conf`` on these images. Random init gives every
-    class nearly the same logit at every point (the features' mean dominates), so a threshold would cut through
-    thousands of points tied up to float noise and NMS would keep whichever of them rounding puts first: each
-    output channel of the final box / class convs is standardised over these images' points (box outputs std 1.5,
-    class logits std 2), then one class-bias shift per branch puts its ``per_image x images``-th best logit on
-    ``logit(conf)``. Deterministic; the weights are then saved, so both frameworks see the same ones."""
+def randomize_bn(model: torch.nn.Module, seed: int) -> None:
+    """Non-trivial BN statistics and affine terms (deterministic), so that parity is not trivially about zeros."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
@@ -68,6 +62,17 @@ def perturb(model: torch.nn.Module, seed: int, images: list[torch.Tensor], conf:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
                 m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.2)
+
+
+def spread_head(model: torch.nn.Module, images: list[torch.Tensor], conf: float, per_image: int = 20) -> None:
+    """Give the final box / class convs a trained model's spread on these images, so that real detections pass
+    ``conf`` (deterministic). Random init gives every class nearly the same logit at every point (the features'
+    mean dominates), so a threshold would cut through thousands of points tied up to float noise and NMS would keep
+    whichever rounding puts first. Each output channel is standardised over the images' points (box outputs std
+    1.5, class logits std 2), then one class-bias shift per branch puts its ``per_image x images``-th best logit
+    on ``logit(conf)``. This multiplies the head's outputs (and any float difference in the features) by the
+    channel gains, so raw parity is measured before it."""
+    with torch.no_grad():
         detect = model.model[-1]
         model.eval()
 
@@ -141,52 +146,76 @@ def match(ours: dict, theirs: torch.Tensor, box_tol: float) -> dict:
     return dict(n_ours=len(a_scores), n_theirs=len(b_scores), matched=matched, box=box, score=score)
 
 
-def run_one(name: str, images: torch.Tensor, args: argparse.Namespace, workdir: Path) -> dict:
-    from ultralytics import YOLO, __version__
-    from ultralytics.utils.nms import non_max_suppression
-
+def pair(path: Path):
+    """(cspdet detector converted from ``path``, Ultralytics' model loaded from it in fp32, its checkpoint)."""
     from cspdet.models import Detector, DetectorSpec
     from cspdet.models.ultralytics_weights import convert_ultralytics
-
-    t0 = time.perf_counter()
-    torch.manual_seed(args.seed)
-    yolo = YOLO(f"{name}.yaml")
-    perturb(yolo.model, args.seed, images, args.conf)
-    path = workdir / f"{name}.pt"
-    yolo.save(path)  # Ultralytics' own checkpoint layout (fp16 module tree under 'model')
 
     ckpt = convert_ultralytics(path)
     ours = Detector.from_spec(DetectorSpec.from_dict(ckpt["spec"])).eval()
     ours.load_state_dict(ckpt["model"])
     ref = torch.load(path, map_location="cpu", weights_only=False)["model"].float().eval()  # the same fp16 weights
+    return ours, ref, ckpt
+
+
+def raw_diffs(ours, ref, x: torch.Tensor) -> tuple[float, float, float]:
+    """Max abs diff of the raw head outputs (one-to-many, one-to-one) and of the decoded one-to-many predictions."""
     detect = ref.model[-1]
     e2e = getattr(detect, "one2one_cv2", None) is not None
+    if e2e:
+        detect.end2end = False
+    y, preds = ref(x)
+    o2m = preds["one2many"] if e2e else preds
+    feats = ours.neck(ours.backbone(x * 255))
+    box, cls = ours.head._run(ours.head.levels, feats)
+    raw_o2m = max((box - o2m["boxes"].transpose(1, 2)).abs().max().item(),
+                  (cls - o2m["scores"].transpose(1, 2)).abs().max().item())
+    raw_o2o = 0.0
+    if e2e:
+        obox, ocls = ours.head._run(ours.head.o2o_levels, feats)
+        raw_o2o = max((obox - preds["one2one"]["boxes"].transpose(1, 2)).abs().max().item(),
+                      (ocls - preds["one2one"]["scores"].transpose(1, 2)).abs().max().item())
+    ours.nms_free = False
+    dec = ours(x * 255)  # (B, A, 5 + C) cx cy w h, obj = 1, probabilities
+    decoded = max((dec[..., :4] - y[:, :4].transpose(1, 2)).abs().max().item(),
+                  (dec[..., 5:] - y[:, 4:].transpose(1, 2)).abs().max().item())
+    return raw_o2m, raw_o2o, decoded
 
+
+def run_one(name: str, images: list[torch.Tensor], args: argparse.Namespace, workdir: Path) -> dict:
+    from ultralytics import YOLO, __version__
+    from ultralytics.utils.nms import non_max_suppression
+
+    t0 = time.perf_counter()
+    torch.manual_seed(args.seed)
+    yolo = YOLO(f"{name}.yaml")
+    randomize_bn(yolo.model, args.seed)
+    path = workdir / f"{name}.pt"
+    yolo.save(path)  # Ultralytics' own checkpoint layout (fp16 module tree under 'model')
+    ours, ref, ckpt = pair(path)
+    e2e = getattr(ref.model[-1], "one2one_cv2", None) is not None
     raw_o2m = raw_o2o = decoded = 0.0
+    with torch.no_grad():
+        for x in images:
+            a, b, c = raw_diffs(ours, ref, x)
+            raw_o2m, raw_o2o, decoded = max(raw_o2m, a), max(raw_o2o, b), max(decoded, c)
+
+    # detections: the same network with a spread head (see spread_head), saved and converted again
+    spread_head(yolo.model, images, args.conf)
+    yolo.save(path)
+    ours, ref, _ = pair(path)
+    detect = ref.model[-1]
+    spread_raw = 0.0
     nms_rows, topk_rows = [], []
-    for x in images:
-        with torch.no_grad():
+    with torch.no_grad():
+        for x in images:
+            spread_raw = max(spread_raw, *raw_diffs(ours, ref, x)[:2])
             if e2e:
-                detect.end2end = False  # decoded one-to-many predictions for the NMS path
-            y, preds = ref(x)
-            o2m = preds["one2many"] if e2e else preds
-            feats = ours.neck(ours.backbone(x * 255))
-            box, cls = ours.head._run(ours.head.levels, feats)
-            raw_o2m = max(raw_o2m, (box - o2m["boxes"].transpose(1, 2)).abs().max().item(),
-                          (cls - o2m["scores"].transpose(1, 2)).abs().max().item())
-            if e2e:
-                o2o = preds["one2one"]
-                obox, ocls = ours.head._run(ours.head.o2o_levels, feats)
-                raw_o2o = max(raw_o2o, (obox - o2o["boxes"].transpose(1, 2)).abs().max().item(),
-                              (ocls - o2o["scores"].transpose(1, 2)).abs().max().item())
-            # decoded one-to-many predictions: cspdet (B, A, 5 + C) cx cy w h, obj = 1, probs
+                detect.end2end = False
+            y, _ = ref(x)
             ours.nms_free = False
-            dec = ours(x * 255)
-            decoded = max(decoded, (dec[..., :4] - y[:, :4].transpose(1, 2)).abs().max().item(),
-                          (dec[..., 5:] - y[:, 4:].transpose(1, 2)).abs().max().item())
-            # NMS path: each framework's own
-            theirs = non_max_suppression(y, args.conf, args.iou, max_det=args.max_det)
-            mine = ours.head.postprocess(dec, args.conf, args.iou, args.max_det)
+            theirs = non_max_suppression(y, args.conf, args.iou, max_det=args.max_det)  # each framework's own NMS
+            mine = ours.head.postprocess(ours(x * 255), args.conf, args.iou, args.max_det)
             nms_rows += [match(a, b, args.box_tol) for a, b in zip(mine, theirs)]
             if e2e:  # NMS-free top-k: Ultralytics' end-to-end head output + its predictor's conf filter
                 detect.end2end = True
@@ -210,6 +239,7 @@ def run_one(name: str, images: torch.Tensor, args: argparse.Namespace, workdir: 
         "params": sum(p.numel() for p in ref.parameters()), "imgsz": max(max(x.shape[-2:]) for x in images),
         "images": len(images),
         "raw_o2m_max_abs": raw_o2m, "raw_o2o_max_abs": raw_o2o if e2e else "", "decoded_max_abs": decoded,
+        "spread_head_raw_max_abs": spread_raw,
         "nms_dets_ultralytics_cspdet": nms["dets"], "nms_agree": nms["agree"], "nms_box_max_abs": nms["box"],
         "nms_score_max_abs": nms["score"], "topk_dets_ultralytics_cspdet": topk["dets"], "topk_agree": topk["agree"],
         "topk_box_max_abs": topk["box"], "topk_score_max_abs": topk["score"], "pass": ok,
