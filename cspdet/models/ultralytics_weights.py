@@ -267,8 +267,13 @@ def _state(node: Any) -> dict[str, Any]:
     return state if isinstance(state, dict) else {}
 
 
-def _walk(node: Any, prefix: str, out: dict[str, Tensor], modules: dict[str, str], where: str) -> None:
+def _walk(node: Any, prefix: str, out: dict[str, Tensor], modules: dict[str, str], where: str,
+          seen: set[int] | None = None) -> None:
     """Collect the parameters and persistent buffers of a placeholder module tree into ``out``."""
+    seen = set() if seen is None else seen
+    if id(node) in seen or prefix.count(".") > 64:
+        raise UltralyticsWeightsError(f"{where}: the module tree loops or nests too deep at {prefix.rstrip('.')}")
+    seen.add(id(node))
     if not isinstance(node, _Inert):
         raise UltralyticsWeightsError(f"{where}: module {prefix.rstrip('.') or '<root>'} is a "
                                       f"{type(node).__name__}, not a module of a known class")
@@ -284,7 +289,7 @@ def _walk(node: Any, prefix: str, out: dict[str, Tensor], modules: dict[str, str
             out[prefix + name] = value.detach().float() if value.is_floating_point() else value.detach()
     for name, child in (state.get("_modules") or {}).items():
         if child is not None:
-            _walk(child, f"{prefix}{name}.", out, modules, where)
+            _walk(child, f"{prefix}{name}.", out, modules, where, seen)
 
 
 def read_ultralytics_file(path: str | Path) -> UltralyticsCheckpoint:
@@ -329,7 +334,12 @@ def read_ultralytics_file(path: str | Path) -> UltralyticsCheckpoint:
                                       "(only Ultralytics detection checkpoints convert)")
     state_dict: dict[str, Tensor] = {}
     modules: dict[str, str] = {}
-    _walk(root, "", state_dict, modules, where)
+    try:
+        _walk(root, "", state_dict, modules, where)
+    except (AttributeError, TypeError, ValueError) as err:  # a tree whose containers are not what modules hold
+        if isinstance(err, UltralyticsWeightsError):
+            raise
+        raise UltralyticsWeightsError(f"{where}: not a module tree of tensors: {type(err).__name__}: {err}") from None
     attrs = _state(root)
     yaml = attrs.get("yaml") if _is_plain(attrs.get("yaml")) and isinstance(attrs.get("yaml"), dict) else None
     names = attrs.get("names")

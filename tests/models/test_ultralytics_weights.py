@@ -177,6 +177,12 @@ def test_unknown_class_and_crafted_eval_are_refused(tmp_path):
         torch.save({"model": tree}, tmp_path / "unknown.pt")
     with pytest.raises(UltralyticsWeightsError, match=r"refused: the file names ultralytics\.nn\.modules\.block\.Evil"):
         read_ultralytics_file(tmp_path / "unknown.pt")
+    with fake_ultralytics() as classes:  # known classes, but a module tree that contains itself
+        tree = build_tree(state, classes)
+        tree._modules["model"]._modules["loop"] = tree
+        torch.save({"model": tree}, tmp_path / "loop.pt")
+    with pytest.raises(UltralyticsWeightsError, match="loops"):
+        read_ultralytics_file(tmp_path / "loop.pt")
     # raw pickle bytes (protocol 2): {'x': builtins.eval(<code>), 'model': DetectionModel()}
     code = f"open({str(marker)!r}, 'w').write('code ran')".encode()
 
