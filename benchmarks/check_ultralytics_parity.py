@@ -260,7 +260,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="coco128 folder (its images/)")
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--imgsz", type=int, default=640)
-    parser.add_argument("--imgsz-big", type=int, default=None, help="input size of the l / x models (default --imgsz)")
+    parser.add_argument("--big", default="", help="sizes run with --imgsz-big / --images-big, e.g. mlx")
+    parser.add_argument("--imgsz-big", type=int, default=None, help="input size of the --big sizes")
+    parser.add_argument("--images-big", type=int, default=None, help="images of the --big sizes")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--conf", type=float, default=0.25)
     parser.add_argument("--iou", type=float, default=0.7)
@@ -273,14 +275,16 @@ def main(argv: list[str] | None = None) -> int:
                                                                         *(sys.argv[1:] if argv is None else argv)])
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     folder = Path(args.data) / "images"
-    cache: dict[int, torch.Tensor] = {}
+    cache: dict[tuple[int, int], list[torch.Tensor]] = {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="parity_") as tmp:
         for name in args.models:
-            size = args.imgsz_big if args.imgsz_big and name[-1] in "lx" else args.imgsz
-            if size not in cache:
-                cache[size] = load_images(folder, args.images, size)
-            row = run_one(name, cache[size], args, Path(tmp))
+            big = name[-1] in args.big
+            size = args.imgsz_big if big and args.imgsz_big else args.imgsz
+            count = args.images_big if big and args.images_big else args.images
+            if (size, count) not in cache:
+                cache[(size, count)] = load_images(folder, count, size)
+            row = run_one(name, cache[(size, count)], args, Path(tmp))
             row.update(command=command, date=date)
             rows.append(row)
             print(" ".join(f"{k}={fmt(v)}" for k, v in row.items() if k not in ("command", "date")), flush=True)

@@ -36,7 +36,9 @@ CONVERT_EXAMPLES = """
 Datasets: writes the dataset folder and OUT/dataset.yaml (a descriptor with an absolute path: cspdet and
 Ultralytics read it). Images are symlinked by default (--copy-images copy to copy). Bad input is skipped with a
 warning, as when training (--strict stops at the first problem). COCO crowd boxes become VOC difficult objects
-and are left out of YOLO labels. Weights: a .pth / .pt file is taken as an official YOLOX checkpoint.
+and are left out of YOLO labels. Weights: a .pth / .pt file is taken as model weights: an official YOLOX
+checkpoint, or an Ultralytics YOLOv8 / YOLO11 / YOLO26 detection checkpoint (read without running any of its code;
+the weights keep their licence, recorded in meta.source).
 """
 
 
