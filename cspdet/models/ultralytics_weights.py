@@ -269,11 +269,21 @@ def _state(node: Any) -> dict[str, Any]:
 
 def _walk(node: Any, prefix: str, out: dict[str, Tensor], modules: dict[str, str], where: str,
           seen: set[int] | None = None) -> None:
-    """Collect the parameters and persistent buffers of a placeholder module tree into ``out``."""
+    """Collect the parameters and persistent buffers of a placeholder module tree into ``out``. ``seen`` holds the
+    ancestors of ``node`` (a module may be shared -- Ultralytics' conv units share one activation instance -- but
+    may not contain itself)."""
     seen = set() if seen is None else seen
     if id(node) in seen or prefix.count(".") > 64:
         raise UltralyticsWeightsError(f"{where}: the module tree loops or nests too deep at {prefix.rstrip('.')}")
     seen.add(id(node))
+    try:
+        _walk_node(node, prefix, out, modules, where, seen)
+    finally:
+        seen.discard(id(node))
+
+
+def _walk_node(node: Any, prefix: str, out: dict[str, Tensor], modules: dict[str, str], where: str,
+               seen: set[int]) -> None:
     if not isinstance(node, _Inert):
         raise UltralyticsWeightsError(f"{where}: module {prefix.rstrip('.') or '<root>'} is a "
                                       f"{type(node).__name__}, not a module of a known class")

@@ -59,7 +59,8 @@ def _expected(value: torch.Tensor, key: str) -> torch.Tensor:
 def test_fake_ultralytics_checkpoint_converts_back_exactly(name, tmp_path):
     model = _randomized(name)
     state = model.state_dict()
-    path = _save_fake(tmp_path / "fake.pt", to_ultralytics_names(state))
+    shared = nn.SiLU()  # Ultralytics' conv units share one activation instance: shared is not a loop
+    path = _save_fake(tmp_path / "fake.pt", to_ultralytics_names(state), {"model.1.act": shared, "model.3.act": shared})
     assert is_ultralytics_checkpoint(path)
     with pytest.raises(Exception):  # what cspdet's normal loader does with it: weights_only refuses the classes
         torch.load(path, weights_only=True)
