@@ -282,7 +282,8 @@ class DetectorMeta:
         strides: strides of the prediction levels.
         conf, iou, max_det: default score threshold, NMS IoU and detections per image for prediction.
         preset: the registry name the model was created from, when it was.
-        source: where the weights come from (a run directory, a converted checkpoint, ...).
+        source: where the weights come from (a run directory, a converted checkpoint, ...); converted third-party
+            weights record a dict (file, format, version, licence: the weights keep their source's licence).
         dataset: the dataset descriptor the model was trained on, when known (``cspdet val WEIGHTS`` scores on
             its validation split unless told otherwise).
     """
@@ -298,7 +299,7 @@ class DetectorMeta:
     iou: float = 0.45
     max_det: int = 300
     preset: str | None = None
-    source: str | None = None
+    source: str | dict[str, Any] | None = None
     dataset: str | None = None
 
     def __post_init__(self) -> None:
