@@ -122,28 +122,48 @@ def load_images(folder: Path, n: int, imgsz: int) -> list[torch.Tensor]:
             for f in files]
 
 
-def match(ours: dict, theirs: torch.Tensor, box_tol: float) -> dict:
+def match(ours: dict, theirs: torch.Tensor, box_tol: float, iou: float) -> dict:
     """Pair cspdet detections (boxes, scores, labels) with Ultralytics' (K, 6) [x1, y1, x2, y2, score, cls] one to
-    one: same class, score within 1e-4, box within ``box_tol`` px (greedy in decreasing score; tied scores -- common
-    with random weights, where letterbox padding gives many identical points -- may come in either order)."""
+    one: same class, score within 1e-4, box within ``box_tol`` px (greedy in decreasing score).
+
+    A detection left unpaired is a *near-tie swap* when the other framework kept, instead, a detection of the same
+    class that overlaps it by more than the NMS ``iou`` with a score within 1e-4: the two were one group of
+    near-tied candidates (score gaps below the frameworks' float differences, e.g. a column of points at the
+    image border that random weights score alike), and the two NMS runs, each exact, met them in a different
+    order. Any other unpaired detection is ``unexplained``."""
+    from torchvision.ops import box_iou
+
     a_boxes, a_scores, a_labels = ours["boxes"], ours["scores"], ours["labels"].long()
     b_boxes, b_scores, b_labels = theirs[:, :4], theirs[:, 4], theirs[:, 5].long()
     box_diff = (a_boxes[:, None] - b_boxes[None]).abs().amax(-1) if len(a_boxes) and len(b_boxes) else \
         torch.zeros(len(a_boxes), len(b_boxes))
-    ok = (a_labels[:, None] == b_labels[None]) & ((a_scores[:, None] - b_scores[None]).abs() <= 1e-4) & \
-        (box_diff <= box_tol)
+    same = (a_labels[:, None] == b_labels[None]) & ((a_scores[:, None] - b_scores[None]).abs() <= 1e-4)
+    ok = same & (box_diff <= box_tol)
     used = torch.zeros(len(b_boxes), dtype=torch.bool)
+    paired = torch.zeros(len(a_boxes), dtype=torch.bool)
     box = score = 0.0
-    matched = 0
     for i in a_scores.argsort(descending=True).tolist():
         cand = (ok[i] & ~used).nonzero().flatten()
         if len(cand):
             j = cand[box_diff[i, cand].argmin()].item()
-            used[j] = True
-            matched += 1
+            used[j] = paired[i] = True
             box = max(box, box_diff[i, j].item())
             score = max(score, (a_scores[i] - b_scores[j]).abs().item())
-    return dict(n_ours=len(a_scores), n_theirs=len(b_scores), matched=matched, box=box, score=score)
+    group = same & (box_iou(a_boxes, b_boxes) > iou) if len(a_boxes) and len(b_boxes) else same
+    swaps = int((~paired & group.any(1)).sum()) + int((~used & group.any(0)).sum())
+    unexplained = int((~paired).sum() + (~used).sum()) - swaps
+    return dict(n_ours=len(a_scores), n_theirs=len(b_scores), matched=int(paired.sum()), swaps=swaps,
+                unexplained=unexplained, box=box, score=score)
+
+
+def to_cspdet_layout(y: torch.Tensor, xyxy: bool = False) -> torch.Tensor:
+    """Ultralytics' decoded (B, 4 + C, A) [cx, cy, w, h | x1, y1, x2, y2, probs] -> cspdet's (B, A, 5 + C)
+    [cx, cy, w, h, 1, probs], to run cspdet's post-processing on Ultralytics' own predictions."""
+    from torchvision.ops import box_convert
+
+    y = y.transpose(1, 2)
+    boxes = box_convert(y[..., :4], "xyxy", "cxcywh") if xyxy else y[..., :4]
+    return torch.cat([boxes, torch.ones_like(boxes[..., :1]), y[..., 4:]], -1)
 
 
 def pair(path: Path):
@@ -206,7 +226,7 @@ def run_one(name: str, images: list[torch.Tensor], args: argparse.Namespace, wor
     ours, ref, _ = pair(path)
     detect = ref.model[-1]
     spread_raw = 0.0
-    nms_rows, topk_rows = [], []
+    nms_rows, topk_rows, same_rows = [], [], []
     with torch.no_grad():
         for x in images:
             spread_raw = max(spread_raw, *raw_diffs(ours, ref, x)[:2])
@@ -216,33 +236,44 @@ def run_one(name: str, images: list[torch.Tensor], args: argparse.Namespace, wor
             ours.nms_free = False
             theirs = non_max_suppression(y, args.conf, args.iou, max_det=args.max_det)  # each framework's own NMS
             mine = ours.head.postprocess(ours(x * 255), args.conf, args.iou, args.max_det)
-            nms_rows += [match(a, b, args.box_tol) for a, b in zip(mine, theirs)]
+            nms_rows += [match(a, b, args.box_tol, args.iou) for a, b in zip(mine, theirs)]
+            # the post-processing alone: cspdet's NMS on Ultralytics' own decoded predictions
+            same = ours.head.postprocess(to_cspdet_layout(y), args.conf, args.iou, args.max_det)
+            same_rows += [match(a, b, args.box_tol, args.iou) for a, b in zip(same, theirs)]
             if e2e:  # NMS-free top-k: Ultralytics' end-to-end head output + its predictor's conf filter
                 detect.end2end = True
-                y2, _ = ref(x)
+                y2, preds2 = ref(x)
                 theirs = non_max_suppression(y2, args.conf, args.iou, max_det=args.max_det, end2end=True)
                 ours.nms_free = True
                 mine = ours.head.postprocess(ours(x * 255), args.conf, args.iou, args.max_det)
-                topk_rows += [match(a, b, args.box_tol) for a, b in zip(mine, theirs)]
+                topk_rows += [match(a, b, args.box_tol, args.iou) for a, b in zip(mine, theirs)]
+                decoded_o2o = detect._inference(preds2["one2one"])  # xyxy + probs, before its top-k
+                same = ours.head.postprocess(to_cspdet_layout(decoded_o2o, xyxy=True), args.conf, args.iou,
+                                             args.max_det)
+                same_rows += [match(a, b, args.box_tol, args.iou) for a, b in zip(same, theirs)]
 
     def summary(rows: list[dict]) -> dict:
         if not rows:
-            return dict(dets="", agree="", box="", score="")
-        agree = all(r["matched"] == r["n_ours"] == r["n_theirs"] for r in rows)
-        return dict(dets=f"{sum(r['n_theirs'] for r in rows)}/{sum(r['n_ours'] for r in rows)}", agree=agree,
+            return dict(dets="", agree="", swaps="", unexplained="", box="", score="")
+        return dict(dets=f"{sum(r['n_theirs'] for r in rows)}/{sum(r['n_ours'] for r in rows)}",
+                    agree=all(r["matched"] == r["n_ours"] == r["n_theirs"] for r in rows),
+                    swaps=sum(r["swaps"] for r in rows), unexplained=sum(r["unexplained"] for r in rows),
                     box=max(r["box"] for r in rows), score=max(r["score"] for r in rows))
 
-    nms, topk = summary(nms_rows), summary(topk_rows)
-    ok = raw_o2m <= 1e-4 and raw_o2o <= 1e-4 and nms["agree"] is True and topk["agree"] in (True, "")
+    nms, topk, same = summary(nms_rows), summary(topk_rows), summary(same_rows)
+    ok = (raw_o2m <= 1e-4 and raw_o2o <= 1e-4 and same["agree"] is True and nms["unexplained"] == 0
+          and topk["unexplained"] in (0, ""))
     return {
         "model": name, "cspdet_preset": ckpt["meta"]["preset"],
         "params": sum(p.numel() for p in ref.parameters()), "imgsz": max(max(x.shape[-2:]) for x in images),
         "images": len(images),
         "raw_o2m_max_abs": raw_o2m, "raw_o2o_max_abs": raw_o2o if e2e else "", "decoded_max_abs": decoded,
         "spread_head_raw_max_abs": spread_raw,
-        "nms_dets_ultralytics_cspdet": nms["dets"], "nms_agree": nms["agree"], "nms_box_max_abs": nms["box"],
-        "nms_score_max_abs": nms["score"], "topk_dets_ultralytics_cspdet": topk["dets"], "topk_agree": topk["agree"],
-        "topk_box_max_abs": topk["box"], "topk_score_max_abs": topk["score"], "pass": ok,
+        "nms_dets_ultralytics_cspdet": nms["dets"], "nms_agree": nms["agree"], "nms_near_tie_swaps": nms["swaps"],
+        "nms_unexplained": nms["unexplained"], "nms_box_max_abs": nms["box"], "nms_score_max_abs": nms["score"],
+        "topk_dets_ultralytics_cspdet": topk["dets"], "topk_agree": topk["agree"], "topk_near_tie_swaps": topk["swaps"],
+        "topk_unexplained": topk["unexplained"], "topk_box_max_abs": topk["box"], "topk_score_max_abs": topk["score"],
+        "postprocess_same_input_dets": same["dets"], "postprocess_same_input_agree": same["agree"], "pass": ok,
         "seconds": round(time.perf_counter() - t0, 1), "ultralytics": __version__, "torch": torch.__version__,
     }
 
@@ -298,16 +329,23 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     os.replace(tmp_out, out)
     print(f"\nwrote {out}\n")
-    print("| model | cspdet preset | params | imgsz x images | raw max abs diff (o2m / o2o) | decoded | NMS dets "
-          "(Ultralytics / cspdet), agree | NMS-free top-k dets, agree |")
+    print("| model | cspdet preset | params | input x images | raw max abs diff (o2m / o2o) | NMS: dets (Ultralytics / "
+          "cspdet), paired | NMS-free top-k: dets, paired | post-processing on the same predictions |")
     print("|---|---|---:|---|---|---|---|---|")
+
+    def agreement(r: dict, kind: str) -> str:
+        if r[f"{kind}_agree"] == "":
+            return "-"
+        if r[f"{kind}_agree"]:
+            return f"{r[f'{kind}_dets_ultralytics_cspdet']}, all"
+        return (f"{r[f'{kind}_dets_ultralytics_cspdet']}, all but {r[f'{kind}_near_tie_swaps']} near-tie swaps"
+                + (f", {r[f'{kind}_unexplained']} UNEXPLAINED" if r[f"{kind}_unexplained"] else ""))
+
     for r in rows:
         raw = fmt(r["raw_o2m_max_abs"]) + (f" / {fmt(r['raw_o2o_max_abs'])}" if r["raw_o2o_max_abs"] != "" else "")
-        topk = f"{r['topk_dets_ultralytics_cspdet']}, {'yes' if r['topk_agree'] else 'NO'}" \
-            if r["topk_agree"] != "" else "-"
+        same = f"{r['postprocess_same_input_dets']}, {'identical' if r['postprocess_same_input_agree'] else 'DIFFER'}"
         print(f"| {r['model']} | {r['cspdet_preset']} | {r['params']:,} | {r['imgsz']} x {r['images']} | {raw} | "
-              f"{fmt(r['decoded_max_abs'])} | {r['nms_dets_ultralytics_cspdet']}, "
-              f"{'yes' if r['nms_agree'] else 'NO'} | {topk} |")
+              f"{agreement(r, 'nms')} | {agreement(r, 'topk')} | {same} |")
     return 0 if all(r["pass"] for r in rows) else 1
 
 
