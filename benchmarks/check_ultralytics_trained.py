@@ -13,7 +13,9 @@ Rows (all scored by the same pycocotools COCOeval against raccoon's COCO annotat
 * ``cspdet_val``: cspdet's evaluator on the converted checkpoint (cspdet's letterbox: square, top-left, bilinear);
 * ``cspdet_on_ultralytics_inputs``: the converted cspdet model and cspdet's post-processing on the very input
   tensors of Ultralytics' validator (its dataloader), boxes mapped back as Ultralytics maps them -- the difference
-  to ``ultralytics_val`` is the model + post-processing alone, the rest is preprocessing.
+  to ``ultralytics_val`` is the model + post-processing alone, the rest is preprocessing;
+* ``cspdet_on_ultralytics_inputs_rounded``: the same detections rounded as Ultralytics' save_json rounds them
+  (scores to 5 decimals, boxes to 3), which on a weak model makes groups of equal scores.
 
 Appends the rows (with command and date) to benchmarks/results/ultralytics_parity_trained.csv.
 """
@@ -138,6 +140,10 @@ def main() -> int:
                 mine.append({"image_id": ids[stem], "category_id": cats[int(c)], "bbox": [x1, y1, x2 - x1, y2 - y1],
                              "score": s})
     rows.append(("cspdet_on_ultralytics_inputs", *score(mine), len(mine)))
+    # Ultralytics' save_json rounds scores to 5 decimals and boxes to 3: on weak models whole groups of scores
+    # become equal, and COCOeval's order among equal scores moves AP; the same rounding here isolates that.
+    rounded = [dict(d, bbox=[round(v, 3) for v in d["bbox"]], score=round(d["score"], 5)) for d in mine]
+    rows.append(("cspdet_on_ultralytics_inputs_rounded", *score(rounded), len(rounded)))
 
     command = "PYTHONPATH=. python benchmarks/check_ultralytics_trained.py " + " ".join(map(shlex.quote,
                                                                                         sys.argv[1:]))
