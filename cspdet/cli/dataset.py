@@ -30,11 +30,15 @@ CONVERT_EXAMPLES = """
   cspdet convert --ann instances_val.json --images val2017/ --to voc --out /data/val_voc
   cspdet convert yolox_s.pth --out yolox_s_cspdet.pt      # official YOLOX weights: the size is read from them
   cspdet convert yolox_custom.pth --from yolox --names cat dog --img-size 416 --out cats.pt
+  cspdet convert yolo26n.pt --out yolo26n_cspdet.pt      # Ultralytics YOLOv8 / YOLO11 / YOLO26 (read safely)
+  cspdet convert yolov8s.pt --model csptal_s --out csptal_s.pt   # YOLOv8 weights into the NMS-free csptal_s
 
 Datasets: writes the dataset folder and OUT/dataset.yaml (a descriptor with an absolute path: cspdet and
 Ultralytics read it). Images are symlinked by default (--copy-images copy to copy). Bad input is skipped with a
 warning, as when training (--strict stops at the first problem). COCO crowd boxes become VOC difficult objects
-and are left out of YOLO labels. Weights: a .pth / .pt file is taken as an official YOLOX checkpoint.
+and are left out of YOLO labels. Weights: a .pth / .pt file is taken as model weights: an official YOLOX
+checkpoint, or an Ultralytics YOLOv8 / YOLO11 / YOLO26 detection checkpoint (read without running any of its code;
+the weights keep their licence, recorded in meta.source).
 """
 
 
@@ -124,8 +128,9 @@ def convert(argv: Sequence[str]) -> int:
                          "or an official YOLOX checkpoint into a cspdet checkpoint.", CONVERT_EXAMPLES)
     parser.add_argument("dataset", nargs="?", metavar="SOURCE",
                         help="descriptor YAML, Ultralytics data YAML, YOLO/VOC folder, or a YOLOX .pth")
-    parser.add_argument("--from", dest="source_kind", choices=("auto", "dataset", "yolox"), default="auto",
-                        help="what SOURCE is (default auto: a torch checkpoint file is YOLOX weights)")
+    parser.add_argument("--from", dest="source_kind", choices=("auto", "dataset", "yolox", "ultralytics"),
+                        default="auto", help="what SOURCE is (default auto: a torch checkpoint file is YOLOX or "
+                        "Ultralytics weights, told apart by its contents)")
     parser.add_argument("--out", required=True, help="output folder (dataset) or checkpoint file (weights)")
     group = parser.add_argument_group("datasets")
     group.add_argument("--to", choices=["coco", "yolo", "voc"], help="output format (required for a dataset)")
@@ -135,15 +140,17 @@ def convert(argv: Sequence[str]) -> int:
     group.add_argument("--copy-images", choices=["symlink", "copy", "none"], default="symlink",
                        help="how images reach the output (none: COCO only, json points at the originals)")
     group.add_argument("--strict", action="store_true", help="stop at the first bad image or label")
-    group = parser.add_argument_group("YOLOX weights")
+    group = parser.add_argument_group("YOLOX / Ultralytics weights")
     group.add_argument("--model", default=None, help="the matching cspdet preset, cspdarknet_{nano,tiny,s,m,l,x} "
-                       "(default: read from the weights)")
+                       "(YOLOX), yolov8/yolo11/yolo26<size>_layout or csptal_<size> (Ultralytics) (default: read from "
+                       "the weights)")
     group.add_argument("--img-size", type=range_type("eval.img_size"), default=None,
                        help="inference size (default 416 nano/tiny, else 640)")
     group.add_argument("--names", nargs="+", default=None,
                        help="class names (YOLOX: default COCO's 80; a bare YOLO/VOC folder: its classes)")
     args = parser.parse_args(_no_overrides(parser, argv))
-    weights = args.source_kind == "yolox" or (args.source_kind == "auto" and _is_weights_file(args.dataset))
+    weights = args.source_kind in ("yolox", "ultralytics") or (args.source_kind == "auto"
+                                                                and _is_weights_file(args.dataset))
     try:
         return _convert_weights(args) if weights else _convert_dataset(args)
     except UsageError as err:
@@ -160,11 +167,14 @@ def _convert_weights(args: argparse.Namespace) -> int:
     extra = [flag for flag, given in (("--to", args.to), ("--ann", args.ann), ("--images", args.images),
                                       ("--split", args.split), ("--strict", args.strict)) if given]
     if extra:
-        raise UsageError(f"{extra[0]} is for datasets; {args.dataset} is converted as YOLOX weights")
+        raise UsageError(f"{extra[0]} is for datasets; {args.dataset} is converted as model weights")
     if not args.dataset:
         raise UsageError("give the YOLOX checkpoint to convert")
     try:
-        ckpt = convert_yolox_checkpoint(args.dataset, args.out, args.model, args.img_size, args.names)
+        if args.source_kind == "ultralytics" or (args.source_kind == "auto" and _is_ultralytics(args.dataset)):
+            ckpt = _convert_ultralytics(args)
+        else:
+            ckpt = convert_yolox_checkpoint(args.dataset, args.out, args.model, args.img_size, args.names)
     except (CheckpointError, ConfigError) as err:
         print(f"cspdet convert: error: {err}", file=sys.stderr)
         return 2
@@ -174,6 +184,40 @@ def _convert_weights(args: argparse.Namespace) -> int:
     meta = ckpt["meta"]
     print(f"wrote {args.out}: {meta['preset']}, {len(meta['class_names'])} classes, img_size {meta['img_size'][0]}")
     return 0
+
+
+def _is_ultralytics(path: str) -> bool:
+    """An Ultralytics pickle, or a plain state dict with its layer names (the runtime decides what a file is)."""
+    from ..runtime.checkpoint import CheckpointError
+    from ..runtime.weights import read_weights
+
+    try:
+        return read_weights(path).kind == "ultralytics"
+    except CheckpointError:  # not readable as weights: the YOLOX path reports why
+        return False
+
+
+def _convert_ultralytics(args: argparse.Namespace) -> dict:
+    """``cspdet convert`` of an Ultralytics checkpoint: read safely, converted, ``--names`` / ``--img-size`` applied,
+    written atomically."""
+    from ..config import ConfigError
+    from ..runtime.checkpoint import CheckpointError, save_checkpoint
+    from ..models.ultralytics_weights import UltralyticsWeightsError, convert_ultralytics
+
+    try:
+        ckpt = convert_ultralytics(args.dataset, args.model)
+    except UltralyticsWeightsError as err:
+        raise CheckpointError(str(err)) from None
+    meta = ckpt["meta"]
+    if args.names is not None:
+        if len(args.names) != len(meta["class_names"]):
+            raise ConfigError(f"--names: {len(args.names)} class names but {args.dataset} has "
+                              f"{len(meta['class_names'])} classes")
+        meta["class_names"], meta["category_ids"] = list(args.names), list(range(len(args.names)))
+    if args.img_size is not None:
+        meta["img_size"] = [args.img_size, args.img_size]
+    save_checkpoint(ckpt, args.out)
+    return ckpt
 
 
 def _convert_dataset(args: argparse.Namespace) -> int:

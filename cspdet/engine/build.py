@@ -10,8 +10,8 @@ import torch
 
 from ..config import ConfigError, ModelConfig
 from .._deprecated import moved
-from ..runtime.checkpoint import CheckpointError, load_checkpoint, load_state_file
-from ..runtime.weights import state_kind
+from ..runtime.checkpoint import CheckpointError, load_checkpoint
+from ..runtime.weights import read_weights
 
 __all__ = ["InitialWeights", "build_detector", "convert_yolox_checkpoint", "init_weights", "load_initial_weights",
            "model_overrides"]
@@ -99,20 +99,24 @@ def load_initial_weights(model: torch.nn.Module, cfg: ModelConfig, allow_class_c
 
     path = cfg.weights
     fmt = cfg.weights_format
-    if fmt == "auto" and _is_ultralytics_file(path):
-        fmt = "ultralytics"
-    if fmt == "ultralytics":  # read by its own restricted unpickler, never by torch.load
-        state = _read_ultralytics(path)
-        return _load_detector_state(model, state, path, weights_source(path, fmt), "Ultralytics weights",
-                                    allow_class_change)
-    obj = load_state_file(path)
+    weights = read_weights(path)  # what the file is: decided by the runtime, once
+    if weights.exported:
+        raise CheckpointError(f"{path}: an exported {weights.kind} model, not weights to train from; use the "
+                              "checkpoint it was exported from")
+    obj = weights.obj
     if fmt == "auto":
-        fmt = state_kind(obj)
+        fmt = weights.kind
         if not fmt:
             raise CheckpointError(
                 f"{path}: cannot tell what kind of weights this is (not a cspdet checkpoint, no YOLOX "
                 "'backbone.backbone.' or timm 'stem.conv1.' keys); set model.weights_format=cspdet|timm|yolox"
             )
+    if fmt == "ultralytics":  # converted by the restricted reader as it was read (a cspdet checkpoint dict)
+        if weights.kind != "ultralytics":
+            raise CheckpointError(f"{path}: model.weights_format=ultralytics, but this is not an Ultralytics "
+                                  f"checkpoint ({weights.kind or 'unknown kind'})")
+        return _load_detector_state(model, obj["model"], path, weights_source(path, fmt), "Ultralytics weights",
+                                    allow_class_change)
     if fmt == "cspdet":
         ckpt = load_checkpoint(path)
         kind = ckpt.get("kind")
@@ -154,41 +158,6 @@ def load_initial_weights(model: torch.nn.Module, cfg: ModelConfig, allow_class_c
         return _load_detector_state(model, converted, path, weights_source(path, fmt), "YOLOX checkpoint",
                                     allow_class_change, what="YOLOX weights do not fit the detector")
     raise CheckpointError(f"model.weights_format: unknown format {fmt!r}")
-
-
-def _is_ultralytics_file(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a torch.save archive whose pickle imports classes from the ``ultralytics`` package.
-    The pickle's opcodes are only listed (``pickletools.genops``), never run."""
-    import pickletools
-    import zipfile
-
-    try:
-        with zipfile.ZipFile(path) as zf:
-            name = next((n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
-            data = zf.read(name) if name else b""
-        strings: list[str] = []
-        for op, arg, _ in pickletools.genops(data):
-            if op.name == "GLOBAL" and str(arg).split(" ")[0].split(".")[0] == "ultralytics":
-                return True
-            if op.name == "STACK_GLOBAL" and len(strings) >= 2 and strings[-2].split(".")[0] == "ultralytics":
-                return True
-            if isinstance(arg, str):
-                strings.append(arg)
-    except (OSError, zipfile.BadZipFile, ValueError):
-        return False
-    return False
-
-
-def _read_ultralytics(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """The weights of an Ultralytics ``.pt`` in cspdet's detector layout: THE dispatch point for those files
-    (fine-tuning, ``model.weights=...pt``). The safe reader and the key table live in
-    ``cspdet/models/ultralytics_weights.py``, which must provide ``read_ultralytics_state(path) -> state dict``."""
-    try:
-        from ..models.ultralytics_weights import read_ultralytics_state
-    except ImportError:
-        raise CheckpointError(f"{path}: an Ultralytics checkpoint; this cspdet cannot read those (convert it with "
-                              "a cspdet that has `cspdet convert` for Ultralytics files)") from None
-    return read_ultralytics_state(path)
 
 
 def _outside_backbone(model: torch.nn.Module) -> list[str]:
@@ -292,8 +261,9 @@ def convert_yolox_checkpoint(
     from ..models import DETECTORS, DetectorMeta, SpecError, YoloxWeightsError, create_detector, infer_yolox_preset
     from ..runtime.checkpoint import new_checkpoint, save_checkpoint
 
-    obj = load_state_file(yolox_path)
-    if not isinstance(obj, dict) or state_kind(obj) != "yolox":
+    weights = read_weights(yolox_path)
+    obj = weights.obj
+    if weights.kind != "yolox":
         raise CheckpointError(f"{yolox_path}: not an official YOLOX checkpoint (no 'backbone.backbone.' keys)")
     try:
         inferred, num_classes = infer_yolox_preset(obj)

@@ -60,6 +60,7 @@ from .tal_head import TALHeadLevel, TALHeadOutputs, TaskAlignedHead
 from .timm_weights import load_timm_weights, timm_to_cspdet_key
 from .yolo11_layout import YOLO11_SIZES, yolo11_spec, yolo26_layout, yolo26_spec
 from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout, yolov8_spec
+from .ultralytics_weights import UltralyticsWeightsError, convert_ultralytics, read_ultralytics_checkpoint
 from .yolox_weights import YoloxWeightsError, infer_yolox_preset, load_yolox_weights, yolox_to_cspdet_state_dict
 
 __all__ = [
@@ -85,4 +86,5 @@ __all__ = [
     # size, weights
     "count_parameters", "count_flops", "model_info", "load_timm_weights", "timm_to_cspdet_key",
     "infer_yolox_preset", "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
+    "convert_ultralytics", "read_ultralytics_checkpoint", "UltralyticsWeightsError",
 ]

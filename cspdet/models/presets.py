@@ -344,19 +344,21 @@ BACKBONES.register("custom", Preset("custom_backbone"))
 DETECTORS.register("cspresnet50", Preset("csp_backbone", dict(backbone="csp_resnet50")))
 DETECTORS.register("cspdarknet53", Preset("csp_backbone", dict(backbone="csp_darknet53")))
 DETECTORS.register("custom", Preset("custom"))
-# YOLOv8's layout with its published parameter counts (3,157,200 / 11,166,560 / 25,902,640 at 80 classes), so the
-# same network can be trained in cspdet and elsewhere; and cspdet's task-aligned family at the same scales with the
+# YOLOv8's layout with its published parameter counts (n 3,157,200 / s 11,166,560 / m 25,902,640 / l 43,691,520 /
+# x 68,229,648 at 80 classes), so the same network can be trained in cspdet and elsewhere (and Ultralytics weights
+# converted, cspdet.models.ultralytics_weights); and cspdet's task-aligned family at the same scales with the
 # NMS-free one-to-one branch (dual assignment; NMS-free inference by default, NMS on the one-to-many branch on demand).
-for _size in ("n", "s", "m"):
+for _size in ("n", "s", "m", "l", "x"):
     _d, _w, _mc = YOLOV8_SIZES[_size]
     DETECTORS.register(f"yolov8{_size}_layout", Preset("yolov8", dict(depth=_d, width=_w, max_channels=_mc)))
     DETECTORS.register(f"csptal_{_size}", Preset("yolov8", dict(depth=_d, width=_w, max_channels=_mc, one2one=True)))
 DETECTORS.register("cspresnet50_tal", Preset("csp_tal", dict(backbone="csp_resnet50", depth=0.33, width=0.5,
                                                             one2one=True)))
-# YOLO11's and YOLO26's layouts with their published parameter counts (YOLO11n 2,624,080, YOLO11s 9,458,752;
-# YOLO26n 2,572,280, YOLO26s 10,009,784 at 80 classes): lighter n / s networks (YOLO26n: 5.5 GFLOPs at 640 for the
-# branch that runs, against 8.7 of YOLOv8n / csptal_n) for CPU deployment.
-for _size in ("n", "s"):
+# YOLO11's and YOLO26's layouts with their published parameter counts (YOLO11 n 2,624,080 / s 9,458,752 /
+# m 20,114,688 / l 25,372,160 / x 56,966,176; YOLO26 n 2,572,280 / s 10,009,784 / m 21,896,248 / l 26,299,704 /
+# x 58,993,368 at 80 classes): lighter networks (YOLO26n: 5.5 GFLOPs at 640 for the branch that runs, against 8.7 of
+# YOLOv8n / csptal_n) for CPU deployment.
+for _size in ("n", "s", "m", "l", "x"):
     _d, _w, _mc = YOLO11_SIZES[_size]
     DETECTORS.register(f"yolo11{_size}_layout", Preset("yolo11", dict(depth=_d, width=_w, max_channels=_mc)))
     DETECTORS.register(f"yolo26{_size}_layout", Preset("yolo26", dict(depth=_d, width=_w, max_channels=_mc)))

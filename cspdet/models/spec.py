@@ -281,7 +281,8 @@ class DetectorMeta:
         conf, iou, max_det: default score threshold, NMS IoU and detections per image for prediction.
         preset: the registry name the model was created from, when it was.
         source: where the weights come from: ``{path, format, sha256, licence, parent?, trained_in?}``
-            (:mod:`cspdet.engine.provenance`; older checkpoints hold a plain string).
+            (:mod:`cspdet.engine.provenance`); converted third-party weights record file, format, version and
+            licence (the weights keep their source's licence); older checkpoints hold a plain string.
         dataset: the dataset descriptor the model was trained on, when known (``cspdet val WEIGHTS`` scores on
             its validation split unless told otherwise), as the training command named it.
         dataset_path: that descriptor's absolute location when the model was saved (found from any folder).

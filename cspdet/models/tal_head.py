@@ -51,7 +51,8 @@ from .spec import HeadSpec
 __all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
 
 # Constructor arguments a spec records (only where they differ from these defaults) -- everything but the assigners.
-_SPEC_DEFAULTS = dict(reg_max=16, box_channels=None, cls_channels=None, cls_branch="conv", one2one=False, o2o_detach=True, nms_free=None,
+_SPEC_DEFAULTS = dict(reg_max=16, distance_act="softplus", box_channels=None, cls_channels=None, cls_branch="conv",
+                      one2one=False, o2o_detach=True, nms_free=None,
                       o2m_weight=0.8, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
                       prior_image_size=640, norm=None, act=None)
 
@@ -109,6 +110,9 @@ class TaskAlignedHead(HeadBase):
         strides: input pixels per grid cell of each level.
         reg_max: distance bins per side (YOLOv8: 16, so distances up to 15 strides); ``1`` = direct regression of
             the distances (YOLO26 dropped DFL for simpler export), trained with L1 in the ``dfl_loss`` slot.
+        distance_act: with ``reg_max == 1``, how a raw output becomes a distance: ``"softplus"`` (cspdet's default:
+            positive, no dead units) or ``"identity"`` (the raw value, as Ultralytics' YOLO26 decodes it; converted
+            YOLO26 weights need it to give the same boxes).
         box_channels: width of the box branch (default YOLOv8's ``max(16, in_channels[0] // 4, 4 * reg_max)``).
         cls_channels: width of the class branch (default YOLOv8's ``max(in_channels[0], min(num_classes, 100))``).
         cls_branch: ``"conv"`` (YOLOv8: two 3x3 conv units) or ``"dw"`` (YOLO11 / YOLO26: two depthwise-separable
@@ -152,6 +156,7 @@ class TaskAlignedHead(HeadBase):
         in_channels: Sequence[int],
         strides: Sequence[int] = (8, 16, 32),
         reg_max: int = 16,
+        distance_act: str = "softplus",
         hidden_channels: int | None = None,
         depthwise: bool = False,
         box_channels: int | None = None,
@@ -185,7 +190,9 @@ class TaskAlignedHead(HeadBase):
                              f"{len(strides)} strides")
         if isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1:
             raise ValueError(f"TaskAlignedHead: reg_max must be an integer >= 1, got {reg_max!r}")
-        self.num_classes, self.reg_max = num_classes, reg_max
+        if distance_act not in ("softplus", "identity"):
+            raise ValueError(f"TaskAlignedHead: distance_act must be 'softplus' or 'identity', got {distance_act!r}")
+        self.num_classes, self.reg_max, self.distance_act = num_classes, reg_max, distance_act
         self.strides = tuple(int(s) for s in strides)
         self.one2one, self.o2o_detach = bool(one2one), bool(o2o_detach)
         c0 = int(in_channels[0])
@@ -277,9 +284,10 @@ class TaskAlignedHead(HeadBase):
 
     def distances(self, box: Tensor) -> Tensor:
         """(B, A, 4 * reg_max) raw box outputs -> (B, A, 4) ``l, t, r, b`` in strides (DFL expectation, or
-        ``softplus`` of the raw value with reg_max 1: positive distances without dead units)."""
+        ``softplus`` of the raw value with reg_max 1: positive distances without dead units; the raw value itself
+        with ``distance_act="identity"``)."""
         if self.dfl_project is None:
-            return F.softplus(box.float())
+            return box.float() if self.distance_act == "identity" else F.softplus(box.float())
         return dfl_expectation(box.float(), self.dfl_project)
 
     def _anchors(self, sizes: Sequence[tuple[int, int]], device: torch.device) -> tuple[Tensor, Tensor]:

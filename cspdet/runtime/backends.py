@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import os
 import threading
 import warnings
 from collections import OrderedDict

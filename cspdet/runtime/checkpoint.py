@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..fileio import atomic_write
+from ..models.ultralytics_weights import UltralyticsWeightsError, convert_ultralytics, is_ultralytics_checkpoint
 
 __all__ = [
     "CHECKPOINT_FORMAT", "CHECKPOINT_VERSION", "CheckpointError", "load_checkpoint", "is_torch_file",
@@ -111,21 +113,67 @@ def is_torch_file(path: str | os.PathLike) -> bool:
     return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
-def load_state_file(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """``torch.load`` with ``weights_only=True`` and one-line errors (for any weights file, ours or not)."""
+def load_state_file(path: str | os.PathLike, map_location: str | torch.device = "cpu", convert: bool = True) -> Any:
+    """``torch.load`` with ``weights_only=True`` and one-line errors (for any weights file, ours or not).
+
+    An Ultralytics YOLOv8 / YOLO11 / YOLO26 detection checkpoint (a pickle of its classes, which ``weights_only``
+    refuses) is read with cspdet's restricted reader and returned converted, as a version-2 cspdet checkpoint
+    dict (:func:`_foreign_checkpoint`), so every command that takes weights takes it; a pickle that names anything
+    else is refused with one line naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     if not is_torch_file(path):
         raise CheckpointError(f"{path}: not a PyTorch checkpoint file (expected a torch.save archive)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        converted = _foreign_checkpoint(path)
+        if converted is not None:
+            return converted
+        named = re.search(r"GLOBAL ([\w.]+)", str(err))
+        what = f"it names {named.group(1)}, " if named else "the file holds objects other than tensors, numbers, " \
+            "strings and plain containers, "
         raise CheckpointError(
-            f"{path}: refused: the file holds objects other than tensors, numbers, strings and plain containers, "
-            "and loading it could run code (cspdet only loads weights_only checkpoints)"
+            f"{path}: refused: {what}and loading it could run code (cspdet only loads weights_only checkpoints)"
         ) from None
     except Exception as err:  # truncated or corrupt archives: RuntimeError, EOFError, ...
         reason = " ".join(str(err).split())
         reason = reason if len(reason) <= 200 else reason[:200].rsplit(" ", 1)[0] + " ..."
         raise CheckpointError(f"{path}: cannot read the checkpoint: {reason}") from None
+    if convert and is_ultralytics_state(obj):
+        return _foreign_checkpoint(path, plain_state=True)  # a plain state dict with Ultralytics' names
+    return obj
+
+
+def is_ultralytics_state(obj: Any) -> bool:
+    """A plain state dict with Ultralytics' layer names (``model.0.conv.weight``), not a cspdet checkpoint."""
+    return isinstance(obj, dict) and obj.get("format") != CHECKPOINT_FORMAT and any(
+        isinstance(k, str) and k.startswith("model.0.conv.") for k in obj)
+
+
+def _foreign_checkpoint(path: Path, plain_state: bool = False) -> dict[str, Any] | None:
+    """The one place where weights of other frameworks are recognised and converted: an Ultralytics detection
+    checkpoint (or, ``plain_state``, a state dict with its names) comes back as a cspdet checkpoint dict
+    (:func:`cspdet.models.ultralytics_weights.convert_ultralytics`, memoised for the last file); any other file
+    gives None.
+
+    Raises:
+        CheckpointError: an Ultralytics file that is refused (it names something a weights file does not need) or
+            that does not convert (one line).
+    """
+    if not plain_state and not is_ultralytics_checkpoint(path):
+        return None
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    if _CONVERTED.get("key") != key:
+        try:
+            ckpt = convert_ultralytics(path)
+        except UltralyticsWeightsError as err:
+            raise CheckpointError(str(err)) from None
+        _CONVERTED.update(key=key, ckpt=ckpt)
+    return _CONVERTED["ckpt"]
+
+
+_CONVERTED: dict[str, Any] = {}

@@ -27,8 +27,8 @@ __all__ = ["NotAModelError", "load_backend", "open_model"]
 
 
 class NotAModelError(CheckpointError):
-    """A weights file cspdet recognises that is not a runnable detector (``kind``: ``yolox``, ``timm`` or
-    ``ultralytics``); the message says what to do with it."""
+    """A weights file cspdet recognises that is not a runnable detector (``kind``: ``yolox`` or ``timm``); the
+    message says what to do with it. (An Ultralytics ``.pt`` runs: it is converted as it is read.)"""
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)
@@ -39,7 +39,6 @@ _NOT_A_MODEL = {
     "yolox": "an official YOLOX checkpoint: convert it with `cspdet convert {path} --out converted.pt` (or "
              "evaluate it with a config naming its model)",
     "timm": "timm backbone weights: use them to initialise training (model.weights={path})",
-    "ultralytics": "an Ultralytics checkpoint: convert it with `cspdet convert {path} --out converted.pt`",
 }
 
 
@@ -77,6 +76,9 @@ def open_model(path: str | os.PathLike | WeightsFile, device: str | torch.device
     :class:`~cspdet.runtime.backends.DeployedDetector` over its format's runtime). Every result satisfies
     :class:`~cspdet.runtime.contracts.InferenceModel`.
 
+    An Ultralytics YOLOv8 / YOLO11 / YOLO26 ``.pt`` is read by the restricted reader and converted as it is opened
+    (``cspdet convert`` writes the converted checkpoint once, for a faster start).
+
     ``precision`` (``fp32`` | ``bf16`` | ``auto``: bf16 only on CPUs with native bf16) and ``channels_last``
     select the PyTorch CPU fast path for checkpoints (:class:`~cspdet.runtime.cpu.FastCPUDetector`); ``precision``
     also sets OpenVINO's inference precision for ``.xml`` files (ONNX Runtime and TorchScript files run in the
@@ -84,8 +86,8 @@ def open_model(path: str | os.PathLike | WeightsFile, device: str | torch.device
     training code's. ``threads``: intra-op threads of an exported file's runtime.
 
     Raises:
-        CheckpointError (ExportError for exported files; :class:`NotAModelError` for YOLOX / timm / Ultralytics
-            weights): one line naming the file and the problem.
+        CheckpointError (ExportError for exported files; :class:`NotAModelError` for YOLOX / timm weights): one
+            line naming the file and the problem.
     """
     weights = path if isinstance(path, WeightsFile) else read_weights(path)
     if weights.exported:

@@ -7,7 +7,8 @@ Kinds (:func:`weights_kind`):
 ``cspdet``      a cspdet checkpoint, format version 1 or 2 (``kind`` detector or classifier inside)
 ``yolox``       an official YOLOX ``.pth`` (``{"model": state_dict}``, keys under ``backbone.backbone.``)
 ``timm``        a timm CspNet state dict (``stem.conv1.*``, ``stages.N.conv_*``): backbone weights only
-``ultralytics`` reserved: an Ultralytics ``.pt`` (see the slot in :func:`read_weights`)
+``ultralytics`` an Ultralytics YOLOv8 / YOLO11 / YOLO26 ``.pt``, read by the restricted reader and converted
+                (``obj`` is then the converted cspdet checkpoint; :mod:`cspdet.models.ultralytics_weights`)
 *format name*   an exported file of a format in the table (:mod:`cspdet.runtime.formats`): ``onnx``,
                 ``openvino``, ``torchscript`` and any registered one
 ==============  =====================================================================================
@@ -26,7 +27,9 @@ from typing import Any
 import torch
 
 from ..models import Detector, DetectorMeta, DetectorSpec, SpecError, detector_spec
-from .checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, load_state_file, validate_checkpoint
+from .checkpoint import (CHECKPOINT_FORMAT, CheckpointError, is_ultralytics_state, load_checkpoint, load_state_file,
+                         validate_checkpoint)
+from ..models.ultralytics_weights import is_ultralytics_checkpoint
 from .formats import deployed_format
 
 __all__ = ["TORCH_KINDS", "WeightsFile", "checkpoint_meta", "detector_from_checkpoint", "read_weights",
@@ -67,11 +70,13 @@ def read_weights(path: str | os.PathLike) -> WeightsFile:
     fmt = deployed_format(p)
     if fmt is not None:
         return WeightsFile(p, fmt)
-    # Slot for the 'ultralytics' kind: an Ultralytics .pt pickles its classes, so it does not load weights_only and
-    # must be recognised before torch.load:
-    #     if is_ultralytics_checkpoint(p):            # cspdet.models.ultralytics_weights
-    #         return WeightsFile(p, "ultralytics")
-    obj = load_state_file(p)
+    # An Ultralytics .pt pickles its classes: it does not load weights_only and is recognised before torch.load;
+    # load_state_file reads it with the restricted reader and returns it converted (a cspdet checkpoint dict).
+    if is_ultralytics_checkpoint(p):
+        return WeightsFile(p, "ultralytics", load_state_file(p))
+    obj = load_state_file(p, convert=False)
+    if is_ultralytics_state(obj):  # a plain state dict with Ultralytics' layer names: converted the same way
+        return WeightsFile(p, "ultralytics", load_state_file(p))
     return WeightsFile(p, state_kind(obj), obj)
 
 

@@ -41,7 +41,9 @@ PUBLISHED_DETECTOR_PARAMS = {
     "cspdarknet_m": 25_326_495, "cspdarknet_l": 54_208_895, "cspdarknet_x": 99_071_455,
     "yolov8n_layout": 3_157_200, "yolov8s_layout": 11_166_560, "yolov8m_layout": 25_902_640,  # Ultralytics'
     "yolo11n_layout": 2_624_080, "yolo11s_layout": 9_458_752, "yolo26n_layout": 2_572_280,
-    "yolo26s_layout": 10_009_784,
+    "yolo26s_layout": 10_009_784, "yolov8l_layout": 43_691_520, "yolov8x_layout": 68_229_648,
+    "yolo11m_layout": 20_114_688, "yolo11l_layout": 25_372_160, "yolo11x_layout": 56_966_176,
+    "yolo26m_layout": 21_896_248, "yolo26l_layout": 26_299_704, "yolo26x_layout": 58_993_368,
 }
 PUBLISHED_CLASSIFIER_PARAMS = {
     "csp_resnet50": 21_616_168, "cspresnet50": 21_616_168, "csp_resnext50_32x4d": 20_569_896,
