@@ -257,7 +257,7 @@ def convert_yolox_checkpoint(
             line naming the preset that fits).
         ConfigError: class names or ids that do not match the weights' number of classes, an unknown preset.
     """
-    from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+    from ..coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
     from ..models import DETECTORS, DetectorMeta, SpecError, YoloxWeightsError, create_detector, infer_yolox_preset
     from ..runtime.checkpoint import new_checkpoint, save_checkpoint
 

@@ -545,7 +545,7 @@ def read_ultralytics_checkpoint(path: str | Path, name: str | None = None) -> tu
     Raises:
         UltralyticsWeightsError: unsafe or unreadable file, or weights no cspdet layout fits (one line).
     """
-    from ..data.coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
+    from ..coco_classes import COCO_CATEGORY_IDS, COCO_CLASSES
     from .detector import Detector
     from .presets import DETECTORS, FAMILIES, detector_spec
     from .spec import DetectorMeta
