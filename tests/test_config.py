@@ -171,6 +171,14 @@ def test_value_ranges_are_checked():
         load_config(None, ["data.img_size=[100, 128]"])
     with pytest.raises(ConfigError, match=r"data.multiscale_range: 5 x 32 px must stay below"):
         load_config(None, ["data.img_size=160", "data.multiscale_range=5"])
+    # training needs two cells at stride 32 (a 1x1 map with a one-image last batch breaks BatchNorm); evaluation
+    # and prediction run at 32; no side beyond 8192 (one letterboxed image alone would be gigabytes)
+    with pytest.raises(ConfigError, match=r"^data.img_size\[0\]: value 32 out of range \[64, 8192\] on the command "
+                                          r"line$"):
+        load_config(None, ["data.img_size=32"])
+    assert load_config(None, ["eval.img_size=32"]).eval.img_size == [32, 32]
+    with pytest.raises(ConfigError, match=r"^eval.img_size\[0\]: value 100000 out of range \[32, 8192\]"):
+        load_config(None, ["eval.img_size=100000"])
 
 
 # ------------------------------------------------------------------------------- declared value ranges

@@ -60,7 +60,11 @@ DECAY = Range(0, 1, hi_open=True)  # a per-step multiplicative factor: 1 would n
 POSITIVE = Range(0, lo_open=True)
 NON_NEGATIVE = Range(0)
 AT_LEAST_ONE = Range(1)
-IMAGE_SIDE = Range(32)  # and a multiple of 32, checked in validate_config
+IMAGE_SIDE = Range(32, 8192)  # and a multiple of 32, checked in validate_config; 8192: the largest side a checkpoint
+# may record (cspdet.models.spec), past which one letterboxed image alone is gigabytes
+# Training needs at least two cells at stride 32: a 1x1 map leaves BatchNorm one value per channel when the last batch
+# holds a single image, and training stops in the middle of an epoch (found by the fuzz test, tests/data)
+TRAIN_IMAGE_SIDE = Range(64, 8192)
 SEED = Range(0, 2**32 - 1)
 
 # The range of every numeric field, by the dataclass that declares it (subclasses inherit, e.g. RunOptions ->
@@ -75,7 +79,7 @@ FIELD_RANGES: dict[type, dict[str, Range | tuple[Range, ...]]] = {
         "stem_channels": AT_LEAST_ONE,
     },
     DataConfig: {
-        "img_size": IMAGE_SIDE,
+        "img_size": TRAIN_IMAGE_SIDE,
         "workers": NON_NEGATIVE,
         "max_labels": AT_LEAST_ONE,
         "mosaic_prob": PROBABILITY,

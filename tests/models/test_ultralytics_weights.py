@@ -203,3 +203,34 @@ def test_unknown_class_and_crafted_eval_are_refused(tmp_path):
     with pytest.raises(ModuleNotFoundError):  # sanity: plain pickle runs the payload (then misses ultralytics)
         pickle.loads(crafted)
     assert marker.read_text() == "code ran"
+
+
+def test_runtime_kind_and_fine_tuning_from_an_ultralytics_file(tmp_path):
+    """The runtime names the file's kind once (``ultralytics``), ``open_model`` runs it as it is, and
+    ``model.weights=`` starts a detector from it: every tensor loaded when the classes agree, the class layers alone
+    fresh (and listed) when they do not, and the AGPL licence carried into ``meta.source``."""
+    from cspdet.config import ModelConfig
+    from cspdet.engine.build import load_initial_weights
+    from cspdet.runtime import open_model
+    from cspdet.runtime.weights import read_weights
+
+    model = _randomized("yolov8n_layout")
+    path = _save_fake(tmp_path / "fake.pt", to_ultralytics_names(model.state_dict()))
+    weights = read_weights(path)
+    assert weights.kind == "ultralytics" and weights.obj["format"] == "cspdet"
+    opened = open_model(path, fuse=False)
+    assert opened.meta.preset == "yolov8n_layout" and opened.num_classes == 80
+
+    same = create_detector("yolov8n_layout")
+    done = load_initial_weights(same, ModelConfig(name="yolov8n_layout", weights=str(path)))
+    assert done.reinitialised == [] and done.source["licence"].startswith("AGPL-3.0")
+    for key, value in model.state_dict().items():
+        assert torch.equal(same.state_dict()[key], _expected(value, key)), key
+
+    other = create_detector("yolov8n_layout", num_classes=3)
+    done = load_initial_weights(other, ModelConfig(name="yolov8n_layout", num_classes=3, weights=str(path)))
+    assert done.reinitialised and all(".cls" in k or "cls_" in k or "class" in k for k in done.reinitialised), \
+        done.reinitialised
+    assert all(k in done.report for k in done.reinitialised)
+    kept = [k for k in model.state_dict() if k not in done.reinitialised]
+    assert all(torch.equal(other.state_dict()[k], _expected(model.state_dict()[k], k)) for k in kept)
