@@ -172,7 +172,8 @@ def test_out_of_range_options_are_refused(inputs, shapes_weights, run_tool):
     for option, value, message in [("--conf", "2", "value 2.0 out of range [0, 1]"),
                                    ("--iou", "-0.1", "value -0.1 out of range [0, 1]"),
                                    ("--max-det", "0", "value 0 out of range [1, inf)"),
-                                   ("--img-size", "16", "value 16 out of range [32, inf)")]:
+                                   ("--img-size", "16", "value 16 out of range [32, 8192]"),
+                                   ("--img-size", "100000", "value 100000 out of range [32, 8192]")]:
         proc = run_tool("detect.py", inputs / "street.jpg", "--weights", shapes_weights, option, value)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr
         assert proc.stderr.strip().splitlines()[-1] == f"cspdet predict: error: argument {option}: {message}"
