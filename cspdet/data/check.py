@@ -125,24 +125,27 @@ def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool
     report.warn = False
     undecodable: set[int] = set()
     if decode:
-        for i, rec in enumerate(progress_bar(ds.records, progress, f"check {split}")):
+        table = ds.records
+        for i, path in enumerate(progress_bar(table.paths(), progress, f"check {split}")):
             try:
-                image = read_image(rec.path)
+                image = read_image(path)
             except ImageReadError as err:
                 report.add(err.kind, err.path, err.reason)
                 undecodable.add(i)
                 continue
             h, w = image.shape[:2]
-            if rec.height is not None and (rec.height, rec.width) != (h, w):
-                report.add("size_mismatch", rec.path,
-                           f"annotation says {rec.width}x{rec.height} (WxH) but the image decodes to {w}x{h}")  # fmt: skip
+            rec_h, rec_w = table.size(i)
+            if rec_h is not None and (rec_h, rec_w) != (h, w):
+                report.add("size_mismatch", path,
+                           f"annotation says {rec_w}x{rec_h} (WxH) but the image decodes to {w}x{h}")  # fmt: skip
             else:
-                rec.height, rec.width = h, w
+                table.set_size(i, h, w)
     if desc["format"] == "yolo":
         _orphan_labels(ds, report)
     rep.problems = list(report.problems)
     # training skips images that do not decode: leave them out of the statistics too
-    ds.records = [r for i, r in enumerate(ds.records) if i not in undecodable]
+    if undecodable:
+        ds.records = ds.records.select([i for i in range(len(ds.records)) if i not in undecodable])
     _statistics(ds, rep)
     return rep
 
@@ -150,7 +153,7 @@ def _check_split(descriptor: Any, desc: dict[str, Any], split: str, decode: bool
 def _orphan_labels(ds: DetectionDataset, report: ProblemReport) -> None:
     """Label files with no image of the same stem in the matching image folder (records alone would also
     flag the label files of images skipped for another, already reported, reason)."""
-    image_dirs = {yolo_label_path(r.path).parent: Path(r.path).parent for r in ds.records}
+    image_dirs = {yolo_label_path(p).parent: Path(p).parent for p in ds.records.paths()}
     for d, image_dir in sorted(image_dirs.items()):
         stems = {q.stem for q in image_dir.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES}
         for txt in sorted(d.glob("*.txt")):
@@ -164,23 +167,21 @@ def _statistics(ds: DetectionDataset, rep: SplitReport) -> None:
     rep.class_names = list(ds.class_names)
     rep.category_ids = list(ds.category_ids)
     rep.images = len(ds)
-    boxes_per_class = np.zeros(c, np.int64)
-    images_per_class = np.zeros(c, np.int64)
-    widths, heights = [], []
-    for rec in ds.records:
-        rep.ignored_boxes += len(rec.ignore_labels)
-        if not len(rec.labels):
-            rep.background_images += 1
-            continue
-        boxes_per_class += np.bincount(rec.labels, minlength=c)
-        images_per_class[np.unique(rec.labels)] += 1
-        b = rec.boxes
-        if rec.normalized:
-            if rec.height is None:
-                continue  # size unknown without decoding (decode=False): no pixel statistics
-            b = b * np.array([rec.width, rec.height] * 2, np.float32)
-        widths.append(b[:, 2] - b[:, 0])
-        heights.append(b[:, 3] - b[:, 1])
+    t = ds.records
+    counts = t.box_counts()
+    rep.ignored_boxes = len(t.ignore_labels)
+    rep.background_images = int((counts == 0).sum())
+    boxes_per_class = np.bincount(t.labels, minlength=c)[:c]
+    image_of_box = np.repeat(np.arange(len(t)), counts)
+    pairs = np.unique(image_of_box * c + t.labels)  # (image, class) pairs
+    images_per_class = np.bincount(pairs % c, minlength=c)[:c]
+    # pixel sizes; a normalised (YOLO) box of an image whose size is unknown (decode=False) has none
+    scale = np.stack([t.widths, t.heights] * 2, 1)[image_of_box].astype(np.float32)
+    norm = t.normalized[image_of_box]
+    known = ~(norm & np.isnan(scale).any(1))
+    b = np.where(norm[:, None], t.boxes * scale, t.boxes)[known]
+    widths = [b[:, 2] - b[:, 0]] if len(b) else []
+    heights = [b[:, 3] - b[:, 1]] if len(b) else []
     rep.boxes = int(boxes_per_class.sum())
     rep.boxes_per_class = boxes_per_class.tolist()
     rep.images_per_class = images_per_class.tolist()
