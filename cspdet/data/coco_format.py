@@ -7,6 +7,7 @@ and stay in the ground truth, where COCOeval ignores them."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -17,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, _check_box, _is_int, _is_number, inside_folder, is_file
+from .records import RecordTable, ImageRecord, _check_box, _is_int, _is_number, inside_folder, is_file
 
 __all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
 
@@ -47,10 +48,10 @@ def read_coco(
     report: ProblemReport,
     names: list[str] | None = None,
     allow_outside: bool = False,
-) -> tuple[list[ImageRecord], list[str], list[int]]:
+) -> tuple[RecordTable, list[str], list[int]]:
     """Parse a COCO instances json (validated via plain json, indexed like pycocotools does).
 
-    Returns (records, class_names, category_ids). Problems go to ``report`` (see module docstring). A
+    Returns (records as a :class:`RecordTable`, class_names, category_ids). Problems go to ``report`` (see module docstring). A
     ``file_name`` that leads outside ``image_dir`` is a ``path_outside_dataset`` problem unless
     ``allow_outside`` (see :func:`~cspdet.data.records.inside_folder`).
     """
@@ -68,7 +69,7 @@ def parse_coco(
     report: ProblemReport,
     names: list[str] | None = None,
     allow_outside: bool = False,
-) -> tuple[list[ImageRecord], list[str], list[int]]:
+) -> tuple[RecordTable, list[str], list[int]]:
 
     """:func:`read_coco` on json already loaded from file ``src``. With ``image_dir=None`` only the json is
     checked (images need no ``file_name`` and are not looked for on disk; records have ``path=None``)."""
@@ -133,7 +134,10 @@ def parse_coco(
                            "ids": [], "iboxes": [], "ilabels": [], "iids": [], "anns": []}  # fmt: skip
         order.append(img["id"])
 
-    # annotations
+    # annotations: one vectorised pass when every field has its expected type (the usual case), else one at a time
+    fast = _annotations_vectorised(anns, src, info, order, category_ids, report)
+    if fast is not None:
+        return fast, class_names, category_ids
     seen_ann: set[int] = set()
     for k, ann in enumerate(anns if isinstance(anns, list) else []):
         ann_id = ann.get("id") if isinstance(ann, dict) else None
@@ -196,7 +200,131 @@ def parse_coco(
             )
         )  # fmt: skip
     _fix_missing_ann_ids(records)
-    return records, class_names, category_ids
+    return RecordTable.from_records(records), class_names, category_ids
+
+
+_INT = {int}
+_NUMBER = {int, float}
+
+
+def _annotations_vectorised(
+    anns: Any, src: str, info: dict[int, dict[str, Any]], order: list[int], category_ids: list[int],
+    report: ProblemReport,
+) -> RecordTable | None:
+    """The records of :func:`parse_coco` from its images (``info``, ``order``) and annotations, with the
+    annotations checked as columns (numpy) instead of one Python object at a time: the same records, the same
+    problems in the same order, at a fraction of the time and memory (no per-annotation dict, list or array).
+
+    Returns None, having reported nothing, when a field has a type the columns cannot hold (a missing or
+    non-integer id, a bbox that is not 4 numbers, ...) or an id is not positive (given a fresh one): the
+    one-at-a-time loop then reads the file and names each such annotation.
+    """
+    if not isinstance(anns, list) or not category_ids or not all(type(a) is dict for a in anns):
+        return None
+    n = len(anns)
+    ids = [a.get("id") for a in anns]
+    refs = [a.get("image_id") for a in anns]
+    cats = [a.get("category_id") for a in anns]
+    bboxes = [a.get("bbox") for a in anns]
+    crowds = [a.get("iscrowd", 0) for a in anns]
+    areas = [a.get("area") for a in anns]
+    if not (set(map(type, ids)) <= _INT and set(map(type, refs)) <= _INT and set(map(type, cats)) <= _INT
+            and set(map(type, bboxes)) <= {list} and set(map(len, bboxes)) <= {4}
+            and set(map(type, crowds)) <= {int, bool}):  # fmt: skip
+        return None
+    flat = list(itertools.chain.from_iterable(bboxes))
+    if not set(map(type, flat)) <= _NUMBER:
+        return None
+    area_given = np.fromiter((type(a) in _NUMBER for a in areas), bool, n)
+    try:
+        ann_id = np.array(ids, np.int64)
+        ref = np.array(refs, np.int64)
+        cat = np.array(cats, np.int64)
+        xywh = np.array(flat, np.float64).reshape(n, 4)
+        area = np.array([a if g else math.nan for a, g in zip(areas, area_given.tolist())], np.float64)
+        crowd = np.array(crowds, bool) if n else np.zeros(0, bool)
+        heights = np.array([math.nan if info[i]["h"] is None else info[i]["h"] for i in order], np.float64)
+        widths = np.array([math.nan if info[i]["w"] is None else info[i]["w"] for i in order], np.float64)
+    except OverflowError:  # an integer beyond int64 / float range
+        return None
+    if (ann_id <= 0).any() or (np.abs(np.nan_to_num(np.concatenate([heights, widths]))) > 2**53).any():
+        return None  # ids to replace, or sizes a float would round: the one-at-a-time loop
+
+    # image of each annotation: its record index, -1 unknown, -2 an image skipped (already reported)
+    known = np.array(list(info), np.int64)
+    status = np.array([-2 if "skip" in v else 0 for v in info.values()], np.int64)
+    status[status == 0] = np.arange(len(order))  # info holds the kept images in ``order``
+    sort = np.argsort(known, kind="stable")
+    known, status = known[sort], status[sort]
+    if len(known):
+        pos = np.minimum(np.searchsorted(known, ref), len(known) - 1)
+        rec = np.where(known[pos] == ref, status[pos], -1)
+    else:
+        rec = np.full(n, -1, np.int64)
+    cat_sorted = np.array(category_ids, np.int64)
+    cpos = np.minimum(np.searchsorted(cat_sorted, cat), len(cat_sorted) - 1)
+    cat_ok = cat_sorted[cpos] == cat
+    _, first, inverse = np.unique(ann_id, return_index=True, return_inverse=True)
+    dup = first[inverse.reshape(-1)] != np.arange(n)
+
+    x1, y1 = xywh[:, 0], xywh[:, 1]
+    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
+    raw = np.stack([x1, y1, x2, y2], 1)
+    finite = np.isfinite(raw).all(1)
+    with np.errstate(invalid="ignore"):
+        positive = (x2 > x1) & (y2 > y1)
+        r = np.maximum(rec, 0)
+        w = widths[r] if len(order) else np.full(n, np.nan)
+        h = heights[r] if len(order) else np.full(n, np.nan)
+        sized = ~np.isnan(w) & ~np.isnan(h)
+        clip = np.stack([np.minimum(np.maximum(x1, 0.0), w), np.minimum(np.maximum(y1, 0.0), h),
+                         np.minimum(np.maximum(x2, 0.0), w), np.minimum(np.maximum(y2, 0.0), h)], 1)  # fmt: skip
+        box = np.where(sized[:, None], clip, raw)
+        outside = sized & ((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1]))
+        tol = np.where(w > 1, 1.0, 1e-3)
+        clipped = sized & ((x1 < -tol) | (y1 < -tol) | (x2 > w + tol) | (y2 > h + tol))
+    ok = ~dup & (rec >= 0) & cat_ok & finite & positive
+    keep = ok & ~outside
+    problem = (dup | (rec == -1) | ((rec >= 0) & ~cat_ok) | ((rec >= 0) & cat_ok & ~dup & ~(finite & positive))
+               | (ok & (outside | clipped)))  # fmt: skip
+    for k in np.flatnonzero(problem).tolist():  # reported in file order, with the one-at-a-time messages
+        where = f"{src} annotation id {ids[k]}"
+        if dup[k]:
+            report.add("duplicate_annotation", where, "duplicate annotation id; keeping the first")
+        elif rec[k] == -1:
+            report.add("unknown_image_ref", where, f"refers to image id {refs[k]!r:.40} which is not in 'images'")
+        elif not cat_ok[k]:
+            report.add("unknown_category", where, f"category id {cats[k]!r:.40} is not in 'categories'")
+        else:
+            img = info[order[rec[k]]]
+            x, y, bw, bh = (float(v) for v in bboxes[k])
+            _check_box([x, y, x + bw, y + bh], img["w"], img["h"], where, report)
+
+    # the kept annotations, image after image (file order within an image)
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(rec[idx], kind="stable")]
+    box32 = box.astype(np.float32)
+    changed = (box != raw).any(1)
+    gt_bbox = np.where(changed[:, None], np.concatenate([box[:, :2], box[:, 2:] - box[:, :2]], 1), xywh)
+    gt_area = np.where(area_given, area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
+    labels = cpos
+    train, ignore = idx[~crowd[idx]], idx[crowd[idx]]
+    m = len(order)
+
+    def offsets(rows: np.ndarray) -> np.ndarray:
+        out = np.zeros(m + 1, np.int64)
+        np.cumsum(np.bincount(rec[rows], minlength=m), out=out[1:])
+        return out
+
+    path_bytes, path_offsets = RecordTable.encode_paths([info[i]["path"] for i in order])
+    return RecordTable(
+        image_ids=np.array(order, np.int64), heights=heights, widths=widths, normalized=np.zeros(m, bool),
+        boxes=box32[train], labels=labels[train], box_offsets=offsets(train), ann_ids=ann_id[train],
+        ignore_boxes=box32[ignore], ignore_labels=labels[ignore], ignore_offsets=offsets(ignore),
+        ignore_ann_ids=ann_id[ignore], path_bytes=path_bytes, path_offsets=path_offsets,
+        gt={"gt_ids": ann_id[idx], "gt_bbox": gt_bbox[idx], "gt_area": gt_area[idx],
+            "gt_iscrowd": crowd[idx].astype(np.int8), "gt_category_ids": cat[idx], "gt_offsets": offsets(idx)},
+    )  # fmt: skip
 
 
 def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = DatasetError) -> None:
