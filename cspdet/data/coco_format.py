@@ -30,7 +30,11 @@ def _load_json(path: Path) -> Any:
         raise DatasetError(f"{path}: annotation file not found")
     try:
         with open(path, "rb") as f:
-            return json.load(f)
+            raw = f.read()
+        # json.load(f) would hold the file's bytes, their decoded text and the parsed objects at once
+        text = raw.decode(json.detect_encoding(raw), "surrogatepass")
+        del raw
+        return json.loads(text)
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
     except UnicodeDecodeError as err:
@@ -204,6 +208,7 @@ def parse_coco(
 
 
 _INT = {int}
+_CHUNK = 1 << 16  # annotations checked per numpy pass (bounds the temporaries)
 _NUMBER = {int, float}
 
 
@@ -212,8 +217,10 @@ def _annotations_vectorised(
     report: ProblemReport,
 ) -> RecordTable | None:
     """The records of :func:`parse_coco` from its images (``info``, ``order``) and annotations, with the
-    annotations checked as columns (numpy) instead of one Python object at a time: the same records, the same
-    problems in the same order, at a fraction of the time and memory (no per-annotation dict, list or array).
+    annotations checked as columns (numpy) instead of one Python object at a
+    time: the same records, the same problems in the same order, at a fraction of the time and memory (no
+    per-annotation dict, list or array; what is kept of an annotation is about 80 bytes). ``_CHUNK``
+    annotations at a time.
 
     Returns None, having reported nothing, when a field has a type the columns cannot hold (a missing or
     non-integer id, a bbox that is not 4 numbers, ...) or an id is not positive (given a fresh one): the
@@ -221,95 +228,88 @@ def _annotations_vectorised(
     """
     if not isinstance(anns, list) or not category_ids or not all(type(a) is dict for a in anns):
         return None
-    n = len(anns)
-    ids = [a.get("id") for a in anns]
-    refs = [a.get("image_id") for a in anns]
-    cats = [a.get("category_id") for a in anns]
-    bboxes = [a.get("bbox") for a in anns]
-    crowds = [a.get("iscrowd", 0) for a in anns]
-    areas = [a.get("area") for a in anns]
-    if not (set(map(type, ids)) <= _INT and set(map(type, refs)) <= _INT and set(map(type, cats)) <= _INT
-            and set(map(type, bboxes)) <= {list} and set(map(len, bboxes)) <= {4}
-            and set(map(type, crowds)) <= {int, bool}):  # fmt: skip
-        return None
-    flat = list(itertools.chain.from_iterable(bboxes))
-    if not set(map(type, flat)) <= _NUMBER:
-        return None
-    area_given = np.fromiter((type(a) in _NUMBER for a in areas), bool, n)
+    n, m = len(anns), len(order)
     try:
-        ann_id = np.array(ids, np.int64)
-        ref = np.array(refs, np.int64)
-        cat = np.array(cats, np.int64)
-        xywh = np.array(flat, np.float64).reshape(n, 4)
-        area = np.array([a if g else math.nan for a, g in zip(areas, area_given.tolist())], np.float64)
-        crowd = np.array(crowds, bool) if n else np.zeros(0, bool)
         heights = np.array([math.nan if info[i]["h"] is None else info[i]["h"] for i in order], np.float64)
         widths = np.array([math.nan if info[i]["w"] is None else info[i]["w"] for i in order], np.float64)
-    except OverflowError:  # an integer beyond int64 / float range
+    except OverflowError:
         return None
-    if (ann_id <= 0).any() or (np.abs(np.nan_to_num(np.concatenate([heights, widths]))) > 2**53).any():
-        return None  # ids to replace, or sizes a float would round: the one-at-a-time loop
-
+    if m and (np.abs(np.nan_to_num(np.concatenate([heights, widths]))) > 2**53).any():
+        return None  # sizes a float would round: the one-at-a-time loop
     # image of each annotation: its record index, -1 unknown, -2 an image skipped (already reported)
     known = np.array(list(info), np.int64)
     status = np.array([-2 if "skip" in v else 0 for v in info.values()], np.int64)
-    status[status == 0] = np.arange(len(order))  # info holds the kept images in ``order``
+    status[status == 0] = np.arange(m)  # info holds the kept images in ``order``
     sort = np.argsort(known, kind="stable")
     known, status = known[sort], status[sort]
-    if len(known):
-        pos = np.minimum(np.searchsorted(known, ref), len(known) - 1)
-        rec = np.where(known[pos] == ref, status[pos], -1)
-    else:
-        rec = np.full(n, -1, np.int64)
     cat_sorted = np.array(category_ids, np.int64)
-    cpos = np.minimum(np.searchsorted(cat_sorted, cat), len(cat_sorted) - 1)
-    cat_ok = cat_sorted[cpos] == cat
+
+    ann_id, rec, label = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64)
+    cat_ok, box_ok, outside = np.empty(n, bool), np.empty(n, bool), np.empty(n, bool)
+    clipped, crowd = np.empty(n, bool), np.empty(n, bool)
+    box32, gt_bbox, gt_area = np.empty((n, 4), np.float32), np.empty((n, 4), np.float64), np.empty(n, np.float64)
+    for s in range(0, n, _CHUNK):
+        part = slice(s, min(s + _CHUNK, n))
+        cols = _columns(anns[part])
+        if cols is None:
+            return None
+        ids, refs, cats, xywh, area, area_given, crowds = cols
+        if (ids <= 0).any():
+            return None
+        ann_id[part], crowd[part] = ids, crowds
+        if len(known):
+            pos = np.minimum(np.searchsorted(known, refs), len(known) - 1)
+            r = np.where(known[pos] == refs, status[pos], -1)
+        else:
+            r = np.full(len(ids), -1, np.int64)
+        rec[part] = r
+        cpos = np.minimum(np.searchsorted(cat_sorted, cats), len(cat_sorted) - 1)
+        label[part], cat_ok[part] = cpos, cat_sorted[cpos] == cats
+        raw = xywh.copy()
+        raw[:, 2:] += raw[:, :2]  # x2 = x + w, y2 = y + h, as floats (the reader's arithmetic)
+        x1, y1, x2, y2 = raw.T
+        with np.errstate(invalid="ignore"):
+            box_ok[part] = np.isfinite(raw).all(1) & (x2 > x1) & (y2 > y1)
+            w = widths[np.maximum(r, 0)] if m else np.full(len(ids), np.nan)
+            h = heights[np.maximum(r, 0)] if m else np.full(len(ids), np.nan)
+            sized = ~np.isnan(w) & ~np.isnan(h)
+            box = raw.copy()
+            for j, side in enumerate((w, h, w, h)):  # clipped to the image where its size is known
+                np.copyto(box[:, j], np.minimum(np.maximum(raw[:, j], 0.0), side), where=sized)
+            outside[part] = sized & ((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1]))
+            tol = np.where(w > 1, 1.0, 1e-3)
+            clipped[part] = sized & ((x1 < -tol) | (y1 < -tol) | (x2 > w + tol) | (y2 > h + tol))
+            changed = (box != raw).any(1)
+            xywh[changed, :2] = box[changed, :2]  # the json's own box, or the clipped one where it changed
+            xywh[changed, 2:] = box[changed, 2:] - box[changed, :2]
+            gt_bbox[part] = xywh
+            gt_area[part] = np.where(area_given, area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
+            box32[part] = box
+    cols = xywh = raw = box = area = None  # the chunk temporaries (none when there are no annotations)
     _, first, inverse = np.unique(ann_id, return_index=True, return_inverse=True)
     dup = first[inverse.reshape(-1)] != np.arange(n)
-
-    x1, y1 = xywh[:, 0], xywh[:, 1]
-    x2, y2 = x1 + xywh[:, 2], y1 + xywh[:, 3]
-    raw = np.stack([x1, y1, x2, y2], 1)
-    finite = np.isfinite(raw).all(1)
-    with np.errstate(invalid="ignore"):
-        positive = (x2 > x1) & (y2 > y1)
-        r = np.maximum(rec, 0)
-        w = widths[r] if len(order) else np.full(n, np.nan)
-        h = heights[r] if len(order) else np.full(n, np.nan)
-        sized = ~np.isnan(w) & ~np.isnan(h)
-        clip = np.stack([np.minimum(np.maximum(x1, 0.0), w), np.minimum(np.maximum(y1, 0.0), h),
-                         np.minimum(np.maximum(x2, 0.0), w), np.minimum(np.maximum(y2, 0.0), h)], 1)  # fmt: skip
-        box = np.where(sized[:, None], clip, raw)
-        outside = sized & ((box[:, 2] <= box[:, 0]) | (box[:, 3] <= box[:, 1]))
-        tol = np.where(w > 1, 1.0, 1e-3)
-        clipped = sized & ((x1 < -tol) | (y1 < -tol) | (x2 > w + tol) | (y2 > h + tol))
-    ok = ~dup & (rec >= 0) & cat_ok & finite & positive
+    del first, inverse
+    ok = ~dup & (rec >= 0) & cat_ok & box_ok
     keep = ok & ~outside
-    problem = (dup | (rec == -1) | ((rec >= 0) & ~cat_ok) | ((rec >= 0) & cat_ok & ~dup & ~(finite & positive))
-               | (ok & (outside | clipped)))  # fmt: skip
+    problem = dup | (rec == -1) | ((rec >= 0) & ~cat_ok) | ((rec >= 0) & cat_ok & ~box_ok) | (ok & (outside | clipped))
     for k in np.flatnonzero(problem).tolist():  # reported in file order, with the one-at-a-time messages
-        where = f"{src} annotation id {ids[k]}"
+        ann = anns[k]
+        where = f"{src} annotation id {ann['id']}"
         if dup[k]:
             report.add("duplicate_annotation", where, "duplicate annotation id; keeping the first")
         elif rec[k] == -1:
-            report.add("unknown_image_ref", where, f"refers to image id {refs[k]!r:.40} which is not in 'images'")
+            report.add("unknown_image_ref", where, f"refers to image id {ann['image_id']!r:.40} which is not in 'images'")
         elif not cat_ok[k]:
-            report.add("unknown_category", where, f"category id {cats[k]!r:.40} is not in 'categories'")
+            report.add("unknown_category", where, f"category id {ann['category_id']!r:.40} is not in 'categories'")
         else:
             img = info[order[rec[k]]]
-            x, y, bw, bh = (float(v) for v in bboxes[k])
+            x, y, bw, bh = (float(v) for v in ann["bbox"])
             _check_box([x, y, x + bw, y + bh], img["w"], img["h"], where, report)
 
     # the kept annotations, image after image (file order within an image)
     idx = np.flatnonzero(keep)
     idx = idx[np.argsort(rec[idx], kind="stable")]
-    box32 = box.astype(np.float32)
-    changed = (box != raw).any(1)
-    gt_bbox = np.where(changed[:, None], np.concatenate([box[:, :2], box[:, 2:] - box[:, :2]], 1), xywh)
-    gt_area = np.where(area_given, area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
-    labels = cpos
     train, ignore = idx[~crowd[idx]], idx[crowd[idx]]
-    m = len(order)
 
     def offsets(rows: np.ndarray) -> np.ndarray:
         out = np.zeros(m + 1, np.int64)
@@ -319,12 +319,42 @@ def _annotations_vectorised(
     path_bytes, path_offsets = RecordTable.encode_paths([info[i]["path"] for i in order])
     return RecordTable(
         image_ids=np.array(order, np.int64), heights=heights, widths=widths, normalized=np.zeros(m, bool),
-        boxes=box32[train], labels=labels[train], box_offsets=offsets(train), ann_ids=ann_id[train],
-        ignore_boxes=box32[ignore], ignore_labels=labels[ignore], ignore_offsets=offsets(ignore),
+        boxes=box32[train], labels=label[train], box_offsets=offsets(train), ann_ids=ann_id[train],
+        ignore_boxes=box32[ignore], ignore_labels=label[ignore], ignore_offsets=offsets(ignore),
         ignore_ann_ids=ann_id[ignore], path_bytes=path_bytes, path_offsets=path_offsets,
         gt={"gt_ids": ann_id[idx], "gt_bbox": gt_bbox[idx], "gt_area": gt_area[idx],
-            "gt_iscrowd": crowd[idx].astype(np.int8), "gt_category_ids": cat[idx], "gt_offsets": offsets(idx)},
+            "gt_iscrowd": crowd[idx].astype(np.int8), "gt_category_ids": cat_sorted[label[idx]],
+            "gt_offsets": offsets(idx)},
     )  # fmt: skip
+
+
+def _columns(anns: list[dict[str, Any]]) -> tuple[np.ndarray, ...] | None:
+    """(ids, image ids, category ids (int64), bbox (n, 4) float64, area, whether area is a number, iscrowd
+    (bool)) of annotation dicts, or None when a field has another type than these columns hold."""
+    n = len(anns)
+    ids = [a.get("id") for a in anns]
+    refs = [a.get("image_id") for a in anns]
+    cats = [a.get("category_id") for a in anns]
+    bboxes = [a.get("bbox") for a in anns]
+    crowds = [a.get("iscrowd", 0) for a in anns]
+    if not (set(map(type, ids)) <= _INT and set(map(type, refs)) <= _INT and set(map(type, cats)) <= _INT
+            and set(map(type, bboxes)) <= {list} and set(map(len, bboxes)) <= {4}
+            and set(map(type, crowds)) <= {int, bool}):  # fmt: skip
+        return None
+    flat = list(itertools.chain.from_iterable(bboxes))
+    if not set(map(type, flat)) <= _NUMBER:
+        return None
+    areas = [a.get("area") for a in anns]
+    given = np.fromiter((type(a) in _NUMBER for a in areas), bool, n)
+    try:
+        return (
+            np.array(ids, np.int64), np.array(refs, np.int64), np.array(cats, np.int64),
+            np.array(flat, np.float64).reshape(n, 4),
+            np.array([a if g else 0.0 for a, g in zip(areas, given.tolist())], np.float64), given,
+            np.array(crowds, bool) if n else np.zeros(0, bool),
+        )  # fmt: skip
+    except OverflowError:  # an integer beyond int64 / float range
+        return None
 
 
 def check_coco_ground_truth(data: Any, src: str, error: type[Exception] = DatasetError) -> None:
