@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
-from .records import RecordTable, ImageRecord, _check_box, _is_int, _is_number, inside_folder, is_file
+from .records import ImageRecord, RecordTable, _check_box, _is_int, _is_number, inside_folder, is_file, plain_file_name
 
 __all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
 
@@ -107,6 +107,7 @@ def parse_coco(
     label_of = {c: i for i, c in enumerate(category_ids)}
 
     # images
+    folder = os.fspath(image_dir) if image_dir is not None else ""
     order: list[int] = []
     info: dict[int, dict[str, Any]] = {}
     for k, img in enumerate(data["images"]):
@@ -125,7 +126,9 @@ def parse_coco(
         if not (_is_number(h) and _is_number(w) and h > 0 and w > 0):
             h = w = None  # read from the file header later if needed
         path = None
-        if need_file:
+        if need_file and plain_file_name(img["file_name"]):
+            path = os.path.join(folder, img["file_name"])  # a str: 118k Path objects cost seconds
+        elif need_file:
             path = inside_folder(image_dir, img["file_name"], where, report, allow_outside)
             if path is None:
                 info[img["id"]] = {"skip": True}
@@ -134,14 +137,16 @@ def parse_coco(
             report.add("missing_image", str(path), f"image file not found (image id {img['id']} in {Path(src).name})")
             info[img["id"]] = {"skip": True}
             continue
-        info[img["id"]] = {"path": path if path is None else str(path), "h": h, "w": w, "boxes": [], "labels": [],
-                           "ids": [], "iboxes": [], "ilabels": [], "iids": [], "anns": []}  # fmt: skip
+        info[img["id"]] = {"path": path if path is None else str(path), "h": h, "w": w}
         order.append(img["id"])
 
     # annotations: one vectorised pass when every field has its expected type (the usual case), else one at a time
     fast = _annotations_vectorised(anns, src, info, order, category_ids, report)
     if fast is not None:
         return fast, class_names, category_ids
+    for img in info.values():
+        if "skip" not in img:
+            img.update(boxes=[], labels=[], ids=[], iboxes=[], ilabels=[], iids=[], anns=[])
     seen_ann: set[int] = set()
     for k, ann in enumerate(anns if isinstance(anns, list) else []):
         ann_id = ann.get("id") if isinstance(ann, dict) else None

@@ -361,6 +361,13 @@ def is_file(path: str | os.PathLike) -> bool:
         return False
 
 
+def plain_file_name(name: Any) -> bool:
+    """True for a file name without folders (``x.jpg``): inside any folder by construction, and short enough
+    for every file system (at most 4 bytes per character)."""
+    return (type(name) is str and name not in ("", ".", "..") and os.sep not in name and "\x00" not in name
+            and (os.altsep is None or os.altsep not in name) and len(name) <= NAME_MAX // 4)  # fmt: skip
+
+
 def inside_folder(
     folder: Path, name: Any, where: str, report: ProblemReport, allow_outside: bool = False
 ) -> Path | None:
@@ -375,9 +382,7 @@ def inside_folder(
 
     Raises (via ``report``): nothing in the default mode; :class:`DatasetError` in strict mode.
     """
-    if (type(name) is str and name not in ("", ".", "..") and os.sep not in name and "\x00" not in name
-            and (os.altsep is None or os.altsep not in name) and len(name) <= NAME_MAX // 4):
-        # the common case (a plain file name, inside by construction), without normalising two paths per image
+    if plain_file_name(name):  # the common case, without normalising two paths per image
         return Path(folder, name)
     if not isinstance(name, (str, os.PathLike)) or "\x00" in os.fspath(name):
         report.add("bad_image_entry", where, f"image path must be a file name, got {name!r:.80}")
