@@ -321,15 +321,21 @@ def _annotations_vectorised(
         np.cumsum(np.bincount(rec[rows], minlength=m), out=out[1:])
         return out
 
+    # gathered one array at a time, each full-length column dropped once gathered (bounds the peak)
+    gt = {"gt_bbox": gt_bbox[idx]}
+    del gt_bbox
+    gt["gt_area"] = gt_area[idx]
+    del gt_area
+    gt.update(gt_ids=ann_id[idx], gt_iscrowd=crowd[idx].astype(np.int8), gt_category_ids=cat_sorted[label[idx]],
+              gt_offsets=offsets(idx))  # fmt: skip
+    boxes, ignore_boxes = box32[train], box32[ignore]
+    del box32
     path_bytes, path_offsets = RecordTable.encode_paths([info[i]["path"] for i in order])
     return RecordTable(
         image_ids=np.array(order, np.int64), heights=heights, widths=widths, normalized=np.zeros(m, bool),
-        boxes=box32[train], labels=label[train], box_offsets=offsets(train), ann_ids=ann_id[train],
-        ignore_boxes=box32[ignore], ignore_labels=label[ignore], ignore_offsets=offsets(ignore),
-        ignore_ann_ids=ann_id[ignore], path_bytes=path_bytes, path_offsets=path_offsets,
-        gt={"gt_ids": ann_id[idx], "gt_bbox": gt_bbox[idx], "gt_area": gt_area[idx],
-            "gt_iscrowd": crowd[idx].astype(np.int8), "gt_category_ids": cat_sorted[label[idx]],
-            "gt_offsets": offsets(idx)},
+        boxes=boxes, labels=label[train], box_offsets=offsets(train), ann_ids=ann_id[train],
+        ignore_boxes=ignore_boxes, ignore_labels=label[ignore], ignore_offsets=offsets(ignore),
+        ignore_ann_ids=ann_id[ignore], path_bytes=path_bytes, path_offsets=path_offsets, gt=gt,
     )  # fmt: skip
 
 
