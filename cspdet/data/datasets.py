@@ -1,7 +1,8 @@
 """Detection datasets: COCO json, YOLO txt and Pascal VOC xml behind one :class:`DetectionDataset`.
 
-Every reader turns its format into a list of :class:`ImageRecord` (one per usable image) at construction,
-validating every image entry and box on the way (see :mod:`cspdet.data.problems` for what happens to bad
+Every reader turns its format into :class:`ImageRecord` s (one per usable image; COCO straight into a
+:class:`RecordTable`, the flat arrays every dataset keeps them in) at construction, validating every image entry
+and box on the way (see :mod:`cspdet.data.problems` for what happens to bad
 input). Conversions happen here, once, at the edge:
 
 - COCO ``bbox`` ``[x, y, w, h]`` px -> ``[x1, y1, x2, y2]`` px; category ids -> contiguous labels 0..C-1
