@@ -55,8 +55,8 @@ def read_coco(
 ) -> tuple[RecordTable, list[str], list[int]]:
     """Parse a COCO instances json (validated via plain json, indexed like pycocotools does).
 
-    Returns (records as a :class:`RecordTable`, class_names, category_ids). Problems go to ``report`` (see module docstring). A
-    ``file_name`` that leads outside ``image_dir`` is a ``path_outside_dataset`` problem unless
+    Returns (records as a :class:`RecordTable`, class_names, category_ids). Problems go to ``report`` (see
+    module docstring). A ``file_name`` that leads outside ``image_dir`` is a ``path_outside_dataset`` problem unless
     ``allow_outside`` (see :func:`~cspdet.data.records.inside_folder`).
     """
     ann_path, image_dir = Path(annotation_file), Path(image_dir)
@@ -303,7 +303,8 @@ def _annotations_vectorised(
         if dup[k]:
             report.add("duplicate_annotation", where, "duplicate annotation id; keeping the first")
         elif rec[k] == -1:
-            report.add("unknown_image_ref", where, f"refers to image id {ann['image_id']!r:.40} which is not in 'images'")
+            report.add("unknown_image_ref", where,
+                       f"refers to image id {ann['image_id']!r:.40} which is not in 'images'")
         elif not cat_ok[k]:
             report.add("unknown_category", where, f"category id {ann['category_id']!r:.40} is not in 'categories'")
         else:

@@ -229,7 +229,8 @@ class DetectionDataset(torch.utils.data.Dataset):
             {"id": image_id, "file_name": os.path.basename(path) if path is not None else None, "height": h,
              "width": w}
             for image_id, path, h, w in zip(
-                table.image_ids.tolist(), paths, map(_as_size, table.heights.tolist()), map(_as_size, table.widths.tolist())
+                table.image_ids.tolist(), paths, map(_as_size, table.heights.tolist()),
+                map(_as_size, table.widths.tolist()),
             )
         ]  # fmt: skip
         if table.gt is not None:  # COCO: the json's own ground truth, as given

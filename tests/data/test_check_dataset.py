@@ -111,7 +111,7 @@ def _break_images(coco_dir):
     img = coco_dir / "images" / "train"
     png = (img / "000000000001.png").read_bytes()
     (img / "000000000001.png").write_bytes(png[: len(png) // 2])
-    ok, jpg = cv2.imencode(".jpg", cv2.imread(str(img / "000000000002.png")))
+    _, jpg = cv2.imencode(".jpg", cv2.imread(str(img / "000000000002.png")))
     (img / "000000000002.png").write_bytes(jpg.tobytes()[:-200])
     (img / "000000000003.png").write_bytes(b"not an image at all")
 
