@@ -299,9 +299,11 @@ class RecordTable:
             )
         ]  # fmt: skip
 
-    def __getitem__(self, index: int) -> ImageRecord:
+    def __getitem__(self, index: int | slice) -> ImageRecord | list[ImageRecord]:
+        if isinstance(index, slice):  # as a list of records would answer
+            return [self[i] for i in range(len(self))[index]]
         if not isinstance(index, (int, np.integer)):
-            raise TypeError(f"record index must be an integer, got {type(index).__name__} (use select())")
+            raise TypeError(f"record index must be an integer or a slice, got {type(index).__name__} (see select())")
         n = len(self)
         if not -n <= index < n:
             raise IndexError(f"record index {index} out of range for {n} images")

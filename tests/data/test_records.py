@@ -119,6 +119,7 @@ def test_table_is_the_list_of_records(tmp_path):
     table = RecordTable.from_records(records)
     assert len(table) == 4 and table.box_counts().tolist() == [0, 1, 2, 3]
     assert [r.path for r in table] == table.paths() == [r.path for r in records]
+    assert [r.image_id for r in table[1::2]] == [2, 4]  # slices as on a list
     assert table[-1].image_id == 4 and table[1].height is None and table[3].height == 31
     assert table[2].normalized and np.array_equal(table[3].boxes, records[3].boxes)
     with pytest.raises(ValueError):
