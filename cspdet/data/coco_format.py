@@ -213,7 +213,7 @@ def parse_coco(
 
 
 _INT = {int}
-_CHUNK = 1 << 16  # annotations checked per numpy pass (bounds the temporaries)
+_CHUNK = 1 << 14  # annotations checked per numpy pass (bounds the temporaries)
 _NUMBER = {int, float}
 
 
@@ -291,9 +291,12 @@ def _annotations_vectorised(
             gt_area[part] = np.where(area_given, area, (box[:, 2] - box[:, 0]) * (box[:, 3] - box[:, 1]))
             box32[part] = box
     cols = xywh = raw = box = area = None  # the chunk temporaries (none when there are no annotations)
-    _, first, inverse = np.unique(ann_id, return_index=True, return_inverse=True)
-    dup = first[inverse.reshape(-1)] != np.arange(n)
-    del first, inverse
+    # a repeated id: every occurrence after the first (a stable sort keeps the first of equal ids first)
+    by_id = np.argsort(ann_id, kind="stable")
+    repeat = ann_id[by_id[1:]] == ann_id[by_id[:-1]]
+    dup = np.zeros(n, bool)
+    dup[by_id[1:][repeat]] = True
+    del by_id, repeat
     ok = ~dup & (rec >= 0) & cat_ok & box_ok
     keep = ok & ~outside
     problem = dup | (rec == -1) | ((rec >= 0) & ~cat_ok) | ((rec >= 0) & cat_ok & ~box_ok) | (ok & (outside | clipped))
