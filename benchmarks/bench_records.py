@@ -3,6 +3,7 @@
     python benchmarks/bench_records.py                    # 118,287 images, ~860k boxes (COCO train2017 sizes)
     python benchmarks/bench_records.py --images 20000     # smaller, quicker
     python benchmarks/bench_records.py --keep /tmp/cocosyn  # keep (and reuse) the synthetic dataset there
+    python benchmarks/bench_records.py --keep /tmp/cocosyn --repo ../main   # another checkout (before / after)
 
 A synthetic COCO instances json (deterministic: seed 0; no segmentation polygons, the rest like COCO: 80
 categories with COCO's ids, 1% crowd boxes, ``area``, integer ids) is written to a temporary folder with an
@@ -155,9 +156,10 @@ print(json.dumps({'time': dt, 'growth': sum(growth.values()), 'per_worker': max(
 """
 
 
-def run(code: str, arg: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), arg], capture_output=True, text=True, env=env)
+def run(code: str, arg: str, repo: Path = REPO) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code), arg], capture_output=True, text=True, env=env,
+                         cwd=repo)  # python -c puts the working directory first on sys.path
     if out.returncode:
         raise SystemExit(f"child failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -167,6 +169,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=118_287)
     p.add_argument("--keep", help="folder for the synthetic dataset (kept and reused); default: a temp folder")
+    p.add_argument("--repo", type=Path, default=REPO, help="the cspdet checkout to measure (default: this one)")
     p.add_argument("--skip-workers", action="store_true")
     p.add_argument("--skip-pycocotools", action="store_true")
     args = p.parse_args(argv)
@@ -179,7 +182,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {args.images} images, {n_ann} boxes, {ann.stat().st_size * mb:.0f} MB json; python "
               f"{platform.python_version()}, {platform.machine()}, {os.cpu_count()} cpus, load "
               f"{open('/proc/loadavg').read().split()[0]}")
-        rows = [("build_dataset", run(_BUILD, str(descriptor)))]
+        print(f"# cspdet from {args.repo.resolve()}")
+        rows = [("build_dataset", run(_BUILD, str(descriptor), args.repo))]
         if not args.skip_pycocotools:
             rows.append(("pycocotools COCO()", run(_COCO, str(ann))))
         print(f"| {'what':<22} | {'time s':>7} | {'peak RSS MB':>11} | {'peak net of imports MB':>22} | "
@@ -189,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"| {name:<22} | {r['time']:>7.2f} | {r['peak'] * mb:>11.0f} | {r['net'] * mb:>22.0f} | "
                   f"{r['after'] * mb:>17.0f} |")
         if not args.skip_workers:
-            w = run(_WORKERS, str(descriptor))
+            w = run(_WORKERS, str(descriptor), args.repo)
             print(f"\n8 workers, one epoch of record access: {w['time']:.2f} s, private memory growth "
                   f"{w['growth'] * mb:.0f} MB in all ({w['per_worker'] * mb:.0f} MB the largest worker)")
 
