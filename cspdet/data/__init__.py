@@ -2,7 +2,8 @@
 
 Public API:
     build_dataset(descriptor, split, strict=False, cache=False) -> DetectionDataset
-    DetectionDataset: class_names, category_ids, image_ids, load_sample(i) -> Sample, coco_gt(), skipped
+    DetectionDataset: class_names, category_ids, image_ids, records (RecordTable), load_sample(i) -> Sample,
+        coco_gt(), skipped
     Letterbox(size, pad_value=114): apply(image) -> (image, ratio); invert(boxes, ratio, orig_size) -> boxes
     build_train_loader(dataset, cfg, batch_size, seed, rank=0, world_size=1) -> DataLoader
     build_val_loader(dataset, img_size, batch_size, workers, rank=0, world_size=1) -> DataLoader
@@ -14,7 +15,7 @@ from .image_io import ImageReadError, read_image
 from .letterbox import Letterbox
 from .loader import DetectionLoader, build_train_loader, build_val_loader, collate_detection
 from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
-from .records import ImageRecord, Sample
+from .records import ImageRecord, RecordTable, Sample
 from .transforms import AugmentConfig
 from .views import TrainDataset, ValDataset
 from .voc_format import VOC_CLASSES
@@ -32,6 +33,7 @@ __all__ = [
     "ImageRecord",
     "Letterbox",
     "ProblemReport",
+    "RecordTable",
     "Sample",
     "TrainDataset",
     "VOC_CLASSES",

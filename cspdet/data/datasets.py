@@ -1,7 +1,8 @@
 """Detection datasets: COCO json, YOLO txt and Pascal VOC xml behind one :class:`DetectionDataset`.
 
-Every reader turns its format into a list of :class:`ImageRecord` (one per usable image) at construction,
-validating every image entry and box on the way (see :mod:`cspdet.data.problems` for what happens to bad
+Every reader turns its format into :class:`ImageRecord` s (one per usable image; COCO straight into a
+:class:`RecordTable`, the flat arrays every dataset keeps them in) at construction, validating every image entry
+and box on the way (see :mod:`cspdet.data.problems` for what happens to bad
 input). Conversions happen here, once, at the edge:
 
 - COCO ``bbox`` ``[x, y, w, h]`` px -> ``[x1, y1, x2, y2]`` px; category ids -> contiguous labels 0..C-1
@@ -28,7 +29,7 @@ from .cache import ImageCache
 from .coco_format import read_coco
 from .image_io import ImageReadError, image_size, read_image
 from .problems import DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, Sample, _finish, _is_int, drop_duplicate_boxes
+from .records import ImageRecord, RecordTable, Sample, _finish, _is_int, drop_duplicate_boxes_table
 from .voc_format import VOC_CLASSES, read_voc
 from .yolo_format import read_yolo
 
@@ -40,6 +41,9 @@ class DetectionDataset(torch.utils.data.Dataset):
     ``dataset[i]`` is ``load_sample(i)``: a :class:`Sample` with the decoded image.
 
     Attributes:
+        records: the :class:`RecordTable` (flat arrays; ``records[i]`` is the :class:`ImageRecord` of sample
+            ``i``, built on demand: change a record through the table, e.g. ``records.set_size``). Given a list
+            of records, the dataset stores them as a table.
         class_names: C names, index = contiguous label.
         category_ids: C original category ids (COCO ids; for YOLO/VOC the descriptor's ``category_ids`` or
             0..C-1), index = contiguous label.
@@ -50,7 +54,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        records: list[ImageRecord],
+        records: list[ImageRecord] | RecordTable,
         class_names: list[str],
         category_ids: list[int] | None = None,
         report: ProblemReport | None = None,
@@ -64,13 +68,13 @@ class DetectionDataset(torch.utils.data.Dataset):
             raise DatasetError(
                 f"{name}: {len(class_names)} class names but {len(category_ids)} category ids"
             )
-        self.records = records
+        self.records = RecordTable.from_records(records)
         self.class_names = list(class_names)
         self.category_ids = [int(c) for c in category_ids]
         self.skipped = report if report is not None else ProblemReport(name=name)
         self.name = name
         self.format = format
-        self.image_ids = [r.image_id for r in records]
+        self.image_ids = self.records.image_ids.tolist()
         if isinstance(cache, ImageCache):
             self.cache: ImageCache | None = cache
         elif cache:
@@ -97,7 +101,7 @@ class DetectionDataset(torch.utils.data.Dataset):
 
         With a cache the array is shared: copy it before writing into it.
         """
-        path = self.records[index].path
+        path = self.records.path(index)
         if self.cache is not None:
             return self.cache.get(path)
         return read_image(path)
@@ -108,14 +112,14 @@ class DetectionDataset(torch.utils.data.Dataset):
         Boxes are clipped to the image (a stored size that disagrees with the decoded one was already
         reported when reading); boxes that vanish by clipping are dropped.
         """
-        rec = self.records[index]
-        boxes = rec.boxes
-        if rec.normalized:
+        table = self.records
+        boxes, labels = table.image_boxes(index)
+        if table.normalized[index]:
             boxes = boxes * np.array([width, height, width, height], np.float32)
         else:
             boxes = boxes.copy()
-        labels = rec.labels
-        if rec.height is not None and (rec.height != height or rec.width != width) and len(boxes):
+        rec_h, rec_w = table.size(index)
+        if rec_h is not None and (rec_h != height or rec_w != width) and len(boxes):
             np.clip(boxes[:, 0::2], 0, width, out=boxes[:, 0::2])
             np.clip(boxes[:, 1::2], 0, height, out=boxes[:, 1::2])
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
@@ -124,13 +128,13 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def load_sample(self, index: int) -> Sample:
         """Decode sample ``index``; raises :class:`ImageReadError` (naming the file) for a bad image."""
-        rec = self.records[index]
         image = self.load_image(index)
         h, w = image.shape[:2]
-        if rec.height is not None and (rec.height, rec.width) != (h, w):
+        rec_h, rec_w = self.records.size(index)
+        if rec_h is not None and (rec_h, rec_w) != (h, w):
             self._note_size_mismatch(index, h, w)
         boxes, labels = self.targets(index, h, w)
-        return Sample(image, boxes, labels, rec.image_id, rec.path)
+        return Sample(image, boxes, labels, int(self.records.image_ids[index]), self.records.path(index))
 
     def try_load_sample(self, index: int, decode: Callable[[int], Any] | None = None) -> Any:
         """:meth:`load_sample` (or ``decode(index)``, another way of decoding the same image, e.g. the
@@ -149,11 +153,11 @@ class DetectionDataset(torch.utils.data.Dataset):
             return None
 
     def _note_size_mismatch(self, index: int, h: int, w: int) -> None:
-        rec = self.records[index]
+        rec_h, rec_w = self.records.size(index)
         self._report_runtime(
             "size_mismatch",
-            rec.path,
-            f"annotation says {rec.width}x{rec.height} (WxH) but the image decodes to {w}x{h}; boxes clipped",
+            self.records.path(index),
+            f"annotation says {rec_w}x{rec_h} (WxH) but the image decodes to {w}x{h}; boxes clipped",
         )
 
     def report_load_failure(self, index: int, err: ImageReadError) -> None:
@@ -213,23 +217,54 @@ class DetectionDataset(torch.utils.data.Dataset):
             return self._coco
         from pycocotools.coco import COCO
 
-        images, annotations = [], []
+        table = self.records
+        for i in np.flatnonzero(np.isnan(table.heights) | np.isnan(table.widths)).tolist():
+            try:
+                table.set_size(i, *image_size(table.path(i)))
+            except ImageReadError as err:
+                self.report_load_failure(i, err)
+                table.set_size(i, 0, 0)
+        paths = table.paths()
+        images = [
+            {"id": image_id, "file_name": os.path.basename(path) if path is not None else None, "height": h,
+             "width": w}
+            for image_id, path, h, w in zip(
+                table.image_ids.tolist(), paths, map(_as_size, table.heights.tolist()),
+                map(_as_size, table.widths.tolist()),
+            )
+        ]  # fmt: skip
+        if table.gt is not None:  # COCO: the json's own ground truth, as given
+            gt = table.gt
+            image_of = np.repeat(table.image_ids, np.diff(gt["gt_offsets"])).tolist()
+            annotations = [
+                {"id": i, "image_id": im, "category_id": c, "bbox": bbox, "area": area, "iscrowd": crowd}
+                for i, im, c, bbox, area, crowd in zip(
+                    gt["gt_ids"].tolist(), image_of, gt["gt_category_ids"].tolist(), gt["gt_bbox"].tolist(),
+                    gt["gt_area"].tolist(), gt["gt_iscrowd"].tolist(),
+                )
+            ]  # fmt: skip
+        else:
+            annotations = self._gt_annotations()
+        categories = [{"id": c, "name": n} for c, n in zip(self.category_ids, self.class_names)]
+        coco = COCO()
+        coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
+        with _quiet_stdout():
+            coco.createIndex()
+        self._coco = coco
+        return coco
+
+    def _gt_annotations(self) -> list[dict[str, Any]]:
+        """COCO annotations of every training and crowd / difficult box (formats without their own ground truth),
+        with the original ids where the format has them, else fresh ones."""
+        annotations: list[dict[str, Any]] = []
+        table = self.records
         next_ann_id = 1
-        used_ids = {a for r in self.records for a in (r.ann_ids or []) + (r.ignore_ann_ids or [])}
-        for rec in self.records:
-            if rec.height is None:
-                try:
-                    rec.height, rec.width = image_size(rec.path)
-                except ImageReadError as err:
-                    self.report_load_failure(self.image_ids.index(rec.image_id), err)
-                    rec.height, rec.width = 0, 0
-            images.append(
-                {"id": rec.image_id, "file_name": os.path.basename(rec.path), "height": rec.height,
-                 "width": rec.width}
-            )  # fmt: skip
-            if rec.coco_anns is not None:
-                annotations.extend(dict(a) for a in rec.coco_anns)
-                continue
+        used_ids = set()
+        for ids in (table.ann_ids, table.ignore_ann_ids):
+            if ids is not None:
+                used_ids.update(ids.tolist())
+        for i in range(len(table)):
+            rec = table[i]
             scale = np.array([rec.width, rec.height] * 2, np.float32) if rec.normalized else None
             for boxes, labels, ids, crowd in (
                 (rec.boxes, rec.labels, rec.ann_ids, 0),
@@ -251,20 +286,18 @@ class DetectionDataset(torch.utils.data.Dataset):
                         {"id": ann_id, "image_id": rec.image_id, "category_id": self.category_ids[label],
                          "bbox": [x1, y1, w, h], "area": w * h, "iscrowd": crowd}
                     )  # fmt: skip
-        categories = [{"id": c, "name": n} for c, n in zip(self.category_ids, self.class_names)]
-        coco = COCO()
-        coco.dataset = {"images": images, "annotations": annotations, "categories": categories}
-        with _quiet_stdout():
-            coco.createIndex()
-        self._coco = coco
-        return coco
+        return annotations
 
     def __repr__(self) -> str:
-        n_boxes = sum(len(r.labels) for r in self.records)
+        n_boxes = len(self.records.labels)
         return (
             f"{type(self).__name__}({self.name!r}, format={self.format}, images={len(self)}, "
             f"boxes={n_boxes}, classes={self.num_classes}, problems={len(self.skipped)})"
         )
+
+
+def _as_size(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
 
 
 class _quiet_stdout:
@@ -461,12 +494,14 @@ def build_dataset(
         names = names or list(VOC_CLASSES)
         files = [_resolve(root, s, src, split) for s in _as_list(spec)]
         records = read_voc(files, names, report, allow_outside=outside)
+    table = RecordTable.from_records(records)
     if fmt == "coco":
-        def where(rec: ImageRecord, j: int) -> str:
-            return f"{ann} annotation id {rec.ann_ids[j]}"
+        def where(t: RecordTable, i: int, j: int) -> str:
+            return f"{ann} annotation id {t.ann_ids[t.box_offsets[i] + j]}"
     else:
-        def where(rec: ImageRecord, j: int) -> str:
-            return f"{rec.path} box {j}"
-    drop_duplicate_boxes(records, report, where)  # all formats, one vectorised pass (YOLO names its lines itself)
+        def where(t: RecordTable, i: int, j: int) -> str:
+            return f"{t.path(i)} box {j}"
+    # all formats, one vectorised pass (YOLO names its lines itself)
+    records = drop_duplicate_boxes_table(table, report, where)
     _finish(records, report, f"{src} split {split!r}")
     return DetectionDataset(records, names, category_ids, report, name=name, cache=cache, format=fmt)

@@ -16,7 +16,7 @@ import os
 import cv2
 import numpy as np
 
-__all__ = ["ImageReadError", "read_image", "read_image_bytes", "image_size", "IMAGE_SUFFIXES"]
+__all__ = ["ImageReadError", "read_image", "read_image_bytes", "image_size", "verify_image", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".dng", ".pgm", ".ppm")
 
@@ -148,4 +148,39 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     except Exception:  # noqa: BLE001 - Pillow cannot parse it; let the full decoder decide (below, so that
         pass  # its error does not come chained to Pillow's)
     image = read_image(path)
+    return int(image.shape[0]), int(image.shape[1])
+
+
+def verify_image(path: str | os.PathLike) -> tuple[int, int]:
+    """(height, width) as displayed of an image file checked without decoding its pixels: the file is read,
+    a JPEG must have its end-of-image marker (the truncation check of :func:`read_image`), a PNG's chunk
+    checksums must hold (Pillow's ``verify``), and the header must give a size. A file Pillow cannot parse is
+    decoded in full, so that it gets :func:`read_image`'s precise error (or passes, for a format only OpenCV
+    reads). About 20x cheaper than a full decode; corrupt entropy-coded JPEG data is only found by decoding.
+
+    Raises:
+        ImageReadError: missing, empty, non-image, truncated or corrupt file (message names the file).
+    """
+    import io
+
+    data = read_image_bytes(path)
+    if _looks_truncated(data):
+        raise ImageReadError(path, "truncated_image", "truncated JPEG (no end-of-image marker)")
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            fmt = im.format
+            try:
+                orientation = im.getexif().get(0x0112, 1)
+            except Exception:  # noqa: BLE001 - broken EXIF: decoders ignore it too
+                orientation = 1
+            if fmt == "PNG":
+                im.verify()  # chunk CRCs and the end of the file: a cut-off PNG fails here
+        if w > 0 and h > 0:
+            return (int(w), int(h)) if orientation in (5, 6, 7, 8) else (int(h), int(w))
+    except Exception:  # noqa: BLE001 - Pillow cannot parse it: the full decoder decides (and names the problem)
+        pass
+    image = decode_image(data, path)
     return int(image.shape[0]), int(image.shape[1])

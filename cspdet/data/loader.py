@@ -227,8 +227,9 @@ def cache_ram_estimate(dataset: DetectionDataset, train_size: Sequence[int] | No
     into ``train_size`` as RGBA (an image of unknown size counts as the whole ``train_size``), for evaluation
     each decoded RGB image (sizes not in the annotations are read from the file headers)."""
     total = 0
-    for rec in dataset.records:
-        h, w = rec.height, rec.width
+    table = dataset.records
+    for i in range(len(table)):
+        h, w = table.size(i)
         if train_size is not None:
             if h and w:
                 _, h, w = fit_size(h, w, train_size)
@@ -238,7 +239,7 @@ def cache_ram_estimate(dataset: DetectionDataset, train_size: Sequence[int] | No
             continue
         if not (h and w):
             try:
-                h, w = image_size(rec.path)
+                h, w = image_size(table.path(i))
             except ImageReadError:
                 continue  # skipped when loaded
         total += h * w * 3

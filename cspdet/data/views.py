@@ -86,7 +86,7 @@ class TrainDataset(_DatasetView):
         self.sampler: EpochSampler | None = None
         self._bad: set[int] = set()
         # MixUp partners need boxes (as in YOLOX); remember which samples have any
-        self._has_boxes = np.array([len(r.labels) > 0 for r in dataset.records], bool)
+        self._has_boxes = dataset.records.box_counts() > 0
         self._with_boxes = np.flatnonzero(self._has_boxes).astype(np.int64)
         # index -> fitted sample, least recently used first; per process (workers fill their own)
         self._buffer: OrderedDict[int, Fitted] = OrderedDict()
@@ -138,25 +138,26 @@ class TrainDataset(_DatasetView):
         """Sample ``index`` resized to fit ``cfg.img_size`` (the size mosaic and MixUp use it at) as RGBA,
         boxes scaled per axis by exactly the resize factors. The result depends on ``index`` only (never on what
         is buffered or cached), which keeps augmentation reproducible."""
-        rec = self.dataset.records[index]
+        path = self.dataset.records.path(index)
+        rec_h, rec_w = self.dataset.records.size(index)
         size = self.cfg.img_size
         if self._ram_cached():
             # the RAM cache holds the fitted image itself: decoded, resized and converted once per run
-            image, (h0, w0) = self.dataset.cache.get_derived(rec.path, ("fitted_rgba", size), self._fit_rgba)
-            if rec.height is not None and (rec.height, rec.width) != (h0, w0):
+            image, (h0, w0) = self.dataset.cache.get_derived(path, ("fitted_rgba", size), self._fit_rgba)
+            if rec_h is not None and (rec_h, rec_w) != (h0, w0):
                 self.dataset._note_size_mismatch(index, h0, w0)  # reported once per file, as load_sample does
             boxes, labels = self.dataset.targets(index, h0, w0)
             nh, nw = image.shape[:2]
             if (nh, nw) != (h0, w0):
                 boxes = boxes * np.array([nw / w0, nh / h0, nw / w0, nh / h0], np.float32)
             return image, boxes, labels, (h0, w0)
-        if self.dataset.cache is None and rec.height and rec.width and str(rec.path).lower().endswith((".jpg", ".jpeg")):
-            h0, w0 = int(rec.height), int(rec.width)
+        if self.dataset.cache is None and rec_h and rec_w and str(path).lower().endswith((".jpg", ".jpeg")):
+            h0, w0 = int(rec_h), int(rec_w)
             r, nh, nw = fit_size(h0, w0, size)
             # the largest libjpeg reduction that still leaves at least the target size (only ever shrink)
             f = next((f for f in (8, 4, 2) if r * f <= 1.0), 1)
             if f > 1:
-                image = read_image(rec.path, reduce=f)
+                image = read_image(path, reduce=f)
                 if image.shape[:2] == (-(-h0 // f), -(-w0 // f)):
                     image = _rgba(cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR))
                     boxes, labels = self.dataset.targets(index, h0, w0)
@@ -205,8 +206,9 @@ class TrainDataset(_DatasetView):
         index = int(index)
         rng = np.random.default_rng([self.seed, int(epoch), index])
         # the original size of the indexed image (before augmentation), for bookkeeping only
-        rec = self.dataset.records[index]
-        orig = (rec.height or 0, rec.width or 0)
+        image_id = int(self.dataset.records.image_ids[index])
+        rec_h, rec_w = self.dataset.records.size(index)
+        orig = (rec_h or 0, rec_w or 0)
 
         if strong:
             capacity = max(MIN_BUFFER, len(pool) if pool is not None else 0)
@@ -244,7 +246,7 @@ class TrainDataset(_DatasetView):
             pick_mixup=lambda g: self._pick_mixup(g, pool), partners=pool,
         )  # fmt: skip
         targets = np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1)
-        return _with_pending(self.dataset, (image, targets, rec.image_id, 1.0, orig))
+        return _with_pending(self.dataset, (image, targets, image_id, 1.0, orig))
 
 
 class ValDataset(_DatasetView):
@@ -264,17 +266,18 @@ class ValDataset(_DatasetView):
         return self.dataset.coco_gt()
 
     def __getitem__(self, index: int):
-        rec = self.dataset.records[index]
         s = self.dataset.try_load_sample(index)
         if s is None:
             # keep the batch (and the image id) so the evaluator still sees every image: a grey placeholder
             image = np.full((*self.img_size, 3), PAD_VALUE, np.uint8)
-            item = (image, np.zeros((0, 5), np.float32), rec.image_id, 1.0, (rec.height or 0, rec.width or 0))
+            rec_h, rec_w = self.dataset.records.size(index)
+            image_id = int(self.dataset.records.image_ids[index])
+            item = (image, np.zeros((0, 5), np.float32), image_id, 1.0, (rec_h or 0, rec_w or 0))
             return _with_pending(self.dataset, item)
         image, r = self.letterbox.apply(s.image)
         boxes = s.boxes * np.float32(r)
         targets = np.concatenate([s.labels[:, None].astype(np.float32), boxes], axis=1)
-        return _with_pending(self.dataset, (image, targets, rec.image_id, float(r), s.image.shape[:2]))
+        return _with_pending(self.dataset, (image, targets, s.image_id, float(r), s.image.shape[:2]))
 
 
 def _with_pending(dataset: DetectionDataset, item: tuple) -> tuple:

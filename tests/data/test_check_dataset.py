@@ -104,3 +104,40 @@ def test_decoding_every_image_shows_a_bar(coco_dir, capsys):
     assert capsys.readouterr().err == ""
     check_dataset(coco_dir / "dataset.yaml")  # default: a bar only on a terminal (pytest's stderr is not one)
     assert capsys.readouterr().err == ""
+
+
+def _break_images(coco_dir):
+    """Image 1 (PNG) cut in half, image 2 replaced by a JPEG without its end marker, image 3 by text."""
+    img = coco_dir / "images" / "train"
+    png = (img / "000000000001.png").read_bytes()
+    (img / "000000000001.png").write_bytes(png[: len(png) // 2])
+    _, jpg = cv2.imencode(".jpg", cv2.imread(str(img / "000000000002.png")))
+    (img / "000000000002.png").write_bytes(jpg.tobytes()[:-200])
+    (img / "000000000003.png").write_bytes(b"not an image at all")
+
+
+@pytest.mark.parametrize("full_decode", [False, True])
+def test_cheap_parallel_check_still_finds_truncated_and_non_image_files(coco_dir, full_decode):
+    from cspdet.data.check import check_dataset
+
+    (clean,) = check_dataset(coco_dir / "dataset.yaml", workers=2, full_decode=full_decode)
+    assert clean.ok and clean.images == 3
+    _break_images(coco_dir)
+    (rep,) = check_dataset(coco_dir / "dataset.yaml", workers=2, full_decode=full_decode)
+    found = {p.source.rsplit("/", 1)[-1]: p.kind for p in rep.problems}
+    assert found["000000000002.png"] == "truncated_image"
+    assert found["000000000003.png"] == "unreadable_image"
+    assert found["000000000001.png"] in ("unreadable_image", "truncated_image")  # a PNG cut in half
+    assert rep.images == 0  # none of them is counted as usable
+
+
+def test_cheap_check_reads_sizes_from_headers_and_cli_options(check, coco_dir, capsys):
+    p = coco_dir / "annotations" / "train.json"
+    data = json.loads(p.read_text())
+    data["images"][1]["width"] = 65  # the file is 64 wide
+    p.write_text(json.dumps(data))
+    assert check.main([str(coco_dir / "dataset.yaml"), "--workers", "2"]) == 1
+    assert "annotation says 65x80 (WxH) but the image decodes to 64x80" in capsys.readouterr().out
+    assert check.main([str(coco_dir / "dataset.yaml"), "--decode"]) == 1
+    assert "size_mismatch" in capsys.readouterr().out
+    assert check.main([str(coco_dir / "dataset.yaml"), "--decode", "--no-decode"]) == 2
