@@ -16,7 +16,7 @@ import csv
 import io
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -30,7 +30,7 @@ from ..engine.evaluator import COCOEvaluator
 from ..fileio import atomic_write
 from ..runtime.cpu import native_bf16
 from ..runtime.errors import ExportError
-from ..runtime.formats import deploy_formats, get_format
+from ..runtime.formats import LiveMapping, deploy_formats, get_format
 from ..runtime.open import load_backend, open_model
 from ..runtime.predictor import Predictor
 from ..runtime.weights import checkpoint_meta, read_weights, recorded_dataset
@@ -58,10 +58,13 @@ class BenchFormat(NamedTuple):
     dynamic: bool = True
 
 
-class _BenchFormats(Mapping):
+class _BenchFormats(LiveMapping):
     """A live view ``{row name: BenchFormat}``: the two PyTorch rows, then every deploy format's rows
     (:attr:`cspdet.runtime.formats.DeployFormat.bench`) in table order, the rows that are not measured by default
     last."""
+
+    def __init__(self) -> None:
+        super().__init__(self._table)
 
     def _table(self) -> dict[str, BenchFormat]:
         rows = {"pytorch": (BenchFormat(None), True),
@@ -75,18 +78,6 @@ class _BenchFormats(Mapping):
     def default_names(self) -> list[str]:
         rows = {v.name for fmt in deploy_formats() for v in fmt.bench if not v.default}
         return [name for name in self._table() if name not in rows]
-
-    def __getitem__(self, key: str) -> BenchFormat:
-        return self._table()[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._table())
-
-    def __len__(self) -> int:
-        return len(self._table())
-
-    def __repr__(self) -> str:
-        return repr(self._table())
 
 
 #: ``{"pytorch": BenchFormat(None), ..., "openvino_int8": ..., "onnx_int8": ...}`` from the format table.

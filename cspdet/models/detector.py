@@ -21,7 +21,15 @@ from .cspnet import CSPNet
 from .registry import ACTIVATIONS, BACKBONE_KINDS, HEADS, NECKS, NORMS, SpecError
 from .spec import DetectorMeta, DetectorSpec
 
-__all__ = ["Detector"]
+__all__ = ["Detector", "check_stride_multiple"]
+
+
+def check_stride_multiple(hw: Sequence[int], strides: Sequence[int]) -> None:
+    """Raise ``ValueError`` unless the input size ``(H, W)`` is a multiple of the largest of ``strides`` (what every
+    network of the family takes; an exported static file is stricter)."""
+    stride = max(strides)
+    if hw[0] % stride or hw[1] % stride:
+        raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
 
 
 class Detector(nn.Module):
@@ -201,9 +209,7 @@ class Detector(nn.Module):
 
     def check_input_size(self, hw: tuple[int, int]) -> None:
         """Raise ``ValueError`` unless (H, W) are multiples of the largest stride."""
-        stride = max(self.strides)
-        if hw[0] % stride or hw[1] % stride:
-            raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
+        check_stride_multiple(hw, self.strides)
 
     @property
     def nms_free(self) -> bool:

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from ..det.postprocess import postprocess
 from ..det.predictions import Predictions, from_deploy_layout
 from ..models.contracts import HeadEvalDefaults
+from ..models.detector import check_stride_multiple
 
 __all__ = ["InferenceModel", "ModelFacade"]
 
@@ -91,9 +92,7 @@ class ModelFacade(nn.Module):
         return None
 
     def check_input_size(self, hw: tuple[int, int]) -> None:
-        stride = max(self.strides)
-        if hw[0] % stride or hw[1] % stride:
-            raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
+        check_stride_multiple(hw, self.strides)
 
     @property
     def eval_defaults(self) -> HeadEvalDefaults:

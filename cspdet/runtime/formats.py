@@ -133,28 +133,30 @@ def get_format(name: str) -> DeployFormat:
         raise ValueError(f"unknown export format {name!r}; choose one of {', '.join(_FORMATS)}") from None
 
 
-class _SuffixTable(Mapping):
-    """A live ``{suffix: format name}`` view of the table (suffixes and aliases)."""
+class LiveMapping(Mapping):
+    """A read-only mapping recomputed from ``build()`` at every access: a view of the format table that stays
+    current when a format is registered later (the suffix table here, the benchmark rows in
+    :mod:`cspdet.export.benchmark`)."""
 
-    def _table(self) -> dict[str, str]:
-        return {s: f.name for f in _FORMATS.values() for s in (f.suffix, *f.aliases)}
+    def __init__(self, build: Callable[[], dict[str, Any]]) -> None:
+        self._build = build
 
-    def __getitem__(self, key: str) -> str:
-        return self._table()[key]
+    def __getitem__(self, key: str) -> Any:
+        return self._build()[key]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._table())
+        return iter(self._build())
 
     def __len__(self) -> int:
-        return len(self._table())
+        return len(self._build())
 
     def __repr__(self) -> str:
-        return repr(self._table())
+        return repr(self._build())
 
 
 def suffix_table() -> Mapping[str, str]:
     """``{".onnx": "onnx", ".xml": "openvino", ...}``, following later registrations."""
-    return _SuffixTable()
+    return LiveMapping(lambda: {s: f.name for f in _FORMATS.values() for s in (f.suffix, *f.aliases)})
 
 
 #: ``{suffix: format name}`` of every registered format (a live view: later registrations show).
