@@ -174,6 +174,7 @@ def pair(path: Path):
     ckpt = convert_ultralytics(path)
     ours = Detector.from_spec(DetectorSpec.from_dict(ckpt["spec"])).eval()
     ours.load_state_dict(ckpt["model"])
+    # the reference side, in the benchmark venv only: Ultralytics unpickling the file this script just saved with it
     ref = torch.load(path, map_location="cpu", weights_only=False)["model"].float().eval()  # the same fp16 weights
     return ours, ref, ckpt
 
