@@ -15,7 +15,8 @@ from .image_io import ImageReadError, read_image
 from .letterbox import Letterbox
 from .loader import DetectionLoader, build_train_loader, build_val_loader, collate_detection
 from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
-from .records import ImageRecord, RecordTable, Sample
+from .record_table import RecordTable
+from .records import ImageRecord, Sample
 from .transforms import AugmentConfig
 from .views import TrainDataset, ValDataset
 from .voc_format import VOC_CLASSES

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from .problems import PROBLEM_KINDS, DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, RecordTable, _check_box, _is_int, _is_number, inside_folder, is_file, plain_file_name
+from .record_table import RecordTable
+from .records import ImageRecord, _check_box, _is_int, _is_number, inside_folder, is_file, plain_file_name
 
 __all__ = ["check_coco_ground_truth", "parse_coco", "read_coco"]
 

@@ -29,7 +29,8 @@ from .cache import ImageCache
 from .coco_format import read_coco
 from .image_io import ImageReadError, image_size, read_image
 from .problems import DatasetError, DatasetProblem, ProblemReport
-from .records import ImageRecord, RecordTable, Sample, _finish, _is_int, drop_duplicate_boxes_table
+from .record_table import RecordTable
+from .records import ImageRecord, Sample, _finish, _is_int, drop_duplicate_boxes_table
 from .voc_format import VOC_CLASSES, read_voc
 from .yolo_format import read_yolo
 

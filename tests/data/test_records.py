@@ -12,7 +12,8 @@ import pytest
 
 from cspdet.data import coco_format
 from cspdet.data.problems import DatasetError, ProblemReport
-from cspdet.data.records import ImageRecord, RecordTable
+from cspdet.data.record_table import RecordTable
+from cspdet.data.records import ImageRecord
 
 
 def _messy(root):
