@@ -21,18 +21,29 @@ from .cspnet import CSPNet
 from .registry import ACTIVATIONS, BACKBONE_KINDS, HEADS, NECKS, NORMS, SpecError
 from .spec import DetectorMeta, DetectorSpec
 
-__all__ = ["Detector", "check_stride_multiple"]
+__all__ = ["Detector", "StrideMultipleInput"]
 
 
-def check_stride_multiple(hw: Sequence[int], strides: Sequence[int]) -> None:
-    """Raise ``ValueError`` unless the input size ``(H, W)`` is a multiple of the largest of ``strides`` (what every
-    network of the family takes; an exported static file is stricter)."""
-    stride = max(strides)
-    if hw[0] % stride or hw[1] % stride:
-        raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
+class StrideMultipleInput:
+    """The input-size part of :class:`~cspdet.runtime.contracts.InferenceModel` for a network that takes any
+    (H, W) multiple of its largest stride (what every network of the family takes; an exported static file
+    overrides it). Needs ``strides``."""
+
+    strides: Sequence[int]
+
+    @property
+    def fixed_input_size(self) -> tuple[int, int] | None:
+        """None: any (H, W) multiple of the largest stride."""
+        return None
+
+    def check_input_size(self, hw: Sequence[int]) -> None:
+        """Raise ``ValueError`` unless (H, W) are multiples of the largest stride."""
+        stride = max(self.strides)
+        if hw[0] % stride or hw[1] % stride:
+            raise ValueError(f"input size {hw[0]}x{hw[1]} must be a multiple of the model stride {stride}")
 
 
-class Detector(nn.Module):
+class Detector(StrideMultipleInput, nn.Module):
     """Backbone + neck + head.
 
     Args:
@@ -201,15 +212,6 @@ class Detector(nn.Module):
             self.train(was_training)
         return postprocess(preds, conf, iou, max_det, classes, agnostic, pre_nms_topk, multi_label,
                            nms_free=self.nms_free)
-
-    @property
-    def fixed_input_size(self) -> tuple[int, int] | None:
-        """None: the network takes any (H, W) multiple of its largest stride (an exported static file does not)."""
-        return None
-
-    def check_input_size(self, hw: tuple[int, int]) -> None:
-        """Raise ``ValueError`` unless (H, W) are multiples of the largest stride."""
-        check_stride_multiple(hw, self.strides)
 
     @property
     def nms_free(self) -> bool:

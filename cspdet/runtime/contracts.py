@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from ..det.postprocess import postprocess
 from ..det.predictions import Predictions, from_deploy_layout
 from ..models.contracts import HeadEvalDefaults
-from ..models.detector import check_stride_multiple
+from ..models.detector import StrideMultipleInput
 
 __all__ = ["InferenceModel", "ModelFacade"]
 
@@ -68,7 +68,7 @@ class InferenceModel(Protocol):
         (K,) int64."""
 
 
-class ModelFacade(nn.Module):
+class ModelFacade(StrideMultipleInput, nn.Module):
     """The part of :class:`InferenceModel` that every wrapper around a network shares: ``num_classes`` and
     ``strides`` from :attr:`meta`, a free input size that is a multiple of the largest stride, and ``predict`` =
     :meth:`predictions` then :meth:`postprocess` (:func:`cspdet.det.postprocess` in the model's ``nms_free`` mode).
@@ -86,13 +86,6 @@ class ModelFacade(nn.Module):
     @property
     def strides(self) -> tuple[int, ...]:
         return tuple(self.meta.strides)
-
-    @property
-    def fixed_input_size(self) -> tuple[int, int] | None:
-        return None
-
-    def check_input_size(self, hw: tuple[int, int]) -> None:
-        check_stride_multiple(hw, self.strides)
 
     @property
     def eval_defaults(self) -> HeadEvalDefaults:
