@@ -66,6 +66,7 @@ ROWS = {  # row -> (framework, how to run it, seeds: "seeds" = every --seeds, "s
     "cspdet_small_scratch": ("cspdet", dict(config=SMALL), "seeds"),
     "ultralytics_yolo11n": ("ultralytics", dict(model="yolo11n.yaml"), "seeds"),
     "ultralytics_yolo26n": ("ultralytics", dict(model="yolo26n.yaml"), "seeds"),
+    "cspdet_small_scratch_fp32": ("cspdet", dict(config=SMALL, overrides=["train.bf16=false"]), "seed0"),
     "cspdet_yolov8n_layout": ("cspdet", dict(config=SMALL, overrides=["model.name=yolov8n_layout"]), "seed0"),
     "cspdet_yolo11n_layout": ("cspdet", dict(config=SMALL, overrides=["model.name=yolo11n_layout"]), "seed0"),
     "cspdet_yolo26n_layout": ("cspdet", dict(config=SMALL, overrides=["model.name=yolo26n_layout"]), "seed0"),

@@ -92,8 +92,8 @@ class RunOptions:
 
     amp: bool = True
     """Mixed precision on CUDA (ignored on CPU)."""
-    bf16: bool = False
-    """bfloat16 autocast on CPU."""
+    bf16: bool | Literal["auto"] = False
+    """bfloat16 autocast on CPU: true, false, or auto (on where the CPU has native bf16: AVX512-BF16 or AMX)."""
     grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"

@@ -41,7 +41,7 @@ from .distributed import (
     select_device,
 )
 from .ema import ModelEMA, unwrap_model
-from .resources import apply_threads, plan_threads, plan_workers
+from .resources import apply_threads, plan_threads, plan_workers, resolve_bf16
 from .rng import capture_rng_state, restore_rng_state, seed_everything
 from .rundir import (
     RUN_OUTPUTS,
@@ -188,15 +188,17 @@ class TrainingRun(abc.ABC):
             # broadcasts, so all ranks agree on one directory.
             self.run_dir = Path(broadcast_object(new_run_dir(output_dir, name, exist_ok) if self.is_main else None))
 
-    def _setup_amp(self, amp: bool, bf16: bool) -> None:
-        """fp16 autocast + GradScaler on CUDA (when ``amp``); bf16 autocast on CPU (when ``bf16``)."""
+    def _setup_amp(self, amp: bool, bf16: bool | str) -> None:
+        """fp16 autocast + GradScaler on CUDA (when ``amp``); bf16 autocast on CPU (when ``bf16``; ``auto`` = where
+        the CPU has native bf16, :func:`~cspdet.engine.resources.resolve_bf16`)."""
+        self.use_bf16 = self.device.type == "cpu" and resolve_bf16(bf16, self.device.type)
         self.use_amp = amp and self.device.type == "cuda"
         # A disabled scaler passes everything through, so the step code is the same with and without AMP.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
         if self.device.type == "cuda":
             self.autocast = torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp)
         else:
-            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+            self.autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.use_bf16)
 
     def _wrap_ddp(self) -> None:
         # Wrapped only after restoring a checkpoint, so state dicts never carry DDP's "module." prefix.
