@@ -192,6 +192,12 @@ class TrainingRun(abc.ABC):
         """fp16 autocast + GradScaler on CUDA (when ``amp``); bf16 autocast on CPU (when ``bf16``; ``auto`` = where
         the CPU has native bf16, :func:`~cspdet.engine.resources.resolve_bf16`)."""
         self.use_bf16 = self.device.type == "cpu" and resolve_bf16(bf16, self.device.type)
+        self._precision = "fp16 autocast" if amp and self.device.type == "cuda" else "fp32"
+        if self.device.type == "cpu":
+            self._precision = "bf16 autocast" if self.use_bf16 else "fp32"
+            if bf16 == "auto":
+                self._precision += (" (bf16: auto, the CPU has native bf16)" if self.use_bf16 else
+                                    " (bf16: auto, no native bf16 on this CPU: emulated bf16 is slower than fp32)")
         self.use_amp = amp and self.device.type == "cuda"
         # A disabled scaler passes everything through, so the step code is the same with and without AMP.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
@@ -244,7 +250,7 @@ class TrainingRun(abc.ABC):
         lines = [f"run       {self.run_dir} ({start})", *self._header_lines()]
         procs = f" x {self.world_size} processes" if self.world_size > 1 else ""
         lines.append(f"device    {self.device}{procs}, {self.threads.threads} intra-op thread"
-                     f"{'s' if self.threads.threads != 1 else ''} ({self.threads.reason})")
+                     f"{'s' if self.threads.threads != 1 else ''} ({self.threads.reason}); {self._precision}")
         return lines
 
     @abc.abstractmethod

@@ -502,11 +502,6 @@ class Trainer(TrainingRun):
         lines.append(f"schedule  {format_epochs(tcfg.epochs)}, {optimizer}, warm-up "
                      f"{format_epochs(self.warmup_epochs)}, no-aug tail {format_epochs(self.no_aug_epochs)}{notes}; "
                      f"evaluate {evals}; {stopping}")
-        if self.device.type == "cpu":
-            why = " (auto: the CPU has native bf16)" if tcfg.bf16 == "auto" else ""
-            if tcfg.bf16 == "auto" and not self.use_bf16:
-                why = " (auto: no native bf16 on this CPU, where emulated bf16 is slower than fp32)"
-            lines.append(f"precision {'bf16 autocast' if self.use_bf16 else 'fp32'}{why}")
         return lines
 
     def _checkpoint_meta(self) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from cspdet.config import ConfigError, config_from_dict
 from cspdet.engine.callbacks import Callback, EpochStats, format_duration
 from cspdet.runtime.checkpoint import load_checkpoint
 from cspdet.engine.optim import scaled_schedule_epochs, with_scaled_schedule
-from cspdet.engine.resources import AUTO_GPU_WORKERS, plan_threads, plan_workers
+from cspdet.engine import resources
+from cspdet.engine.resources import AUTO_GPU_WORKERS, plan_threads, plan_workers, resolve_bf16
 from cspdet.engine.run import RunBusyError, RunFinished, new_run_dir
 from cspdet.engine.rundir import LOCK_NAME, RunLock
 from cspdet.engine.trainer import Trainer
@@ -28,6 +29,19 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def shapes(tmp_path_factory) -> Path:
     return write_shapes_descriptor(tmp_path_factory.mktemp("shapes"))
+
+
+def test_bf16_auto_follows_the_cpu(monkeypatch):
+    """train.bf16: auto = bf16 autocast only on a CPU that computes bf16 natively; true / false as given."""
+    for native in (True, False):
+        monkeypatch.setattr(resources, "native_bf16", lambda native=native: native)
+        assert resolve_bf16("auto", "cpu") is native
+        assert resolve_bf16("auto", "cuda") is False  # CUDA runs use fp16 amp
+        assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cpu") is False
+    cfg = config_from_dict({"train": {"bf16": "auto"}})
+    assert cfg.train.bf16 == "auto"
+    with pytest.raises(ConfigError, match="train.bf16"):
+        config_from_dict({"train": {"bf16": "sometimes"}})
 
 
 def test_thread_rule_leaves_cores_to_the_loader_workers():
@@ -129,6 +143,7 @@ def test_short_run_header_epoch_lines_and_callbacks(shapes, tmp_path, capsys):
     assert lines[3].startswith("schedule  2 epochs, sgd lr 0.000625, warm-up 0.2 epochs, no-aug tail 0 epochs "
                                "(train.warmup_epochs and train.no_aug_epochs scaled to 2 epochs")
     assert lines[4].startswith(f"device    cpu, {torch.get_num_threads()} intra-op thread")
+    assert lines[4].endswith("; fp32")  # train.bf16 defaults to false
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 2
     for line in epoch_lines:
