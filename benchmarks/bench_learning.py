@@ -46,7 +46,9 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 try:
@@ -79,7 +81,7 @@ SCORES = ("AP", "AP50", "APs", "APm", "APl")
 #: score columns: ``{split}{mode}{stat}``: split "" = val, "test_" = test; mode "" = default inference, "nms_" =
 #: the NMS path of a cspdet row (empty for Ultralytics rows).
 SCORE_FIELDS = [f"{sp}{mode}{k}" for sp in ("", "test_") for mode in ("", "nms_") for k in SCORES]
-FIELDS = ["dataset", "row", "seed", *SCORE_FIELDS, "train_s", "s_per_epoch", "epochs", "threads", "run_dir"]
+FIELDS = ["dataset", "row", "seed", *SCORE_FIELDS, "train_s", "s_per_epoch", "epochs", "threads", "jobs", "run_dir"]
 
 
 def descriptor(dataset: str) -> Path:
@@ -231,13 +233,21 @@ def write_ultralytics_data(dataset: str, out: Path) -> Path:
     path and the class names in category-id order (index i = the i-th category, as :func:`score_detections`)."""
     root = out / f"{dataset}_yolo"
     data = root / "data.yaml"
+    with _CONVERT_LOCK:  # two Ultralytics runs of one dataset may start together (--jobs)
+        _write_yolo_copy(dataset, root, data)
+    return data
+
+
+_CONVERT_LOCK = threading.Lock()
+
+
+def _write_yolo_copy(dataset: str, root: Path, data: Path) -> None:
     if not data.is_file():
         subprocess.run([sys.executable, str(REPO / "tools" / "convert_dataset.py"), str(descriptor(dataset)),
                         "--to", "yolo", "--out", str(root)], check=True, capture_output=True)
         names = "".join(f"  {i}: {json.dumps(n)}\n" for i, n in enumerate(class_names(dataset)))
         splits = "".join(f"{sp}: images/{sp}\n" for sp in dataset_splits(dataset))
         atomic_write(data, f"path: {root}\ntrain: images/train\n{splits}names:\n{names}")
-    return data
 
 
 def _csv_text(results: list[dict]) -> str:
@@ -339,7 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads of every run (both frameworks)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (e.g. --jobs 2 --threads 1 on 2 cores: a cspdet and an Ultralytics run "
+                             "side by side, each on one core; recorded in the CSV's jobs column)")
     parser.add_argument("--ultralytics-python", default=str(REPO.parent / "benchvenv" / "bin" / "python"),
                         help="interpreter of a benchmark venv with ultralytics installed")
     parser.add_argument("--out", default=str(REPO / "runs" / "bench_learning"))
@@ -355,23 +368,48 @@ def main(argv: list[str] | None = None) -> int:
     results = load_results(csv_path)
     done = {(r["dataset"], r["row"], int(r["seed"])) for r in results}
     todo = [key for key in run_order(args.datasets, args.rows, args.seeds) if key not in done]
-    print(f"{len(done)} runs in {csv_path}; {len(todo)} to do", flush=True)
-    for dataset, row, seed in todo:
-        framework, spec, _ = ROWS[row]
-        if args.dry_run:
+    print(f"{len(done)} runs in {csv_path}; {len(todo)} to do"
+          + (f", {args.jobs} at a time" if args.jobs > 1 and not args.dry_run else ""), flush=True)
+    if args.dry_run:
+        for dataset, row, seed in todo:
             print(f"  would run {dataset} {row} seed {seed}")
-            continue
-        run = run_ultralytics if framework == "ultralytics" else run_cspdet
-        result = run(dataset, row, spec, seed, args, out)
-        results.append(result)
-        print(f"{dataset} {row} seed {seed}: AP {result['AP']:.4f} AP50 {result['AP50']:.4f} "
-              f"train {result['train_s']:.0f} s", flush=True)
-        atomic_write(csv_path, _csv_text(results))
+    failed = 0
+    # Each run is a child process (training) plus scoring in this process: with --jobs 2 a cspdet and an
+    # Ultralytics run train at the same time, one thread each, so both see the same machine at the same moment.
+    torch_threads(args.threads)
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {} if args.dry_run else {pool.submit(run_one, key, args, out): key for key in todo}
+        for future in as_completed(futures):
+            dataset, row, seed = futures[future]
+            try:
+                result = future.result()
+            except Exception as err:  # one failed run does not stop the others; it is retried on the next call
+                failed += 1
+                print(f"{dataset} {row} seed {seed}: FAILED: {err}", file=sys.stderr, flush=True)
+                continue
+            results.append(result)
+            print(f"{dataset} {row} seed {seed}: AP {result['AP']:.4f} AP50 {result['AP50']:.4f} "
+                  f"train {result['train_s']:.0f} s", flush=True)
+            atomic_write(csv_path, _csv_text(results))
     table = summarise(results)
     if not args.dry_run:
         atomic_write(out / "results.md", table + "\n")
     print(table)
-    return 0
+    return 1 if failed else 0
+
+
+def run_one(key: tuple[str, str, int], args: argparse.Namespace, out: Path) -> dict:
+    dataset, row, seed = key
+    framework, spec, _ = ROWS[row]
+    run = run_ultralytics if framework == "ultralytics" else run_cspdet
+    return {**run(dataset, row, spec, seed, args, out), "jobs": args.jobs}
+
+
+def torch_threads(threads: int) -> None:
+    """Scoring runs in this process: the same thread count as the training runs."""
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
