@@ -32,8 +32,8 @@ from .backbones import (
 )
 from .cspnet import CSPNet
 from .detector import Detector
-from .elan import C2fNet  # noqa: F401  (registers the c2fnet backbone kind and the C2f / C3k2 stages)
-from .elan_neck import C2fPAN  # noqa: F401  (registers the c2fpan neck)
+from .elan_backbone import C2fNet  # noqa: F401  (registers the c2fnet backbone kind and the C2f / C3k2 stages)
+from .elan_pan import C2fPAN  # noqa: F401  (registers the c2fpan neck)
 from .registry import ACTIVATIONS, BLOCKS, NORMS, Registry, SpecError
 from .spec import BackboneSpec, DetectorSpec, HeadSpec, NeckSpec, StageSpec, plain_data
 from .tal_head import TaskAlignedHead  # noqa: F401  (registers the tal head)
