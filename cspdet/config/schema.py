@@ -154,14 +154,19 @@ class TrainConfig(RunOptions):
 
 @dataclass
 class EvalConfig:
-    """Evaluation and inference settings: conf 0.001 / NMS IoU 0.65 for COCO mAP (YOLOX's own evaluation uses
-    0.01 / 0.65, YOLOv8's validator 0.001 / 0.7)."""
+    """COCO evaluation settings. ``conf`` / ``iou`` / ``max_det`` / ``multi_label`` / ``nms_free`` left null are the
+    evaluated model's head's (:class:`cspdet.models.HeadEvalDefaults`: conf 0.001, NMS IoU 0.65, 300 per image for
+    the YOLOX and task-aligned heads; YOLOX's own evaluation uses 0.01 / 0.65, YOLOv8's validator 0.001 / 0.7); a
+    value set here wins over the head's."""
 
     img_size: list[int] = field(default_factory=lambda: [640, 640])
     batch_size: int = 8
-    conf: float = 0.001
-    iou: float = 0.65
-    max_det: int = 300
+    conf: float | None = None
+    """Score threshold; null = the head's (0.001 for the built-in heads)."""
+    iou: float | None = None
+    """NMS IoU; null = the head's (0.65 for the built-in heads)."""
+    max_det: int | None = None
+    """Detections kept per image; null = the head's (300 for the built-in heads)."""
     split: str = "val"
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
     nms_free: bool | None = None
