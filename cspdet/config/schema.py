@@ -20,9 +20,10 @@ class ModelConfig:
     """Which detector to build (``cspdet.models.create_detector``) and how to initialise it."""
 
     name: str = "cspdarknet_s"
-    """Preset name (``cspdet.models.DETECTORS``): the YOLOX family cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50,
-    cspdarknet53 and ``custom``; the task-aligned family yolov8{n,s,m}_layout, csptal_{n,s,m}, cspresnet50_tal,
-    yolo11{n,s}_layout, yolo26{n,s}_layout."""
+    """Preset name (``cspdet.models.DETECTORS``, a registry: ``register_detector`` adds one): the YOLOX family
+    cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50, cspdarknet53 and ``custom``; the task-aligned family
+    yolov8{n,s,m,l,x}_layout, csptal_{n,s,m,l,x}, cspresnet50_tal, yolo11{n,s,m,l,x}_layout,
+    yolo26{n,s,m,l,x}_layout."""
     num_classes: int = 80
     depth: float | None = None
     """Override of the preset's depth multiplier (block counts scale with it, as in YOLOX and YOLOv8)."""

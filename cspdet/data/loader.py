@@ -20,8 +20,8 @@ persistent workers: call them before iterating the loader for that epoch.
 
 Mosaic partner blocks (``mosaic_pool``, default 64, an :class:`AugmentConfig` field read from the DataConfig
 when it has one): mosaic and MixUp partners of a sample come from the block of about ``mosaic_pool``
-consecutive samples of the epoch's shuffled order that holds it (see :class:`~cspdet.data.sampler.EpochSampler`); ``0`` draws them
-from the whole dataset, as YOLOX does. Larger pools mix more widely and cost more buffer memory (about
+consecutive samples of the epoch's shuffled order that holds it (see :class:`~cspdet.data.sampler.EpochSampler`);
+``0`` draws them from the whole dataset, as YOLOX does. Larger pools mix more widely and cost more buffer memory (about
 ``mosaic_pool`` x 1.6 MB at 640 per process) and decoding; every image is still a partner equally often.
 
 Robustness: an image that fails to decode mid-epoch is replaced by another sample (train) or by a grey

@@ -25,9 +25,9 @@ class EpochState(Protocol):
 
 
 class EpochSampler(Sampler):
-    """Yields ``(index, epoch, strong, pool)`` keys for a :class:`~cspdet.data.views.TrainDataset`: a seeded, per-epoch shuffle
-    (``DistributedSampler`` semantics: each of ``world_size`` ranks gets an equal share) tagged with the
-    epoch and mosaic state that were current when iteration started.
+    """Yields ``(index, epoch, strong, pool)`` keys for a :class:`~cspdet.data.views.TrainDataset`: a seeded,
+    per-epoch shuffle (``DistributedSampler`` semantics: each of ``world_size`` ranks gets an equal share) tagged
+    with the epoch and mosaic state that were current when iteration started.
 
     ``pool``: this rank's order is cut into blocks of about ``pool`` consecutive samples (``n / round(n /
     pool)`` each, so no tiny last block) and every key carries its block as a tuple; mosaic/MixUp partners

@@ -65,9 +65,10 @@ class TrainDataset(_DatasetView):
 
     ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 [cls,
     x1, y1, x2, y2], image_id, ratio 1.0, (h, w) of the original image ``index``), plus, in a worker
-    process that met bad images while producing it, a list of their problems (see :class:`DetectionLoader`). ``pool`` (a tuple of
-    sample indices, from :class:`~cspdet.data.sampler.EpochSampler`) is where mosaic/MixUp partners are drawn from; without it
-    they are drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
+    process that met bad images while producing it, a list of their problems (see
+    :class:`~cspdet.data.loader.DetectionLoader`). ``pool`` (a tuple of sample indices, from
+    :class:`~cspdet.data.sampler.EpochSampler`) is where mosaic/MixUp partners are drawn from; without it they are
+    drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
 
     Args:
         dataset: the source dataset.

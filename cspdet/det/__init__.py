@@ -1,4 +1,5 @@
-"""Detection utilities of both head families (torch + torchvision.ops only).
+"""Detection utilities of the built-in head families (torch + torchvision.ops only); a head registered in
+:data:`cspdet.models.HEADS` may use any of them.
 
 * shared: box geometry and grids (``boxes``); the typed :class:`Predictions` record every head decodes to and the
   deploy layout exported files keep (``predictions``); the one post-processing that the detector, the runtime's

@@ -41,7 +41,8 @@ class C2fPAN(nn.Module):
         out_channels: channels of the output maps (default ``in_channels``, as in YOLOv8).
         num_blocks: blocks per stage (YOLOv8: ``max(round(3 * depth), 1)``).
         stage_fn: stage class called as ``stage_fn(c_in, c_out, num_blocks, norm=..., act=..., **stage_kwargs)``;
-            default :class:`~cspdet.models.elan_blocks.C2fStage`; :class:`~cspdet.models.elan_blocks.C3k2Stage` for YOLO11.
+            default :class:`~cspdet.models.elan_blocks.C2fStage`; :class:`~cspdet.models.elan_blocks.C3k2Stage` for
+            YOLO11.
         stage_kwargs: extra keywords for every stage; default ``{"block_kwargs": {"shortcut": False}}`` for
             C2fStage (YOLOv8's neck blocks have no residual), ``{}`` for other stage classes.
         stage_overrides: per-stage changes on top of ``stage_kwargs``, one mapping per stage in module order
