@@ -56,7 +56,7 @@ class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module = types.ModuleType(spec.name, f"Deprecated: {spec.name} was renamed; its names moved to "
                                              f"{', '.join(sorted(set(self.modules[spec.name].values())))}.")
         module.__getattr__ = moved(spec.name, self.modules[spec.name])  # type: ignore[attr-defined]
-        module.__all__ = []  # type: ignore[attr-defined]  # ``import *`` from the old path brings nothing
+        module.__all__ = list(self.modules[spec.name])  # type: ignore[attr-defined]  # ``import *``: each warns
         return module
 
     def exec_module(self, module: types.ModuleType) -> None:
