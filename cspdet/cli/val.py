@@ -285,8 +285,9 @@ def run_checkpoint_mode(args: argparse.Namespace) -> int:
     warn_config_model_mismatch(args, cfg, model)
     out = _out_dir(args, args.weights)
     n = len(evaluator.coco_gt.getImgIds())
+    settings = evaluator.settings_for(model)  # the config's, else the model's head's defaults
     print(f"evaluating {args.weights} on {cfg.data.dataset} ({cfg.eval.split}, {n} images) at "
-          f"{cfg.eval.img_size[0]}x{cfg.eval.img_size[1]}, conf {cfg.eval.conf}, iou {cfg.eval.iou}"
+          f"{cfg.eval.img_size[0]}x{cfg.eval.img_size[1]}, conf {settings['conf']}, iou {settings['iou']}"
           + (f", pre-NMS top-{args.pre_nms_topk}" if args.pre_nms_topk else "") + f", device {device}")
     metrics = evaluator.evaluate(model, output_dir=out, plots=not args.no_plots, progress=sys.stderr.isatty())
     _print_metrics(metrics, args.all_classes)

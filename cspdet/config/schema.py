@@ -20,9 +20,10 @@ class ModelConfig:
     """Which detector to build (``cspdet.models.create_detector``) and how to initialise it."""
 
     name: str = "cspdarknet_s"
-    """Preset name (``cspdet.models.DETECTORS``): the YOLOX family cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50,
-    cspdarknet53 and ``custom``; the task-aligned family yolov8{n,s,m}_layout, csptal_{n,s,m}, cspresnet50_tal,
-    yolo11{n,s}_layout, yolo26{n,s}_layout."""
+    """Preset name (``cspdet.models.DETECTORS``, a registry: ``register_detector`` adds one): the YOLOX family
+    cspdarknet_{nano,tiny,s,m,l,x}, cspresnet50, cspdarknet53 and ``custom``; the task-aligned family
+    yolov8{n,s,m,l,x}_layout, csptal_{n,s,m,l,x}, cspresnet50_tal, yolo11{n,s,m,l,x}_layout,
+    yolo26{n,s,m,l,x}_layout."""
     num_classes: int = 80
     depth: float | None = None
     """Override of the preset's depth multiplier (block counts scale with it, as in YOLOX and YOLOv8)."""
@@ -154,14 +155,19 @@ class TrainConfig(RunOptions):
 
 @dataclass
 class EvalConfig:
-    """Evaluation and inference settings: conf 0.001 / NMS IoU 0.65 for COCO mAP (YOLOX's own evaluation uses
-    0.01 / 0.65, YOLOv8's validator 0.001 / 0.7)."""
+    """COCO evaluation settings. ``conf`` / ``iou`` / ``max_det`` / ``multi_label`` / ``nms_free`` left null are the
+    evaluated model's head's (:class:`cspdet.models.HeadEvalDefaults`: conf 0.001, NMS IoU 0.65, 300 per image for
+    the YOLOX and task-aligned heads; YOLOX's own evaluation uses 0.01 / 0.65, YOLOv8's validator 0.001 / 0.7); a
+    value set here wins over the head's."""
 
     img_size: list[int] = field(default_factory=lambda: [640, 640])
     batch_size: int = 8
-    conf: float = 0.001
-    iou: float = 0.65
-    max_det: int = 300
+    conf: float | None = None
+    """Score threshold; null = the head's (0.001 for the built-in heads)."""
+    iou: float | None = None
+    """NMS IoU; null = the head's (0.65 for the built-in heads)."""
+    max_det: int | None = None
+    """Detections kept per image; null = the head's (300 for the built-in heads)."""
     split: str = "val"
     backend: Literal["pycocotools", "faster_coco_eval"] = "pycocotools"
     nms_free: bool | None = None

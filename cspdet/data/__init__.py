@@ -17,6 +17,7 @@ from .loader import DetectionLoader, build_train_loader, build_val_loader, colla
 from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemReport
 from .record_table import RecordTable
 from .records import ImageRecord, Sample
+from .sampler import EpochSampler
 from .transforms import AugmentConfig
 from .views import TrainDataset, ValDataset
 from .voc_format import VOC_CLASSES
@@ -29,6 +30,7 @@ __all__ = [
     "DatasetWarning",
     "DetectionDataset",
     "DetectionLoader",
+    "EpochSampler",
     "ImageCache",
     "ImageReadError",
     "ImageRecord",

@@ -30,8 +30,8 @@ from .coco_format import read_coco
 from .descriptor import _as_list, _resolve, _short, load_descriptor
 from .image_io import ImageReadError, image_size, read_image
 from .problems import DatasetError, DatasetProblem, ProblemReport
-from .record_table import RecordTable
-from .records import ImageRecord, Sample, _finish, drop_duplicate_boxes_table
+from .record_table import RecordTable, drop_duplicate_boxes_table
+from .records import ImageRecord, Sample, _finish
 from .voc_format import VOC_CLASSES, read_voc
 from .yolo_format import read_yolo
 

@@ -20,8 +20,8 @@ persistent workers: call them before iterating the loader for that epoch.
 
 Mosaic partner blocks (``mosaic_pool``, default 64, an :class:`AugmentConfig` field read from the DataConfig
 when it has one): mosaic and MixUp partners of a sample come from the block of about ``mosaic_pool``
-consecutive samples of the epoch's shuffled order that holds it (see :class:`EpochSampler`); ``0`` draws them
-from the whole dataset, as YOLOX does. Larger pools mix more widely and cost more buffer memory (about
+consecutive samples of the epoch's shuffled order that holds it (see :class:`~cspdet.data.sampler.EpochSampler`);
+``0`` draws them from the whole dataset, as YOLOX does. Larger pools mix more widely and cost more buffer memory (about
 ``mosaic_pool`` x 1.6 MB at 640 per process) and decoding; every image is still a partner equally often.
 
 Robustness: an image that fails to decode mid-epoch is replaced by another sample (train) or by a grey
@@ -42,17 +42,17 @@ import cv2
 import numpy as np
 import torch
 import torch.utils.data
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from ..progress import progress_bar
 from .datasets import DetectionDataset
 from .image_io import ImageReadError, image_size
 from .problems import DatasetError, DatasetWarning, user_stacklevel
+from .sampler import EpochSampler
 from .transforms import AugmentConfig, fit_size
 from .views import TrainDataset, ValDataset
 
 __all__ = [
-    "EpochSampler",
     "DetectionLoader",
     "collate_detection",
     "build_train_loader",
@@ -119,47 +119,6 @@ def _stack_chw(arrays: Sequence[np.ndarray]) -> torch.Tensor:
     for k, a in enumerate(arrays):
         cv2.split(np.ascontiguousarray(a), mv=[planes[k, 0], planes[k, 1], planes[k, 2]])
     return out
-
-
-class EpochSampler(Sampler):
-    """Yields ``(index, epoch, strong, pool)`` keys for :class:`TrainDataset`: a seeded, per-epoch shuffle
-    (``DistributedSampler`` semantics: each of ``world_size`` ranks gets an equal share) tagged with the
-    epoch and mosaic state that were current when iteration started.
-
-    ``pool``: this rank's order is cut into blocks of about ``pool`` consecutive samples (``n / round(n /
-    pool)`` each, so no tiny last block) and every key carries its block as a tuple; mosaic/MixUp partners
-    are drawn from it. Each image is thus a partner as often as before (partners are still uniform over the
-    epoch), but the images one block needs fit a small buffer, so each is decoded about once. ``pool=0``
-    yields ``(index, epoch, strong)`` keys: partners from the whole dataset.
-    """
-
-    def __init__(
-        self, dataset: TrainDataset, seed: int = 0, rank: int = 0, world_size: int = 1, shuffle: bool = True,
-        pool: int = 0,
-    ):  # fmt: skip
-        self.dataset = dataset
-        self.pool = int(pool)
-        self.inner = DistributedSampler(
-            dataset, num_replicas=world_size, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
-        )
-
-    def set_epoch(self, epoch: int) -> None:
-        self.inner.set_epoch(epoch)
-
-    def __iter__(self) -> Iterator[tuple]:
-        epoch, strong = self.dataset.epoch, self.dataset.strong
-        if self.pool <= 0:
-            for index in self.inner:
-                yield (int(index), epoch, strong)
-            return
-        order = [int(i) for i in self.inner]
-        for block in np.array_split(np.asarray(order, np.int64), max(1, round(len(order) / self.pool))):
-            pool = tuple(int(i) for i in block)  # one object shared by the block's keys (pickled once)
-            for index in pool:
-                yield (index, epoch, strong, pool)
-
-    def __len__(self) -> int:
-        return len(self.inner)
 
 
 class DetectionLoader(DataLoader):

@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from .records import ImageRecord
+from .problems import ProblemReport
+from .records import ImageRecord, _duplicate_message, _duplicates
 
-__all__ = ["COCO_GT_KEYS", "RecordTable"]
+__all__ = ["COCO_GT_KEYS", "RecordTable", "drop_duplicate_boxes_table"]
 
 
 # the COCO ground-truth fields a RecordTable keeps per annotation (what COCOeval reads for boxes)
@@ -281,3 +282,23 @@ def _size_out(v: float) -> int | float | None:
     if math.isnan(v):
         return None
     return int(v) if v.is_integer() else v
+
+
+def drop_duplicate_boxes_table(
+    table: RecordTable, report: ProblemReport, where: Callable[[RecordTable, int, int], str] | None = None
+) -> RecordTable:
+    """:func:`drop_duplicate_boxes` for a :class:`RecordTable`: the table without the repeats (reported as
+    ``duplicate_box``, named by ``where(table, image index, box index)``, default the image file and box
+    index)."""
+    dup, original = _duplicates(table.box_counts(), table.labels, table.boxes)
+    if not len(dup):
+        return table
+    image_of = np.searchsorted(table.box_offsets, dup, side="right") - 1
+    for k, k0, i in zip(dup.tolist(), original.tolist(), image_of.tolist()):
+        start = int(table.box_offsets[i])
+        j, j0 = k - start, k0 - start
+        source = where(table, i, j) if where is not None else f"{table.path(i)} box {j}"
+        report.add("duplicate_box", source, _duplicate_message(int(table.labels[k]), table.boxes[k].tolist(), j0))
+    drop = np.zeros(len(table.labels), bool)
+    drop[dup] = True
+    return table.without_boxes(drop)

@@ -9,21 +9,19 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from collections.abc import Sized
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .._deprecated import moved
 from .problems import DatasetWarning, ProblemReport, user_stacklevel
-
-if TYPE_CHECKING:
-    from .record_table import RecordTable
 
 __all__ = [
     "BOX_TOLERANCE_PX",
     "ImageRecord",
     "Sample",
     "drop_duplicate_boxes",
-    "drop_duplicate_boxes_table",
     "inside_folder",
     "is_file",
 ]
@@ -235,7 +233,7 @@ def drop_duplicate_boxes(
     one ``np.unique`` over every box of the split (no per-box Python loop); only the duplicates are visited to
     report them. Crowd / difficult boxes are left as they are, and so is a COCO file's own ground truth used for
     scoring (``coco_anns``: evaluation scores the json as given); only the training targets lose the repeats.
-    (:meth:`RecordTable.drop_duplicate_boxes` is the same for a table.)
+    (:func:`~cspdet.data.record_table.drop_duplicate_boxes_table` is the same for a table.)
     """
     counts = np.fromiter((len(r.labels) for r in records), np.int64, len(records))
     if int(counts.sum()) < 2:
@@ -264,27 +262,8 @@ def drop_duplicate_boxes(
     return len(dup)
 
 
-def drop_duplicate_boxes_table(
-    table: RecordTable, report: ProblemReport, where: Callable[[RecordTable, int, int], str] | None = None
-) -> RecordTable:
-    """:func:`drop_duplicate_boxes` for a :class:`RecordTable`: the table without the repeats (reported as
-    ``duplicate_box``, named by ``where(table, image index, box index)``, default the image file and box
-    index)."""
-    dup, original = _duplicates(table.box_counts(), table.labels, table.boxes)
-    if not len(dup):
-        return table
-    image_of = np.searchsorted(table.box_offsets, dup, side="right") - 1
-    for k, k0, i in zip(dup.tolist(), original.tolist(), image_of.tolist()):
-        start = int(table.box_offsets[i])
-        j, j0 = k - start, k0 - start
-        source = where(table, i, j) if where is not None else f"{table.path(i)} box {j}"
-        report.add("duplicate_box", source, _duplicate_message(int(table.labels[k]), table.boxes[k].tolist(), j0))
-    drop = np.zeros(len(table.labels), bool)
-    drop[dup] = True
-    return table.without_boxes(drop)
-
-
-def _finish(records: list[ImageRecord] | RecordTable, report: ProblemReport, what: str) -> None:
+def _finish(records: Sized, report: ProblemReport, what: str) -> None:
+    """Report an empty split and warn the problems of ``records`` (a list of records or a record table)."""
     if not records:
         report.add("empty_dataset", what, "no usable images" + (f" ({report.summary()})" if report else ""))
     if report:
@@ -293,3 +272,7 @@ def _finish(records: list[ImageRecord] | RecordTable, report: ProblemReport, wha
             DatasetWarning,
             stacklevel=user_stacklevel(),
         )
+
+
+# the table version lives with the table (it needed RecordTable, which imports this module)
+__getattr__ = moved(__name__, {"drop_duplicate_boxes_table": "cspdet.data.record_table"})

@@ -65,7 +65,8 @@ class AugmentConfig:
     """Mosaic and MixUp partners of a sample are drawn from the block of about this many consecutive
     samples of the epoch's shuffled order that contains it (0: from the whole dataset, as YOLOX). Each
     image is then decoded about once per epoch instead of 5 times, like Ultralytics' buffer of recent
-    images, while every image still serves as a partner equally often (see :class:`EpochSampler`)."""
+    images, while every image still serves as a partner equally often (see
+    :class:`~cspdet.data.sampler.EpochSampler`)."""
     min_box_size: float = 2.0
     min_area_ratio: float = 0.1
     max_aspect_ratio: float = 20.0

@@ -6,7 +6,7 @@ image id, ratio, original (h, w)) items for :func:`cspdet.data.loader.collate_de
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import cv2
 import numpy as np
@@ -17,10 +17,8 @@ from .datasets import DetectionDataset
 from .image_io import read_image
 from .problems import DatasetError
 from .letterbox import PAD_VALUE, Letterbox
+from .sampler import EpochSampler
 from .transforms import AugmentConfig, fit_size, train_sample
-
-if TYPE_CHECKING:
-    from .loader import EpochSampler
 
 __all__ = ["TrainDataset", "ValDataset"]
 
@@ -67,9 +65,10 @@ class TrainDataset(_DatasetView):
 
     ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 [cls,
     x1, y1, x2, y2], image_id, ratio 1.0, (h, w) of the original image ``index``), plus, in a worker
-    process that met bad images while producing it, a list of their problems (see :class:`DetectionLoader`). ``pool`` (a tuple of
-    sample indices, from :class:`EpochSampler`) is where mosaic/MixUp partners are drawn from; without it
-    they are drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
+    process that met bad images while producing it, a list of their problems (see
+    :class:`~cspdet.data.loader.DetectionLoader`). ``pool`` (a tuple of sample indices, from
+    :class:`~cspdet.data.sampler.EpochSampler`) is where mosaic/MixUp partners are drawn from; without it they are
+    drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
 
     Args:
         dataset: the source dataset.

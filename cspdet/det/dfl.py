@@ -1,4 +1,5 @@
-"""Distance ("ltrb") box encoding, distribution focal loss and CIoU -- the box side of a task-aligned head.
+"""Distance ("ltrb") box encoding and distribution focal loss -- the box side of a task-aligned head (its CIoU loss
+is in :mod:`cspdet.det.iou_loss`).
 
 A prediction point at ``p = (x, y)`` (cell centre, in grid units of its level) predicts its distances to the
 four sides of the box, ``(l, t, r, b)``, in strides: ``box = (x - l, y - t, x + r, y + b) * stride``.
@@ -12,9 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import complete_box_iou_loss
 
-__all__ = ["dist2bbox", "bbox2dist", "dfl_expectation", "distribution_focal_loss", "ciou_loss", "batched_box_ciou"]
+from .._deprecated import moved
+
+__all__ = ["dist2bbox", "bbox2dist", "dfl_expectation", "distribution_focal_loss"]
 
 
 def dist2bbox(dist: Tensor, points: Tensor) -> Tensor:
@@ -85,42 +87,5 @@ def distribution_focal_loss(logits: Tensor, target: Tensor) -> Tensor:
     return (ce_left * w_left + ce_right * (1 - w_left)).reshape(n, 4).mean(-1)
 
 
-def ciou_loss(pred: Tensor, target: Tensor) -> Tensor:
-    """``1 - CIoU`` per box pair (matching rows), via :func:`torchvision.ops.complete_box_iou_loss`.
-
-    Args:
-        pred, target: (N, 4) xyxy.
-
-    Returns:
-        (N,) loss (0 for identical boxes; CIoU = IoU - centre-distance term - aspect-ratio term).
-    """
-    return complete_box_iou_loss(pred.float(), target.float(), reduction="none", eps=1e-7)
-
-
-def batched_box_ciou(boxes1: Tensor, boxes2: Tensor, eps: float = 1e-7) -> Tensor:
-    """Pairwise complete IoU for a batch of box sets (torchvision's ``complete_box_iou`` takes one pair of sets).
-
-    CIoU = IoU - rho^2 / c^2 - alpha * v, with rho the centre distance, c the diagonal of the smallest enclosing
-    box, ``v = 4 / pi^2 (atan(w2 / h2) - atan(w1 / h1))^2`` and ``alpha = v / (1 - IoU + v)`` (Zheng et al. 2020),
-    the quantity :func:`ciou_loss` optimises.
-
-    Args:
-        boxes1: (B, M, 4) xyxy; boxes2: (B, N, 4) xyxy.
-
-    Returns:
-        (B, M, N) CIoU in [-1, 1].
-    """
-    b1, b2 = boxes1[:, :, None, :], boxes2[:, None, :, :]
-    wh1 = (boxes1[..., 2:] - boxes1[..., :2]).clamp(min=0)
-    wh2 = (boxes2[..., 2:] - boxes2[..., :2]).clamp(min=0)
-    inter = (torch.minimum(b1[..., 2:], b2[..., 2:]) - torch.maximum(b1[..., :2], b2[..., :2])).clamp(min=0).prod(-1)
-    union = wh1.prod(-1)[:, :, None] + wh2.prod(-1)[:, None, :] - inter + eps
-    iou = inter / union
-    enclose = torch.maximum(b1[..., 2:], b2[..., 2:]) - torch.minimum(b1[..., :2], b2[..., :2])
-    c2 = enclose.pow(2).sum(-1) + eps
-    rho2 = ((b1[..., :2] + b1[..., 2:]) - (b2[..., :2] + b2[..., 2:])).pow(2).sum(-1) / 4
-    atan1 = torch.atan(wh1[..., 0] / (wh1[..., 1] + eps))  # (B, M)
-    atan2 = torch.atan(wh2[..., 0] / (wh2[..., 1] + eps))  # (B, N)
-    v = (4 / torch.pi**2) * (atan2[:, None, :] - atan1[:, :, None]).pow(2)
-    alpha = v / (v - iou + (1 + eps))
-    return iou - rho2 / c2 - alpha * v
+# ciou_loss and batched_box_ciou moved to iou_loss.py (named after their concept)
+__getattr__ = moved(__name__, dict.fromkeys(("ciou_loss", "batched_box_ciou"), "cspdet.det.iou_loss"))

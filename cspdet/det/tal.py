@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 
 from .boxes import elementwise_box_iou, pack_targets
-from .dfl import ciou_loss
+from .iou_loss import ciou_loss
 
 __all__ = ["TALAssignment", "TaskAlignedAssigner"]
 

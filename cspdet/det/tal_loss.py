@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dfl import bbox2dist, ciou_loss, dist2bbox, distribution_focal_loss
+from .dfl import bbox2dist, dist2bbox, distribution_focal_loss
+from .iou_loss import ciou_loss
 from .tal import TaskAlignedAssigner
 
 __all__ = ["TaskAlignedLoss", "o2m_weight_schedule"]

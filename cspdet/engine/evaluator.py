@@ -28,6 +28,7 @@ from pycocotools.coco import COCO
 
 from ..data.letterbox import Letterbox
 from ..fileio import atomic_write
+from ..models.contracts import HeadEvalDefaults
 from ..runtime.checkpoint import CheckpointError
 from ..runtime.open import open_model
 from ..runtime.weights import detector_from_checkpoint, read_weights
@@ -95,7 +96,10 @@ class COCOEvaluator:
         coco_gt: ground truth with original ids (default: ``dataloader.dataset.coco_gt()``).
         category_ids: contiguous label -> original category id (default: the dataset's).
         class_names: contiguous label -> name (default: the dataset's).
-        conf, iou, max_det: ``Detector.predict`` settings (COCO eval: conf 0.001, iou 0.65, 300 per image).
+        conf, iou, max_det: ``Detector.predict`` settings; None (default) = the evaluated model's own
+            (``model.eval_defaults``, the :class:`~cspdet.models.HeadEvalDefaults` of its head: conf 0.001, iou 0.65,
+            300 per image for the YOLOX and task-aligned heads, so YOLOX's mAP is reproduced), or those values for a
+            model without ``eval_defaults``. A value given here wins over the head's.
         backend: "pycocotools" or "faster_coco_eval".
         pre_nms_topk: at most this many top-scoring points per image enter NMS (``Detector.predict``).
             None (default) = no cap, as YOLOX: the mAP equals YOLOX's. At conf 0.001 thousands of points pass;
@@ -117,9 +121,9 @@ class COCOEvaluator:
         coco_gt: COCO | None = None,
         category_ids: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
-        conf: float = 0.001,
-        iou: float = 0.65,
-        max_det: int = 300,
+        conf: float | None = None,
+        iou: float | None = None,
+        max_det: int | None = None,
         backend: str = "pycocotools",
         pre_nms_topk: int | None = None,
         nms_free: bool | None = None,
@@ -144,6 +148,8 @@ class COCOEvaluator:
         self.pre_nms_topk = pre_nms_topk
         self.nms_free, self.multi_label = nms_free, multi_label
         self.last_timing: dict[str, float] = {}
+        #: conf / iou / max_det the last :meth:`predict` used (this evaluator's, else the model's defaults)
+        self.last_settings: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg: Any, rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu",
@@ -163,6 +169,16 @@ class COCOEvaluator:
         return cls(loader, conf=cfg.eval.conf, iou=cfg.eval.iou, max_det=cfg.eval.max_det, backend=cfg.eval.backend,
                    **kwargs)
 
+    def settings_for(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The ``conf``, ``iou`` and ``max_det`` that ``model`` is evaluated with: this evaluator's where set, the
+        rest from the model's head (``model.eval_defaults``; :class:`~cspdet.models.HeadEvalDefaults`' own values
+        for a model that has none)."""
+        net = getattr(model, "module", model)
+        defaults = getattr(net, "eval_defaults", None) or HeadEvalDefaults()
+        return {"conf": float(defaults.conf if self.conf is None else self.conf),
+                "iou": float(defaults.iou if self.iou is None else self.iou),
+                "max_det": int(defaults.max_det if self.max_det is None else self.max_det)}
+
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, progress: bool = False) -> dict[int, list[dict[str, Any]]]:
         """Run ``model`` over the loader.
@@ -173,6 +189,7 @@ class COCOEvaluator:
         net = getattr(model, "module", model)  # DDP / EMA wrappers keep the detector in .module
         was_training, was_nms_free = net.training, getattr(net, "nms_free", False)
         net.eval()
+        self.last_settings = settings = self.settings_for(net)
         # Only what is set reaches predict, so any model with predict(images, conf, iou, max_det) works.
         extra: dict[str, Any] = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
         multi_label = self.multi_label
@@ -196,7 +213,7 @@ class COCOEvaluator:
             for batch in batches:
                 images = batch["images"].to(device, non_blocking=True).float()
                 tic = time.perf_counter()
-                dets = net.predict(images, conf=self.conf, iou=self.iou, max_det=self.max_det, **extra)
+                dets = net.predict(images, **settings, **extra)
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)
                 t_model += time.perf_counter() - tic
@@ -256,7 +273,7 @@ class COCOEvaluator:
         detections = [d for image_id in sorted(per_image) for d in per_image[image_id]]
         metrics = coco_evaluate(self.coco_gt, detections, backend=self.backend, class_names=self.class_names,
                                 check_entries=False)
-        metrics.extra.update({"conf": self.conf, "iou": self.iou, "max_det": self.max_det,
+        metrics.extra.update({**self.last_settings,
                               "pre_nms_topk": self.pre_nms_topk, "nms_free": self.nms_free,
                               "multi_label": self.multi_label,
                               "ms_per_image": round(self.last_timing.get("ms_per_image", 0.0), 2)})

@@ -76,7 +76,8 @@ def export_info(detector: nn.Module, fmt: str, img_size: tuple[int, int], dynami
     Fields: ``cspdet_export`` (layout version), ``format``, ``precision`` (fp32 | int8), ``meta``
     (:class:`cspdet.models.DetectorMeta` as data: class names, category ids, img_size, channel order, pixel range,
     strides, default conf / IoU / max_det, preset, source, dataset), ``head`` (head kind, e.g. ``yolox`` / ``tal``),
-    ``num_classes``, ``nms_free``, ``eval_multi_label``, ``output`` (``preds`` or ``dets``), ``nms`` (the in-graph
+    ``num_classes``, ``nms_free``, ``eval_multi_label`` / ``eval_conf`` / ``eval_iou`` / ``eval_max_det`` (the head's
+    :class:`~cspdet.models.HeadEvalDefaults`), ``output`` (``preds`` or ``dets``), ``nms`` (the in-graph
     settings or null), ``input`` (name, shape with null for dynamic axes, dtype, layout), ``img_size`` (H, W of the
     export), ``dynamic``, ``batch`` (null when dynamic), ``spec`` (the network as data, provenance), ``opset``.
     """
@@ -94,7 +95,8 @@ def export_info(detector: nn.Module, fmt: str, img_size: tuple[int, int], dynami
         "cspdet_export": EXPORT_INFO_VERSION, "cspdet_version": __version__, "format": fmt, "precision": precision,
         "meta": meta, "head": getattr(getattr(head, "spec", None), "kind", type(head).__name__),
         "num_classes": int(detector.num_classes), "nms_free": bool(getattr(detector, "nms_free", False)),
-        "eval_multi_label": bool(head.eval_defaults.multi_label),
+        "eval_multi_label": bool(head.eval_defaults.multi_label), "eval_conf": float(head.eval_defaults.conf),
+        "eval_iou": float(head.eval_defaults.iou), "eval_max_det": int(head.eval_defaults.max_det),
         "output": "dets" if nms else "preds", "nms": nms,
         "input": {"name": "images", "shape": [None if dynamic else batch, 3, None if dynamic and not nms else h,
                                               None if dynamic and not nms else w],

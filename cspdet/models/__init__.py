@@ -6,6 +6,7 @@ to one, ``create_detector`` / ``create_classifier`` build from it, and a built m
 (``model.spec``, ``model.meta``).
 """
 
+from .._deprecated import moved_modules
 from .attention import C2PSA, Attention, PSABlock
 from .backbones import (
     CSPDARKNET_SIZES,
@@ -20,12 +21,13 @@ from .backbones import (
 )
 from .blocks import DarknetBottleneck, ResNetBottleneck, ResNeXtBottleneck
 from .contracts import PHASES, DetectionHead, HeadBase, HeadEvalDefaults
+from .csp_pan import CSPPAN
 from .csp_stage import CSPStage
 from .cspnet import DEFAULT_STAGE_DEFS, ClassifierHead, CSPNet, StageDef
 from .detector import Detector
-from .elan import SPPF, BottleneckPSA, C2fNet, C2fStage, C3k, C3k2Stage, ConvBottleneck
-from .elan_neck import C2fPAN
-from .head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
+from .elan_backbone import C2fNet
+from .elan_blocks import SPPF, BottleneckPSA, C2fStage, C3k, C3k2Stage, ConvBottleneck
+from .elan_pan import C2fPAN
 from .info import count_flops, count_parameters, model_info
 from .layers import (
     YOLOX_BN_EPS,
@@ -37,7 +39,6 @@ from .layers import (
     YoloxBatchNorm2d,
     fuse_conv_bn,
 )
-from .neck import CSPPAN
 from .presets import (
     BACKBONES,
     DETECTORS,
@@ -61,6 +62,7 @@ from .timm_weights import load_timm_weights, timm_to_cspdet_key
 from .yolo11_layout import YOLO11_SIZES, yolo11_spec, yolo26_layout, yolo26_spec
 from .yolov8_layout import YOLOV8_SIZES, yolov8_channels, yolov8_layout, yolov8_spec
 from .ultralytics_weights import UltralyticsWeightsError, convert_ultralytics, read_ultralytics_checkpoint
+from .yolox_head import DecoupledHead, DecoupledHeadLevel, HeadOutputs
 from .yolox_weights import YoloxWeightsError, infer_yolox_preset, load_yolox_weights, yolox_to_cspdet_state_dict
 
 __all__ = [
@@ -88,3 +90,12 @@ __all__ = [
     "infer_yolox_preset", "load_yolox_weights", "yolox_to_cspdet_state_dict", "YoloxWeightsError",
     "convert_ultralytics", "read_ultralytics_checkpoint", "UltralyticsWeightsError",
 ]
+
+# renamed modules (files named after their concept); the old paths go in the next release
+_ELAN_BLOCKS = ("BottleneckPSA", "ConvBottleneck", "C3k", "C2fStage", "C3k2Stage", "SPPF")
+moved_modules(__name__, {
+    "head": dict.fromkeys(("HeadOutputs", "DecoupledHeadLevel", "DecoupledHead"), "cspdet.models.yolox_head"),
+    "neck": {"CSPPAN": "cspdet.models.csp_pan"},
+    "elan": {**dict.fromkeys(_ELAN_BLOCKS, "cspdet.models.elan_blocks"), "C2fNet": "cspdet.models.elan_backbone"},
+    "elan_neck": {"C2fPAN": "cspdet.models.elan_pan"},
+})

@@ -52,8 +52,9 @@ class Detector(StrideMultipleInput, nn.Module):
         neck: module mapping that list to a list of the same length (:class:`~cspdet.models.CSPPAN`, or the C2f /
             C3k2 PAN of the task-aligned presets).
         head: a :class:`~cspdet.models.contracts.DetectionHead` (YOLOX's
-            :class:`~cspdet.models.head.DecoupledHead`, the task-aligned :class:`~cspdet.models.tal_head.TaskAlignedHead`,
-            or a registered head of your own); owns its loss, decoding and schedule.
+            :class:`~cspdet.models.yolox_head.DecoupledHead`, the task-aligned
+            :class:`~cspdet.models.tal_head.TaskAlignedHead`, or a head of your own registered in
+            :data:`~cspdet.models.HEADS`); owns its loss, decoding, schedule hook and evaluation defaults.
         meta: what the detector knows beyond its layers (class names, input size, thresholds, ...); default
             placeholder names ``"0".."C-1"``.
 

@@ -32,8 +32,8 @@ from .backbones import (
 )
 from .cspnet import CSPNet
 from .detector import Detector
-from .elan import C2fNet  # noqa: F401  (registers the c2fnet backbone kind and the C2f / C3k2 stages)
-from .elan_neck import C2fPAN  # noqa: F401  (registers the c2fpan neck)
+from .elan_backbone import C2fNet  # noqa: F401  (registers the c2fnet backbone kind and the C2f / C3k2 stages)
+from .elan_pan import C2fPAN  # noqa: F401  (registers the c2fpan neck)
 from .registry import ACTIVATIONS, BLOCKS, NORMS, Registry, SpecError
 from .spec import BackboneSpec, DetectorSpec, HeadSpec, NeckSpec, StageSpec, plain_data
 from .tal_head import TaskAlignedHead  # noqa: F401  (registers the tal head)
@@ -160,12 +160,12 @@ def create_detector(name: str, num_classes: int = 80, **overrides: Any) -> Detec
       out_channels, block, downsample]`` with ``block`` a registered block name such as ``resnet`` /
       ``resnext`` / ``darknet``, or a block class), whose last three stages have strides 8, 16, 32, under the
       YOLOX neck and head.
-    * ``yolov8{n,s,m}_layout`` (family ``yolov8``), ``yolo11{n,s}_layout`` (``yolo11``), ``yolo26{n,s}_layout``
-      (``yolo26``): those networks' layouts with their published parameter counts -- C2f / C3k2 backbone with
+    * ``yolov8{n,s,m,l,x}_layout`` (family ``yolov8``), ``yolo11{n,s,m,l,x}_layout`` (``yolo11``),
+      ``yolo26{n,s,m,l,x}_layout`` (``yolo26``): those networks' layouts with their published parameter counts -- C2f / C3k2 backbone with
       SPPF (and C2PSA attention), the matching PAN, and the task-aligned head (DFL; YOLO26: direct box
       regression and the NMS-free one-to-one branch). Family parameters ``depth``, ``width``,
       ``max_channels``, ``reg_max``, ``one2one``, ``act``, ``prior_prob``, ``head_options``.
-    * ``csptal_{n,s,m}``: YOLOv8's layout plus the NMS-free one-to-one branch (dual assignment); NMS-free
+    * ``csptal_{n,s,m,l,x}``: YOLOv8's layout plus the NMS-free one-to-one branch (dual assignment); NMS-free
       inference by default. ``cspresnet50_tal`` (family ``csp_tal``): timm's CSPResNet-50 under the C2f PAN and
       that head.
 

@@ -1,5 +1,5 @@
-"""YOLO11's and YOLO26's layer layouts assembled from cspdet parts: :class:`~cspdet.models.elan.C2fNet` with
-C3k2 stages and C2PSA -> :class:`~cspdet.models.elan_neck.C2fPAN` of C3k2 stages ->
+"""YOLO11's and YOLO26's layer layouts assembled from cspdet parts: :class:`~cspdet.models.elan_backbone.C2fNet` with
+C3k2 stages and C2PSA -> :class:`~cspdet.models.elan_pan.C2fPAN` of C3k2 stages ->
 :class:`~cspdet.models.tal_head.TaskAlignedHead` with the light (depthwise-separable) class branch.
 
 Layout facts (the two published model definitions; depth / width multipliers d, w and a channel cap):

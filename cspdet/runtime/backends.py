@@ -268,8 +268,12 @@ class DeployedDetector(ModelFacade):
         self._nms_free = bool(info["nms_free"])
         self.head_kind = info.get("head")
         #: the evaluation convention of the head the file was exported from (its metadata)
-        self._eval_defaults = HeadEvalDefaults(multi_label=bool(info.get("eval_multi_label", False)),
-                                               nms_free=self._nms_free)
+        # (files written before the conf / iou / max_det entries keep HeadEvalDefaults' values, which every head had)
+        base = HeadEvalDefaults()
+        self._eval_defaults = HeadEvalDefaults(
+            conf=float(info.get("eval_conf", base.conf)), iou=float(info.get("eval_iou", base.iou)),
+            max_det=int(info.get("eval_max_det", base.max_det)),
+            multi_label=bool(info.get("eval_multi_label", False)), nms_free=self._nms_free)
         self._device = nn.Parameter(torch.empty(0, device=getattr(backend, "device", "cpu")), requires_grad=False)
 
     @property

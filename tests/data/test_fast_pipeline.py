@@ -19,7 +19,7 @@ import pytest
 
 from cspdet.data import AugmentConfig, TrainDataset, build_dataset, build_train_loader
 from cspdet.data.datasets import DetectionDataset
-from cspdet.data.loader import EpochSampler
+from cspdet.data.sampler import EpochSampler
 from cspdet.data.photometric import shift_hsv
 from cspdet.data.records import ImageRecord
 from cspdet.data.transforms import (

@@ -3,7 +3,7 @@ import torch
 from torchvision.ops import box_convert, box_iou
 
 from cspdet.det import batched_box_iou, cxcywh_to_xyxy, decode_boxes, elementwise_box_iou, grid_points, xyxy_to_cxcywh
-from cspdet.det.losses import encode_l1_targets
+from cspdet.det.yolox_loss import encode_l1_targets
 
 
 def _random_boxes(n: int, gen: torch.Generator) -> torch.Tensor:

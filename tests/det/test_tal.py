@@ -1,4 +1,5 @@
-"""Tests for cspdet/det/tal.py, dfl.py, tal_loss.py and nms_free.py: task-aligned assignment, DFL, NMS-free top-k."""
+"""Tests for cspdet/det/tal.py, dfl.py, iou_loss.py, tal_loss.py and nms_free.py: task-aligned assignment, DFL,
+CIoU, NMS-free top-k."""
 
 from __future__ import annotations
 

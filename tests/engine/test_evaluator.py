@@ -405,3 +405,45 @@ def test_load_detector_for_eval_rejects_other_models(tiny, tmp_path):
                     tmp_path / "yolox.pth")
     with pytest.raises(CheckpointError, match="yolox.pth: YOLOX weights do not fit the detector"):
         load_detector_for_eval(tmp_path / "yolox.pth", cfg, tiny.names)
+
+
+def test_the_heads_eval_defaults_are_used_unless_the_config_sets_its_own(coco128_subset, tiny):
+    """conf / iou / max_det left unset (``eval.conf: null``, ...) are the evaluated head's
+    :class:`HeadEvalDefaults`; a value set in the config wins. For the YOLOX head the defaults are the values the
+    evaluator always used, so its detections (and mAP) are exactly those of the explicit settings."""
+    import dataclasses
+
+    from cspdet.engine.evaluator import COCOEvaluator
+    from cspdet.models import DecoupledHead
+
+    class StrictHead(DecoupledHead):  # the YOLOX head with its own evaluation convention
+        @property
+        def eval_defaults(self):
+            return dataclasses.replace(super().eval_defaults, conf=0.2, iou=0.5, max_det=7)
+
+    yolox = tiny.detector(tiny.config(num_classes=80))
+    strict = copy.deepcopy(yolox)
+    strict.head.__class__ = StrictHead  # same weights, only the defaults differ
+    cfg = tiny.config(num_classes=80)
+    cfg.data.dataset = str(coco128_subset)
+    assert (cfg.eval.conf, cfg.eval.iou, cfg.eval.max_det) == (None, None, None)
+    evaluator = COCOEvaluator.from_config(cfg)
+
+    default = evaluator.predict(yolox)
+    assert evaluator.last_settings == {"conf": 0.001, "iou": 0.65, "max_det": 300}
+    explicit = _subset_evaluator(coco128_subset, img_size=(128, 128), conf=0.001, iou=0.65, max_det=300)
+    assert explicit.predict(yolox) == default  # YOLOX: identical detections, so identical mAP
+
+    got = evaluator.predict(strict)
+    assert evaluator.last_settings == {"conf": 0.2, "iou": 0.5, "max_det": 7}
+    assert got != default and 0 < sum(map(len, got.values())) < sum(map(len, default.values()))
+    assert all(len(d) <= 7 and all(x["score"] >= 0.2 for x in d) for d in got.values())
+    same = _subset_evaluator(coco128_subset, img_size=(128, 128), conf=0.2, iou=0.5, max_det=7)
+    assert same.predict(yolox) == got
+    assert evaluator.evaluate(strict, plots=False).extra["max_det"] == 7  # metrics.json records what was used
+
+    cfg.eval.max_det = 300  # set in the config: wins over the head's 7; the unset conf / iou stay the head's
+    mixed = COCOEvaluator.from_config(cfg)
+    assert mixed.settings_for(strict) == {"conf": 0.2, "iou": 0.5, "max_det": 300}
+    assert mixed.predict(strict) == _subset_evaluator(coco128_subset, img_size=(128, 128), conf=0.2, iou=0.5,
+                                                      max_det=300).predict(yolox)

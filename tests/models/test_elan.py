@@ -1,4 +1,5 @@
-"""Tests for cspdet/models/elan.py, elan_neck.py and yolov8_layout.py: ELAN stages, SPPF, the YOLOv8 layout."""
+"""Tests for cspdet/models/elan_blocks.py, elan_backbone.py, elan_pan.py and yolov8_layout.py: ELAN stages, SPPF, the
+C2f backbone and PAN, the YOLOv8 layout."""
 
 from __future__ import annotations
 

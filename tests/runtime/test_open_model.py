@@ -133,3 +133,22 @@ def test_int8_export_calibrates_on_the_recorded_dataset(nano, tmp_path, monkeypa
     assert export_cli([str(weights), "--format", "onnx", "--int8", "--calib", "2", "--out", "q"]) == 0
     assert open_model(tmp_path / "q.onnx").backend.info["precision"] == "int8"
     assert os.path.getsize(tmp_path / "q.onnx") > 0
+
+
+def test_an_exported_file_keeps_its_heads_eval_defaults(nano, tmp_path):
+    """The evaluator scores a deployed file with the conf / iou / max_det of the head it was exported from."""
+    import copy
+    import dataclasses
+
+    from cspdet.models import DecoupledHead
+
+    class StrictHead(DecoupledHead):
+        @property
+        def eval_defaults(self):
+            return dataclasses.replace(super().eval_defaults, conf=0.2, iou=0.5, max_det=7)
+
+    strict = copy.deepcopy(nano)
+    strict.head.__class__ = StrictHead
+    for model, name in ((nano, "nano"), (strict, "strict")):
+        deployed = open_model(export_detector(model, "onnx", tmp_path / f"{name}.onnx").path)
+        assert deployed.eval_defaults == model.eval_defaults, name

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import box_convert, generalized_box_iou_loss
 
-from .assigner import SimOTAAssigner
+from .simota import SimOTAAssigner
 from .boxes import elementwise_box_iou
 
 __all__ = ["box_iou_loss", "encode_l1_targets", "SimOTALoss"]

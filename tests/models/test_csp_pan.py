@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cspdet.models import CSPStage
-from cspdet.models.neck import CSPPAN
+from cspdet.models.csp_pan import CSPPAN
 
 
 def _feats(channels, size=64, batch=2):

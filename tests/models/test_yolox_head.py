@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from cspdet.det import Predictions, to_deploy_layout
-from cspdet.models.head import DecoupledHead, HeadOutputs
+from cspdet.models.yolox_head import DecoupledHead, HeadOutputs
 from cspdet.models.layers import DWConv
 
 

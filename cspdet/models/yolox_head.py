@@ -17,9 +17,9 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from ..det.assigner import SimOTAAssigner
+from ..det.simota import SimOTAAssigner
 from ..det.boxes import cxcywh_to_xyxy, decode_boxes, grid_points
-from ..det.losses import SimOTALoss
+from ..det.yolox_loss import SimOTALoss
 from ..det.predictions import Predictions
 from .contracts import HeadBase, Phase
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d

@@ -14,7 +14,7 @@ Unlike :class:`~cspdet.models.CSPPAN` (YOLOX) there are no lateral 1x1 convs: th
 is and the bottom-up path concatenates the top-down stage outputs. With L = 3, ``in = out = [64, 128, 256]`` and
 one block per stage this is YOLOv8n's neck layer for layer (``[256, 512, 1024] x width``, the backbone's SPPF
 output as the coarsest input). Any backbone returning a list of maps at strides s, 2s, 4s, ... feeds it (a
-``features_only`` :class:`~cspdet.models.CSPNet` such as CSPResNet-50, or :class:`~cspdet.models.elan.C2fNet`).
+``features_only`` :class:`~cspdet.models.CSPNet` such as CSPResNet-50, or :class:`~cspdet.models.elan_backbone.C2fNet`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .elan import C2fStage
+from .elan_blocks import C2fStage
 from .layers import ActLayer, ConvBNAct, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, NECKS, NORMS, STAGES
 from .spec import NeckSpec, plain_data
@@ -41,7 +41,8 @@ class C2fPAN(nn.Module):
         out_channels: channels of the output maps (default ``in_channels``, as in YOLOv8).
         num_blocks: blocks per stage (YOLOv8: ``max(round(3 * depth), 1)``).
         stage_fn: stage class called as ``stage_fn(c_in, c_out, num_blocks, norm=..., act=..., **stage_kwargs)``;
-            default :class:`~cspdet.models.elan.C2fStage`; :class:`~cspdet.models.elan.C3k2Stage` for YOLO11.
+            default :class:`~cspdet.models.elan_blocks.C2fStage`; :class:`~cspdet.models.elan_blocks.C3k2Stage` for
+            YOLO11.
         stage_kwargs: extra keywords for every stage; default ``{"block_kwargs": {"shortcut": False}}`` for
             C2fStage (YOLOv8's neck blocks have no residual), ``{}`` for other stage classes.
         stage_overrides: per-stage changes on top of ``stage_kwargs``, one mapping per stage in module order
