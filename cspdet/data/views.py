@@ -1,7 +1,8 @@
 """The dataset views a loader iterates: :class:`TrainDataset` (augmented training samples with the per-process
 buffer of fitted images, see :mod:`cspdet.data.loader` for seeding and speed) and :class:`ValDataset`
-(letterboxed validation images). Both yield (image (H, W, 3) uint8, targets (N, 5) [cls, x1, y1, x2, y2],
-image id, ratio, original (h, w)) items for :func:`cspdet.data.loader.collate_detection`."""
+(letterboxed validation images). Both yield (image (H, W, 3) uint8, targets (an
+:class:`~cspdet.det.targets.ImageTargets`: boxes (N, 4) float32 xyxy px of the image, labels (N,) int64), image id,
+ratio, original (h, w)) items for :func:`cspdet.data.loader.collate_detection`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from ..det.targets import ImageTargets
 from .datasets import DetectionDataset
 from .image_io import read_image
 from .problems import DatasetError
@@ -65,8 +67,9 @@ class _DatasetView(torch.utils.data.Dataset):
 class TrainDataset(_DatasetView):
     """Augmenting view of a :class:`DetectionDataset` for training.
 
-    ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 [cls,
-    x1, y1, x2, y2], image_id, ratio 1.0, (h, w) of the original image ``index``), plus, in a worker
+    ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets
+    (:class:`~cspdet.det.targets.ImageTargets`, boxes xyxy px of the image), image_id, ratio 1.0, (h, w) of the
+    original image ``index``), plus, in a worker
     process that met bad images while producing it, a list of their problems (see :class:`DetectionLoader`). ``pool`` (a tuple of
     sample indices, from :class:`EpochSampler`) is where mosaic/MixUp partners are drawn from; without it
     they are drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
@@ -245,14 +248,14 @@ class TrainDataset(_DatasetView):
             index, len(self.dataset), load, rng, self.cfg, strong=bool(strong),
             pick_mixup=lambda g: self._pick_mixup(g, pool), partners=pool,
         )  # fmt: skip
-        targets = np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1)
-        return _with_pending(self.dataset, (image, targets, image_id, 1.0, orig))
+        return _with_pending(self.dataset, (image, ImageTargets(boxes, labels), image_id, 1.0, orig))
 
 
 class ValDataset(_DatasetView):
     """Letterboxed view of a :class:`DetectionDataset` for evaluation (no randomness).
 
-    ``dataset[i]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 in letterboxed px, image_id, ratio r,
+    ``dataset[i]`` -> (image (H, W, 3) uint8, targets (:class:`~cspdet.det.targets.ImageTargets`, boxes in
+    letterboxed px), image_id, ratio r,
     (h, w) original size) (plus problems met in a worker, as for :class:`TrainDataset`). Boxes map back to
     the original image with ``/ r``.
     """
@@ -272,11 +275,11 @@ class ValDataset(_DatasetView):
             image = np.full((*self.img_size, 3), PAD_VALUE, np.uint8)
             rec_h, rec_w = self.dataset.records.size(index)
             image_id = int(self.dataset.records.image_ids[index])
-            item = (image, np.zeros((0, 5), np.float32), image_id, 1.0, (rec_h or 0, rec_w or 0))
+            item = (image, ImageTargets.empty(), image_id, 1.0, (rec_h or 0, rec_w or 0))
             return _with_pending(self.dataset, item)
         image, r = self.letterbox.apply(s.image)
         boxes = s.boxes * np.float32(r)
-        targets = np.concatenate([s.labels[:, None].astype(np.float32), boxes], axis=1)
+        targets = ImageTargets(boxes, s.labels.astype(np.int64, copy=False))
         return _with_pending(self.dataset, (image, targets, s.image_id, float(r), s.image.shape[:2]))
 
 

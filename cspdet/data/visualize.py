@@ -122,7 +122,7 @@ def write_grid(
     tiles = []
     for i in picks.tolist():
         image, targets, image_id, _, _ = view[i]
-        tile = draw_boxes(image, targets[:, 1:], targets[:, 0].astype(np.int64), ds.class_names)
+        tile = draw_boxes(image, targets.boxes, targets.labels, ds.class_names)
         cv2.putText(tile, f"id {image_id}", (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
         tiles.append(tile)
     grid = make_grid(tiles, cols=cols, cell=min(img_size, 480))

@@ -4,6 +4,8 @@
   deploy layout exported files keep (``predictions``); the one post-processing that the detector, the runtime's
   backends, the evaluator, the predictor and the export graphs all call -- score filter + class-aware NMS
   (``postprocess``) or the NMS-free top-k of a one-to-one head (``nms_free``);
+* the typed :class:`Targets` record (boxes, labels, mask, per-box extras) that the collate builds and every loss
+  reads, and one image's :class:`ImageTargets` (``targets``);
 * YOLOX's decoupled head: SimOTA assignment (``assigner``) and its IoU / objectness / class / L1 losses
   (``losses``);
 * the task-aligned head: task-aligned assignment (``tal``, TOOD), its loss with the one-to-one branch's weight
@@ -19,6 +21,7 @@ from .postprocess import as_predictions, filter_dets, nms_dets, postprocess
 from .predictions import Predictions, from_deploy_layout, to_deploy_layout
 from .tal import TALAssignment, TaskAlignedAssigner
 from .tal_loss import TaskAlignedLoss, o2m_weight_schedule
+from .targets import ImageTargets, Targets
 
 __all__ = [
     "Assignment",
@@ -32,6 +35,9 @@ __all__ = [
     "elementwise_box_iou",
     "encode_l1_targets",
     "grid_points",
+    # targets
+    "ImageTargets",
+    "Targets",
     # predictions and post-processing
     "Predictions",
     "as_predictions",

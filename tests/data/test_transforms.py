@@ -50,8 +50,8 @@ def test_augmented_boxes_inside_and_on_their_objects(coco_dir, strong):
         for i in range(len(ds)):
             image, targets, image_id, ratio, orig = train[(i, epoch, strong)]
             assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
-            assert targets.dtype == np.float32 and targets.shape[1] == 5
-            boxes, labels = targets[:, 1:], targets[:, 0].astype(int)
+            boxes, labels = targets.boxes, targets.labels
+            assert boxes.dtype == np.float32 and boxes.shape[1] == 4 and labels.dtype == np.int64
             assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= SIZE).all() and (boxes[:, [1, 3]] <= SIZE).all()
             assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
             for label in range(3):
@@ -93,7 +93,8 @@ def test_close_mosaic_is_letterbox_plus_flip(coco_dir):
     s = ds.load_sample(0)
     want, r = Letterbox((SIZE, SIZE)).apply(s.image)
     assert np.array_equal(image, want) and orig == s.image.shape[:2] and image_id == 1
-    np.testing.assert_allclose(targets[:, 1:], s.boxes * r, rtol=1e-6)
+    np.testing.assert_allclose(targets.boxes, s.boxes * r, rtol=1e-6)
+    np.testing.assert_array_equal(targets.labels, s.labels)
 
 
 def test_mixup_keeps_both_sets_of_boxes():
