@@ -69,6 +69,10 @@ class ImageTargets(Generic[A]):
         """No boxes (numpy)."""
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
 
+    def equal(self, other: ImageTargets) -> bool:
+        """Exactly the same boxes, labels and extras (values, shapes and dtypes): the reproducibility check."""
+        return _same((self.boxes, self.labels, self.extras), (other.boxes, other.labels, other.extras))
+
     def to_packed(self) -> A:
         """(N, 5) float32 ``[class, x1, y1, x2, y2]``: the layout samples had before this record (deprecated)."""
         if isinstance(self.boxes, Tensor):
@@ -143,6 +147,11 @@ class Targets:
 
     def __len__(self) -> int:
         return self.batch_size
+
+    def equal(self, other: Targets) -> bool:
+        """Exactly the same boxes, labels, mask and extras (values, shapes and dtypes): the reproducibility check."""
+        return _same((self.boxes, self.labels, self.mask, self.extras),
+                     (other.boxes, other.labels, other.mask, other.extras))
 
     # ------------------------------------------------------------------------------------------ build
     @classmethod
@@ -228,6 +237,21 @@ class Targets:
         return [ImageTargets(self.boxes[i][self.mask[i]], self.labels[i][self.mask[i]],
                              {k: v[i][self.mask[i]] for k, v in self.extras.items()})
                 for i in range(self.batch_size)]
+
+def _same(a: tuple, b: tuple) -> bool:
+    """Fields ``a`` and ``b`` (arrays, tensors, dicts of them) are exactly equal, dtypes included."""
+    *arrays_a, extras_a = a
+    *arrays_b, extras_b = b
+    if extras_a.keys() != extras_b.keys():
+        return False
+    pairs = list(zip(arrays_a, arrays_b)) + [(extras_a[k], extras_b[k]) for k in extras_a]
+    for x, y in pairs:
+        if type(x) is not type(y) or x.dtype != y.dtype or tuple(x.shape) != tuple(y.shape):
+            return False
+        if not (torch.equal(x, y) if isinstance(x, Tensor) else np.array_equal(x, y)):
+            return False
+    return True
+
 
 def _put(dst: Tensor, i: int, n: int, src: np.ndarray | Tensor) -> None:
     """``dst[i, :n] = src`` (CPU ``dst``), numpy sources through numpy: dataset arrays may be read-only views of

@@ -80,7 +80,7 @@ def test_determinism_and_epoch_dependence(coco_dir):
     for i in range(3):
         ia, ta, *_ = a[(i, 5, True)]
         ib, tb, *_ = b[(i, 5, True)]
-        assert np.array_equal(ia, ib) and np.array_equal(ta, tb)
+        assert np.array_equal(ia, ib) and ta.equal(tb)
     assert not np.array_equal(a[(0, 5, True)][0], a[(0, 6, True)][0])
     assert not np.array_equal(a[(0, 5, True)][0], TrainDataset(ds, cfg, seed=12)[(0, 5, True)][0])
 

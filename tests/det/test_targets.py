@@ -122,3 +122,14 @@ def test_the_record_travels_between_processes_and_is_immutable():
     assert torch.equal(again.boxes, t.boxes) and torch.equal(again.extras["keypoints"], t.extras["keypoints"])
     with pytest.raises(AttributeError):
         t.boxes = t.boxes * 2  # frozen: a rescale makes a new record (scaled), it never edits a shared one
+
+
+def test_equal_is_exact_values_and_dtypes():
+    t = Targets.collate(_images(with_keypoints=True))
+    assert t.equal(Targets.collate(_images(with_keypoints=True))) and t.equal(t.to("cpu"))
+    assert not t.equal(t.scaled(1.0, 1.0 + 1e-6))
+    assert not t.equal(Targets(t.boxes.double(), t.labels, t.mask, t.extras))
+    assert not t.equal(Targets(t.boxes, t.labels, t.mask))  # extras missing
+    a, b = _images()[0], _images()[0]
+    assert a.equal(b) and not a.equal(ImageTargets(a.boxes, a.labels + 1))
+    assert not a.equal(ImageTargets(a.boxes.astype(np.float64), a.labels))
