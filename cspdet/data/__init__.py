@@ -18,7 +18,7 @@ from .problems import DatasetError, DatasetProblem, DatasetWarning, ProblemRepor
 from .record_table import RecordTable
 from .records import ImageRecord, Sample
 from .transforms import AugmentConfig
-from .views import TrainDataset, ValDataset
+from .views import DetectionItem, TrainDataset, ValDataset
 from .voc_format import VOC_CLASSES
 from .yolo_format import yolo_label_path
 
@@ -37,6 +37,7 @@ __all__ = [
     "RecordTable",
     "Sample",
     "TrainDataset",
+    "DetectionItem",
     "VOC_CLASSES",
     "ValDataset",
     "build_dataset",

@@ -50,7 +50,7 @@ from .datasets import DetectionDataset
 from .image_io import ImageReadError, image_size
 from .problems import DatasetError, DatasetWarning, user_stacklevel
 from .transforms import AugmentConfig, fit_size
-from .views import TrainDataset, ValDataset
+from .views import DetectionItem, TrainDataset, ValDataset
 
 __all__ = [
     "EpochSampler",
@@ -63,9 +63,10 @@ __all__ = [
 ]
 
 
-def collate_detection(batch: Sequence[tuple]) -> dict[str, Any]:
-    """Stack samples (``(image, ImageTargets, image_id, ratio, (h, w)[, problems])``, as the views yield them)
-    into the cspdet batch dict.
+def collate_detection(batch: Sequence[DetectionItem | tuple]) -> dict[str, Any]:
+    """Stack samples (:class:`~cspdet.data.views.DetectionItem`, as the views yield them; the plain
+    ``(image, targets, image_id, ratio, (h, w)[, problems])`` tuples of datasets written for earlier versions are
+    read too) into the cspdet batch dict.
 
     Returns:
         images uint8 (B, 3, H, W) RGB; targets a :class:`~cspdet.det.targets.Targets` (boxes float32 (B, M, 4)
@@ -75,17 +76,26 @@ def collate_detection(batch: Sequence[tuple]) -> dict[str, Any]:
         producing the batch, also "problems": a list of :class:`~cspdet.data.DatasetProblem`, which
         :class:`DetectionLoader` removes and records in the main process.
     """
-    images = _stack_chw([b[0] for b in batch])
-    targets = Targets.collate([_image_targets(b[1]) for b in batch])
+    items = [b if isinstance(b, DetectionItem) else _item(b) for b in batch]
+    images = _stack_chw([b.image for b in items])
+    targets = Targets.collate([_image_targets(b.targets) for b in items])
     return {
         "images": images,
         "targets": targets,
         "target_mask": targets.mask,
-        "image_ids": torch.tensor([int(b[2]) for b in batch], dtype=torch.int64),
-        "ratios": torch.tensor([float(b[3]) for b in batch], dtype=torch.float32),
-        "orig_sizes": torch.tensor([[int(b[4][0]), int(b[4][1])] for b in batch], dtype=torch.int64),
-        **({"problems": problems} if (problems := [p for b in batch if len(b) > 5 for p in b[5]]) else {}),
+        "image_ids": torch.tensor([int(b.image_id) for b in items], dtype=torch.int64),
+        "ratios": torch.tensor([float(b.ratio) for b in items], dtype=torch.float32),
+        "orig_sizes": torch.tensor([[int(b.orig_size[0]), int(b.orig_size[1])] for b in items], dtype=torch.int64),
+        **({"problems": problems} if (problems := [p for b in items for p in b.problems]) else {}),
     }
+
+
+def _item(b: tuple) -> DetectionItem:
+    """The :class:`DetectionItem` of a plain ``(image, targets, image_id, ratio, (h, w)[, problems])`` tuple."""
+    if len(b) not in (5, 6):
+        raise ValueError(f"collate_detection: a sample must be a DetectionItem or an (image, targets, image_id, "
+                         f"ratio, (h, w)) tuple, got a {type(b).__name__} of length {len(b)}")
+    return DetectionItem(b[0], b[1], b[2], b[3], b[4], tuple(b[5]) if len(b) > 5 else ())
 
 
 def _image_targets(t: Any) -> ImageTargets:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from cspdet.data import build_dataset, build_train_loader, build_val_loader, collate_detection
+from cspdet.data import (DatasetProblem, DetectionItem, build_dataset, build_train_loader, build_val_loader,
+                         collate_detection)
 from cspdet.det import ImageTargets, Targets
 
 CFG = {"img_size": [96, 128], "workers": 0}
@@ -60,18 +61,28 @@ def test_val_batch_letterbox(coco_dir):
     np.testing.assert_array_equal(got.labels.numpy(), s.labels)
 
 
-def test_collate_pads_per_image_targets_and_reads_the_old_packed_rows():
+def test_collate_pads_per_image_targets_and_reads_the_old_tuples():
     img = np.zeros((4, 6, 3), np.uint8)
     a = ImageTargets(np.array([[1, 2, 3, 4], [0, 0, 5, 5]], np.float32), np.array([2, 0]))
-    old = np.array([[1, 10, 20, 30, 40]], np.float32)  # a dataset written for the (N, 5) layout
-    t = collate_detection([(img, a, 1, 1.0, (4, 6)), (img, ImageTargets.empty(), 2, 1.0, (4, 6)),
-                           (img, old, 3, 1.0, (4, 6))])["targets"]
+    problem = DatasetProblem("unreadable_image", "x.jpg", "cannot decode")
+    old = np.array([[1, 10, 20, 30, 40]], np.float32)  # a dataset written for the (N, 5) tuple layout
+    batch = collate_detection([DetectionItem(img, a, 1, 1.0, (4, 6)),
+                               DetectionItem(img, ImageTargets.empty(), 2, 0.5, (8, 12), problems=(problem,)),
+                               (img, old, 3, 1.0, (4, 6))])
+    t = batch["targets"]
     assert t.boxes.shape == (3, 2, 4) and t.num_boxes.tolist() == [2, 0, 1]
     assert t.boxes[0].tolist() == [[1, 2, 3, 4], [0, 0, 5, 5]] and t.labels[0].tolist() == [2, 0]
     assert t.boxes[2, 0].tolist() == [10, 20, 30, 40] and t.labels[2].tolist() == [1, 0]
     assert not t.mask[1].any() and (t.boxes[1] == 0).all()
+    assert batch["image_ids"].tolist() == [1, 2, 3] and batch["ratios"].tolist() == [1.0, 0.5, 1.0]
+    assert batch["orig_sizes"].tolist() == [[4, 6], [8, 12], [4, 6]] and batch["problems"] == [problem]
     with pytest.raises(ValueError, match=r"\(N, 5\).*shape \(1, 6\)"):
         collate_detection([(img, np.zeros((1, 6), np.float32), 1, 1.0, (4, 6))])
+    with pytest.raises(ValueError, match="a sample must be a DetectionItem .* tuple of length 3"):
+        collate_detection([(img, old, 1)])
+    # an item still reads as the tuple of earlier versions
+    image, targets, image_id, ratio, orig, problems = DetectionItem(img, a, 1, 1.0, (4, 6), (problem,))
+    assert targets is a and problems == [problem] and len(DetectionItem(img, a, 1, 1.0, (4, 6))) == 5
 
 
 def _epoch(loader, epoch):
