@@ -108,10 +108,10 @@ class SimOTALoss:
             batch, float) for logging.
         """
         targets = as_targets(targets, target_mask, caller="SimOTALoss")
-        target_mask = targets.mask
+        mask = targets.mask
         labels = targets.labels
         # One host sync for the range check (padded rows count as class 0).
-        lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~target_mask, 0))).tolist() if labels.numel() else (0, 0)
+        lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~mask, 0))).tolist() if labels.numel() else (0, 0)
         if lo < 0 or hi >= self.num_classes:
             raise ValueError(f"target class ids must be in [0, {self.num_classes}), got {lo}..{hi}")
         gt_boxes = targets.boxes.float()
@@ -125,7 +125,7 @@ class SimOTALoss:
             point_strides,
             gt_boxes,
             labels,
-            target_mask,
+            mask,
         )
         fg = assign.fg_mask  # (B, A)
         num_fg_t = fg.sum()

@@ -79,10 +79,10 @@ class TaskAlignedLoss:
             ``cls_loss``, ``dfl_loss``, and ``num_fg`` (positives in the batch, float) for logging.
         """
         targets = as_targets(targets, target_mask, caller="TaskAlignedLoss")
-        target_mask = targets.mask
+        mask = targets.mask
         labels = targets.labels
         if labels.numel():  # one host sync for the range check (padding rows count as class 0)
-            lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~target_mask, 0))).tolist()
+            lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~mask, 0))).tolist()
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(f"target class ids must be in [0, {self.num_classes}), got {lo}..{hi}")
         gt_boxes = targets.boxes.float()
@@ -91,7 +91,7 @@ class TaskAlignedLoss:
         pred_boxes = dist2bbox(pred_dist.float().clamp(min=1e-6), anchor_points) * stride  # (B, A, 4) px
 
         assign = self.assigner(cls_logits.detach(), pred_boxes.detach(), anchor_points * stride, gt_boxes, labels,
-                               target_mask, scores_are_logits=True)
+                               mask, scores_are_logits=True)
         fg = assign.fg_mask
         score = assign.target_scores  # (B, A), 0 on background
         score_sum = score.sum().clamp(min=1.0)
