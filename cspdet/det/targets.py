@@ -92,9 +92,10 @@ class Targets:
     """A batch of detection targets, zero padded to the largest box count ``M`` of the batch (M may be 0).
 
     Attributes:
-        boxes: (B, M, 4) float32 xyxy input pixels (padding rows are 0).
+        boxes: (B, M, 4) floating point (float32 from :meth:`collate`) xyxy input pixels (padding rows are 0).
         labels: (B, M) int64 class indices (padding rows are 0).
-        mask: (B, M) bool, True for real boxes; the real boxes of an image come first.
+        mask: (B, M) bool, True for real boxes (:meth:`collate` puts an image's real boxes first; nothing relies
+            on it).
         extras: per-box tensors by name, each (B, M, ...) (see the module docstring).
 
     Shapes and dtypes are checked on construction (no device sync); the class ids' range is the loss's to check,
