@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from cspdet.data import (DatasetProblem, DetectionItem, build_dataset, build_train_loader, build_val_loader,
-                         collate_detection)
+from cspdet.data import (
+    DatasetProblem,
+    DetectionItem,
+    build_dataset,
+    build_train_loader,
+    build_val_loader,
+    collate_detection,
+)
 from cspdet.det import ImageTargets, Targets
 
 CFG = {"img_size": [96, 128], "workers": 0}
@@ -24,7 +30,7 @@ def test_train_batch_format(coco_dir):
     assert batch["images"].is_contiguous()
     t = batch["targets"]
     assert isinstance(t, Targets) and t.batch_size == 3
-    b, m, four = t.boxes.shape
+    _, m, four = t.boxes.shape
     assert four == 4 and t.boxes.dtype == torch.float32 and t.labels.dtype == torch.int64
     assert t.mask.dtype == torch.bool and t.mask.shape == (3, m) and batch["target_mask"] is t.mask
     assert batch["image_ids"].dtype == torch.int64 and sorted(batch["image_ids"].tolist()) == [1, 2, 3]
@@ -81,7 +87,7 @@ def test_collate_pads_per_image_targets_and_reads_the_old_tuples():
     with pytest.raises(ValueError, match="a sample must be a DetectionItem .* tuple of length 3"):
         collate_detection([(img, old, 1)])
     # an item still reads as the tuple of earlier versions
-    image, targets, image_id, ratio, orig, problems = DetectionItem(img, a, 1, 1.0, (4, 6), (problem,))
+    _, targets, _, _, _, problems = DetectionItem(img, a, 1, 1.0, (4, 6), (problem,))
     assert targets is a and problems == [problem] and len(DetectionItem(img, a, 1, 1.0, (4, 6))) == 5
 
 

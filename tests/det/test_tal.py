@@ -8,9 +8,9 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou, complete_box_iou
 
 from cspdet.det import (
+    Targets,
     TaskAlignedAssigner,
     TaskAlignedLoss,
-    Targets,
     batched_box_ciou,
     bbox2dist,
     dfl_expectation,
