@@ -40,11 +40,12 @@ except ImportError:  # run from a checkout without installing
 from torchvision.ops import box_convert
 
 from timing import time_ms  # benchmarks/timing.py
-from cspdet.det import SimOTAAssigner, SimOTALoss, TaskAlignedAssigner, TaskAlignedLoss, decode_boxes, grid_points
+from cspdet.det import (SimOTAAssigner, SimOTALoss, Targets, TaskAlignedAssigner, TaskAlignedLoss, decode_boxes,
+                        grid_points)
 from cspdet.det.dfl import bbox2dist
 
 
-def synthetic_batch(batch: int, img_size: int, boxes: int, num_classes: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def synthetic_batch(batch: int, img_size: int, boxes: int, num_classes: int, seed: int = 0) -> dict:
     """Head outputs and padded targets for one batch (see the module docstring)."""
     g = torch.Generator().manual_seed(seed)
     strides = (8, 16, 32)
@@ -61,7 +62,7 @@ def synthetic_batch(batch: int, img_size: int, boxes: int, num_classes: int, see
     gt = torch.cat([xy, (xy + wh).clamp(max=img_size)], -1)
     mask = torch.arange(m)[None] < counts[:, None]
     labels = torch.randint(0, num_classes, (batch, m), generator=g)
-    targets = torch.cat([labels[..., None].float(), gt], -1) * mask[..., None]
+    targets = Targets(gt * mask[..., None], labels * mask, mask)
     return dict(reg=reg, pred_boxes=pred_boxes, cls=cls, obj=obj, points=points, strides=point_strides,
                 gt=gt * mask[..., None], labels=labels, mask=mask, targets=targets)
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     def loss_forward():
         with torch.no_grad():
             return loss(d["cls"], d["obj"], d["reg"], d["pred_boxes"], d["points"], d["strides"], d["targets"],
-                        d["mask"], use_l1=True)
+                        use_l1=True)
 
     # Task-aligned assignment on the same batch. The TAL loss decodes its boxes from DFL distances: encode the
     # same predicted boxes as distances and give each side a peaked bin distribution around them.
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def tal_loss_forward():
         with torch.no_grad():
-            return tal_loss(box_logits, dist, d["cls"], anchors, d["strides"], d["targets"], d["mask"])
+            return tal_loss(box_logits, dist, d["cls"], anchors, d["strides"], d["targets"])
 
     out = batched()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), batch {args.batch} at "

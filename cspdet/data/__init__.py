@@ -19,7 +19,7 @@ from .record_table import RecordTable
 from .records import ImageRecord, Sample
 from .sampler import EpochSampler
 from .transforms import AugmentConfig
-from .views import TrainDataset, ValDataset
+from .views import DetectionItem, TrainDataset, ValDataset
 from .voc_format import VOC_CLASSES
 from .yolo_format import yolo_label_path
 
@@ -39,6 +39,7 @@ __all__ = [
     "RecordTable",
     "Sample",
     "TrainDataset",
+    "DetectionItem",
     "VOC_CLASSES",
     "ValDataset",
     "build_dataset",

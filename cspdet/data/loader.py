@@ -44,13 +44,14 @@ import torch
 import torch.utils.data
 from torch.utils.data import DataLoader, DistributedSampler
 
+from ..det.targets import ImageTargets, Targets
 from ..progress import progress_bar
 from .datasets import DetectionDataset
 from .image_io import ImageReadError, image_size
 from .problems import DatasetError, DatasetWarning, user_stacklevel
 from .sampler import EpochSampler
 from .transforms import AugmentConfig, fit_size
-from .views import TrainDataset, ValDataset
+from .views import DetectionItem, TrainDataset, ValDataset
 
 __all__ = [
     "DetectionLoader",
@@ -62,34 +63,53 @@ __all__ = [
 ]
 
 
-def collate_detection(batch: Sequence[tuple]) -> dict[str, torch.Tensor]:
-    """Stack samples into the cspdet batch dict.
+def collate_detection(batch: Sequence[DetectionItem | tuple]) -> dict[str, Any]:
+    """Stack samples (:class:`~cspdet.data.views.DetectionItem`, as the views yield them; the plain
+    ``(image, targets, image_id, ratio, (h, w)[, problems])`` tuples of datasets written for earlier versions are
+    read too) into the cspdet batch dict.
 
     Returns:
-        images uint8 (B, 3, H, W) RGB; targets float32 (B, M, 5) [cls, x1, y1, x2, y2] zero padded, with M
-        the largest box count in the batch (may be 0); target_mask bool (B, M); image_ids int64 (B,);
-        ratios float32 (B,); orig_sizes int64 (B, 2) (h, w). Only when a worker found bad images while
+        images uint8 (B, 3, H, W) RGB; targets a :class:`~cspdet.det.targets.Targets` (boxes float32 (B, M, 4)
+        xyxy input px, labels int64 (B, M), mask bool (B, M), zero padded, with M the largest box count in the
+        batch, may be 0); target_mask: ``targets.mask`` again (deprecated: read ``targets.mask``); image_ids int64
+        (B,); ratios float32 (B,); orig_sizes int64 (B, 2) (h, w). Only when a worker found bad images while
         producing the batch, also "problems": a list of :class:`~cspdet.data.DatasetProblem`, which
         :class:`DetectionLoader` removes and records in the main process.
     """
-    images = _stack_chw([b[0] for b in batch])
-    counts = [len(b[1]) for b in batch]
-    m = max(counts, default=0)
-    targets = torch.zeros((len(batch), m, 5), dtype=torch.float32)
-    mask = torch.zeros((len(batch), m), dtype=torch.bool)
-    for i, (b, n) in enumerate(zip(batch, counts)):
-        if n:
-            targets[i, :n] = torch.from_numpy(np.asarray(b[1], np.float32))
-            mask[i, :n] = True
+    items = [b if isinstance(b, DetectionItem) else _item(b) for b in batch]
+    images = _stack_chw([b.image for b in items])
+    targets = Targets.collate([_image_targets(b.targets) for b in items])
     return {
         "images": images,
         "targets": targets,
-        "target_mask": mask,
-        "image_ids": torch.tensor([int(b[2]) for b in batch], dtype=torch.int64),
-        "ratios": torch.tensor([float(b[3]) for b in batch], dtype=torch.float32),
-        "orig_sizes": torch.tensor([[int(b[4][0]), int(b[4][1])] for b in batch], dtype=torch.int64),
-        **({"problems": problems} if (problems := [p for b in batch if len(b) > 5 for p in b[5]]) else {}),
+        "target_mask": targets.mask,
+        "image_ids": torch.tensor([int(b.image_id) for b in items], dtype=torch.int64),
+        "ratios": torch.tensor([float(b.ratio) for b in items], dtype=torch.float32),
+        "orig_sizes": torch.tensor([[int(b.orig_size[0]), int(b.orig_size[1])] for b in items], dtype=torch.int64),
+        **({"problems": problems} if (problems := [p for b in items for p in b.problems]) else {}),
     }
+
+
+def _item(b: tuple) -> DetectionItem:
+    """The :class:`DetectionItem` of a plain ``(image, targets, image_id, ratio, (h, w)[, problems])`` tuple."""
+    if len(b) not in (5, 6):
+        raise ValueError(f"collate_detection: a sample must be a DetectionItem or an (image, targets, image_id, "
+                         f"ratio, (h, w)) tuple, got a {type(b).__name__} of length {len(b)}")
+    return DetectionItem(b[0], b[1], b[2], b[3], b[4], tuple(b[5]) if len(b) > 5 else ())
+
+
+def _image_targets(t: Any) -> ImageTargets:
+    """A sample's targets: an :class:`ImageTargets`, or (from a dataset written for earlier versions) an (N, 5)
+    ``[cls, x1, y1, x2, y2]`` array."""
+    if isinstance(t, ImageTargets):
+        return t
+    a = np.asarray(t, np.float32)
+    if a.size == 0:
+        return ImageTargets.empty()
+    if a.ndim != 2 or a.shape[1] != 5:
+        raise ValueError(f"collate_detection: a sample's targets must be an ImageTargets or an (N, 5) "
+                         f"[cls, x1, y1, x2, y2] array, got an array of shape {a.shape}")
+    return ImageTargets(a[:, 1:], a[:, 0].astype(np.int64))
 
 
 def _stack_chw(arrays: Sequence[np.ndarray]) -> torch.Tensor:

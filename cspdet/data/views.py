@@ -1,11 +1,12 @@
 """The dataset views a loader iterates: :class:`TrainDataset` (augmented training samples with the per-process
 buffer of fitted images, see :mod:`cspdet.data.loader` for seeding and speed) and :class:`ValDataset`
-(letterboxed validation images). Both yield (image (H, W, 3) uint8, targets (N, 5) [cls, x1, y1, x2, y2],
-image id, ratio, original (h, w)) items for :func:`cspdet.data.loader.collate_detection`."""
+(letterboxed validation images). Both yield :class:`DetectionItem` records for
+:func:`cspdet.data.loader.collate_detection`."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import cv2
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 import torch.utils.data
 
+from ..det.targets import ImageTargets
 from .datasets import DetectionDataset
 from .image_io import read_image
 from .problems import DatasetError
@@ -20,12 +22,52 @@ from .letterbox import PAD_VALUE, Letterbox
 from .sampler import EpochSampler
 from .transforms import AugmentConfig, fit_size, train_sample
 
-__all__ = ["TrainDataset", "ValDataset"]
+__all__ = ["DetectionItem", "TrainDataset", "ValDataset"]
 
 MAX_REPLACEMENTS = 20  # a batch item is replaced at most this many times before giving up (all bad?)
 MIN_BUFFER = 8  # fitted images kept per process even without a pool (a sample uses up to 5)
 
 Fitted = tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]  # image, boxes, labels, original (h, w)
+
+
+@dataclass(frozen=True, eq=False)
+class DetectionItem:
+    """One sample as a view yields it and :func:`~cspdet.data.loader.collate_detection` batches it.
+
+    Attributes:
+        image: (H, W, 3) uint8 RGB, at the loader's input size.
+        targets: its :class:`~cspdet.det.targets.ImageTargets` (boxes (N, 4) float32 xyxy px of ``image``, labels
+            (N,) int64).
+        image_id: the dataset's id of the image (for a mosaic: of the image the sample was drawn for).
+        ratio: letterbox scale of the original image (``boxes / ratio`` = original px); 1.0 for training samples.
+        orig_size: (h, w) of the original image.
+        problems: in a loader worker, the :class:`~cspdet.data.DatasetProblem` s met while producing the sample,
+            which travel to the main process with the batch (see :class:`~cspdet.data.DetectionLoader`).
+
+    Read it by field name. Code written for the tuple that views yielded before (``image, targets, image_id,
+    ratio, orig = view[i]``, ``view[i][0]``) still works: iterating and indexing give that tuple (the problems
+    as a 6th element when there are any).
+    """
+
+    image: np.ndarray
+    targets: ImageTargets
+    image_id: int
+    ratio: float
+    orig_size: tuple[int, int]
+    problems: tuple = ()
+
+    def _as_tuple(self) -> tuple:
+        head = (self.image, self.targets, self.image_id, self.ratio, self.orig_size)
+        return (*head, list(self.problems)) if self.problems else head
+
+    def __iter__(self):
+        return iter(self._as_tuple())
+
+    def __len__(self) -> int:
+        return 6 if self.problems else 5
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._as_tuple()[index]
 
 
 def _first_line(text: str) -> str:
@@ -63,9 +105,8 @@ class _DatasetView(torch.utils.data.Dataset):
 class TrainDataset(_DatasetView):
     """Augmenting view of a :class:`DetectionDataset` for training.
 
-    ``dataset[(index, epoch, strong[, pool])]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 [cls,
-    x1, y1, x2, y2], image_id, ratio 1.0, (h, w) of the original image ``index``), plus, in a worker
-    process that met bad images while producing it, a list of their problems (see
+    ``dataset[(index, epoch, strong[, pool])]`` -> a :class:`DetectionItem` (ratio 1.0, ``orig_size`` of the
+    original image ``index``; in a worker process that met bad images while producing it, their ``problems``, see
     :class:`~cspdet.data.loader.DetectionLoader`). ``pool`` (a tuple of sample indices, from
     :class:`~cspdet.data.sampler.EpochSampler`) is where mosaic/MixUp partners are drawn from; without it they are
     drawn from the whole dataset. Plain integer indices use the current epoch and mosaic state.
@@ -244,16 +285,15 @@ class TrainDataset(_DatasetView):
             index, len(self.dataset), load, rng, self.cfg, strong=bool(strong),
             pick_mixup=lambda g: self._pick_mixup(g, pool), partners=pool,
         )  # fmt: skip
-        targets = np.concatenate([labels[:, None].astype(np.float32), boxes], axis=1)
-        return _with_pending(self.dataset, (image, targets, image_id, 1.0, orig))
+        return _with_pending(self.dataset, DetectionItem(image, ImageTargets(boxes, labels), image_id, 1.0, orig))
 
 
 class ValDataset(_DatasetView):
     """Letterboxed view of a :class:`DetectionDataset` for evaluation (no randomness).
 
-    ``dataset[i]`` -> (image (H, W, 3) uint8, targets (N, 5) float32 in letterboxed px, image_id, ratio r,
-    (h, w) original size) (plus problems met in a worker, as for :class:`TrainDataset`). Boxes map back to
-    the original image with ``/ r``.
+    ``dataset[i]`` -> a :class:`DetectionItem` (image letterboxed to ``img_size``, boxes in letterboxed px, ratio
+    r, the original (h, w); problems met in a worker, as for :class:`TrainDataset`). Boxes map back to the
+    original image with ``/ r``.
     """
 
     def __init__(self, dataset: DetectionDataset, img_size: int | Sequence[int]):
@@ -271,16 +311,16 @@ class ValDataset(_DatasetView):
             image = np.full((*self.img_size, 3), PAD_VALUE, np.uint8)
             rec_h, rec_w = self.dataset.records.size(index)
             image_id = int(self.dataset.records.image_ids[index])
-            item = (image, np.zeros((0, 5), np.float32), image_id, 1.0, (rec_h or 0, rec_w or 0))
+            item = DetectionItem(image, ImageTargets.empty(), image_id, 1.0, (rec_h or 0, rec_w or 0))
             return _with_pending(self.dataset, item)
         image, r = self.letterbox.apply(s.image)
         boxes = s.boxes * np.float32(r)
-        targets = np.concatenate([s.labels[:, None].astype(np.float32), boxes], axis=1)
-        return _with_pending(self.dataset, (image, targets, s.image_id, float(r), s.image.shape[:2]))
+        targets = ImageTargets(boxes, s.labels.astype(np.int64, copy=False))
+        return _with_pending(self.dataset, DetectionItem(image, targets, s.image_id, float(r), s.image.shape[:2]))
 
 
-def _with_pending(dataset: DetectionDataset, item: tuple) -> tuple:
-    """In a worker process, append the problems found while producing ``item`` (a 6th element, only when
-    there are any) so that they reach the main process through the collate function."""
+def _with_pending(dataset: DetectionDataset, item: DetectionItem) -> DetectionItem:
+    """In a worker process, attach the problems found while producing ``item`` so that they reach the main process
+    through the collate function."""
     pending = dataset.take_pending()
-    return (*item, pending) if pending else item
+    return replace(item, problems=tuple(pending)) if pending else item

@@ -121,9 +121,9 @@ def write_grid(
     picks = rng.permutation(len(ds))[:num] if augment else np.arange(min(num, len(ds)))
     tiles = []
     for i in picks.tolist():
-        image, targets, image_id, _, _ = view[i]
-        tile = draw_boxes(image, targets[:, 1:], targets[:, 0].astype(np.int64), ds.class_names)
-        cv2.putText(tile, f"id {image_id}", (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
+        item = view[i]
+        tile = draw_boxes(item.image, item.targets.boxes, item.targets.labels, ds.class_names)
+        cv2.putText(tile, f"id {item.image_id}", (6, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2, cv2.LINE_AA)
         tiles.append(tile)
     grid = make_grid(tiles, cols=cols, cell=min(img_size, 480))
     path = Path(out)

@@ -5,6 +5,8 @@
   deploy layout exported files keep (``predictions``); the one post-processing that the detector, the runtime's
   backends, the evaluator, the predictor and the export graphs all call -- score filter + class-aware NMS
   (``postprocess``) or the NMS-free top-k of a one-to-one head (``nms_free``);
+* the typed :class:`Targets` record (boxes, labels, mask, per-box extras) that the collate builds and every loss
+  reads, and one image's :class:`ImageTargets` (``targets``);
 * YOLOX's decoupled head: SimOTA assignment (``simota``) and its IoU / objectness / class / L1 losses
   (``yolox_loss``);
 * the task-aligned head: task-aligned assignment (``tal``, TOOD), its loss with the one-to-one branch's weight
@@ -24,6 +26,7 @@ from .simota import Assignment, SimOTAAssigner
 from .tal import TALAssignment, TaskAlignedAssigner
 from .tal_loss import TaskAlignedLoss, o2m_weight_schedule
 from .yolox_loss import SimOTALoss, box_iou_loss, encode_l1_targets
+from .targets import ImageTargets, Targets
 
 __all__ = [
     "Assignment",
@@ -37,6 +40,9 @@ __all__ = [
     "elementwise_box_iou",
     "encode_l1_targets",
     "grid_points",
+    # targets
+    "ImageTargets",
+    "Targets",
     # predictions and post-processing
     "Predictions",
     "as_predictions",

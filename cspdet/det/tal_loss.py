@@ -23,6 +23,7 @@ from torch import Tensor
 from .dfl import bbox2dist, dist2bbox, distribution_focal_loss
 from .iou_loss import ciou_loss
 from .tal import TaskAlignedAssigner
+from .targets import Targets, as_targets
 
 __all__ = ["TaskAlignedLoss", "o2m_weight_schedule"]
 
@@ -61,8 +62,8 @@ class TaskAlignedLoss:
         cls_logits: Tensor,
         anchor_points: Tensor,
         point_strides: Tensor,
-        targets: Tensor,
-        target_mask: Tensor,
+        targets: Targets,
+        target_mask: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Compute the losses.
 
@@ -71,30 +72,27 @@ class TaskAlignedLoss:
             pred_dist: (B, A, 4) decoded ``l, t, r, b`` distances in strides (differentiable w.r.t. ``box_out``).
             cls_logits: (B, A, C) class logits.
             anchor_points: (A, 2) point centres in grid units (cell index + 0.5); point_strides: (A,).
-            targets: (B, M, 5) [cls, x1, y1, x2, y2] input px; M may be 0.
-            target_mask: (B, M) bool, True for real boxes.
+            targets: the batch's :class:`~cspdet.det.targets.Targets` (boxes xyxy input px; M may be 0).
+            target_mask: deprecated: only with a packed (B, M, 5) ``targets`` tensor, its (B, M) mask.
 
         Returns:
             dict of scalar tensors: ``loss`` (to backpropagate) and detached, already weighted ``box_loss``,
             ``cls_loss``, ``dfl_loss``, and ``num_fg`` (positives in the batch, float) for logging.
         """
-        if targets.dim() != 3 or targets.shape[-1] != 5:
-            raise ValueError(f"targets must be (B, M, 5) [cls, x1, y1, x2, y2], got {tuple(targets.shape)}")
-        if target_mask.shape != targets.shape[:2]:
-            raise ValueError(f"target_mask must be (B, M) = {tuple(targets.shape[:2])}, got {tuple(target_mask.shape)}")
-        target_mask = target_mask.bool()
-        labels = targets[..., 0].long()
+        targets = as_targets(targets, target_mask, caller="TaskAlignedLoss")
+        mask = targets.mask
+        labels = targets.labels
         if labels.numel():  # one host sync for the range check (padding rows count as class 0)
-            lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~target_mask, 0))).tolist()
+            lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~mask, 0))).tolist()
             if lo < 0 or hi >= self.num_classes:
                 raise ValueError(f"target class ids must be in [0, {self.num_classes}), got {lo}..{hi}")
-        gt_boxes = targets[..., 1:5].float()
+        gt_boxes = targets.boxes.float()
         stride = point_strides[:, None].float()  # (A, 1)
         # The clamp only guards CIoU's w / h ratios against a (never seen) exactly zero-size predicted box.
         pred_boxes = dist2bbox(pred_dist.float().clamp(min=1e-6), anchor_points) * stride  # (B, A, 4) px
 
         assign = self.assigner(cls_logits.detach(), pred_boxes.detach(), anchor_points * stride, gt_boxes, labels,
-                               target_mask, scores_are_logits=True)
+                               mask, scores_are_logits=True)
         fg = assign.fg_mask
         score = assign.target_scores  # (B, A), 0 on background
         score_sum = score.sum().clamp(min=1.0)

@@ -21,6 +21,7 @@ from torchvision.ops import box_convert, generalized_box_iou_loss
 
 from .simota import SimOTAAssigner
 from .boxes import elementwise_box_iou
+from .targets import Targets, as_targets
 
 __all__ = ["box_iou_loss", "encode_l1_targets", "SimOTALoss"]
 
@@ -87,8 +88,8 @@ class SimOTALoss:
         pred_boxes: Tensor,
         points: Tensor,
         point_strides: Tensor,
-        targets: Tensor,
-        target_mask: Tensor,
+        targets: Targets,
+        target_mask: Tensor | None = None,
         use_l1: bool = False,
     ) -> dict[str, Tensor]:
         """Compute the losses.
@@ -97,8 +98,8 @@ class SimOTALoss:
             cls_logits: (B, A, C); obj_logits: (B, A); reg: (B, A, 4) raw regression outputs.
             pred_boxes: (B, A, 4) decoded boxes, xyxy input px (differentiable w.r.t. ``reg``).
             points: (A, 2) grid cell indices; point_strides: (A,).
-            targets: (B, M, 5) [cls, x1, y1, x2, y2] input px; M may be 0.
-            target_mask: (B, M) bool, True for real boxes.
+            targets: the batch's :class:`~cspdet.det.targets.Targets` (boxes xyxy input px; M may be 0).
+            target_mask: deprecated: only with a packed (B, M, 5) ``targets`` tensor, its (B, M) mask.
             use_l1: add the L1 term.
 
         Returns:
@@ -106,19 +107,14 @@ class SimOTALoss:
             x reg_weight), ``obj_loss``, ``cls_loss``, ``l1_loss`` and ``num_fg`` (foreground points in the
             batch, float) for logging.
         """
-        if targets.dim() != 3 or targets.shape[-1] != 5:
-            raise ValueError(f"targets must be (B, M, 5) [cls, x1, y1, x2, y2], got {tuple(targets.shape)}")
-        if target_mask.shape != targets.shape[:2]:
-            raise ValueError(
-                f"target_mask must be (B, M) = {tuple(targets.shape[:2])}, got {tuple(target_mask.shape)}"
-            )
-        target_mask = target_mask.bool()
-        labels = targets[..., 0].long()
+        targets = as_targets(targets, target_mask, caller="SimOTALoss")
+        mask = targets.mask
+        labels = targets.labels
         # One host sync for the range check (padded rows count as class 0).
-        lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~target_mask, 0))).tolist() if labels.numel() else (0, 0)
+        lo, hi = torch.stack(torch.aminmax(labels.masked_fill(~mask, 0))).tolist() if labels.numel() else (0, 0)
         if lo < 0 or hi >= self.num_classes:
             raise ValueError(f"target class ids must be in [0, {self.num_classes}), got {lo}..{hi}")
-        gt_boxes = targets[..., 1:5].float()
+        gt_boxes = targets.boxes.float()
         centers = (points + 0.5) * point_strides[:, None]
 
         assign = self.assigner(
@@ -129,7 +125,7 @@ class SimOTALoss:
             point_strides,
             gt_boxes,
             labels,
-            target_mask,
+            mask,
         )
         fg = assign.fg_mask  # (B, A)
         num_fg_t = fg.sum()

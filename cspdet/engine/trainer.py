@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
+from ..det.targets import Targets
 from .build import build_detector, load_initial_weights
 from .callbacks import BatchStats, EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
@@ -356,7 +357,7 @@ class Trainer(TrainingRun):
         for i, batch in enumerate(self.train_loader):
             lr = self.schedule(self.iteration + 1)  # YOLOX sets the lr of the step it is about to take
             set_lr(self.optimizer, lr)
-            images, targets, mask = self._prepare_batch(batch, epoch, i)
+            images, targets = self._prepare_batch(batch, epoch, i)
             self.callbacks.fire("on_batch_start", self, epoch, i, batch)
             group_start = (i // self.accumulate) * self.accumulate
             group_size = min(self.accumulate, self.iters_per_epoch - group_start)
@@ -364,7 +365,7 @@ class Trainer(TrainingRun):
             sync = contextlib.nullcontext() if step_now or self.world_size == 1 else self.model.no_sync()
             with sync:
                 with self.autocast:
-                    out = self.model(images, targets, mask)
+                    out = self.model(images, targets)
                 values = self._check_losses(out, batch, epoch, i)
                 self.scaler.scale(out["loss"].float() / group_size).backward()
             if step_now:
@@ -388,18 +389,17 @@ class Trainer(TrainingRun):
             bar.close()
         return {k: v / max(count, 1) for k, v in sums.items()}, lr, time.perf_counter() - start, images_seen
 
-    def _prepare_batch(self, batch: dict[str, torch.Tensor], epoch: int, i: int):
+    def _prepare_batch(self, batch: dict[str, Any], epoch: int, i: int) -> tuple[torch.Tensor, Targets]:
+        """(float images (B, 3, H, W), :class:`~cspdet.det.targets.Targets`) on the device, at this step's
+        multi-scale size."""
         images = batch["images"].to(self.device, non_blocking=True).float()
-        targets = batch["targets"].to(self.device, non_blocking=True).float()
-        mask = batch["target_mask"].to(self.device, non_blocking=True)
+        targets = batch["targets"].to(self.device, non_blocking=True)
         size = self._multiscale_size(epoch, i)
         if size is not None and tuple(images.shape[-2:]) != size:
             sy, sx = size[0] / images.shape[-2], size[1] / images.shape[-1]
             images = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
-            targets = targets.clone()
-            targets[..., 1::2] *= sx
-            targets[..., 2::2] *= sy
-        return images, targets, mask
+            targets = targets.scaled(sx, sy)
+        return images, targets
 
     def _multiscale_size(self, epoch: int, i: int) -> tuple[int, int] | None:
         """YOLOX-style random input size, changed every 10 iterations; ``None`` = keep the loader's size.

@@ -7,8 +7,9 @@ cspdet only uses what :class:`DetectionHead` declares:
   are the family's own constructor arguments; the common fields are read as far as the family uses them) on a
   neck with ``in_channels`` (one per stride);
 * ``forward(features) -> raw`` -- whatever the family's loss and decoding need (a NamedTuple of tensors);
-* ``loss(raw, targets, target_mask) -> {name: scalar}`` -- ``loss`` (what to backpropagate) first, every key of
-  ``loss_keys`` (what the trainer logs; ``num_fg`` etc. may come on top);
+* ``loss(raw, targets) -> {name: scalar}`` -- ``targets`` a :class:`~cspdet.det.targets.Targets` record (boxes,
+  labels, mask, per-box extras); ``loss`` (what to backpropagate) first, every key of ``loss_keys`` (what the
+  trainer logs; ``num_fg`` etc. may come on top);
 * ``decode(raw) -> Predictions`` -- the typed record of :mod:`cspdet.det.predictions`, which post-processing,
   the evaluator, the predictor and the export graphs read;
 * ``set_epoch(epoch, epochs, phase)`` -- the head's own schedule, called by the trainer at the start of every epoch
@@ -31,6 +32,7 @@ from torch import Tensor, nn
 
 from ..det.postprocess import postprocess as _postprocess
 from ..det.predictions import Predictions
+from ..det.targets import Targets
 from .registry import ACTIVATIONS, NORMS
 from .spec import HeadSpec
 
@@ -85,9 +87,10 @@ class DetectionHead(Protocol):
     def forward(self, features: Sequence[Tensor]) -> Any:
         """(B, C_l, H_l, W_l) maps, one per stride, finest first -> raw outputs (the family's own type)."""
 
-    def loss(self, raw: Any, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
-        """Raw training outputs and targets (B, M, 5) [cls, x1, y1, x2, y2] input px with ``target_mask`` (B, M)
-        bool -> scalar losses: ``loss`` and every key of ``loss_keys``."""
+    def loss(self, raw: Any, targets: Targets) -> dict[str, Tensor]:
+        """Raw training outputs and the batch's :class:`~cspdet.det.targets.Targets` (``boxes`` (B, M, 4) xyxy input
+        px, ``labels`` (B, M) int64, ``mask`` (B, M) bool, ``extras``) -> scalar losses: ``loss`` and every key of
+        ``loss_keys``."""
 
     def decode(self, raw: Any) -> Predictions:
         """Raw eval outputs -> :class:`~cspdet.det.predictions.Predictions` (boxes xyxy input px, scores)."""

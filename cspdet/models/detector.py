@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..det.postprocess import postprocess
 from ..det.predictions import Predictions, to_deploy_layout
+from ..det.targets import Targets, as_targets
 from .contracts import HeadEvalDefaults
 from .cspnet import CSPNet
 from .registry import ACTIVATIONS, BACKBONE_KINDS, HEADS, NECKS, NORMS, SpecError
@@ -65,10 +66,11 @@ class Detector(StrideMultipleInput, nn.Module):
     Input images are float (B, 3, H, W), RGB, values 0..255 (no mean/std), H and W multiples of the largest
     stride (32).
 
-    * ``train()`` mode: ``detector(images, targets, target_mask)`` -> the head's dict of scalar losses: ``loss``
-      (what to backpropagate) and the keys of ``head.loss_keys`` (YOLOX: ``iou_loss``, ``obj_loss``, ``cls_loss``,
-      ``l1_loss``; plus ``num_fg``); ``targets`` (B, M, 5) [cls, x1, y1, x2, y2] input px, ``target_mask`` (B, M)
-      bool (default: all real).
+    * ``train()`` mode: ``detector(images, targets)`` -> the head's dict of scalar losses: ``loss`` (what to
+      backpropagate) and the keys of ``head.loss_keys`` (YOLOX: ``iou_loss``, ``obj_loss``, ``cls_loss``,
+      ``l1_loss``; plus ``num_fg``); ``targets`` a :class:`~cspdet.det.targets.Targets` (boxes (B, M, 4) xyxy input
+      px, labels, mask), as the train loader's ``batch["targets"]``. The earlier ``detector(images, packed,
+      target_mask)`` with a (B, M, 5) ``[cls, x1, y1, x2, y2]`` tensor still works, with a DeprecationWarning.
     * :meth:`predictions` -> the head's :class:`~cspdet.det.predictions.Predictions` (boxes xyxy input px, class
       scores, YOLOX's objectness): what post-processing, the evaluator and the exporters read.
     * ``eval()`` mode: ``detector(images)`` -> the same predictions in the deploy layout exported files hold,
@@ -161,19 +163,19 @@ class Detector(StrideMultipleInput, nn.Module):
         return self.head.decode(self.head(self.neck(self.backbone(images))))
 
     def forward(
-        self, images: Tensor, targets: Tensor | None = None, target_mask: Tensor | None = None
+        self, images: Tensor, targets: Targets | Tensor | None = None, target_mask: Tensor | None = None
     ) -> Tensor | dict[str, Tensor]:
         if not self.training:
             return to_deploy_layout(self.predictions(images), self.num_classes)
         self._check_images(images)
-        out = self.head(self.neck(self.backbone(images)))
         if targets is None:
-            raise ValueError(
-                "Detector in training mode needs targets (B, M, 5) [cls, x1, y1, x2, y2]; call .eval() for predictions"
-            )
-        if target_mask is None:
-            target_mask = torch.ones(targets.shape[:2], dtype=torch.bool, device=targets.device)
-        return self.head.loss(out, targets, target_mask)
+            raise ValueError("Detector in training mode needs targets (a cspdet.det.Targets); call .eval() for "
+                             "predictions")
+        targets = as_targets(targets, target_mask, caller="Detector.forward")
+        if targets.batch_size != images.shape[0]:
+            raise ValueError(f"Detector: {targets.batch_size} images of targets for a batch of {images.shape[0]} images")
+        out = self.head(self.neck(self.backbone(images)))
+        return self.head.loss(out, targets)
 
     @torch.no_grad()
     def predict(

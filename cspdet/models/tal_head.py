@@ -43,6 +43,7 @@ from ..det.dfl import dfl_expectation
 from ..det.predictions import Predictions
 from ..det.tal import TaskAlignedAssigner
 from ..det.tal_loss import TaskAlignedLoss, o2m_weight_schedule
+from ..det.targets import Targets, as_targets
 from .contracts import HeadBase, Phase
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
@@ -310,13 +311,13 @@ class TaskAlignedHead(HeadBase):
         boxes = cxcywh_to_xyxy(torch.cat((cxcy, wh), -1))
         return Predictions(boxes=boxes, class_scores=cls.float().sigmoid())
 
-    def loss(self, out: TALHeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
+    def loss(self, out: TALHeadOutputs, targets: Targets, target_mask: Tensor | None = None) -> dict[str, Tensor]:
         """Task-aligned assignment and losses of both branches.
 
         Args:
             out: raw outputs from :meth:`forward` in training mode.
-            targets: (B, M, 5) float [cls, x1, y1, x2, y2] input px (M may be 0).
-            target_mask: (B, M) bool, True for real boxes.
+            targets: the batch's :class:`~cspdet.det.targets.Targets` (boxes xyxy input px; M may be 0).
+            target_mask: deprecated: only with a packed (B, M, 5) ``targets`` tensor, its (B, M) mask.
 
         Returns:
             dict of scalar tensors: ``loss`` (to backpropagate), and detached ``box_loss``, ``cls_loss``,
@@ -326,14 +327,14 @@ class TaskAlignedHead(HeadBase):
         """
         if out.box is None or out.cls is None:
             raise ValueError("TaskAlignedHead.loss needs training-mode outputs (call .train() before forward)")
+        targets = as_targets(targets, target_mask, caller="TaskAlignedHead.loss")
         points, strides = self._anchors(out.sizes, out.box.device)
-        o2m = self.loss_fn(out.box, self.distances(out.box), out.cls, points, strides, targets, target_mask)
+        o2m = self.loss_fn(out.box, self.distances(out.box), out.cls, points, strides, targets)
         if not self.one2one:
             return o2m
         if out.o2o_box is None or out.o2o_cls is None:
             raise ValueError("TaskAlignedHead.loss: the one-to-one outputs are missing")
-        o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets,
-                               target_mask)
+        o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets)
         w = float(self.o2m_weight)
         if not 0.0 <= w <= 1.0:
             raise ValueError(f"TaskAlignedHead: o2m_weight must be in [0, 1], got {w}")

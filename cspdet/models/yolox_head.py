@@ -21,6 +21,7 @@ from ..det.simota import SimOTAAssigner
 from ..det.boxes import cxcywh_to_xyxy, decode_boxes, grid_points
 from ..det.yolox_loss import SimOTALoss
 from ..det.predictions import Predictions
+from ..det.targets import Targets, as_targets
 from .contracts import HeadBase, Phase
 from .layers import ActLayer, ConvBNAct, DWConv, NormLayer, YoloxBatchNorm2d
 from .registry import ACTIVATIONS, HEADS, NORMS, SpecError
@@ -199,23 +200,22 @@ class DecoupledHead(HeadBase):
         boxes = cxcywh_to_xyxy(decode_boxes(out.reg.float(), points, strides))
         return Predictions(boxes=boxes, class_scores=out.cls.float().sigmoid(), objectness=out.obj.float().sigmoid())
 
-    def loss(self, out: HeadOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
+    def loss(self, out: HeadOutputs, targets: Targets, target_mask: Tensor | None = None) -> dict[str, Tensor]:
         """SimOTA assignment and YOLOX losses.
 
         Args:
             out: raw outputs from :meth:`forward`.
-            targets: (B, M, 5) float [cls, x1, y1, x2, y2] in input pixels (M may be 0).
-            target_mask: (B, M) bool, True for real boxes.
+            targets: the batch's :class:`~cspdet.det.targets.Targets` (boxes xyxy input px; M may be 0).
+            target_mask: deprecated: only with a packed (B, M, 5) ``targets`` tensor, its (B, M) mask.
 
         Returns:
             dict of scalar tensors: ``loss``, ``iou_loss`` (weighted), ``obj_loss``, ``cls_loss``, ``l1_loss``,
             ``num_fg`` (see :class:`cspdet.det.SimOTALoss`).
         """
+        targets = as_targets(targets, target_mask, caller="DecoupledHead.loss")
         points, strides = self._grid(out)
         pred_boxes = box_convert(decode_boxes(out.reg.float(), points, strides), "cxcywh", "xyxy")
-        return self.loss_fn(
-            out.cls, out.obj, out.reg, pred_boxes, points, strides, targets, target_mask, use_l1=self.use_l1
-        )
+        return self.loss_fn(out.cls, out.obj, out.reg, pred_boxes, points, strides, targets, use_l1=self.use_l1)
 
 
 HEADS.register("yolox", DecoupledHead)

@@ -181,10 +181,10 @@ def test_partners_come_from_the_pool_and_are_decoded_once(coco_dir, monkeypatch)
     pool = (0, 2)
     for epoch in range(4):
         for index in pool:
-            image, *_ = train[(index, epoch, True, pool)]
+            image = train[(index, epoch, True, pool)].image
             assert image.shape == (32, 32, 3)
     assert sorted(decoded) == [0, 2]  # 8 samples x 5 images, 2 decodes: all from the buffer
-    assert train[(0, 1, True, pool)][0].tobytes() == TrainDataset(ds, train.cfg, seed=0)[(0, 1, True, pool)][0].tobytes()
+    assert train[(0, 1, True, pool)].image.tobytes() == TrainDataset(ds, train.cfg, seed=0)[(0, 1, True, pool)].image.tobytes()
 
 
 def test_loader_decodes_about_once_per_image(coco_dir, monkeypatch):
@@ -345,7 +345,8 @@ def test_ram_cache_of_fitted_images_gives_the_same_samples_and_decodes_once(coco
         for i in range(n):
             a = ram[(i, epoch, strong, pool)]
             b = disk[(i, epoch, strong, pool)]
-            assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2:] == b[2:]
+            assert np.array_equal(a.image, b.image) and a.targets.equal(b.targets)
+            assert (a.image_id, a.ratio, a.orig_size, a.problems) == (b.image_id, b.ratio, b.orig_size, b.problems)
         ram._buffer.clear()  # force the cache (not the per-process buffer) to serve the next epoch
     assert sorted(decoded) == sorted({r.path for r in ram.dataset.records})  # once per image per run
     cache = ram.dataset.cache

@@ -123,9 +123,10 @@ def test_val_dataset_letterbox_is_the_old_one(coco_dir):
     val = ValDataset(ds, (64, 80))
     assert val.img_size == (64, 80)
     for i in range(len(ds)):
-        image, targets, _, ratio, orig = val[i]
+        item = val[i]
+        image, targets, ratio, orig = item.image, item.targets, item.ratio, item.orig_size
         s = ds.load_sample(i)
         want, r = old_letterbox(s.image, (64, 80))
         np.testing.assert_array_equal(image, want)
         assert ratio == float(r) and tuple(orig) == s.image.shape[:2]
-        np.testing.assert_array_equal(targets[:, 1:], s.boxes * np.float32(r))
+        np.testing.assert_array_equal(targets.boxes, s.boxes * np.float32(r))

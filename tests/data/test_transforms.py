@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cspdet.data import AugmentConfig, Letterbox, TrainDataset, build_dataset
+from cspdet.data import AugmentConfig, DetectionItem, Letterbox, TrainDataset, build_dataset
 from cspdet.data.box_geometry import box_candidates
 from cspdet.data.transforms import mixup
 
@@ -48,10 +48,12 @@ def test_augmented_boxes_inside_and_on_their_objects(coco_dir, strong):
     covered = total = n_boxes = 0
     for epoch in range(12):
         for i in range(len(ds)):
-            image, targets, image_id, ratio, orig = train[(i, epoch, strong)]
+            item = train[(i, epoch, strong)]
+            image, targets = item.image, item.targets
+            assert isinstance(item, DetectionItem) and item.ratio == 1.0 and not item.problems
             assert image.shape == (SIZE, SIZE, 3) and image.dtype == np.uint8
-            assert targets.dtype == np.float32 and targets.shape[1] == 5
-            boxes, labels = targets[:, 1:], targets[:, 0].astype(int)
+            boxes, labels = targets.boxes, targets.labels
+            assert boxes.dtype == np.float32 and boxes.shape[1] == 4 and labels.dtype == np.int64
             assert (boxes >= 0).all() and (boxes[:, [0, 2]] <= SIZE).all() and (boxes[:, [1, 3]] <= SIZE).all()
             assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
             for label in range(3):
@@ -78,22 +80,22 @@ def test_determinism_and_epoch_dependence(coco_dir):
     a = TrainDataset(ds, cfg, seed=11)
     b = TrainDataset(ds, cfg, seed=11)
     for i in range(3):
-        ia, ta, *_ = a[(i, 5, True)]
-        ib, tb, *_ = b[(i, 5, True)]
-        assert np.array_equal(ia, ib) and np.array_equal(ta, tb)
-    assert not np.array_equal(a[(0, 5, True)][0], a[(0, 6, True)][0])
-    assert not np.array_equal(a[(0, 5, True)][0], TrainDataset(ds, cfg, seed=12)[(0, 5, True)][0])
+        x, y = a[(i, 5, True)], b[(i, 5, True)]
+        assert np.array_equal(x.image, y.image) and x.targets.equal(y.targets)
+    assert not np.array_equal(a[(0, 5, True)].image, a[(0, 6, True)].image)
+    assert not np.array_equal(a[(0, 5, True)].image, TrainDataset(ds, cfg, seed=12)[(0, 5, True)].image)
 
 
 def test_close_mosaic_is_letterbox_plus_flip(coco_dir):
     ds = _dataset(coco_dir)
     train = TrainDataset(ds, AugmentConfig(img_size=(SIZE, SIZE), hsv_prob=0.0, flip_prob=0.0), seed=0)
     train.close_mosaic()
-    image, targets, image_id, ratio, orig = train[0]
+    image, targets, image_id, ratio, orig = train[0]  # the tuple form of earlier versions still unpacks
     s = ds.load_sample(0)
     want, r = Letterbox((SIZE, SIZE)).apply(s.image)
     assert np.array_equal(image, want) and orig == s.image.shape[:2] and image_id == 1
-    np.testing.assert_allclose(targets[:, 1:], s.boxes * r, rtol=1e-6)
+    np.testing.assert_allclose(targets.boxes, s.boxes * r, rtol=1e-6)
+    np.testing.assert_array_equal(targets.labels, s.labels)
 
 
 def test_mixup_keeps_both_sets_of_boxes():

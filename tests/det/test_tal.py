@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchvision.ops import box_iou, complete_box_iou
 
 from cspdet.det import (
+    Targets,
     TaskAlignedAssigner,
     TaskAlignedLoss,
     batched_box_ciou,
@@ -263,7 +264,7 @@ def test_loss_is_finite_with_zero_box_batches(reg_max):
     for targets, mask in ((torch.zeros(2, 0, 5), torch.zeros(2, 0, dtype=torch.bool)),
                           (torch.zeros(2, 2, 5), torch.zeros(2, 2, dtype=torch.bool))):
         box_out, dist, cls, anchors, strides = _loss_inputs(reg_max)
-        out = loss(box_out, dist, cls, anchors, strides, targets, mask)
+        out = loss(box_out, dist, cls, anchors, strides, Targets.from_packed(targets, mask))
         assert set(out) == {"loss", "box_loss", "cls_loss", "dfl_loss", "num_fg"}
         assert torch.isfinite(out["loss"]) and out["num_fg"] == 0 and out["box_loss"] == 0 and out["dfl_loss"] == 0
         # Background only: the class loss is the BCE of every logit against 0 (normalised by 1).
@@ -274,21 +275,26 @@ def test_loss_is_finite_with_zero_box_batches(reg_max):
     # One image with boxes, one without.
     targets = torch.tensor([[[1.0, 4, 8, 40, 50], [0, 30, 30, 60, 62]], [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]])
     mask = torch.tensor([[True, True], [False, False]])
-    out = loss(box_out, dist, cls, anchors, strides, targets, mask)
+    out = loss(box_out, dist, cls, anchors, strides, Targets.from_packed(targets, mask))
     assert torch.isfinite(out["loss"]) and out["num_fg"] > 0 and out["box_loss"] > 0 and out["dfl_loss"] > 0
     with pytest.raises(ValueError, match="class ids"):
-        loss(box_out, dist, cls, anchors, strides, targets.index_fill(2, torch.tensor([0]), 3.0), mask)
+        loss(box_out, dist, cls, anchors, strides, Targets.from_packed(targets.index_fill(2, torch.tensor([0]), 3.0),
+                                                                       mask))
+    # the earlier call with a packed tensor and its mask still works, warns, and gives the same losses exactly
+    with pytest.warns(DeprecationWarning, match="TaskAlignedLoss: packed"):
+        old = loss(box_out, dist, cls, anchors, strides, targets, mask)
+    assert all(torch.equal(old[k], out[k]) for k in out)
 
 
 def test_loss_class_term_equals_library_bce_with_soft_targets():
     box_out, dist, cls, anchors, strides = _loss_inputs(16, seed=4)
-    targets = torch.tensor([[[1.0, 4, 8, 40, 50]], [[2, 20, 10, 60, 60]]])
-    mask = torch.ones(2, 1, dtype=torch.bool)
+    targets = Targets(torch.tensor([[[4.0, 8, 40, 50]], [[20, 10, 60, 60]]]), torch.tensor([[1], [2]]),
+                      torch.ones(2, 1, dtype=torch.bool))
     loss = TaskAlignedLoss(3, 16)
-    out = loss(box_out, dist, cls, anchors, strides, targets, mask)
+    out = loss(box_out, dist, cls, anchors, strides, targets)
     pred_boxes = dist2bbox(dist, anchors) * strides[:, None]
-    assign = loss.assigner(cls.detach().sigmoid(), pred_boxes.detach(), anchors * strides[:, None], targets[..., 1:],
-                           targets[..., 0].long(), mask)
+    assign = loss.assigner(cls.detach().sigmoid(), pred_boxes.detach(), anchors * strides[:, None], targets.boxes,
+                           targets.labels, targets.mask)
     soft = F.one_hot(assign.target_labels, 3) * assign.target_scores[..., None]
     expected = F.binary_cross_entropy_with_logits(cls, soft, reduction="sum") / assign.target_scores.sum()
     torch.testing.assert_close(out["cls_loss"], 0.5 * expected.detach())

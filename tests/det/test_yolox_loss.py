@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from cspdet.det import SimOTALoss, box_iou_loss, grid_points
+from cspdet.det import SimOTALoss, Targets, box_iou_loss, grid_points
 from cspdet.det.boxes import decode_boxes
 from torchvision.ops import box_convert
 
@@ -29,9 +29,8 @@ def _inputs(batch=2, size=64, num_classes=3, seed=0):
 @pytest.mark.parametrize("m", [0, 2])
 def test_empty_targets_give_finite_losses_and_gradients(m):
     cls, obj, reg, boxes, points, strides = _inputs()
-    targets = torch.zeros(2, m, 5)
-    out = SimOTALoss(3)(cls, obj, reg, boxes, points, strides, targets, torch.zeros(2, m, dtype=torch.bool),
-                        use_l1=True)
+    targets = Targets(torch.zeros(2, m, 4), torch.zeros(2, m, dtype=torch.int64), torch.zeros(2, m, dtype=torch.bool))
+    out = SimOTALoss(3)(cls, obj, reg, boxes, points, strides, targets, use_l1=True)
     assert set(out) == {"loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss", "num_fg"}
     assert all(torch.isfinite(v) for v in out.values())
     assert out["num_fg"] == 0 and out["iou_loss"] == 0 and out["cls_loss"] == 0
@@ -41,25 +40,31 @@ def test_empty_targets_give_finite_losses_and_gradients(m):
 
 def test_padded_and_mixed_batch():
     cls, obj, reg, boxes, points, strides = _inputs()
-    targets = torch.tensor([[[1.0, 8, 8, 40, 30], [0, 0, 0, 0, 0]], [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]])
+    packed = torch.tensor([[[1.0, 8, 8, 40, 30], [0, 0, 0, 0, 0]], [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]])
     mask = torch.tensor([[True, False], [False, False]])
+    targets = Targets.from_packed(packed, mask)
     loss = SimOTALoss(3)
-    out = loss(cls, obj, reg, boxes, points, strides, targets, mask, use_l1=True)
+    out = loss(cls, obj, reg, boxes, points, strides, targets, use_l1=True)
     assert out["num_fg"] >= 1 and all(torch.isfinite(v) for v in out.values())
     assert out["l1_loss"] > 0
     torch.testing.assert_close(out["loss"], out["iou_loss"] + out["obj_loss"] + out["cls_loss"] + out["l1_loss"])
     # The padding row must be ignored even if it holds garbage.
-    garbage = targets.clone()
+    garbage = packed.clone()
     garbage[0, 1] = torch.tensor([2.0, 10, 10, 50, 50])
-    again = loss(cls, obj, reg, boxes, points, strides, garbage, mask, use_l1=True)
+    again = loss(cls, obj, reg, boxes, points, strides, Targets.from_packed(garbage, mask), use_l1=True)
     torch.testing.assert_close(again["loss"], out["loss"])
+    # the earlier call with a packed tensor and its mask still works, warns, and gives the same losses exactly
+    with pytest.warns(DeprecationWarning, match="SimOTALoss: packed"):
+        old = loss(cls, obj, reg, boxes, points, strides, packed, mask, use_l1=True)
+    assert all(torch.equal(old[k], out[k]) for k in out)
 
 
 def test_bad_targets_are_reported_clearly():
     cls, obj, reg, boxes, points, strides = _inputs()
     loss = SimOTALoss(3)
     with pytest.raises(ValueError, match="class ids"):
-        loss(cls, obj, reg, boxes, points, strides, torch.tensor([[[5.0, 0, 0, 9, 9]]] * 2),
-             torch.ones(2, 1, dtype=torch.bool))
-    with pytest.raises(ValueError, match="\\(B, M, 5\\)"):
+        loss(cls, obj, reg, boxes, points, strides, Targets.from_packed(torch.tensor([[[5.0, 0, 0, 9, 9]]] * 2)))
+    with pytest.raises(ValueError, match="\\(B, M, 5\\)"), pytest.warns(DeprecationWarning):
         loss(cls, obj, reg, boxes, points, strides, torch.zeros(2, 4), torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(TypeError, match="SimOTALoss: targets must be a cspdet.det.Targets, got list"):
+        loss(cls, obj, reg, boxes, points, strides, [[1.0, 0, 0, 9, 9]])

@@ -319,9 +319,8 @@ class _GroundTruthReplay(torch.nn.Module):
         batch = next(self.batches)
         assert torch.equal(batch["images"].float(), images)
         out = []
-        for t, m in zip(batch["targets"], batch["target_mask"]):
-            t = t[m]
-            out.append({"boxes": t[:, 1:], "scores": torch.linspace(0.9, 0.5, len(t)), "labels": t[:, 0].long()})
+        for t in batch["targets"].per_image():
+            out.append({"boxes": t.boxes, "scores": torch.linspace(0.9, 0.5, len(t)), "labels": t.labels})
         return out
 
 

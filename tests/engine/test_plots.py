@@ -15,6 +15,7 @@ from PIL import Image
 
 from cspdet.data.coco_classes import COCO_CLASSES
 from cspdet.data.visualize import class_color
+from cspdet.det import Targets
 from cspdet.engine.eval_curves import (
     ImageBoxes,
     box_iou,
@@ -289,13 +290,17 @@ def test_train_batch_is_drawn_with_the_one_box_drawer(tmp_path):
     mask = torch.zeros((5, 2), dtype=torch.bool)
     mask[0, 0] = mask[3, 0] = True  # the [3, 1] row is padding: not drawn
     names = ["circle", "square", "triangle"]
-    picture = train_batch_image(images.numpy(), targets.numpy(), mask.numpy(), names)
+    batch_targets = Targets.from_packed(targets, mask)
+    picture = train_batch_image(images.numpy(), batch_targets, names)
     # 5 images, 3 per row, each enlarged to a 256 px cell so the class names are legible
     assert picture.shape[0] > 2 * 256 and picture.shape[1] > 3 * 256
     for label, drawn in ((2, True), (0, True), (1, False)):
         hits = int((picture == np.array(class_color(label), np.uint8)).all(axis=2).sum())
         assert (hits > 100) == drawn, (label, hits)
-    path = plot_train_batch({"images": images, "targets": targets, "target_mask": mask}, names,
+    # the earlier packed form draws the same picture, with a DeprecationWarning
+    with pytest.warns(DeprecationWarning, match="train_batch_image: packed"):
+        assert np.array_equal(train_batch_image(images.numpy(), targets.numpy(), mask.numpy(), names), picture)
+    path = plot_train_batch({"images": images, "targets": batch_targets}, names,
                             tmp_path / "train_batch0.jpg")
     with Image.open(path) as im:
         assert im.format == "JPEG" and im.size == (picture.shape[1], picture.shape[0])
@@ -377,8 +382,7 @@ def test_pictures_are_written_atomically(tmp_path, disk_full):
 
     csv_path = tmp_path / "results.csv"
     csv_path.write_text("epoch,lr,train/loss,AP\n1,0.01,3.0,0.1\n2,0.005,2.0,0.2\n")
-    batch = {"images": np.full((2, 3, 32, 32), 114, np.uint8), "targets": np.zeros((2, 1, 5)),
-             "target_mask": np.zeros((2, 1), bool)}
+    batch = {"images": np.full((2, 3, 32, 32), 114, np.uint8), "targets": Targets.empty(2)}
     writes = [(lambda: plot_results(csv_path, tmp_path / "results.png"), "results.png"),
               (lambda: plot_train_batch(batch, ["a"], tmp_path / "train_batch0.jpg"), "train_batch0.jpg")]
     for write, _ in writes:

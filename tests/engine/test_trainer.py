@@ -273,11 +273,11 @@ def test_multiscale_sizes_are_seeded_and_shared(shapes, tmp_path):
     assert trainer._multiscale_size(2, 0) is None  # no-aug tail trains at the loader's size
     batch = next(iter(trainer.train_loader))
     epoch, i = next((e, i) for e in range(2) for i in range(0, 200, 10) if trainer._multiscale_size(e, i) == (96, 96))
-    images, targets, mask = trainer._prepare_batch(batch, epoch, i)
+    images, targets = trainer._prepare_batch(batch, epoch, i)
     assert images.shape[-2:] == (96, 96) and images.dtype == torch.float32
-    real = batch["target_mask"]
-    assert torch.allclose(targets[real][:, 1:], batch["targets"][real][:, 1:] * 1.5)
-    assert torch.equal(targets[real][:, 0], batch["targets"][real][:, 0])
+    before = batch["targets"]
+    assert before.mask.any() and torch.equal(targets.mask, before.mask)
+    assert torch.allclose(targets.boxes, before.boxes * 1.5) and torch.equal(targets.labels, before.labels)
 
 
 def test_init_weights_from_timm_and_yolox_files(tmp_path):

@@ -13,6 +13,7 @@ from weights_helpers import randomize_bn  # tests/weights_helpers.py
 from cspdet.models import CSPNet, DarknetBottleneck, csp_darknet53, csp_resnet50, fuse_conv_bn
 from cspdet.models.yolox_weights import yolox_to_cspdet_state_dict
 from cspdet.models import DETECTORS, Detector, create_detector
+from cspdet.det import ImageTargets, Targets
 from cspdet.models.info import count_flops, count_parameters, model_info
 
 # YOLOX's published parameter counts for 80 classes (yolox/exp get_model + sum of numel).
@@ -169,20 +170,31 @@ def _small() -> Detector:
 def test_train_and_eval_api():
     det = _small().train()
     images = torch.rand(2, 3, 64, 64) * 255
-    targets = torch.tensor([[[3.0, 5, 5, 40, 50], [0, 0, 0, 0, 0]], [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]])
+    packed = torch.tensor([[[3.0, 5, 5, 40, 50], [0, 0, 0, 0, 0]], [[0, 0, 0, 0, 0], [0, 0, 0, 0, 0]]])
     mask = torch.tensor([[True, False], [False, False]])
-    losses = det(images, targets, mask)
+    targets = Targets.from_packed(packed, mask)
+    losses = det(images, targets)
     assert set(losses) == {"loss", "iou_loss", "obj_loss", "cls_loss", "l1_loss", "num_fg"}
     assert losses["loss"].dim() == 0 and losses["num_fg"] >= 1
     losses["loss"].backward()
     assert det.backbone.stem.conv.conv.weight.grad is not None
     # A batch without any box (M = 0) still trains the objectness branch.
-    empty = det(images, torch.zeros(2, 0, 5), torch.zeros(2, 0, dtype=torch.bool))
+    empty = det(images, Targets.empty(2))
     assert torch.isfinite(empty["loss"]) and empty["num_fg"] == 0
+    # The earlier call with a packed (B, M, 5) tensor and its mask still works, warns, and gives the same losses;
+    # so does the loop of an earlier version, det(images, batch["targets"], batch["target_mask"]), on a new batch.
+    for args in ((packed, mask), (targets, targets.mask)):
+        with pytest.warns(DeprecationWarning, match="Detector.forward"):
+            old = det(images, *args)
+        assert all(torch.equal(old[k], losses[k]) for k in losses)
+    with pytest.raises(ValueError, match="differs from targets.mask"):
+        det(images, targets, ~mask)
     with pytest.raises(ValueError, match="needs targets"):
         det(images)
+    with pytest.raises(ValueError, match="2 images of targets for a batch of 1"):
+        det(images[:1], targets)
     with pytest.raises(ValueError, match="multiples of 32"):
-        det(torch.zeros(1, 3, 48, 64), targets[:1], mask[:1])
+        det(torch.zeros(2, 3, 48, 64), targets)
     with pytest.raises(ValueError, match="\\(B, 3, H, W\\)"):
         det(torch.zeros(3, 64, 64))
     # predict() runs in eval mode and restores the caller's mode.
@@ -214,16 +226,11 @@ def _real_batch(root: Path, size: int, n: int):
             break
     if not images:
         pytest.skip(f"no annotated images found under {root / 'images' / 'val'}")
-    m = max(len(b) for b in boxes)
-    targets = torch.zeros(len(images), m, 5)
-    mask = torch.zeros(len(images), m, dtype=torch.bool)
-    for i, b in enumerate(boxes):
-        targets[i, : len(b)], mask[i, : len(b)] = b, True
-    return torch.stack(images), targets, mask
+    return torch.stack(images), Targets.collate([ImageTargets(b[:, 1:], b[:, 0].long()) for b in boxes])
 
 
 def test_predict_on_a_real_image(coco128_root):
-    images, _, _ = _real_batch(coco128_root, 128, 1)
+    images, _ = _real_batch(coco128_root, 128, 1)
     det = _small()
     (res,) = det.predict(images, conf=0.0, iou=0.5, max_det=50)
     assert res["boxes"].shape == (50, 4) and res["boxes"].dtype == torch.float32
@@ -233,12 +240,12 @@ def test_predict_on_a_real_image(coco128_root):
 
 
 def test_loss_decreases_when_overfitting_a_real_batch(coco128_root):
-    images, targets, mask = _real_batch(coco128_root, 128, 2)
+    images, targets = _real_batch(coco128_root, 128, 2)
     det = _small().train()
     opt = torch.optim.AdamW(det.parameters(), lr=3e-3, weight_decay=0.0)
     history = []
     for _ in range(40):
-        losses = det(images, targets, mask)
+        losses = det(images, targets)
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()

@@ -22,7 +22,7 @@ from torchvision.ops import sigmoid_focal_loss
 from cspdet import Predictor
 from cspdet.config import config_from_dict
 from cspdet.data.image_io import read_image
-from cspdet.det import Predictions, from_deploy_layout, postprocess, to_deploy_layout
+from cspdet.det import Predictions, Targets, from_deploy_layout, postprocess, to_deploy_layout
 from cspdet.runtime.checkpoint import load_checkpoint
 from cspdet.engine.evaluator import COCOEvaluator
 from cspdet.engine.trainer import Trainer
@@ -113,21 +113,21 @@ class CentrePointHead(nn.Module):
         heat = raw.heat.float().sigmoid()
         return Predictions(boxes=self._boxes(raw.box), class_scores=heat.flatten(2).transpose(1, 2))
 
-    def loss(self, raw: CentreOutputs, targets: Tensor, target_mask: Tensor) -> dict[str, Tensor]:
+    def loss(self, raw: CentreOutputs, targets: Targets) -> dict[str, Tensor]:
         """Each object is owned by the cell holding its centre: focal loss on the class map, L1 on the box at that
         cell (offset in the cell, log size in strides)."""
         s = self.strides[0]
         b, _, h, w = raw.heat.shape
-        img, obj = target_mask.nonzero(as_tuple=True)
-        t = targets[img, obj].float()
-        cx, cy = (t[:, 1] + t[:, 3]) / 2 / s, (t[:, 2] + t[:, 4]) / 2 / s
+        img, obj = targets.mask.nonzero(as_tuple=True)
+        t, labels = targets.boxes[img, obj].float(), targets.labels[img, obj]
+        cx, cy = (t[:, 0] + t[:, 2]) / 2 / s, (t[:, 1] + t[:, 3]) / 2 / s
         col, row = cx.long().clamp(0, w - 1), cy.long().clamp(0, h - 1)
         heat_target = torch.zeros_like(raw.heat, dtype=torch.float32)
-        heat_target[img, t[:, 0].long(), row, col] = 1.0
+        heat_target[img, labels, row, col] = 1.0
         num_pos = max(len(img), 1)
         heat_loss = sigmoid_focal_loss(raw.heat.float(), heat_target, reduction="sum") / num_pos
         pred = raw.box.float()[img, :, row, col]  # (P, 4)
-        wh = (t[:, 3:5] - t[:, 1:3]).clamp(min=1) / s
+        wh = (t[:, 2:4] - t[:, 0:2]).clamp(min=1) / s
         box_target = torch.stack(((cx - col).clamp(1e-3, 1 - 1e-3), (cy - row).clamp(1e-3, 1 - 1e-3)), -1)
         box_loss = (F.l1_loss(pred[:, :2].sigmoid(), box_target, reduction="sum")
                     + F.l1_loss(pred[:, 2:], wh.log(), reduction="sum")) / num_pos
@@ -198,8 +198,9 @@ def test_every_registered_head_kind_satisfies_the_contract(kind):
         torch.testing.assert_close(x["scores"], y["scores"])
         torch.testing.assert_close(x["boxes"], y["boxes"], atol=1e-3, rtol=0)
     head.train()
-    targets = torch.tensor([[[1.0, 4, 8, 40, 50]], [[2.0, 20, 20, 60, 60]]])
-    losses = head.loss(head(feats), targets, torch.ones(2, 1, dtype=torch.bool))
+    targets = Targets(torch.tensor([[[4.0, 8, 40, 50]], [[20, 20, 60, 60]]]), torch.tensor([[1], [2]]),
+                      torch.ones(2, 1, dtype=torch.bool))
+    losses = head.loss(head(feats), targets)
     assert set(head.loss_keys) <= set(losses) and head.loss_keys[0] == "loss"
     assert all(torch.isfinite(losses[k]) and losses[k].dim() == 0 for k in head.loss_keys)
     losses["loss"].backward()

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_iou
 
-from cspdet.det import Predictions, to_deploy_layout, topk_postprocess
+from cspdet.det import Predictions, Targets, to_deploy_layout, topk_postprocess
 from cspdet.models import Detector, TaskAlignedHead, TALHeadOutputs, yolov8_layout
 from cspdet.models.info import count_parameters
 
@@ -92,14 +92,14 @@ def test_loss_finite_with_zero_box_batches_and_keys(reg_max, one2one):
     det = yolov8_layout(0.33, 0.125, 4, reg_max=reg_max, one2one=one2one).train()
     x = torch.rand(2, 3, 64, 64) * 255
     for m in (0, 2):
-        out = det(x, torch.zeros(2, m, 5), torch.zeros(2, m, dtype=torch.bool))
+        out = det(x, Targets.from_packed(torch.zeros(2, m, 5), torch.zeros(2, m, dtype=torch.bool)))
         assert torch.isfinite(out["loss"]) and out["num_fg"] == 0 and out["box_loss"] == 0
         det.zero_grad()
         out["loss"].backward()
         grads = [p.grad for p in det.parameters() if p.requires_grad and p.grad is not None]
         assert grads and all(torch.isfinite(g).all() for g in grads)
     targets = torch.tensor([[[1.0, 4, 8, 40, 50]], [[0, 0, 0, 0, 0]]])
-    out = det(x, targets, torch.tensor([[True], [False]]))
+    out = det(x, Targets.from_packed(targets, torch.tensor([[True], [False]])))
     assert torch.isfinite(out["loss"]) and out["num_fg"] > 0
     keys = {"loss", "box_loss", "cls_loss", "dfl_loss", "num_fg"}
     assert set(out) == (keys | {"o2m_loss", "o2o_loss", "o2o_num_fg"} if one2one else keys)
@@ -114,7 +114,8 @@ def test_loss_finite_with_zero_box_batches_and_keys(reg_max, one2one):
 def test_one2one_branch_sees_detached_features(detach):
     det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_detach=detach).train()
     det.head.o2m_weight = 0.0  # only the one-to-one loss
-    out = det(torch.rand(1, 3, 64, 64) * 255, torch.tensor([[[1.0, 4, 8, 40, 50]]]))
+    out = det(torch.rand(1, 3, 64, 64) * 255, Targets(torch.tensor([[[4.0, 8, 40, 50]]]), torch.tensor([[1]]),
+                                                       torch.tensor([[True]])))
     out["loss"].backward()
     neck_grad = sum(p.grad.abs().sum() for p in det.neck.parameters() if p.grad is not None)
     assert det.head.o2o_levels[0].cls_pred.weight.grad.abs().sum() > 0
@@ -147,7 +148,8 @@ def _real_batch(coco128_root, size):
                        (a["bbox"][0] + a["bbox"][2]) * sx, (a["bbox"][1] + a["bbox"][3]) * sy] for a in anns])
     flipped = t.clone()
     flipped[:, 1], flipped[:, 3] = size - t[:, 3], size - t[:, 1]
-    return torch.stack([img, img.flip(-1)]), torch.stack([t, flipped]), len(cats)
+    packed = torch.stack([t, flipped])
+    return torch.stack([img, img.flip(-1)]), Targets.from_packed(packed), len(cats)
 
 
 def _overfit(det, images, targets, steps):
@@ -184,16 +186,16 @@ def test_overfit_one_real_batch_recovers_boxes_and_one2one_needs_no_nms(coco128_
     losses = _overfit(det, images, targets, 120)
     assert losses[-1] < 0.2 * losses[0]
     det.eval()
-    gt = targets[0]
+    gt = targets.per_image()[0]
     for nms_free in (True, False):
         det.head.nms_free = nms_free
         with torch.no_grad():
             preds = det(images[:1])
         r = det.head.postprocess(preds, conf=0.25)[0]
-        iou = box_iou(gt[:, 1:], r["boxes"])
+        iou = box_iou(gt.boxes, r["boxes"])
         best = iou.argmax(1)
         assert (iou.max(1).values > 0.6).all(), (nms_free, iou)  # every object found ...
-        assert torch.equal(r["labels"][best], gt[:, 0].long())  # ... with its class
+        assert torch.equal(r["labels"][best], gt.labels)  # ... with its class
         assert _same_class_duplicates(r) == 0
         # Without any NMS: the one-to-one branch gives one detection per object, the one-to-many branch many.
         raw = topk_postprocess(preds, conf=0.25)[0]
@@ -211,4 +213,4 @@ def test_overfit_direct_regression_reg_max_1(coco128_root):
     losses = _overfit(det, images, targets, 80)
     assert losses[-1] < 0.2 * losses[0]
     r = det.predict(images[:1], conf=0.25)[0]
-    assert (box_iou(targets[0, :, 1:], r["boxes"]).max(1).values > 0.6).all()
+    assert (box_iou(targets.boxes[0], r["boxes"]).max(1).values > 0.6).all()

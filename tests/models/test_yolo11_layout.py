@@ -25,6 +25,7 @@ from cspdet.models import (
     yolo26_layout,
     yolo26_spec,
 )
+from cspdet.det import Targets
 from cspdet.models.info import count_parameters
 
 # Published parameter counts at 80 classes (the model definitions' own summaries; YOLO11's count the 16 fixed DFL
@@ -118,8 +119,9 @@ def test_one_training_step_reaches_every_weight():
     torch.manual_seed(0)
     det = yolo26_layout(0.5, 0.125, num_classes=3).train()
     x = torch.rand(2, 3, 64, 64) * 255
-    targets = torch.tensor([[[1.0, 4, 8, 40, 50]], [[2.0, 10, 10, 30, 60]]])
-    out = det(x, targets, torch.ones(2, 1, dtype=torch.bool))
+    targets = Targets(torch.tensor([[[4.0, 8, 40, 50]], [[10, 10, 30, 60]]]), torch.tensor([[1], [2]]),
+                      torch.ones(2, 1, dtype=torch.bool))
+    out = det(x, targets)
     assert torch.isfinite(out["loss"]) and out["num_fg"] > 0 and out["o2o_num_fg"] == 2
     out["loss"].backward()
     psa = det.backbone.psa.blocks[0].attn.qkv.conv.weight

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from cspdet.det import Predictions, to_deploy_layout
+from cspdet.det import Predictions, Targets, to_deploy_layout
 from cspdet.models.yolox_head import DecoupledHead, HeadOutputs
 from cspdet.models.layers import DWConv
 
@@ -64,12 +64,12 @@ def test_depthwise_branches_and_loss_with_l1_switch():
     head = DecoupledHead(3, [16, 32, 64], hidden_channels=16, depthwise=True)
     assert isinstance(head.levels[0].cls_convs[0], DWConv)
     out = head(_feats())
-    targets = torch.tensor([[[0.0, 4, 4, 40, 36]], [[2, 20, 10, 60, 60]]])
-    mask = torch.ones(2, 1, dtype=torch.bool)
-    losses = head.loss(out, targets, mask)
+    targets = Targets(torch.tensor([[[4.0, 4, 40, 36]], [[20, 10, 60, 60]]]), torch.tensor([[0], [2]]),
+                      torch.ones(2, 1, dtype=torch.bool))
+    losses = head.loss(out, targets)
     assert losses["l1_loss"] == 0
     head.use_l1 = True
-    losses = head.loss(out, targets, mask)
+    losses = head.loss(out, targets)
     assert losses["l1_loss"] > 0 and torch.isfinite(losses["loss"])
     losses["loss"].backward()
     assert head.levels[0].reg_pred.weight.grad is not None

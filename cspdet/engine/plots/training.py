@@ -19,11 +19,13 @@ from typing import Any
 
 import cv2
 import numpy as np
+import torch
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from ...data.visualize import draw_boxes, make_grid
+from ...det.targets import Targets, as_targets
 from ...fileio import OutputError, atomic_write
 from .figures import fit_tick_labels, new_figure, plural, rgb, save_figure
 
@@ -152,13 +154,15 @@ def plot_labels(dataset: Any, path: str | os.PathLike) -> Path:
 # ------------------------------------------------------------------------------------------ train batches
 
 
-def train_batch_image(images: np.ndarray, targets: np.ndarray, mask: np.ndarray, names: Sequence[str],
+def train_batch_image(images: np.ndarray, targets: Targets, names: Sequence[str], *deprecated: Any,
                       max_images: int = 16, max_cell: int = 480) -> np.ndarray:
     """One training batch as a single RGB picture.
 
     Args:
-        images: (B, 3, H, W) uint8 RGB, as the train loader yields them.
-        targets: (B, M, 5) ``[class, x1, y1, x2, y2]`` in image px; mask: (B, M) bool, the real rows.
+        images: (B, 3, H, W) uint8 RGB, as the train loader yields them (array or tensor).
+        targets: the batch's :class:`~cspdet.det.targets.Targets` (boxes in image px). The earlier form
+            ``(images, packed (B, M, 5) [class, x1, y1, x2, y2], mask (B, M), names)`` still works, with a
+            DeprecationWarning.
         names: class names.
         max_images: at most this many images of the batch are tiled.
         max_cell: images larger than this (px) are shrunk to it *before* drawing, so labels stay legible.
@@ -166,28 +170,36 @@ def train_batch_image(images: np.ndarray, targets: np.ndarray, mask: np.ndarray,
     Returns:
         (rows * cell + pad, cols * cell + pad, 3) uint8, ``ceil(sqrt(n))`` images per row.
     """
-    images = np.asarray(images)[:max_images]
+    if not isinstance(targets, Targets):
+        if len(deprecated) != 1:
+            raise TypeError("train_batch_image(images, targets, names): targets must be a cspdet.det.Targets")
+        mask, names = torch.as_tensor(_numpy(names)), deprecated[0]
+        targets = as_targets(torch.as_tensor(_numpy(targets)), mask, caller="train_batch_image")
+    images = _numpy(images)[:max_images]
     n = len(images)
     h, w = images.shape[2:]
     # small training sizes (64 px in tests) are enlarged so the drawn class names are readable
     cell = int(np.clip(max(h, w), 256, max_cell))
     scale = cell / max(h, w)
     tiles = []
-    for i in range(n):
-        image = np.ascontiguousarray(images[i].transpose(1, 2, 0))
+    for image, t in zip(images, targets.per_image()[:n]):
+        image = np.ascontiguousarray(image.transpose(1, 2, 0))
         if scale != 1:
             image = cv2.resize(image, (round(w * scale), round(h * scale)),
                                interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        rows = np.asarray(targets[i])[np.asarray(mask[i], bool)]
-        tiles.append(draw_boxes(image, rows[:, 1:] * scale, rows[:, 0].astype(np.int64), names))
+        tiles.append(draw_boxes(image, _numpy(t.boxes) * scale, _numpy(t.labels), names))
     return make_grid(tiles, cols=math.ceil(math.sqrt(n)), cell=cell)
 
 
 def plot_train_batch(batch: dict[str, Any], names: Sequence[str], path: str | os.PathLike) -> Path:
-    """Write :func:`train_batch_image` of a train-loader batch (``images``, ``targets``, ``target_mask``; torch
-    tensors or arrays) to ``path`` as JPEG (or PNG, by suffix)."""
-    arrays = {key: _numpy(batch[key]) for key in ("images", "targets", "target_mask")}
-    picture = train_batch_image(arrays["images"], arrays["targets"], arrays["target_mask"], names)
+    """Write :func:`train_batch_image` of a train-loader batch (``images`` and ``targets``, a
+    :class:`~cspdet.det.targets.Targets`; a packed (B, M, 5) ``targets`` with its ``target_mask`` is deprecated)
+    to ``path`` as JPEG (or PNG, by suffix)."""
+    targets = batch["targets"]
+    if not isinstance(targets, Targets):
+        targets = as_targets(torch.as_tensor(_numpy(targets)), torch.as_tensor(_numpy(batch["target_mask"])),
+                             caller="plot_train_batch")
+    picture = train_batch_image(batch["images"], targets.to("cpu"), names)
     path = Path(path)
     ext = path.suffix.lower() or ".jpg"
     params = [cv2.IMWRITE_JPEG_QUALITY, 90] if ext in (".jpg", ".jpeg") else []
