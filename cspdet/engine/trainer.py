@@ -35,8 +35,11 @@ from .callbacks import EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
 from .freeze import freeze_modules, keep_frozen_in_eval, resolve_freeze
 from .optim import (
-    YoloxSchedule,
+    DEFAULT_SCHEDULE,
+    ScheduleRequest,
     build_optimizer,
+    build_schedule,
+    check_schedule,
     resolve_optimizer,
     scaled_schedule_epochs,
     with_scaled_schedule,
@@ -100,6 +103,7 @@ class Trainer(TrainingRun):
         self.cfg = cfg
         tcfg = cfg.train
         self._setup_process(tcfg.device)
+        check_schedule(tcfg.schedule)  # a misspelt name fails before any data are read
         self.workers = plan_workers(self.device.type, cfg.data.workers)
         self._setup_threads(tcfg.threads, self.workers)
         self.progress = progress
@@ -176,19 +180,15 @@ class Trainer(TrainingRun):
             model, self.optimizer_choice.name, lr=self.base_lr, momentum=tcfg.momentum,
             weight_decay=tcfg.weight_decay, nesterov=tcfg.nesterov,
         )
-        total_iters = tcfg.epochs * self.iters_per_epoch
         self.warmup_epochs, self.no_aug_epochs = scaled_schedule_epochs(tcfg.epochs, tcfg.warmup_epochs,
                                                                         tcfg.no_aug_epochs)
         self.no_aug_start = max(0, tcfg.epochs - self.no_aug_epochs)
         self._no_aug_started = False  # mosaic / mixup closed (once per process; see _start_no_aug)
-        self.schedule = YoloxSchedule(
-            base_lr=self.base_lr,
-            total_iters=total_iters,
-            warmup_iters=self.warmup_epochs * self.iters_per_epoch,
-            no_aug_iters=min(self.no_aug_epochs, tcfg.epochs) * self.iters_per_epoch,
-            warmup_lr=tcfg.warmup_lr,
+        self.schedule = build_schedule(tcfg.schedule, ScheduleRequest(
+            base_lr=self.base_lr, epochs=tcfg.epochs, iters_per_epoch=self.iters_per_epoch,
+            warmup_epochs=self.warmup_epochs, no_aug_epochs=self.no_aug_epochs, warmup_lr=tcfg.warmup_lr,
             min_lr_ratio=tcfg.min_lr_ratio,
-        )
+        ))
         # the EMA leaves frozen tensors as they are (exactly the source's, in every checkpoint)
         fixed = [k for k in model.state_dict() if any(k.startswith(f"{name}.") for name in self.frozen)]
         self.ema = ModelEMA(model, tcfg.ema_decay, fixed=fixed) if tcfg.ema else None
@@ -427,6 +427,8 @@ class Trainer(TrainingRun):
                     else "no early stopping")
         optimizer = (self.optimizer_choice.reason if tcfg.optimizer == "auto"
                      else f"{tcfg.optimizer} lr {self.base_lr:.3g}")
+        if tcfg.schedule != DEFAULT_SCHEDULE:
+            optimizer += f" ({tcfg.schedule} schedule)"
         src = self.weights_source
         if src.get("path"):
             lines.append(f"weights   {src['path']} ({src['format']}; licence of the weights: {src['licence']})")
