@@ -384,7 +384,7 @@ class Trainer(TrainingRun):
 
             ecfg = self.cfg.eval
             self.evaluator = COCOEvaluator(self.val_loader, conf=ecfg.conf, iou=ecfg.iou, max_det=ecfg.max_det,
-                                           backend=ecfg.backend)
+                                           backend=ecfg.backend, callbacks=self.callbacks)  # on_val_end too
         if outputs is None:
             outputs = epoch + 1 == self.cfg.train.epochs
         result = self.evaluator.evaluate(self.eval_model(), output_dir=self.run_dir / "eval" if outputs else None,
