@@ -128,7 +128,8 @@ def test_short_run_header_epoch_lines_and_callbacks(shapes, tmp_path, capsys):
     assert lines[2].endswith("; 0 loader workers (auto: none on a CPU; set data.workers to choose)")
     assert lines[3].startswith("schedule  2 epochs, sgd lr 0.000625, warm-up 0.2 epochs, no-aug tail 0 epochs "
                                "(train.warmup_epochs and train.no_aug_epochs scaled to 2 epochs")
-    assert lines[4].startswith(f"device    cpu, {torch.get_num_threads()} intra-op thread")
+    assert lines[4] == "precision fp32"  # train.bf16 false (the default)
+    assert lines[5].startswith(f"device    cpu, {torch.get_num_threads()} intra-op thread")
     epoch_lines = [line for line in lines if line.startswith("epoch ")]
     assert len(epoch_lines) == 2
     for line in epoch_lines:
