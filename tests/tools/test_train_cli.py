@@ -90,7 +90,8 @@ def test_train_then_resume_messages(tmp_path, capsys):
     assert "done: 1 epochs" in proc.stdout and (run / "last.pt").is_file()
     # --no-progress drops the bars, not the run header and the line per epoch
     out = proc.stdout.splitlines()
-    assert out[0] == f"run       {run} (new run)" and out[4].startswith("device    cpu, 1 intra-op thread")
+    assert out[0] == f"run       {run} (new run)" and out[4].startswith("precision ")  # after the schedule line
+    assert out[5].startswith("device    cpu, 1 intra-op thread")
     epoch_line = next(line for line in out if line.startswith("epoch 1/1"))
     assert " img/s " in epoch_line and "| AP " in epoch_line and "epoch 1/1:" not in proc.stderr
     capsys.readouterr()
