@@ -149,6 +149,7 @@ class ClassifierTrainer(TrainingRun):
         self.val_loader = build_classification_loader(self.val_set, per_rank, p.workers, train=False,
                                                       seed=p.seed, rank=self.rank, world_size=self.world_size)
         self.iters_per_epoch = len(self.train_loader)
+        self._norm = _norm_tensors(self.device)  # (mean, std) of the input normalisation
 
         model = build_classifier(p, len(self.train_set.class_names)).to(self.device)
         self.model = model
@@ -205,7 +206,7 @@ class ClassifierTrainer(TrainingRun):
         """Normalise, forward under autocast, label-smoothed cross-entropy; the loss averaged and the correct
         predictions counted over ranks."""
         images, labels = batch
-        mean, std = _norm_tensors(self.device)
+        mean, std = self._norm
         images = (images.to(self.device, non_blocking=True).float() - mean) / std
         labels = labels.to(self.device, non_blocking=True)
         with self.autocast:
