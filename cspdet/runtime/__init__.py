@@ -10,6 +10,8 @@
   :class:`DeployedDetector` over a runtime backend (:mod:`.backends`).
 * :class:`Predictor` / :class:`Results` (:mod:`.predictor`): images and videos in, boxes in original pixels out.
 * checkpoint file I/O (:mod:`.checkpoint`), the exported files' metadata (:mod:`.metadata`), device selection.
+* :class:`Callback` / :class:`CallbackList` (:mod:`.callbacks`): the events of training, evaluation, prediction
+  and export, and the list that fires them.
 
 Layering: the runtime imports models, data, det and config, never engine, export or cli (``tests/test_imports.py``).
 Submodules load on first use, so ``import cspdet.runtime`` stays cheap.
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .backends import Backend, DeployedDetector
+    from .callbacks import Callback, CallbackList
     from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
     from .contracts import InferenceModel
     from .cpu import FastCPUDetector
@@ -33,6 +36,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "Backend": "backends", "DeployedDetector": "backends",
+    "Callback": "callbacks", "CallbackList": "callbacks",
     "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "InferenceModel": "contracts",
     "FastCPUDetector": "cpu",
