@@ -29,7 +29,6 @@ prints a Markdown table for the README. Exit code 1 when any model is outside th
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import datetime
 import math

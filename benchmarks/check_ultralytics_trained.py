@@ -71,7 +71,6 @@ def main() -> int:
     args = parser.parse_args()
     from bench_learning import write_ultralytics_data  # raccoon as YOLO txt + data.yaml (cspdet's converter)
     from ultralytics import YOLO, __version__
-    from ultralytics.utils.nms import non_max_suppression
     from ultralytics.utils.ops import scale_boxes
 
     from cspdet.config import load_config

@@ -42,6 +42,7 @@ __all__ = [
     "load_config",
     "parse_override",
     "range_type",
+    "read_raw_config",
     "save_config",
     "validate_config",
 ]

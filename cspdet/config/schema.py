@@ -126,6 +126,10 @@ class TrainConfig(RunOptions):
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
+    schedule: str = "yolox_cosine"
+    """The learning-rate schedule, a name registered in ``cspdet.engine.optim.SCHEDULES`` (``register_schedule``
+    adds one): ``yolox_cosine`` = YOLOX's quadratic warm-up, cosine to ``min_lr_ratio``, constant in the no-aug
+    tail."""
     warmup_epochs: float | None = None
     """Quadratic lr warm-up. None = a tenth of the run, at most 5 epochs (YOLOX: 5 of 300)."""
     warmup_lr: float = 0.0

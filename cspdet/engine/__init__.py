@@ -18,13 +18,13 @@ from .._deprecated import moved
 from ..runtime.checkpoint import CheckpointError, load_checkpoint, load_state_file, save_checkpoint
 
 if TYPE_CHECKING:
-    from .build import build_detector
-    from .callbacks import BatchStats, Callback, EpochStats
-    from .classify import ClassifierTrainer, build_classifier
-    from .coco_metrics import EvaluationError
-    from .evaluator import COCOEvaluator
-    from .run import NonFiniteLossError, ResumeError, RunBusyError, RunFinished
-    from .trainer import Trainer
+    from .build import build_detector  # noqa: F401 (re-exported lazily)
+    from .callbacks import BatchStats, Callback, EpochStats  # noqa: F401 (re-exported lazily)
+    from .classify import ClassifierTrainer, build_classifier  # noqa: F401 (re-exported lazily)
+    from .coco_metrics import EvaluationError  # noqa: F401 (re-exported lazily)
+    from .evaluator import COCOEvaluator  # noqa: F401 (re-exported lazily)
+    from .run import NonFiniteLossError, ResumeError, RunBusyError, RunFinished  # noqa: F401 (re-exported lazily)
+    from .trainer import Trainer  # noqa: F401 (re-exported lazily)
 
 # name -> submodule that defines it (imported on first attribute access)
 _LAZY = {

@@ -1,10 +1,13 @@
 """Events of a training run, and the run's own console, ``results.csv`` and TensorBoard logging built on them.
 
-A callback is any object with some of these methods; a :class:`~cspdet.engine.run.TrainingRun` calls them in
-this order (``epoch`` is 0-based, as in the loop)::
+The callback base (:class:`Callback`, :class:`CallbackList`, the event names) lives in
+:mod:`cspdet.runtime.callbacks` beside the evaluation, prediction and export events (``on_val_end``,
+``on_predict_batch_end``, ``on_export_end``) and is re-exported here. A callback is any object with some of the
+hooks; a :class:`~cspdet.engine.run.TrainingRun` calls them in this order (``epoch`` is 0-based, as in the loop)::
 
     on_run_start(run)                      once, when fit() starts (also after --resume)
     on_epoch_start(run, epoch)             before the epoch (before its data are reseeded and the no-aug tail starts)
+    on_batch_start(run, epoch, index, batch)   before the step on loader batch ``index``
     on_batch_end(run, batch: BatchStats)   after every training iteration
     on_eval_end(run, epoch, metrics)       after an evaluation (best score and best.pt already updated)
     on_epoch_end(run, stats: EpochStats)   after the epoch (and its evaluation), before last.pt is saved
@@ -31,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write
+from ..runtime.callbacks import EVENTS, Callback, CallbackList
 
-__all__ = ["BatchStats", "Callback", "CallbackList", "ConsoleLogger", "EpochStats", "ResultsLogger",
+__all__ = ["BatchStats", "Callback", "CallbackList", "ConsoleLogger", "EVENTS", "EpochStats", "ResultsLogger",
            "TensorBoardLogger", "format_duration", "format_epochs", "trim_results_csv"]
 
 
@@ -75,41 +79,6 @@ class EpochStats:
     @property
     def images_per_second(self) -> float:
         return self.images / self.seconds if self.seconds > 0 else 0.0
-
-
-class Callback:
-    """Base class with every hook as a no-op (subclassing is optional: any object with some hooks works)."""
-
-    def on_run_start(self, run: Any) -> None:
-        pass
-
-    def on_epoch_start(self, run: Any, epoch: int) -> None:
-        pass
-
-    def on_batch_start(self, run: Any, epoch: int, index: int, batch: dict[str, Any]) -> None:
-        """Before the step on loader batch ``index`` (its dict: ``images`` (B, 3, H, W) uint8, ``targets``, ...)."""
-
-    def on_batch_end(self, run: Any, batch: BatchStats) -> None:
-        pass
-
-    def on_eval_end(self, run: Any, epoch: int, metrics: dict[str, float]) -> None:
-        pass
-
-    def on_epoch_end(self, run: Any, stats: EpochStats) -> None:
-        pass
-
-    def on_run_end(self, run: Any, summary: dict[str, Any]) -> None:
-        pass
-
-
-class CallbackList(list):
-    """The run's callbacks, in call order; ``fire(hook, run, ...)`` calls ``hook`` on each that has it."""
-
-    def fire(self, hook: str, run: Any, *args: Any) -> None:
-        for callback in list(self):
-            method = getattr(callback, hook, None)
-            if method is not None:
-                method(run, *args)
 
 
 def format_duration(seconds: float) -> str:

@@ -3,8 +3,9 @@
 The usual ImageNet recipe on an ImageFolder dataset: random resized crop + flip, label smoothing, linear
 warm-up then cosine, SGD (Nesterov) or AdamW with no decay on norm weights and biases, optional EMA, AMP on
 CUDA / bf16 on CPU, top-1 / top-5 on the val split. The run bookkeeping (run directory layout, exact resume,
-rank-0-only files, DDP under torchrun, checkpoint writing) is shared with :class:`cspdet.engine.trainer.Trainer`
-through :class:`cspdet.engine.run.TrainingRun`.
+rank-0-only files, DDP under torchrun, checkpoint writing) and the training loop itself are shared with
+:class:`cspdet.engine.trainer.Trainer` through :class:`cspdet.engine.run.TrainingRun`; this module plugs in the
+classification step (:meth:`ClassifierTrainer.train_step`), its evaluation and its meter.
 
 The checkpoint has ``"kind": "classifier"`` and the CSPNet ``state_dict`` under ``"model"`` (EMA weights when
 EMA is on). A detector whose backbone has the same architecture loads it with ``model.weights: <run>/best.pt``
@@ -14,7 +15,6 @@ EMA is on). A detector whose backbone has the same architecture loads it with ``
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, PretrainConfig, config_to_dict
-from .callbacks import BatchStats, EpochStats, format_epochs
+from .callbacks import EpochStats, format_epochs
 from .distributed import all_reduce_sum
 from .ema import ModelEMA, unwrap_model
-from .optim import CosineSchedule, build_optimizer, set_lr
-from .run import NonFiniteLossError, RunFinished, TrainingRun, all_reduce_finite, restore_rng_state, seed_everything
+from .optim import CosineSchedule, build_optimizer
+from .run import EpochMeter, NonFiniteLossError, RunFinished, TrainingRun, all_reduce_finite, seed_everything
 
 __all__ = ["ClassifierTrainer", "IMAGENET_MEAN", "IMAGENET_STD", "build_classifier", "evaluate_classifier"]
 
@@ -109,7 +109,8 @@ class ClassifierTrainer(TrainingRun):
     kind = "classifier"
     sections = ("pretrain",)
     summary_metrics = ("top1", "top5")
-    score_name = "top-1"
+    score_key, score_name = "top1", "top-1"
+    best_key = "best_top1"
 
     def __init__(
         self,
@@ -125,7 +126,7 @@ class ClassifierTrainer(TrainingRun):
         self._setup_process(p.device, section="pretrain")
         self._setup_threads(p.threads, p.workers, section="pretrain")
         self.progress = progress
-        self.total_epochs, self.eval_interval = p.epochs, p.eval_interval
+        self.total_epochs, self.eval_interval, self.grad_clip = p.epochs, p.eval_interval, p.grad_clip
         if p.batch_size % self.world_size:
             raise ConfigError(f"pretrain.batch_size: {p.batch_size} is not divisible by {self.world_size} processes")
         resume_ckpt = self._load_resume(resume) if resume is not None else None
@@ -148,6 +149,7 @@ class ClassifierTrainer(TrainingRun):
         self.val_loader = build_classification_loader(self.val_set, per_rank, p.workers, train=False,
                                                       seed=p.seed, rank=self.rank, world_size=self.world_size)
         self.iters_per_epoch = len(self.train_loader)
+        self._norm = _norm_tensors(self.device)  # (mean, std) of the input normalisation
 
         model = build_classifier(p, len(self.train_set.class_names)).to(self.device)
         self.model = model
@@ -160,7 +162,7 @@ class ClassifierTrainer(TrainingRun):
         self._setup_amp(p.amp, p.bf16)
         self.start_epoch = 0
         self.iteration = 0
-        self.best_top1 = -1.0
+        self.best_score = -1.0
         self.rng_state: dict[str, Any] | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
@@ -170,8 +172,9 @@ class ClassifierTrainer(TrainingRun):
                            exist_ok=p.exist_ok)
 
     @property
-    def best_score(self) -> float:
-        return self.best_top1
+    def best_top1(self) -> float:
+        """The best top-1 accuracy (%) so far (:attr:`best_score`); -1 before the first evaluation."""
+        return self.best_score
 
     def _load_resume(self, resume: str | os.PathLike) -> dict[str, Any]:
         ckpt = self._open_resume_checkpoint(resume, self.cfg.pretrain.output_dir)
@@ -188,88 +191,34 @@ class ClassifierTrainer(TrainingRun):
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         self._restore_training_state(ckpt, self.cfg.pretrain.ema_decay)
-        self.best_top1 = self._best_score(ckpt, "best_top1")
+        self.best_score = self._best_score(ckpt, self.best_key)
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch}")
 
-    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train to ``pretrain.epochs`` (or only up to epoch ``stop_after``, to be resumed later; or until a
-        callback ends the run). Returns ``{"epoch": epochs done, "best_top1", "metrics": last evaluation,
-        "run_dir", "stop_reason"}``.
-        """
-        p = self.cfg.pretrain
-        end = p.epochs if stop_after is None else min(stop_after, p.epochs)
-        if self.rng_state is not None:
-            restore_rng_state(self.rng_state)
-        metrics: dict[str, float] = {}
-        epoch = self.start_epoch - 1
-        try:
-            self._begin_fit()
-            for epoch in range(self.start_epoch, end):
-                self.callbacks.fire("on_epoch_start", self, epoch)
-                train_loss, train_top1, lr, seconds, images = self._train_epoch(epoch)
-                metrics, eval_seconds = {}, 0.0
-                if self._evaluates(epoch):
-                    tic = time.perf_counter()
-                    metrics = evaluate_classifier(self.eval_model(), self.val_loader, self.device, self.autocast)
-                    eval_seconds = time.perf_counter() - tic
-                    if metrics["top1"] > self.best_top1:
-                        self.best_top1, self.best_epoch = metrics["top1"], epoch + 1
-                        self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
-                    self.callbacks.fire("on_eval_end", self, epoch, metrics)
-                stats = self._epoch_stats(epoch, {"loss": train_loss}, lr, seconds, images, metrics, eval_seconds,
-                                          extra={"acc": train_top1})
-                self.callbacks.fire("on_epoch_end", self, stats)
-                self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
-                if self.stop_reason is not None:
-                    break
-            summary = {"epoch": epoch + 1, "best_top1": self.best_top1, "metrics": metrics,
-                       "run_dir": str(self.run_dir), "stop_reason": self.stop_reason}
-            return self._end_fit(summary)
-        finally:
-            self._release()
+    def evaluate(self, epoch: int, outputs: bool | None = None) -> dict[str, float]:
+        """Top-1 / top-5 / loss of :meth:`eval_model` on the val split (:func:`evaluate_classifier`)."""
+        return evaluate_classifier(self.eval_model(), self.val_loader, self.device, self.autocast)
 
-    def _train_epoch(self, epoch: int) -> tuple[float, float, float, float, int]:
-        p = self.cfg.pretrain
-        self._set_epoch(epoch)
-        self.model.train()
-        mean, std = _norm_tensors(self.device)
-        bar = self._progress_bar(epoch, p.epochs)
-        loss_sum = correct = seen = 0.0
-        lr = self.schedule(self.iteration + 1)
-        start = time.perf_counter()
-        self.optimizer.zero_grad(set_to_none=True)
-        for i, (images, labels) in enumerate(self.train_loader):
-            lr = self.schedule(self.iteration + 1)  # the lr of the step about to be taken (step 1 > 0 with warmup_lr 0)
-            set_lr(self.optimizer, lr)
-            images = (images.to(self.device, non_blocking=True).float() - mean) / std
-            labels = labels.to(self.device, non_blocking=True)
-            with self.autocast:
-                logits = self.model(images)
-            loss = F.cross_entropy(logits.float(), labels, label_smoothing=p.label_smoothing)
-            correct_local = (logits.detach().argmax(1) == labels).float().sum()
-            sums, bad = all_reduce_finite(torch.stack([loss.detach(), correct_local]))
-            loss_total, correct_total = sums.tolist()
-            if bad[0]:
-                raise NonFiniteLossError(f"classification loss became non-finite at epoch {epoch + 1}, iteration "
-                                         f"{i + 1}; lower pretrain.lr or set pretrain.grad_clip")
-            self.scaler.scale(loss).backward()
-            self._optimizer_step(p.grad_clip)
-            self.iteration += 1
-            batch_total = len(labels) * self.world_size
-            loss_sum += loss_total / self.world_size
-            correct += correct_total
-            seen += batch_total
-            batch = BatchStats(epoch, i, self.iteration, {"loss": loss_total / self.world_size}, lr, batch_total)
-            self.callbacks.fire("on_batch_end", self, batch)
-            if bar is not None:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(f"loss={loss_sum / (i + 1):.3f} acc={100 * correct / seen:.1f}% "
-                                    f"lr={lr:.2e} {rate:.1f}img/s", refresh=False)
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        n = max(self.iters_per_epoch, 1)
-        return loss_sum / n, 100.0 * correct / max(seen, 1), lr, time.perf_counter() - start, int(seen)
+    def new_meter(self) -> EpochMeter:
+        return _AccuracyMeter()
+
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor], epoch: int, i: int
+                   ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """Normalise, forward under autocast, label-smoothed cross-entropy; the loss averaged and the correct
+        predictions counted over ranks."""
+        images, labels = batch
+        mean, std = self._norm
+        images = (images.to(self.device, non_blocking=True).float() - mean) / std
+        labels = labels.to(self.device, non_blocking=True)
+        with self.autocast:
+            logits = self.model(images)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.cfg.pretrain.label_smoothing)
+        correct_local = (logits.detach().argmax(1) == labels).float().sum()
+        sums, bad = all_reduce_finite(torch.stack([loss.detach(), correct_local]))
+        loss_total, correct_total = sums.tolist()
+        if bad[0]:
+            raise NonFiniteLossError(f"classification loss became non-finite at epoch {epoch + 1}, iteration "
+                                     f"{i + 1}; lower pretrain.lr or set pretrain.grad_clip")
+        return loss, {"loss": loss_total / self.world_size, "correct": correct_total}, len(labels)
 
     def results_row(self, stats: EpochStats) -> tuple[list[str], list[Any]]:
         header = ["epoch", "lr", "train/loss", "train/top1", "val/loss", "top1", "top5", "time_s"]
@@ -299,4 +248,22 @@ class ClassifierTrainer(TrainingRun):
         # A classifier's meta: what inference needs besides the spec (ImageNet-normalised RGB input).
         meta = {"class_names": list(self.train_set.class_names), "img_size": int(self.cfg.pretrain.img_size),
                 "channel_order": "RGB", "pixel_mean": list(IMAGENET_MEAN), "pixel_std": list(IMAGENET_STD)}
-        return {"spec": unwrap_model(self.model).spec.to_dict(), "meta": meta, "best_top1": float(self.best_top1)}
+        return {"spec": unwrap_model(self.model).spec.to_dict(), "meta": meta, self.best_key: float(self.best_score)}
+
+
+class _AccuracyMeter(EpochMeter):
+    """The classifier's epoch: mean loss and the train accuracy (correct predictions of all ranks / images)."""
+
+    def __init__(self):
+        super().__init__(("loss",))
+        self.correct = 0.0
+
+    def update(self, logged: dict[str, float], images: int) -> dict[str, float]:
+        self.correct += logged["correct"]
+        return super().update(logged, images)
+
+    def postfix(self) -> str:
+        return f"loss={self.sums['loss'] / self.count:.3f} acc={100 * self.correct / self.images:.1f}%"
+
+    def extra(self) -> dict[str, float]:
+        return {"acc": 100.0 * self.correct / max(self.images, 1)}

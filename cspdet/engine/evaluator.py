@@ -29,6 +29,7 @@ from pycocotools.coco import COCO
 from ..data.letterbox import Letterbox
 from ..fileio import atomic_write
 from ..models.contracts import HeadEvalDefaults
+from ..runtime.callbacks import CallbackList
 from ..runtime.checkpoint import CheckpointError
 from ..runtime.open import open_model
 from ..runtime.weights import detector_from_checkpoint, read_weights
@@ -110,6 +111,9 @@ class COCOEvaluator:
         multi_label: every class above ``conf`` of a point is a candidate; None = the head's own evaluation
             convention (``model.eval_defaults.multi_label``: single-label for the YOLOX head, so mAP equals YOLOX's;
             multi-label for the task-aligned head, as YOLOv8's validator).
+        callbacks: objects with an ``on_val_end(evaluator, metrics)`` hook, called at the end of every
+            :meth:`evaluate` on every process (:mod:`cspdet.runtime.callbacks`); a :class:`CallbackList` is shared,
+            not copied (a training run passes its own).
 
     Under ``torch.distributed`` each rank predicts its shard and rank 0 scores the gathered results
     (other ranks get the same metrics broadcast back).
@@ -128,6 +132,7 @@ class COCOEvaluator:
         pre_nms_topk: int | None = None,
         nms_free: bool | None = None,
         multi_label: bool | None = None,
+        callbacks: Iterable[Any] | None = None,
     ):
         dataset = getattr(dataloader, "dataset", None)
         if coco_gt is None or category_ids is None or class_names is None:
@@ -150,6 +155,7 @@ class COCOEvaluator:
         self.last_timing: dict[str, float] = {}
         #: conf / iou / max_det the last :meth:`predict` used (this evaluator's, else the model's defaults)
         self.last_settings: dict[str, Any] = {}
+        self.callbacks = CallbackList.of(callbacks)
 
     @classmethod
     def from_config(cls, cfg: Any, rank: int = 0, world_size: int = 1, device: str | torch.device = "cpu",
@@ -241,7 +247,7 @@ class COCOEvaluator:
     ) -> COCOMetrics:
         """Predict, gather (distributed), score. Rank 0 writes ``detections.json``, ``metrics.json`` and (with
         ``plots``) the pictures of :data:`cspdet.engine.plots.EVAL_PLOTS` -- PR, F1, P and R curves, confusion
-        matrices -- to ``output_dir`` when given.
+        matrices -- to ``output_dir`` when given. Then every process fires ``on_val_end(self, metrics)``.
 
         Returns:
             :class:`COCOMetrics` (on every rank).
@@ -264,6 +270,7 @@ class COCOEvaluator:
         metrics, failure = broadcast_object((metrics, failure))
         if failure is not None:
             raise EvaluationError(f"evaluation failed on rank 0: {failure}")
+        self.callbacks.fire("on_val_end", self, metrics)
         return metrics
 
     def _score_and_write(

@@ -6,6 +6,9 @@ decay (decaying a BN scale or a bias towards zero only fights the normalisation)
 The schedules are pure functions of the iteration number, so resuming only needs the iteration: there is
 no hidden scheduler state that could drift. :class:`YoloxSchedule` and :class:`CosineSchedule` are small
 frozen records whose ``state_dict`` lets a resumed run check that it still follows the same curve.
+
+A detection run picks its schedule by name (``train.schedule``) from :data:`SCHEDULES`; ``yolox_cosine`` (the
+default) is YOLOX's. A new schedule is one function registered with :func:`register_schedule`.
 """
 
 from __future__ import annotations
@@ -13,21 +16,29 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Protocol
 
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 __all__ = [
     "AUTO_SGD_ITERATIONS",
     "CosineSchedule",
+    "LRSchedule",
     "OptimizerChoice",
+    "SCHEDULES",
+    "ScheduleRequest",
     "resolve_optimizer",
     "YoloxSchedule",
     "build_optimizer",
+    "build_schedule",
+    "register_schedule",
     "cosine_lr",
     "param_groups",
     "scaled_schedule_epochs",
+    "check_schedule",
     "set_lr",
     "with_scaled_schedule",
     "yolox_lr",
@@ -192,13 +203,18 @@ def scaled_schedule_epochs(epochs: int, warmup_epochs: float | None = None,
     return float(warmup), int(no_aug)
 
 
+#: ``train.schedule`` of a config that does not set it (and of checkpoints written before the key existed).
+DEFAULT_SCHEDULE = "yolox_cosine"
+
+
 def with_scaled_schedule(raw: dict[str, Any]) -> dict[str, Any]:
-    """A config dict with ``train.warmup_epochs`` / ``no_aug_epochs`` as the run uses them, so a resume
-    compares what was trained (5 written out, or None scaled to 5, are the same schedule)."""
+    """A config dict with ``train.warmup_epochs`` / ``no_aug_epochs`` / ``schedule`` as the run uses them, so a
+    resume compares what was trained (5 written out, or None scaled to 5, are the same schedule)."""
     train = dict(raw.get("train") or {})
     if "epochs" in train:
         train["warmup_epochs"], train["no_aug_epochs"] = scaled_schedule_epochs(
             train["epochs"], train.get("warmup_epochs"), train.get("no_aug_epochs"))
+        train.setdefault("schedule", DEFAULT_SCHEDULE)  # a run saved before train.schedule existed trained with it
     return {**raw, "train": train}
 
 
@@ -235,3 +251,74 @@ class CosineSchedule:
 
     def state_dict(self) -> dict[str, Any]:
         return {"type": "cosine", **dataclasses.asdict(self)}
+
+
+# ------------------------------------------------------------------------------------------ named schedules
+
+
+class LRSchedule(Protocol):
+    """What a training run needs of a schedule: the lr of an iteration (a pure function of it, for exact resume)
+    and a ``state_dict`` (plain data; a resumed run logs a change of it)."""
+
+    def __call__(self, iteration: int | float) -> float: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class ScheduleRequest:
+    """A detection run's numbers that a named schedule is built from (``train.*`` as the run resolved them)."""
+
+    base_lr: float
+    epochs: int
+    iters_per_epoch: int
+    warmup_epochs: float
+    """After :func:`scaled_schedule_epochs`."""
+    no_aug_epochs: int
+    """The final epochs without mosaic / mixup (after :func:`scaled_schedule_epochs`)."""
+    warmup_lr: float = 0.0
+    min_lr_ratio: float = 0.05
+
+
+ScheduleBuilder = Callable[[ScheduleRequest], LRSchedule]
+
+#: ``train.schedule`` name -> builder; :func:`register_schedule` adds one.
+SCHEDULES: dict[str, ScheduleBuilder] = {}
+
+
+def register_schedule(name: str) -> Callable[[ScheduleBuilder], ScheduleBuilder]:
+    """Decorator registering a schedule builder under ``name`` (what ``train.schedule`` selects); a name that
+    is taken raises ``ValueError``."""
+
+    def add(builder: ScheduleBuilder) -> ScheduleBuilder:
+        if name in SCHEDULES:
+            raise ValueError(f"schedule {name!r} is already registered")
+        SCHEDULES[name] = builder
+        return builder
+
+    return add
+
+
+def check_schedule(name: str) -> None:
+    """Raise :class:`~cspdet.config.ConfigError` naming ``train.schedule`` and the choices if ``name`` is unknown."""
+    if name not in SCHEDULES:
+        raise ConfigError(f"train.schedule: unknown schedule {name!r} (expected one of {', '.join(SCHEDULES)})")
+
+
+def build_schedule(name: str, request: ScheduleRequest) -> LRSchedule:
+    """The schedule ``train.schedule`` names, for one run (see :func:`check_schedule` for an unknown name)."""
+    check_schedule(name)
+    return SCHEDULES[name](request)
+
+
+@register_schedule("yolox_cosine")
+def yolox_cosine(req: ScheduleRequest) -> YoloxSchedule:
+    """YOLOX's: quadratic warm-up, cosine to ``min_lr_ratio`` of the base lr, constant in the no-aug tail."""
+    return YoloxSchedule(
+        base_lr=req.base_lr,
+        total_iters=req.epochs * req.iters_per_epoch,
+        warmup_iters=req.warmup_epochs * req.iters_per_epoch,
+        no_aug_iters=min(req.no_aug_epochs, req.epochs) * req.iters_per_epoch,
+        warmup_lr=req.warmup_lr,
+        min_lr_ratio=req.min_lr_ratio,
+    )

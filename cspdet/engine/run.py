@@ -9,18 +9,24 @@ the same run layout, checkpoint format and resume rules:
 - RNG seeding, capture and restore (:func:`seed_everything`, :func:`capture_rng_state`, ...);
 - ``--resume`` resolution, run-directory numbering and the one-writer lock (:mod:`cspdet.engine.rundir`);
 - :class:`TrainingRun`, a plain base class holding the process/device/thread setup, AMP, resume checks and
-  restore, ``results.csv`` handling, the optimizer step, checkpoint writing, the run header, early stopping and
-  the events callbacks hook into (:mod:`cspdet.engine.callbacks`: console, ``results.csv`` and TensorBoard
-  logging are callbacks too);
+  restore, ``results.csv`` handling, checkpoint writing, the run header, and **the one training loop**: the epoch
+  loop (:meth:`TrainingRun.fit`: evaluation when due, ``best.pt``, early stopping, ``last.pt``) and the iteration
+  loop (lr of the step, forward, backward with gradient accumulation and DDP's ``no_sync``, optimizer step, EMA),
+  with the events callbacks hook into (:mod:`cspdet.engine.callbacks`: console, ``results.csv`` and TensorBoard
+  logging are callbacks too). A task plugs in what differs: :meth:`TrainingRun.train_step` (one batch's forward
+  and loss), :meth:`TrainingRun.evaluate`, :meth:`TrainingRun.on_epoch_begin`, its :class:`EpochMeter`, the
+  score ``best.pt`` follows (:attr:`TrainingRun.score_key`), its ``results.csv`` row and header lines;
 - :func:`run_training_cli`, the exit-code handling of ``tools/train.py`` and ``tools/pretrain.py``.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import errno
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -29,7 +35,15 @@ from torch import nn
 
 from ..config import Config, ConfigError, config_to_dict, save_config, validate_config
 from ..fileio import OutputError, as_output_error, make_dirs, remove_stale_temps
-from .callbacks import CallbackList, ConsoleLogger, EpochStats, ResultsLogger, TensorBoardLogger, trim_results_csv
+from .callbacks import (
+    BatchStats,
+    CallbackList,
+    ConsoleLogger,
+    EpochStats,
+    ResultsLogger,
+    TensorBoardLogger,
+    trim_results_csv,
+)
 from ..runtime.checkpoint import CheckpointError, load_checkpoint, new_checkpoint, save_checkpoint
 from .distributed import (
     DeviceError,
@@ -41,6 +55,7 @@ from .distributed import (
     select_device,
 )
 from .ema import ModelEMA, unwrap_model
+from .optim import set_lr
 from .resources import apply_threads, plan_threads, plan_workers, resolve_bf16
 from .rng import capture_rng_state, restore_rng_state, seed_everything
 from .rundir import (
@@ -54,6 +69,7 @@ from .rundir import (
 )
 
 __all__ = [
+    "EpochMeter",
     "NonFiniteLossError",
     "RUN_OUTPUTS",
     "ResumeError",
@@ -114,18 +130,57 @@ def all_reduce_finite(local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return total[:n], total[n:]
 
 
+class EpochMeter:
+    """What the progress bar and the epoch's line show of one epoch: running means of the losses a task's
+    :meth:`TrainingRun.train_step` logs. A task that logs something other than losses (the classifier's count of
+    correct predictions) subclasses it.
+
+    Args:
+        keys: the losses, in display order (``"loss"``, the total, first).
+    """
+
+    def __init__(self, keys: Iterable[str]):
+        self.sums = dict.fromkeys(keys, 0.0)
+        self.count = 0
+        self.images = 0
+
+    def update(self, logged: dict[str, float], images: int) -> dict[str, float]:
+        """Add one step: ``logged`` (means over processes), ``images`` (all processes). Returns the step's
+        losses (:attr:`BatchStats.losses <cspdet.engine.callbacks.BatchStats.losses>`)."""
+        for key in self.sums:
+            self.sums[key] += logged[key]
+        self.count += 1
+        self.images += images
+        return {key: logged[key] for key in self.sums}
+
+    def postfix(self) -> str:
+        """The progress bar's numbers (before ``lr=`` and the rate)."""
+        return " ".join(f"{k.replace('_loss', '')}={v / self.count:.3f}" for k, v in self.sums.items())
+
+    def losses(self) -> dict[str, float]:
+        """The epoch's mean losses (:attr:`EpochStats.losses <cspdet.engine.callbacks.EpochStats.losses>`)."""
+        return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+    def extra(self) -> dict[str, float]:
+        """Other per-epoch numbers (:attr:`EpochStats.extra <cspdet.engine.callbacks.EpochStats.extra>`)."""
+        return {}
+
+
 # ------------------------------------------------------------------------------------------ base class
 
 
 class TrainingRun(abc.ABC):
     """Run bookkeeping shared by the detection and classification trainers (see the module docstring).
 
-    Not used on its own. A subclass sets :attr:`kind` (the checkpoint ``"kind"``), :attr:`sections`,
-    :attr:`summary_metrics` and :attr:`score_name` and, in its ``__init__``, calls the ``_setup_*`` / ``_open_*``
-    helpers in order and assigns ``model``, ``optimizer``, ``schedule``, ``ema``, ``train_set`` (for
-    ``class_names``), ``run_dir``, ``total_epochs`` and ``eval_interval``. It provides :meth:`_checkpoint_meta`
-    (the kind-specific checkpoint entries), :attr:`best_score`, :meth:`results_row` and :meth:`_header_lines`;
-    its ``fit`` calls :meth:`_begin_fit` / :meth:`_end_fit` around the epochs and fires the callback events.
+    Not used on its own. A subclass (a task: detection, classification) sets :attr:`kind` (the checkpoint
+    ``"kind"``), :attr:`sections`, :attr:`summary_metrics`, :attr:`score_key`, :attr:`score_name` and
+    :attr:`best_key` and, in its ``__init__``, calls the ``_setup_*`` / ``_open_*`` helpers in order and assigns
+    ``model``, ``optimizer``, ``schedule``, ``ema``, ``train_loader``, ``iters_per_epoch``, ``train_set`` (for
+    ``class_names``), ``run_dir``, ``total_epochs``, ``eval_interval`` and, where they differ from the defaults,
+    ``accumulate``, ``grad_clip``, ``save_interval`` and ``patience``. It provides :meth:`train_step`,
+    :meth:`evaluate`, :meth:`_checkpoint_meta` (the kind-specific checkpoint entries), :meth:`results_row` and
+    :meth:`_header_lines`, and may override :meth:`on_epoch_begin` and :meth:`new_meter`. :meth:`fit` is the
+    loop of every task.
 
     ``callbacks`` (a :class:`~cspdet.engine.callbacks.CallbackList`) holds the console, ``results.csv`` and
     TensorBoard loggers; append your own before ``fit()``.
@@ -136,20 +191,27 @@ class TrainingRun(abc.ABC):
     """The config sections the run uses: written to ``config.yaml`` and checkpoints, compared on resume."""
     summary_metrics: tuple[str, ...] = ()
     """Metrics shown in the per-epoch line."""
+    score_key: str = ""
+    """The metric (a key of :meth:`evaluate`'s dict) ``best.pt`` and early stopping follow."""
     score_name: str = ""
-    """The metric ``best.pt`` and early stopping follow."""
+    """How :attr:`score_key` is spelled in messages."""
+    best_key: str = ""
+    """Where the best score goes in checkpoints and in :meth:`fit`'s summary (``best_ap``, ``best_top1``)."""
+    best_score: float = -1.0
+    """The best evaluation score (:attr:`score_key`) so far; -1 before the first evaluation."""
     best_epoch: int = 0
     """The epoch (1-based) of the best score so far (0: none yet)."""
     stop_reason: str | None = None
     """Set by :meth:`request_stop` (early stopping, a callback): the run ends after the current epoch."""
     patience: int = 0
+    """Early stopping: end the run after this many epochs without a better score (0: never)."""
+    accumulate: int = 1
+    """Iterations whose gradients add up to one optimizer step."""
+    grad_clip: float | None = None
+    save_interval: int = 1
+    """``last.pt`` is written every this many epochs (and after the last epoch of a ``fit()`` and at a stop)."""
     writer: Any = None
     _lock: RunLock | None = None
-
-    @property
-    @abc.abstractmethod
-    def best_score(self) -> float:
-        """The best evaluation score (:attr:`score_name`) so far; -1 before the first evaluation."""
 
     # ----------------------------------------------------------------------------------------- setup
 
@@ -332,6 +394,125 @@ class TrainingRun(abc.ABC):
             self.rng_state = rng[self.rank]
 
     # -------------------------------------------------------------------------------------- training
+
+    # What a task plugs into the loop.
+
+    @abc.abstractmethod
+    def train_step(self, batch: Any, epoch: int, i: int) -> tuple[torch.Tensor, dict[str, float], int]:
+        """One batch of training up to the loss: move the batch to the device, forward under ``self.autocast``,
+        and the values to log averaged over the processes (raising :class:`NonFiniteLossError` on every process
+        when one of them is NaN/Inf). The loop does the backward pass, the accumulation and the optimizer step.
+
+        Returns:
+            ``(loss, logged, images)``: the scalar loss to back-propagate (this process's, as the model returns it),
+            what this task's :class:`EpochMeter` reads, and the number of images of this process's batch.
+        """
+
+    @abc.abstractmethod
+    def evaluate(self, epoch: int, outputs: bool | None = None) -> dict[str, float]:
+        """Scores of :meth:`eval_model` after epoch ``epoch`` (0-based), with :attr:`score_key` among them. Every
+        process calls it. ``outputs``: also leave files (the final evaluation, or one after which early stopping may
+        end the run); a task without files ignores it."""
+
+    def on_epoch_begin(self, epoch: int) -> None:
+        """Before the first batch of epoch ``epoch`` (data reseeded, model in train mode): the task's per-epoch
+        changes, as pure functions of the epoch so that a resumed run continues exactly."""
+
+    def new_meter(self) -> EpochMeter:
+        """The meter of one epoch (default: means of the ``"loss"`` that :meth:`train_step` logs)."""
+        return EpochMeter(("loss",))
+
+    # The loop.
+
+    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
+        """Train from ``start_epoch`` to :attr:`total_epochs` (or only up to epoch ``stop_after``, saving ``last.pt``
+        there, to be continued with ``resume``; or until early stopping or a callback ends the run).
+
+        Each epoch: ``on_epoch_start``, the iterations, an evaluation when due (every ``eval_interval`` epochs and
+        after the last; a better :attr:`score_key` writes ``best.pt``; early stopping is decided here;
+        ``on_eval_end``), ``on_epoch_end``, then ``last.pt`` (every :attr:`save_interval` epochs, after the last
+        epoch of this call and when the run stops).
+
+        Returns:
+            rank 0's view: ``{"epoch": epochs done, best_key: best score, "metrics": last evaluation, "run_dir",
+            "stop_reason"}`` (``best_key``: ``best_ap`` for detection, ``best_top1`` for classification).
+        """
+        epochs = self.total_epochs
+        end = epochs if stop_after is None else min(stop_after, epochs)
+        if self.rng_state is not None:
+            restore_rng_state(self.rng_state)
+        metrics: dict[str, float] = {}
+        epoch = self.start_epoch - 1
+        try:
+            self._begin_fit()
+            for epoch in range(self.start_epoch, end):
+                self.callbacks.fire("on_epoch_start", self, epoch)
+                meter, lr, seconds = self._train_epoch(epoch)
+                metrics, eval_seconds = {}, 0.0
+                last = epoch + 1 == epochs
+                if self._evaluates(epoch):
+                    tic = time.perf_counter()
+                    # the final evaluation, or one after which early stopping may end the run, leaves its files
+                    metrics = self.evaluate(epoch, outputs=last or self._patience_exhausted(epoch + 1) is not None)
+                    eval_seconds = time.perf_counter() - tic
+                    if metrics.get(self.score_key, -1.0) > self.best_score:
+                        self.best_score, self.best_epoch = metrics[self.score_key], epoch + 1
+                        self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
+                    if self.stop_reason is None:
+                        self.stop_reason = self._patience_exhausted(epoch + 1)
+                    self.callbacks.fire("on_eval_end", self, epoch, metrics)
+                stats = self._epoch_stats(epoch, meter.losses(), lr, seconds, meter.images, metrics, eval_seconds,
+                                          meter.extra())
+                self.callbacks.fire("on_epoch_end", self, stats)
+                stop = self.stop_reason is not None
+                if last or stop or epoch + 1 == end or (epoch + 1) % max(self.save_interval, 1) == 0:
+                    self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
+                if stop:
+                    break
+            summary = {"epoch": epoch + 1, self.best_key: self.best_score, "metrics": metrics,
+                       "run_dir": str(self.run_dir), "stop_reason": self.stop_reason}
+            return self._end_fit(summary)
+        finally:
+            self._release()
+
+    def _train_epoch(self, epoch: int) -> tuple[EpochMeter, float, float]:
+        """One pass of the train loader. Per iteration: the lr of the step about to be taken (a pure function of
+        the global iteration, YOLOX's convention), :meth:`train_step`, backward (the loss divided by the
+        iterations of its accumulation group; DDP synchronises gradients only on the iteration that steps),
+        optimizer step with clipping and EMA update every :attr:`accumulate` iterations (and at the end of the
+        epoch). Returns ``(meter, last lr, seconds)``."""
+        self._set_epoch(epoch)
+        self.model.train()
+        self.on_epoch_begin(epoch)
+        meter = self.new_meter()
+        lr = self.schedule(self.iteration + 1)
+        bar = self._progress_bar(epoch, self.total_epochs)
+        start = time.perf_counter()
+        self.optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(self.train_loader):
+            lr = self.schedule(self.iteration + 1)  # the lr of the step about to be taken (step 1 > 0 with warmup_lr 0)
+            set_lr(self.optimizer, lr)
+            self.callbacks.fire("on_batch_start", self, epoch, i, batch)
+            group_start = (i // self.accumulate) * self.accumulate
+            group_size = min(self.accumulate, self.iters_per_epoch - group_start)
+            step_now = i + 1 == group_start + group_size
+            sync = contextlib.nullcontext() if step_now or self.world_size == 1 else self.model.no_sync()
+            with sync:
+                loss, logged, images = self.train_step(batch, epoch, i)
+                self.scaler.scale(loss.float() / group_size).backward()
+            if step_now:
+                self._optimizer_step(self.grad_clip)
+            self.iteration += 1
+            images *= self.world_size
+            losses = meter.update(logged, images)
+            self.callbacks.fire("on_batch_end", self, BatchStats(epoch, i, self.iteration, losses, lr, images))
+            if bar is not None:
+                rate = meter.images / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix_str(f"{meter.postfix()} lr={lr:.2e} {rate:.1f}img/s", refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        return meter, lr, time.perf_counter() - start
 
     def _set_epoch(self, epoch: int) -> None:
         # Dataset augmentation and the sampler's shuffle are reseeded from (seed, epoch): this is what makes a

@@ -1,8 +1,11 @@
-"""Detection training: the YOLOX recipe in one loop that can be stopped and resumed exactly.
+"""Detection training: what the detection task plugs into the one training loop of
+:class:`cspdet.engine.run.TrainingRun` (which can be stopped and resumed exactly).
 
 One epoch = one pass of the train loader. Per iteration: (multi-scale resize) -> forward under autocast ->
-NaN/Inf guard -> backward (accumulated to the nominal batch) -> optimizer step with clipping -> EMA update,
-with the learning rate set from a pure function of the global iteration. At the end of an epoch: an
+NaN/Inf guard (:meth:`Trainer.train_step`, this module) -> backward (accumulated to the nominal batch) ->
+optimizer step with clipping -> EMA update, with the learning rate set from a pure function of the global
+iteration (the loop, :mod:`cspdet.engine.run`). Each epoch starts with :meth:`Trainer.on_epoch_begin` (the
+no-augmentation tail, the head's epoch schedule, frozen BatchNorm). At the end of an epoch: an
 evaluation of the EMA weights every ``eval_interval`` epochs (and after the last), a row in ``results.csv``
 and a line on the console, early stopping (``train.patience``), and ``last.pt`` / ``best.pt`` written
 atomically. Logging and anything else that watches the run are callbacks (:mod:`cspdet.engine.callbacks`).
@@ -19,9 +22,7 @@ writes files, logs or shows progress.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from typing import Any
 
 import torch
@@ -31,25 +32,27 @@ from torch import nn
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
 from ..det.targets import Targets
 from .build import build_detector, load_initial_weights
-from .callbacks import BatchStats, EpochStats, format_epochs
+from .callbacks import EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
 from .freeze import freeze_modules, keep_frozen_in_eval, resolve_freeze
 from .optim import (
-    YoloxSchedule,
+    DEFAULT_SCHEDULE,
+    ScheduleRequest,
     build_optimizer,
+    build_schedule,
+    check_schedule,
     resolve_optimizer,
     scaled_schedule_epochs,
-    set_lr,
     with_scaled_schedule,
 )
 from .resources import plan_workers
 from .run import (
+    EpochMeter,
     NonFiniteLossError,
     ResumeError,
     RunFinished,
     TrainingRun,
     all_reduce_finite,
-    restore_rng_state,
     seed_everything,
 )
 
@@ -88,7 +91,8 @@ class Trainer(TrainingRun):
     kind = "detector"
     sections = ("model", "data", "train", "eval")
     summary_metrics = ("AP", "AP50")
-    score_name = "AP"
+    score_key = score_name = "AP"
+    best_key = "best_ap"
 
     def __init__(
         self,
@@ -100,10 +104,12 @@ class Trainer(TrainingRun):
         self.cfg = cfg
         tcfg = cfg.train
         self._setup_process(tcfg.device)
+        check_schedule(tcfg.schedule)  # a misspelt name fails before any data are read
         self.workers = plan_workers(self.device.type, cfg.data.workers)
         self._setup_threads(tcfg.threads, self.workers)
         self.progress = progress
         self.total_epochs, self.eval_interval, self.patience = tcfg.epochs, tcfg.eval_interval, tcfg.patience or 0
+        self.grad_clip, self.save_interval = tcfg.grad_clip, tcfg.save_interval
 
         resume_ckpt = self._load_resume(resume) if resume is not None else None
         if tcfg.batch_size % self.world_size:
@@ -175,19 +181,15 @@ class Trainer(TrainingRun):
             model, self.optimizer_choice.name, lr=self.base_lr, momentum=tcfg.momentum,
             weight_decay=tcfg.weight_decay, nesterov=tcfg.nesterov,
         )
-        total_iters = tcfg.epochs * self.iters_per_epoch
         self.warmup_epochs, self.no_aug_epochs = scaled_schedule_epochs(tcfg.epochs, tcfg.warmup_epochs,
                                                                         tcfg.no_aug_epochs)
         self.no_aug_start = max(0, tcfg.epochs - self.no_aug_epochs)
         self._no_aug_started = False  # mosaic / mixup closed (once per process; see _start_no_aug)
-        self.schedule = YoloxSchedule(
-            base_lr=self.base_lr,
-            total_iters=total_iters,
-            warmup_iters=self.warmup_epochs * self.iters_per_epoch,
-            no_aug_iters=min(self.no_aug_epochs, tcfg.epochs) * self.iters_per_epoch,
-            warmup_lr=tcfg.warmup_lr,
+        self.schedule = build_schedule(tcfg.schedule, ScheduleRequest(
+            base_lr=self.base_lr, epochs=tcfg.epochs, iters_per_epoch=self.iters_per_epoch,
+            warmup_epochs=self.warmup_epochs, no_aug_epochs=self.no_aug_epochs, warmup_lr=tcfg.warmup_lr,
             min_lr_ratio=tcfg.min_lr_ratio,
-        )
+        ))
         # the EMA leaves frozen tensors as they are (exactly the source's, in every checkpoint)
         fixed = [k for k in model.state_dict() if any(k.startswith(f"{name}.") for name in self.frozen)]
         self.ema = ModelEMA(model, tcfg.ema_decay, fixed=fixed) if tcfg.ema else None
@@ -195,7 +197,7 @@ class Trainer(TrainingRun):
 
         self.start_epoch = 0
         self.iteration = 0  # optimizer-independent count of training iterations done
-        self.best_ap = -1.0
+        self.best_score = -1.0
         self.rng_state: dict[str, Any] | None = None
         if resume_ckpt is not None:
             self._restore(resume_ckpt)
@@ -213,8 +215,13 @@ class Trainer(TrainingRun):
         self.callbacks += [TrainingPlots(), ValImagesLogger()]
 
     @property
-    def best_score(self) -> float:
-        return self.best_ap
+    def best_ap(self) -> float:
+        """The best AP so far (:attr:`best_score`); -1 before the first evaluation."""
+        return self.best_score
+
+    @best_ap.setter
+    def best_ap(self, value: float) -> None:
+        self.best_score = value
 
     def _initial_weights(self, model: nn.Module, resume_ckpt: dict[str, Any] | None) -> dict[str, Any]:
         """Load ``model.weights`` into a new run's model (logging what was loaded and what was not); returns the
@@ -274,53 +281,11 @@ class Trainer(TrainingRun):
                 f"resume: learning-rate schedule changed (saved {saved_schedule}, now {self.schedule.state_dict()}); "
                 "following the new one"
             )
-        self.best_ap = self._best_score(ckpt, "best_ap")
+        self.best_score = self._best_score(ckpt, self.best_key)
         self.stop_reason = None  # _load_resume refused a run whose stop still holds
         self._log(f"resumed {self.resume_path} at epoch {self.start_epoch} (iteration {self.iteration})")
 
     # -------------------------------------------------------------------------------------- training
-
-    def fit(self, stop_after: int | None = None) -> dict[str, Any]:
-        """Train from ``start_epoch`` to ``train.epochs`` (or only up to epoch ``stop_after``, saving
-        ``last.pt`` there, to be continued with ``resume``; or until early stopping or a callback ends the run).
-        Returns a summary dict (rank 0's view): ``{"epoch": epochs done, "best_ap", "metrics": last evaluation,
-        "run_dir", "stop_reason"}``."""
-        tcfg = self.cfg.train
-        end = tcfg.epochs if stop_after is None else min(stop_after, tcfg.epochs)
-        if self.rng_state is not None:
-            restore_rng_state(self.rng_state)
-        metrics: dict[str, float] = {}
-        epoch = self.start_epoch - 1
-        try:
-            self._begin_fit()
-            for epoch in range(self.start_epoch, end):
-                self.callbacks.fire("on_epoch_start", self, epoch)
-                losses, lr, seconds, images = self._train_epoch(epoch)
-                metrics, eval_seconds = {}, 0.0
-                last = epoch + 1 == tcfg.epochs
-                if self._evaluates(epoch):
-                    tic = time.perf_counter()
-                    # the final evaluation, or one after which early stopping may end the run, leaves its files
-                    metrics = self.evaluate(epoch, outputs=last or self._patience_exhausted(epoch + 1) is not None)
-                    eval_seconds = time.perf_counter() - tic
-                    if metrics.get("AP", -1.0) > self.best_ap:
-                        self.best_ap, self.best_epoch = metrics["AP"], epoch + 1
-                        self._save(epoch + 1, self.run_dir / "best.pt", metrics, with_state=False)
-                    if self.stop_reason is None:
-                        self.stop_reason = self._patience_exhausted(epoch + 1)
-                    self.callbacks.fire("on_eval_end", self, epoch, metrics)
-                stats = self._epoch_stats(epoch, losses, lr, seconds, images, metrics, eval_seconds)
-                self.callbacks.fire("on_epoch_end", self, stats)
-                stop = self.stop_reason is not None
-                if last or stop or epoch + 1 == end or (epoch + 1) % max(tcfg.save_interval, 1) == 0:
-                    self._save(epoch + 1, self.run_dir / "last.pt", metrics, with_state=True)
-                if stop:
-                    break
-            summary = {"epoch": epoch + 1, "best_ap": self.best_ap, "metrics": metrics, "run_dir": str(self.run_dir),
-                       "stop_reason": self.stop_reason}
-            return self._end_fit(summary)
-        finally:
-            self._release()
 
     def _start_no_aug(self, epoch: int) -> None:
         # Called at every tail epoch (a resumed run may start inside the tail); it only acts once per process.
@@ -333,61 +298,30 @@ class Trainer(TrainingRun):
         self._log(f"epoch {epoch + 1}: no-augmentation tail (mosaic/mixup off; the head follows its own schedule, "
                   "e.g. YOLOX's L1 loss on)")
 
-    def _train_epoch(self, epoch: int) -> tuple[dict[str, float], float, float, int]:
+    def on_epoch_begin(self, epoch: int) -> None:
         tcfg = self.cfg.train
         phase = "no_aug" if epoch >= self.no_aug_start else "train"
         if phase == "no_aug":
             self._start_no_aug(epoch)
-        self._set_epoch(epoch)
         # The head follows its own schedule (YOLOX: L1 loss in the no-aug tail; the task-aligned head: weight from
         # its one-to-many to its one-to-one branch): a pure function of the epoch, so a resumed run continues
         # exactly. The EMA copy follows too, so both heads are always in the same state.
         unwrap_model(self.model).head.set_epoch(epoch, tcfg.epochs, phase)
         if self.ema is not None:
             self.ema.ema.head.set_epoch(epoch, tcfg.epochs, phase)
-        self.model.train()
         keep_frozen_in_eval(unwrap_model(self.model), self.frozen)  # frozen BN keeps its statistics
-        sums = dict.fromkeys(self.loss_keys, 0.0)
-        count = 0
-        lr = self.schedule(self.iteration + 1)
-        bar = self._progress_bar(epoch, tcfg.epochs)
-        start = time.perf_counter()
-        images_seen = 0
-        self.optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(self.train_loader):
-            lr = self.schedule(self.iteration + 1)  # YOLOX sets the lr of the step it is about to take
-            set_lr(self.optimizer, lr)
-            images, targets = self._prepare_batch(batch, epoch, i)
-            self.callbacks.fire("on_batch_start", self, epoch, i, batch)
-            group_start = (i // self.accumulate) * self.accumulate
-            group_size = min(self.accumulate, self.iters_per_epoch - group_start)
-            step_now = i + 1 == group_start + group_size
-            sync = contextlib.nullcontext() if step_now or self.world_size == 1 else self.model.no_sync()
-            with sync:
-                with self.autocast:
-                    out = self.model(images, targets)
-                values = self._check_losses(out, batch, epoch, i)
-                self.scaler.scale(out["loss"].float() / group_size).backward()
-            if step_now:
-                self._optimizer_step(tcfg.grad_clip)
-            self.iteration += 1
-            for key, value in zip(self.loss_keys, values):
-                sums[key] += value
-            count += 1
-            images_seen += images.shape[0] * self.world_size
-            self.callbacks.fire("on_batch_end", self, BatchStats(epoch, i, self.iteration, dict(zip(self.loss_keys, values)),
-                                                                 lr, images.shape[0] * self.world_size))
-            if bar is not None:
-                rate = images_seen / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix_str(
-                    " ".join(f"{k.replace('_loss', '')}={sums[k] / count:.3f}" for k in self.loss_keys)
-                    + f" lr={lr:.2e} {rate:.1f}img/s",
-                    refresh=False,
-                )
-                bar.update(1)
-        if bar is not None:
-            bar.close()
-        return {k: v / max(count, 1) for k, v in sums.items()}, lr, time.perf_counter() - start, images_seen
+
+    def new_meter(self) -> EpochMeter:
+        return EpochMeter(self.loss_keys)  # the head's losses
+
+    def train_step(self, batch: dict[str, torch.Tensor], epoch: int, i: int
+                   ) -> tuple[torch.Tensor, dict[str, float], int]:
+        """(Multi-scale resize,) forward under autocast, the head's losses averaged over ranks."""
+        images, targets = self._prepare_batch(batch, epoch, i)
+        with self.autocast:
+            out = self.model(images, targets)
+        values = self._check_losses(out, batch, epoch, i)
+        return out["loss"], dict(zip(self.loss_keys, values)), images.shape[0]
 
     def _prepare_batch(self, batch: dict[str, Any], epoch: int, i: int) -> tuple[torch.Tensor, Targets]:
         """(float images (B, 3, H, W), :class:`~cspdet.det.targets.Targets`) on the device, at this step's
@@ -450,7 +384,7 @@ class Trainer(TrainingRun):
 
             ecfg = self.cfg.eval
             self.evaluator = COCOEvaluator(self.val_loader, conf=ecfg.conf, iou=ecfg.iou, max_det=ecfg.max_det,
-                                           backend=ecfg.backend)
+                                           backend=ecfg.backend, callbacks=self.callbacks)  # on_val_end too
         if outputs is None:
             outputs = epoch + 1 == self.cfg.train.epochs
         result = self.evaluator.evaluate(self.eval_model(), output_dir=self.run_dir / "eval" if outputs else None,
@@ -493,6 +427,8 @@ class Trainer(TrainingRun):
                     else "no early stopping")
         optimizer = (self.optimizer_choice.reason if tcfg.optimizer == "auto"
                      else f"{tcfg.optimizer} lr {self.base_lr:.3g}")
+        if tcfg.schedule != DEFAULT_SCHEDULE:
+            optimizer += f" ({tcfg.schedule} schedule)"
         src = self.weights_source
         if src.get("path"):
             lines.append(f"weights   {src['path']} ({src['format']}; licence of the weights: {src['licence']})")
@@ -515,7 +451,7 @@ class Trainer(TrainingRun):
             source={**self.weights_source, "trained_in": str(self.run_dir)},
             dataset=self.cfg.data.dataset, dataset_path=_absolute(self.cfg.data.dataset),
         )
-        return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), "best_ap": float(self.best_ap)}
+        return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), self.best_key: float(self.best_score)}
 
 
 def _absolute(path: str | None) -> str | None:

@@ -17,7 +17,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..fileio import as_output_error, atomic_write, make_dirs
+from ..runtime.callbacks import CallbackList
 from ..runtime.errors import ExportError, require
 from ..runtime.formats import DeployFormat, deploy_formats, get_format
 from ..runtime.weights import detector_from_checkpoint, recorded_dataset
@@ -149,7 +150,7 @@ def _hw(img_size: int | Sequence[int]) -> tuple[int, int]:
 def export_model(weights: str | os.PathLike, fmt: str, img_size: int | Sequence[int] | None = None,
                  dynamic: bool = False, batch: int = 1, int8: bool = False, data: str | os.PathLike | None = None,
                  calib: int = 300, nms: bool = False, out: str | os.PathLike | None = None, simplify: bool = True,
-                 opset: int = DEFAULT_OPSET) -> ExportResult:
+                 opset: int = DEFAULT_OPSET, callbacks: Iterable[Any] | None = None) -> ExportResult:
     """Export the detector of a cspdet checkpoint (what ``cspdet export`` runs).
 
     Args:
@@ -166,6 +167,8 @@ def export_model(weights: str | os.PathLike, fmt: str, img_size: int | Sequence[
             format's suffix.
         simplify: run onnxsim on ONNX graphs (ONNX and OpenVINO exports).
         opset: ONNX opset.
+        callbacks: objects with an ``on_export_end(model, result)`` hook, called once the file is written with the
+            exported detector and the :class:`ExportResult` (:mod:`cspdet.runtime.callbacks`).
 
     Raises:
         CheckpointError / ExportError: a bad checkpoint, bad options, a missing extra (one line each).
@@ -174,13 +177,13 @@ def export_model(weights: str | os.PathLike, fmt: str, img_size: int | Sequence[
     model, _ = detector_from_checkpoint(weights)
     out = export_path(weights, fmt, out, int8)
     return export_detector(model, fmt, out, img_size=img_size, dynamic=dynamic, batch=batch, int8=int8, data=data,
-                           calib=calib, nms=nms, simplify=simplify, opset=opset)
+                           calib=calib, nms=nms, simplify=simplify, opset=opset, callbacks=callbacks)
 
 
 def export_detector(model: nn.Module, fmt: str, out: str | os.PathLike, img_size: int | Sequence[int] | None = None,
                     dynamic: bool = False, batch: int = 1, int8: bool = False, data: str | os.PathLike | None = None,
                     calib: int = 300, nms: bool = False, simplify: bool = True,
-                    opset: int = DEFAULT_OPSET) -> ExportResult:
+                    opset: int = DEFAULT_OPSET, callbacks: Iterable[Any] | None = None) -> ExportResult:
     """Export an in-memory :class:`cspdet.models.Detector` (its ``meta`` goes into the file); see
     :func:`export_model` for the arguments. The model itself is not modified (a fused copy is exported)."""
     try:
@@ -218,7 +221,9 @@ def export_detector(model: nn.Module, fmt: str, out: str | os.PathLike, img_size
                            batch=batch, opset=opset, simplify=simplify, int8=int8, data=data, calib=calib)
     make_dirs(out.parent)
     _writer(record)(request)
-    return ExportResult(out, fmt, time.perf_counter() - tic, record.size_bytes(out), info, request.notes)
+    result = ExportResult(out, fmt, time.perf_counter() - tic, record.size_bytes(out), info, request.notes)
+    CallbackList.of(callbacks).fire("on_export_end", model, result)
+    return result
 
 
 # -------------------------------------------------------------------------------------------------- ONNX

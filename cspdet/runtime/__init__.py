@@ -10,6 +10,8 @@
   :class:`DeployedDetector` over a runtime backend (:mod:`.backends`).
 * :class:`Predictor` / :class:`Results` (:mod:`.predictor`): images and videos in, boxes in original pixels out.
 * checkpoint file I/O (:mod:`.checkpoint`), the exported files' metadata (:mod:`.metadata`), device selection.
+* :class:`Callback` / :class:`CallbackList` (:mod:`.callbacks`): the events of training, evaluation, prediction
+  and export, and the list that fires them.
 
 Layering: the runtime imports models, data, det and config, never engine, export or cli (``tests/test_imports.py``).
 Submodules load on first use, so ``import cspdet.runtime`` stays cheap.
@@ -21,18 +23,20 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .backends import Backend, DeployedDetector
-    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-    from .contracts import InferenceModel
-    from .cpu import FastCPUDetector
-    from .errors import ExportError, ExportUsageError, MissingExtraError
-    from .formats import BenchVariant, DeployFormat, deploy_formats, deployed_format, get_format, register_format
-    from .open import NotAModelError, load_backend, open_model
-    from .predictor import Predictor, Results
-    from .weights import WeightsFile, detector_from_checkpoint, read_weights, weights_kind
+    from .backends import Backend, DeployedDetector  # noqa: F401 (re-exported lazily)
+    from .callbacks import Callback, CallbackList  # noqa: F401 (re-exported lazily)
+    from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # noqa: F401 (re-exported lazily)
+    from .contracts import InferenceModel  # noqa: F401 (re-exported lazily)
+    from .cpu import FastCPUDetector  # noqa: F401 (re-exported lazily)
+    from .errors import ExportError, ExportUsageError, MissingExtraError  # noqa: F401 (re-exported lazily)
+    from .formats import BenchVariant, DeployFormat, deploy_formats, deployed_format, get_format, register_format  # noqa: F401 (re-exported lazily)
+    from .open import NotAModelError, load_backend, open_model  # noqa: F401 (re-exported lazily)
+    from .predictor import Predictor, Results  # noqa: F401 (re-exported lazily)
+    from .weights import WeightsFile, detector_from_checkpoint, read_weights, weights_kind  # noqa: F401 (re-exported lazily)
 
 _LAZY = {
     "Backend": "backends", "DeployedDetector": "backends",
+    "Callback": "callbacks", "CallbackList": "callbacks",
     "CheckpointError": "checkpoint", "load_checkpoint": "checkpoint", "save_checkpoint": "checkpoint",
     "InferenceModel": "contracts",
     "FastCPUDetector": "cpu",

@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
@@ -33,6 +33,7 @@ from ..config import field_range
 from ..data.image_io import IMAGE_SUFFIXES, ImageReadError, read_image
 from ..data.letterbox import Letterbox
 from ..data.visualize import draw_boxes
+from .callbacks import CallbackList
 from .contracts import InferenceModel
 from .device import select_device
 from .open import open_model
@@ -209,6 +210,9 @@ class Predictor:
             the full ``img_size`` (the minimal letterbox of Ultralytics' predict; same scale r, fewer pixels: a
             640x480 photo costs 3/4 of the compute). Models with a fixed input size (static exports) always get
             ``img_size``; ``rect=False`` gives every image exactly ``img_size`` (what the evaluator uses).
+        callbacks: objects with an ``on_predict_batch_end(predictor, results)`` hook, called after every forward
+            pass with that batch's :class:`Results` (:mod:`cspdet.runtime.callbacks`); ``predictor.callbacks``
+            may be extended later.
     """
 
     def __init__(
@@ -225,6 +229,7 @@ class Predictor:
         batch_size: int = 8,
         nms_free: bool | None = None,
         rect: bool = True,
+        callbacks: Iterable[Any] | None = None,
     ):
         num_classes = getattr(model, "num_classes", None)
         if num_classes is not None and len(class_names) != num_classes:
@@ -251,6 +256,7 @@ class Predictor:
         self.category_ids = list(category_ids) if category_ids is not None else None
         self.batch_size = max(1, int(batch_size))
         self.device = next(model.parameters()).device
+        self.callbacks = CallbackList.of(callbacks)
 
     @classmethod
     def from_checkpoint(
@@ -303,7 +309,7 @@ class Predictor:
     def warmup(self) -> None:
         """One forward pass on a blank image, so that one-off setup (allocator, kernel selection) does not
         land in the first image's timing."""
-        self.predict_images([np.full((*self.img_size, 3), 114, np.uint8)])
+        self._predict([np.full((*self.img_size, 3), 114, np.uint8)])
 
     # ------------------------------------------------------------------------------------------ input
 
@@ -365,9 +371,16 @@ class Predictor:
             results += self.predict_images([im for im, _ in loaded], [p for _, p in loaded])
         return results
 
-    @torch.inference_mode()
     def predict_images(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
-        """Detections for a batch of (H, W, 3) uint8 RGB images (any sizes; all letterboxed to ``img_size``)."""
+        """Detections for a batch of (H, W, 3) uint8 RGB images (any sizes; all letterboxed to ``img_size``), in one
+        forward pass; then ``on_predict_batch_end``."""
+        results = self._predict(images, paths)
+        if results:
+            self.callbacks.fire("on_predict_batch_end", self, results)
+        return results
+
+    @torch.inference_mode()
+    def _predict(self, images: Sequence[np.ndarray], paths: Sequence[str | None] | None = None) -> list[Results]:
         if not images:
             return []
         paths = list(paths) if paths is not None else [None] * len(images)
@@ -433,10 +446,13 @@ class Predictor:
                     if not ok:
                         break
                     frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-                for res in self.predict_images(frames, [os.fspath(path)] * len(frames)):
+                batch = self._predict(frames, [os.fspath(path)] * len(frames))
+                for res in batch:
                     res.frame = index
                     index += 1
-                    yield res
+                if batch:  # the hook sees the frame indices
+                    self.callbacks.fire("on_predict_batch_end", self, batch)
+                yield from batch
             if index == 0:
                 raise ImageReadError(path, "unreadable_image", "no decodable video frame")
             if declared is not None and index != declared:

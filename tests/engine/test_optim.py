@@ -112,3 +112,79 @@ def test_cosine_schedule_key_iterations():
     sched = CosineSchedule(base_lr=0.1, total_iters=110, warmup_iters=10, min_lr=0.001)
     assert sched(60) == pytest.approx(lr(60)) and sched.state_dict()["type"] == "cosine"
     assert math.isclose(cosine_lr(0, base_lr=0.2, total_iters=10), 0.2)  # no warm-up starts at the peak
+
+
+# ------------------------------------------------------------------------------------------ named schedules
+
+
+def test_yolox_cosine_is_the_default_named_schedule():
+    from cspdet.config import TrainConfig
+    from cspdet.engine.optim import DEFAULT_SCHEDULE, SCHEDULES, ScheduleRequest, build_schedule, with_scaled_schedule
+
+    assert TrainConfig().schedule == DEFAULT_SCHEDULE == "yolox_cosine" and "yolox_cosine" in SCHEDULES
+    req = ScheduleRequest(base_lr=0.04, epochs=10, iters_per_epoch=10, warmup_epochs=1.5, no_aug_epochs=2,
+                          warmup_lr=0.001, min_lr_ratio=0.1)
+    # a checkpoint written before train.schedule existed resumes: its config compares as the default's
+    old = {"train": {"epochs": 300, "warmup_epochs": 5, "no_aug_epochs": 15}}
+    assert with_scaled_schedule(old)["train"]["schedule"] == "yolox_cosine"
+    assert build_schedule("yolox_cosine", req) == YoloxSchedule(base_lr=0.04, total_iters=100, warmup_iters=15,
+                                                                no_aug_iters=20, warmup_lr=0.001, min_lr_ratio=0.1)
+
+
+def test_unknown_schedule_is_a_config_error_listing_the_choices(tmp_path):
+    from cspdet.config import ConfigError, config_from_dict
+    from cspdet.engine.optim import check_schedule
+    from cspdet.engine.trainer import Trainer
+
+    with pytest.raises(ConfigError, match=r"^train.schedule: unknown schedule 'cosine_yolox' \(expected one of "
+                                          r"yolox_cosine(, \w+)*\)$"):
+        check_schedule("cosine_yolox")
+    cfg = config_from_dict({"data": {"dataset": str(tmp_path / "missing.yaml")}, "train": {"schedule": "nope"}})
+    with pytest.raises(ConfigError, match=r"^train.schedule: unknown schedule 'nope'"):
+        Trainer(cfg, run_dir=tmp_path / "run", progress=False)  # refused before the (missing) dataset is read
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_second_schedule_registered_from_a_test_file_trains(tmp_path, monkeypatch):
+    """A flat schedule is one registered function; ``train.schedule`` selects it, the optimizer follows it, the
+    checkpoint records it and the run header names it. The default schedule is unaffected."""
+    from dataclasses import dataclass
+
+    from test_trainer import tiny_raw, write_shapes_descriptor  # tests/engine/test_trainer.py
+
+    from cspdet.config import config_from_dict
+    from cspdet.engine import optim
+    from cspdet.engine.trainer import Trainer
+    from cspdet.runtime.checkpoint import load_checkpoint
+
+    monkeypatch.setattr(optim, "SCHEDULES", dict(optim.SCHEDULES))  # the registration ends with the test
+
+    @dataclass(frozen=True)
+    class FlatSchedule:
+        lr: float
+
+        def __call__(self, iteration):
+            return self.lr
+
+        def state_dict(self):
+            return {"type": "flat", "lr": self.lr}
+
+    @optim.register_schedule("flat_half")
+    def flat_half(req: optim.ScheduleRequest) -> FlatSchedule:
+        return FlatSchedule(req.base_lr / 2)
+
+    with pytest.raises(ValueError, match="'flat_half' is already registered"):
+        optim.register_schedule("flat_half")(flat_half)
+    shapes = write_shapes_descriptor(tmp_path / "shapes")
+    cfg = config_from_dict(tiny_raw(shapes, tmp_path, epochs=1, no_aug_epochs=0, schedule="flat_half"))
+    trainer = Trainer(cfg, run_dir=tmp_path / "flat", progress=False)
+    assert trainer.schedule == FlatSchedule(trainer.base_lr / 2)
+    assert " (flat_half schedule)" in next(line for line in trainer.header() if line.startswith("schedule  "))
+    lrs = []
+    trainer.callbacks.append(type("LR", (), {"on_batch_end": lambda self, run, b: lrs.append(b.lr)})())
+    trainer.fit()
+    assert lrs == [trainer.base_lr / 2] * trainer.iters_per_epoch
+    assert {g["lr"] for g in trainer.optimizer.param_groups} == {trainer.base_lr / 2}
+    last = load_checkpoint(tmp_path / "flat" / "last.pt")
+    assert last["trainer"]["schedule"] == {"type": "flat", "lr": trainer.base_lr / 2}
+    assert last["config"]["train"]["schedule"] == "flat_half"

@@ -91,6 +91,7 @@ def test_train_then_resume_messages(tmp_path, capsys):
     # --no-progress drops the bars, not the run header and the line per epoch
     out = proc.stdout.splitlines()
     assert out[0] == f"run       {run} (new run)" and out[4].startswith("device    cpu, 1 intra-op thread")
+    assert out[4].endswith("; fp32")  # the precision closes the device line
     epoch_line = next(line for line in out if line.startswith("epoch 1/1"))
     assert " img/s " in epoch_line and "| AP " in epoch_line and "epoch 1/1:" not in proc.stderr
     capsys.readouterr()
