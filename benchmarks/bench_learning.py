@@ -279,7 +279,8 @@ def dataset_table(results: list[dict], dataset: str) -> str:
         rs = [r for r in results if r["row"] == row and r["dataset"] == dataset]
         if not rs:
             continue
-        sizes = " / ".join(f"{statistics.mean(v):.3f}" if (v := _values(rs, k)) else "-"
+        # COCOeval gives -1 for a size with no ground-truth boxes (raccoon has no small ones): shown as "-"
+        sizes = " / ".join(f"{statistics.mean(v):.3f}" if (v := [x for x in _values(rs, k) if x >= 0]) else "-"
                            for k in ("APs", "APm", "APl"))
         lines.append(f"| {row} | {','.join(str(r['seed']) for r in rs)} | {_ms(_values(rs, 'AP'))} | "
                      f"{_ms(_values(rs, 'AP50'))} | {_ms(_values(rs, 'nms_AP'))} | {_ms(_values(rs, 'nms_AP50'))} | "

@@ -7,6 +7,7 @@ import types
 import pytest
 import torch
 
+from cspdet.det import Targets
 from cspdet.models import create_detector
 from cspdet.models.yolox_weights import YoloxWeightsError, load_yolox_weights, yolox_to_cspdet_state_dict
 
@@ -89,7 +90,7 @@ def test_training_losses_equal_yolox():
     mask = torch.tensor([[True, True, False], [True, False, False]])
     cxcywh = torch.cat([(xyxy[..., :2] + xyxy[..., 2:]) / 2, xyxy[..., 2:] - xyxy[..., :2]], -1)
     expected = ref(rgb.flip(1), torch.cat([cls[..., None], cxcywh], -1) * mask[..., None])
-    got = det(rgb, torch.cat([cls[..., None], xyxy], -1), mask)
+    got = det(rgb, Targets.from_packed(torch.cat([cls[..., None], xyxy], -1), mask))
     for theirs, ours in [("total_loss", "loss"), ("iou_loss", "iou_loss"), ("conf_loss", "obj_loss"),
                          ("cls_loss", "cls_loss"), ("l1_loss", "l1_loss")]:
         reference = float(torch.as_tensor(expected[theirs]).detach())
