@@ -27,8 +27,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["AUTO_GPU_WORKERS", "ThreadPlan", "apply_threads", "available_cores", "native_bf16", "plan_threads",
-           "plan_workers", "resolve_bf16"]
+from ..runtime import cpu
+
+__all__ = ["AUTO_GPU_WORKERS", "ThreadPlan", "apply_threads", "available_cores", "plan_threads", "plan_workers",
+           "resolve_bf16"]
 
 AUTO_GPU_WORKERS = 4
 """Loader workers of a GPU run whose ``data.workers`` is unset (YOLOX's and Ultralytics' default is in this range)."""
@@ -96,18 +98,11 @@ def apply_threads(plan: ThreadPlan) -> None:
         torch.set_num_threads(plan.threads)
 
 
-def native_bf16() -> bool:
-    """True when this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX tiles): there bf16 autocast trains
-    about 1.7x faster than fp32 (csptal_n, raccoon at 416, batch 16, 2 threads: 8 s against 14 s per epoch,
-    ``benchmarks/results/learning_panel.md``); elsewhere oneDNN emulates bf16 and it is slower than fp32."""
-    cpu = getattr(torch, "cpu", None)
-    checks = (getattr(cpu, "_is_avx512_bf16_supported", None), getattr(cpu, "_is_amx_tile_supported", None))
-    return any(bool(check()) for check in checks if check is not None)
-
-
 def resolve_bf16(setting: bool | str, device_type: str) -> bool:
     """``train.bf16`` / ``pretrain.bf16`` -> whether CPU bf16 autocast is on: ``true`` / ``false`` as given,
-    ``auto`` = on a CPU with native bf16 (:func:`native_bf16`), off elsewhere (CUDA runs use ``amp``)."""
+    ``auto`` = on a CPU with native bf16 (:func:`cspdet.runtime.cpu.native_bf16`: AVX512-BF16 or AMX; there bf16
+    autocast trains faster than fp32, ``benchmarks/results/learning_panel.md``; elsewhere oneDNN emulates bf16,
+    slower than fp32), off elsewhere (CUDA runs use ``amp``)."""
     if setting == "auto":
-        return device_type == "cpu" and native_bf16()
+        return device_type == "cpu" and cpu.native_bf16()
     return bool(setting)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..config import Config, ConfigError
-from ..config.data_yaml import config_for_data
+from ..config.data_yaml import config_for_data, is_dataset_yaml
 from ..engine.evaluator import COCOEvaluator
 from ..fileio import atomic_write
 from ..runtime.cpu import native_bf16
@@ -184,16 +184,21 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike | None = None,
 
 
 def bench_config(weights: str | os.PathLike, data: str | os.PathLike | None = None) -> Config:
-    """The evaluation config of a benchmark: ``data`` (a config, or a dataset descriptor), else the dataset and
-    input size the model's metadata records (found from here: :func:`cspdet.runtime.weights.recorded_dataset`).
+    """The evaluation config of a benchmark: ``data`` (a config with its eval settings, or a dataset descriptor at
+    the input size the model records), else the dataset and input size the model's metadata records (found from here: :func:`cspdet.runtime.weights.recorded_dataset`).
 
     Raises:
         ConfigError: no ``data`` and the model records no dataset that exists from here.
     """
-    if data is not None:
-        return config_for_data(data)
+    if data is not None and not is_dataset_yaml(data):
+        return config_for_data(data)  # a config: its own eval settings
     file = read_weights(weights)
     meta: Any = load_backend(file.path).meta.to_dict() if file.exported else checkpoint_meta(file.obj, weights)
+    if data is not None:  # a dataset descriptor has no eval settings: the input size the model records
+        cfg = config_for_data(data)
+        if meta.get("img_size"):
+            cfg.eval.img_size = [int(v) for v in meta["img_size"]]
+        return cfg
     found, tried = recorded_dataset(meta)
     if found is None:
         where = f" (tried {', '.join(tried)} from {Path.cwd()})" if tried else ""

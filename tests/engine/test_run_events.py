@@ -34,7 +34,7 @@ def shapes(tmp_path_factory) -> Path:
 def test_bf16_auto_follows_the_cpu(monkeypatch):
     """train.bf16: auto = bf16 autocast only on a CPU that computes bf16 natively; true / false as given."""
     for native in (True, False):
-        monkeypatch.setattr(resources, "native_bf16", lambda native=native: native)
+        monkeypatch.setattr(resources.cpu, "native_bf16", lambda native=native: native)
         assert resolve_bf16("auto", "cpu") is native
         assert resolve_bf16("auto", "cuda") is False  # CUDA runs use fp16 amp
         assert resolve_bf16(True, "cpu") is True and resolve_bf16(False, "cpu") is False

@@ -40,3 +40,20 @@ def test_benchmark_tool(coco128_val_subset, tmp_path):
     for key in ("map50_95", "map50"):  # the same graph (dynamic ONNX, static OpenVINO at the eval size): the same mAP
         assert round(float(rows["pytorch"][key]), 4) == round(float(rows["onnx"][key]), 4)
         assert round(float(rows["pytorch"][key]), 4) == round(float(rows["openvino"][key]), 4)
+
+
+def test_a_dataset_yaml_is_scored_at_the_size_the_model_records(coco128_val_subset, tmp_path):
+    """``--data DATASET.yaml`` has no eval settings of its own: the benchmark scores at the checkpoint's input size
+    (a model trained at 416 scored at the config default 640 lost nearly all its AP), a config keeps its own."""
+    from cspdet.export.benchmark import bench_config
+    from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
+
+    model = live_detector("cspdarknet_nano")
+    weights = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(),
+                                             model.state_dict()), tmp_path / "nano.pt")
+    desc = coco128_val_subset(2)
+    cfg = bench_config(weights, desc)
+    assert cfg.eval.img_size == list(HW) and cfg.data.dataset == str(desc)
+    config = tmp_path / "bench.yaml"
+    config.write_text(f"data:\n  dataset: {desc}\neval:\n  img_size: [96, 128]\n")
+    assert bench_config(weights, config).eval.img_size == [96, 128]
