@@ -149,7 +149,8 @@ FIELD_RANGES: dict[type, dict[str, Range | tuple[Range, ...]]] = {
 
 # Numeric fields deliberately without a range, and why.
 FREE_FIELDS: dict[type, dict[str, str]] = {
-    ModelConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder"},
+    ModelConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder",
+                  "head_options": "the head's constructor arguments, checked (names and ranges) by the head"},
     TrainConfig: {"freeze": "a count or module names: >= 0 checked by validate_config, the rest against the model "
                             "by cspdet.engine.freeze"},
     PretrainConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder"},

@@ -23,7 +23,7 @@ __getattr__ = moved(__name__, {"detector_from_checkpoint": "cspdet.runtime.weigh
 
 def model_overrides(cfg: ModelConfig) -> dict[str, Any]:
     """Keyword overrides for ``create_detector`` from the optional fields of ``cfg`` (None = preset default)."""
-    keys = ("depth", "width", "depthwise", "act", "stem_channels", "stage_defs")
+    keys = ("depth", "width", "depthwise", "act", "stem_channels", "stage_defs", "head_options")
     return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
 
 

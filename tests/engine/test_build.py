@@ -83,3 +83,21 @@ def test_cspdet_convert_infers_the_model_and_classes(tmp_path):
     assert main(["convert", str(tmp_path / "yolox_tiny.pth"), "--out", str(tmp_path / "n.pt"),
                  "--names", "a", "b"]) == 2
     assert not (tmp_path / "n.pt").exists()
+
+
+def test_model_head_options_reach_the_head_or_are_refused_by_name():
+    """``model.head_options``: the head's own constructor options on top of the preset (a mapping); a preset whose
+    family takes none, a bad value or a non-mapping is a one-line ConfigError."""
+    from cspdet.config import ConfigError, config_from_dict
+    from cspdet.engine.build import build_detector
+
+    cfg = config_from_dict({"model": {"name": "csptal_n", "num_classes": 2, "head_options": {"o2o_start": 0.5}}})
+    model = build_detector(cfg.model)
+    assert model.head.o2o_start == 0.5 and model.spec.head.options["o2o_start"] == 0.5
+    for model_cfg, match in (({"name": "cspdarknet_nano", "head_options": {"o2o_start": 0.5}}, "head_options"),
+                             ({"name": "csptal_n", "head_options": {"o2o_start": 2}}, "o2o_start"),
+                             ({"name": "csptal_n", "head_options": {"nonsense": 1}}, "nonsense")):
+        with pytest.raises(ConfigError, match=match):
+            build_detector(config_from_dict({"model": model_cfg}).model)
+    with pytest.raises(ConfigError, match="model.head_options: expected a mapping"):
+        config_from_dict({"model": {"name": "csptal_n", "head_options": [1]}})
