@@ -39,9 +39,9 @@ class ModelConfig:
     """For ``name: custom``: ``[[num_blocks, out_channels, block_name, downsample], ...]`` with block names
     ``resnet``, ``resnext``, ``darknet``."""
     head_options: dict[str, Any] | None = None
-    """Constructor options of the head on top of the preset's (the task-aligned family: e.g. ``{o2o_start:
-    0.67}``, ``{o2o_detach: false}``; ``cspdet.models.tal_head.TaskAlignedHead`` lists them). Presets without
-    head options refuse it with a one-line error."""
+    """Constructor options of the head on top of the preset's (the task-aligned family: e.g. ``{o2o_detach:
+    false}``; ``cspdet.models.tal_head.TaskAlignedHead`` lists them). Presets without head options refuse it with a
+    one-line error."""
     weights: str | None = None
     """Initial weights (fine-tuning, configs/finetune.yaml): a cspdet checkpoint (detector, or a classifier's
     backbone), a YOLOX ``.pth``, a timm CspNet state dict, or an Ultralytics ``.pt``. Everything that fits is

@@ -30,8 +30,8 @@ __all__ = ["TaskAlignedLoss", "o2m_weight_schedule"]
 
 def o2m_weight_schedule(progress: float, start: float = 0.8, end: float = 0.1) -> float:
     """Weight of the one-to-many branch at training ``progress`` in [0, 1] (clamped): linear from ``start`` to
-    ``end`` (YOLO26's "ProgLoss": 0.8 -> 0.1; the one-to-one branch gets ``1 - weight``). A trainer sets
-    ``head.o2m_weight = o2m_weight_schedule(epoch / max(epochs - 1, 1))`` once per epoch."""
+    ``end`` (YOLO26's "ProgLoss": 0.8 -> 0.1; the one-to-one branch gets ``1 - weight``). The task-aligned head
+    sets ``o2m_weight = o2m_weight_schedule(epoch / max(epochs - 1, 1))`` in its ``set_epoch``, once per epoch."""
     p = min(max(float(progress), 0.0), 1.0)
     return start + (end - start) * p
 

@@ -196,7 +196,8 @@ class COCOEvaluator:
         was_training, was_nms_free = net.training, getattr(net, "nms_free", False)
         net.eval()
         self.last_settings = settings = self.settings_for(net)
-        # Only what is set reaches predict, so any model with predict(images, conf, iou, max_det) works.
+        # conf / iou / max_det as resolved above; the other options reach predict only when set, so any model
+        # with predict(images, conf, iou, max_det) works.
         extra: dict[str, Any] = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
         multi_label = self.multi_label
         if multi_label is None:

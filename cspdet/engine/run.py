@@ -253,13 +253,15 @@ class TrainingRun(abc.ABC):
     def _setup_amp(self, amp: bool, bf16: bool | str) -> None:
         """fp16 autocast + GradScaler on CUDA (when ``amp``); bf16 autocast on CPU (when ``bf16``; ``auto`` = where
         the CPU has native bf16, :func:`~cspdet.engine.resources.resolve_bf16`)."""
-        self.use_bf16 = self.device.type == "cpu" and resolve_bf16(bf16, self.device.type)
-        self._precision = "fp16 autocast" if amp and self.device.type == "cuda" else "fp32"
-        if self.device.type == "cpu":
-            self._precision = "bf16 autocast" if self.use_bf16 else "fp32"
+        self.use_bf16 = resolve_bf16(bf16, self.device.type) if self.device.type == "cpu" else False
+        if self.device.type != "cpu":
+            self._precision = "fp16 autocast" if amp and self.device.type == "cuda" else "fp32"
+        else:
+            why = ""
             if bf16 == "auto":
-                self._precision += (" (bf16: auto, the CPU has native bf16)" if self.use_bf16 else
-                                    " (bf16: auto, no native bf16 on this CPU: emulated bf16 is slower than fp32)")
+                why = (" (bf16: auto, the CPU has native bf16)" if self.use_bf16 else
+                       " (bf16: auto, no native bf16 on this CPU: emulated bf16 is slower than fp32)")
+            self._precision = ("bf16 autocast" if self.use_bf16 else "fp32") + why
         self.use_amp = amp and self.device.type == "cuda"
         # A disabled scaler passes everything through, so the step code is the same with and without AMP.
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config, ConfigError, config_from_dict, config_to_dict
-from ..det.targets import Targets
+from ..det.targets import Targets, as_targets
+from ..models.contracts import HeadEvalDefaults
 from .build import build_detector, load_initial_weights
 from .callbacks import EpochStats, format_epochs
 from .ema import ModelEMA, unwrap_model
@@ -246,7 +247,7 @@ class Trainer(TrainingRun):
         ckpt = self._open_resume_checkpoint(resume, self.cfg.train.output_dir)
         path = self.resume_path
         self._check_resume_config(
-            with_scaled_schedule(ckpt["config"]), with_scaled_schedule(config_to_dict(self.cfg)), RESUME_SAFE_KEYS,
+            _comparable(ckpt["config"]), _comparable(config_to_dict(self.cfg)), RESUME_SAFE_KEYS,
             "Resume with the run's own config (omit CONFIG and overrides), or start a new run with "
             f"model.weights={path}",
         )
@@ -327,7 +328,10 @@ class Trainer(TrainingRun):
         """(float images (B, 3, H, W), :class:`~cspdet.det.targets.Targets`) on the device, at this step's
         multi-scale size."""
         images = batch["images"].to(self.device, non_blocking=True).float()
-        targets = batch["targets"].to(self.device, non_blocking=True)
+        targets = batch["targets"]
+        if not isinstance(targets, Targets):  # a custom collate's packed (B, M, 5) tensor (deprecated) + its mask
+            targets = as_targets(targets, batch.get("target_mask"), caller="a training batch")
+        targets = targets.to(self.device, non_blocking=True)
         size = self._multiscale_size(epoch, i)
         if size is not None and tuple(images.shape[-2:]) != size:
             sy, sx = size[0] / images.shape[-2], size[1] / images.shape[-1]
@@ -384,7 +388,8 @@ class Trainer(TrainingRun):
 
             ecfg = self.cfg.eval
             self.evaluator = COCOEvaluator(self.val_loader, conf=ecfg.conf, iou=ecfg.iou, max_det=ecfg.max_det,
-                                           backend=ecfg.backend, callbacks=self.callbacks)  # on_val_end too
+                                           backend=ecfg.backend, nms_free=ecfg.nms_free,
+                                           multi_label=ecfg.multi_label, callbacks=self.callbacks)  # on_val_end too
         if outputs is None:
             outputs = epoch + 1 == self.cfg.train.epochs
         result = self.evaluator.evaluate(self.eval_model(), output_dir=self.run_dir / "eval" if outputs else None,
@@ -452,6 +457,19 @@ class Trainer(TrainingRun):
             dataset=self.cfg.data.dataset, dataset_path=_absolute(self.cfg.data.dataset),
         )
         return {"spec": model.spec.to_dict(), "meta": meta.to_dict(), self.best_key: float(self.best_score)}
+
+
+def _comparable(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stored or current config as a resume compares it: the schedule as the run uses it
+    (:func:`~cspdet.engine.optim.with_scaled_schedule`), and ``eval.conf / iou / max_det`` left to the head (null)
+    as the values runs saved before that default wrote out (every built-in head's: :class:`HeadEvalDefaults`)."""
+    raw = with_scaled_schedule(raw)
+    defaults = HeadEvalDefaults()
+    evaluation = dict(raw.get("eval") or {})
+    for key in ("conf", "iou", "max_det"):
+        if evaluation.get(key, None) is None:
+            evaluation[key] = getattr(defaults, key)
+    return {**raw, "eval": evaluation}
 
 
 def _absolute(path: str | None) -> str | None:

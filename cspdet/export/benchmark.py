@@ -184,8 +184,9 @@ def benchmark(weights: str | os.PathLike, data: str | os.PathLike | None = None,
 
 
 def bench_config(weights: str | os.PathLike, data: str | os.PathLike | None = None) -> Config:
-    """The evaluation config of a benchmark: ``data`` (a config with its eval settings, or a dataset descriptor at
-    the input size the model records), else the dataset and input size the model's metadata records (found from here: :func:`cspdet.runtime.weights.recorded_dataset`).
+    """The evaluation config of a benchmark: ``data`` as a config (with its own eval settings), or a dataset
+    descriptor / the dataset the model's metadata records (found from here:
+    :func:`cspdet.runtime.weights.recorded_dataset`) at the input size the model records.
 
     Raises:
         ConfigError: no ``data`` and the model records no dataset that exists from here.
@@ -194,17 +195,14 @@ def bench_config(weights: str | os.PathLike, data: str | os.PathLike | None = No
         return config_for_data(data)  # a config: its own eval settings
     file = read_weights(weights)
     meta: Any = load_backend(file.path).meta.to_dict() if file.exported else checkpoint_meta(file.obj, weights)
-    if data is not None:  # a dataset descriptor has no eval settings: the input size the model records
-        cfg = config_for_data(data)
-        if meta.get("img_size"):
-            cfg.eval.img_size = [int(v) for v in meta["img_size"]]
-        return cfg
-    found, tried = recorded_dataset(meta)
-    if found is None:
-        where = f" (tried {', '.join(tried)} from {Path.cwd()})" if tried else ""
-        raise ConfigError(f"{weights}: the checkpoint records no dataset found from here{where}; give --data "
-                          "DATASET.yaml or CONFIG")
-    cfg = config_for_data(found)
+    source = data
+    if source is None:
+        source, tried = recorded_dataset(meta)
+        if source is None:
+            where = f" (tried {', '.join(tried)} from {Path.cwd()})" if tried else ""
+            raise ConfigError(f"{weights}: the checkpoint records no dataset found from here{where}; give --data "
+                              "DATASET.yaml or CONFIG")
+    cfg = config_for_data(source)  # a dataset descriptor has no eval settings: the input size the model records
     if meta.get("img_size"):
         cfg.eval.img_size = [int(v) for v in meta["img_size"]]
     return cfg

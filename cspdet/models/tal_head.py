@@ -53,7 +53,7 @@ __all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
 
 # Constructor arguments a spec records (only where they differ from these defaults) -- everything but the assigners.
 _SPEC_DEFAULTS = dict(reg_max=16, distance_act="softplus", box_channels=None, cls_channels=None, cls_branch="conv",
-                      one2one=False, o2o_detach=True, o2o_start=0.0, nms_free=None,
+                      one2one=False, o2o_detach=True, nms_free=None,
                       o2m_weight=0.8, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
                       prior_image_size=640, norm=None, act=None)
 
@@ -122,10 +122,6 @@ class TaskAlignedHead(HeadBase):
         o2o_detach: the one-to-one branch sees detached features (YOLOv10): it cannot pull the shared features
             towards its sparse one-positive-per-object supervision; the backbone learns from the one-to-many
             loss only (so its gradient scales with ``o2m_weight``).
-        o2o_start: fraction of the run before the one-to-one branch trains (0 = from the start, as YOLO26). With
-            ``s > 0`` the branch is not run in the first ``round(s * epochs)`` epochs (they are that much faster),
-            and at the first epoch past them it starts as a copy of the one-to-many branch, which then hands over
-            to it for the rest of the run (the ``o2m_weight`` schedule runs over that part only).
         nms_free: inference mode, see the module docstring; default ``one2one``.
         o2m_weight: initial weight of the one-to-many loss (the one-to-one gets ``1 - o2m_weight``); YOLO26
             starts at 0.8 and decays it (:func:`cspdet.det.tal_loss.o2m_weight_schedule`). Ignored without
@@ -169,7 +165,6 @@ class TaskAlignedHead(HeadBase):
         cls_branch: str = "conv",
         one2one: bool = False,
         o2o_detach: bool = True,
-        o2o_start: float = 0.0,
         nms_free: bool | None = None,
         o2m_weight: float = 0.8,
         assigner: TaskAlignedAssigner | None = None,
@@ -201,10 +196,6 @@ class TaskAlignedHead(HeadBase):
         self.num_classes, self.reg_max, self.distance_act = num_classes, reg_max, distance_act
         self.strides = tuple(int(s) for s in strides)
         self.one2one, self.o2o_detach = bool(one2one), bool(o2o_detach)
-        if not 0.0 <= float(o2o_start) < 1.0:
-            raise ValueError(f"TaskAlignedHead: o2o_start must be in [0, 1), got {o2o_start!r}")
-        self.o2o_start = float(o2o_start)
-        self.o2o_active = True  # whether the one-to-one branch trains this epoch (set_epoch)
         c0 = int(in_channels[0])
         box_channels = max(16, c0 // 4, 4 * reg_max) if box_channels is None else box_channels
         cls_channels = max(c0, min(num_classes, 100)) if cls_channels is None else cls_channels
@@ -231,19 +222,8 @@ class TaskAlignedHead(HeadBase):
         """Training schedule (called by the trainer at the start of each epoch): with the one-to-one branch, the
         one-to-many weight decays linearly from its initial value to 0.1 over the run (YOLO26's ProgLoss), so the
         dense branch guides early training and the NMS-free branch owns the end."""
-        if not self.one2one:
-            return
-        first = round(self.o2o_start * epochs)  # the first epoch the one-to-one branch trains
-        self.o2o_active = epoch >= first
-        if first > 0 and epoch == first:
-            # hand-over: the one-to-one branch starts from what the one-to-many branch has learnt (a pure function
-            # of the epoch: a run resumed at this epoch copies too, one resumed later has the copy in its weights)
-            with torch.no_grad():
-                for o2o, o2m in zip(self.o2o_levels.parameters(), self.levels.parameters()):
-                    o2o.copy_(o2m)
-                for o2o, o2m in zip(self.o2o_levels.buffers(), self.levels.buffers()):
-                    o2o.copy_(o2m)
-        self.o2m_weight = o2m_weight_schedule((epoch - first) / max(epochs - 1 - first, 1), start=self._o2m_start)
+        if self.one2one:
+            self.o2m_weight = o2m_weight_schedule(epoch / max(epochs - 1, 1), start=self._o2m_start)
 
     @property
     def nms_free(self) -> bool:
@@ -298,7 +278,7 @@ class TaskAlignedHead(HeadBase):
         box = cls = o2o_box = o2o_cls = None
         if self.training or not self.nms_free:
             box, cls = self._run(self.levels, features)
-        if self.one2one and ((self.training and self.o2o_active) or (not self.training and self.nms_free)):
+        if self.one2one and (self.training or self.nms_free):
             o2o_in = [x.detach() for x in features] if self.o2o_detach else features
             o2o_box, o2o_cls = self._run(self.o2o_levels, o2o_in)
         return TALHeadOutputs(box, cls, o2o_box, o2o_cls, sizes)
@@ -352,10 +332,6 @@ class TaskAlignedHead(HeadBase):
         o2m = self.loss_fn(out.box, self.distances(out.box), out.cls, points, strides, targets)
         if not self.one2one:
             return o2m
-        if not self.o2o_active:  # before ``o2o_start``: the one-to-many loss alone; the zero term keeps the
-            # one-to-one parameters in the graph (DDP expects a gradient for every parameter)
-            idle = sum(p.sum() for p in self.o2o_levels.parameters()) * 0.0
-            return {**o2m, "loss": o2m["loss"] + idle}
         if out.o2o_box is None or out.o2o_cls is None:
             raise ValueError("TaskAlignedHead.loss: the one-to-one outputs are missing")
         o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets)

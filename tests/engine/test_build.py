@@ -91,11 +91,11 @@ def test_model_head_options_reach_the_head_or_are_refused_by_name():
     from cspdet.config import ConfigError, config_from_dict
     from cspdet.engine.build import build_detector
 
-    cfg = config_from_dict({"model": {"name": "csptal_n", "num_classes": 2, "head_options": {"o2o_start": 0.5}}})
+    cfg = config_from_dict({"model": {"name": "csptal_n", "num_classes": 2, "head_options": {"o2o_detach": False}}})
     model = build_detector(cfg.model)
-    assert model.head.o2o_start == 0.5 and model.spec.head.options["o2o_start"] == 0.5
-    for model_cfg, match in (({"name": "cspdarknet_nano", "head_options": {"o2o_start": 0.5}}, "head_options"),
-                             ({"name": "csptal_n", "head_options": {"o2o_start": 2}}, "o2o_start"),
+    assert model.head.o2o_detach is False and model.spec.head.options["o2o_detach"] is False
+    for model_cfg, match in (({"name": "cspdarknet_nano", "head_options": {"o2o_detach": False}}, "head_options"),
+                             ({"name": "csptal_n", "head_options": {"reg_max": 0}}, "reg_max"),
                              ({"name": "csptal_n", "head_options": {"nonsense": 1}}, "nonsense")):
         with pytest.raises(ConfigError, match=match):
             build_detector(config_from_dict({"model": model_cfg}).model)

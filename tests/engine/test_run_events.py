@@ -252,3 +252,16 @@ def test_one_writer_per_run_directory_and_no_stale_lock_after_kill_9(shapes, tmp
     lock = RunLock(run)  # ... and released when fit() returns
     lock.acquire()
     lock.release()
+
+
+def test_resume_compares_eval_settings_left_to_the_head_with_the_values_older_runs_wrote():
+    """eval.conf / iou / max_det null (the head's defaults) equal the 0.001 / 0.65 / 300 a run saved before that
+    default recorded, so such a run resumes with its own config; another value is still a difference."""
+    from cspdet.engine.run import config_diff
+    from cspdet.engine.trainer import _comparable
+
+    old = {"train": {"epochs": 10}, "eval": {"conf": 0.001, "iou": 0.65, "max_det": 300}}
+    new = {"train": {"epochs": 10}, "eval": {"conf": None, "iou": None, "max_det": None}}
+    assert config_diff(_comparable(old), _comparable(new)) == []
+    new["eval"]["conf"] = 0.01
+    assert [d[0] for d in config_diff(_comparable(old), _comparable(new))] == ["eval.conf"]

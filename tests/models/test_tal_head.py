@@ -123,37 +123,6 @@ def test_one2one_branch_sees_detached_features(detach):
     assert det.head.levels[0].cls_pred.weight.grad is None or not det.head.levels[0].cls_pred.weight.grad.any()
 
 
-def test_late_one2one_start_skips_the_branch_then_hands_over_a_copy():
-    """``o2o_start``: before it the one-to-one branch neither runs nor trains (the one-to-many loss alone); at the
-    first epoch past it the branch becomes a copy of the one-to-many branch and the o2m weight schedule restarts."""
-    det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_start=0.5).train()
-    head = det.head
-    assert head.spec.options["o2o_start"] == 0.5
-    x = torch.rand(1, 3, 64, 64) * 255
-    targets = Targets(torch.tensor([[[4.0, 8, 40, 50]]]), torch.tensor([[1]]), torch.tensor([[True]]))
-    head.set_epoch(2, 10)
-    assert not head.o2o_active and head(_feats(1, 64, det.neck.out_channels)).o2o_box is None
-    out = det(x, targets)
-    assert "o2o_loss" not in out
-    out["loss"].backward()
-    o2o_grads = [p.grad for p in head.o2o_levels.parameters()]
-    assert all(g is not None and not g.any() for g in o2o_grads)  # in the graph (DDP), but not trained
-    with torch.no_grad():  # stands for the one-to-many branch's training before the hand-over
-        for p in head.levels.parameters():
-            p.add_(torch.randn_like(p))
-    head.set_epoch(5, 10)  # round(0.5 * 10): the hand-over
-    assert head.o2o_active and head.o2m_weight == pytest.approx(0.8)
-    for a, b in zip([*head.o2o_levels.parameters(), *head.o2o_levels.buffers()],
-                    [*head.levels.parameters(), *head.levels.buffers()]):
-        assert torch.equal(a, b)
-    out = det(x, targets)
-    assert out["o2o_num_fg"] == 1
-    head.set_epoch(9, 10)
-    assert head.o2m_weight == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="o2o_start"):
-        yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_start=1.0)
-
-
 def test_detector_predict_uses_the_existing_nms_postprocess_in_o2m_mode():
     det = yolov8_layout(0.33, 0.125, 3)
     assert isinstance(det, Detector) and det.num_classes == 3 and det.strides == (8, 16, 32)
