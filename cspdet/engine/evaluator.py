@@ -176,14 +176,15 @@ class COCOEvaluator:
                    **kwargs)
 
     def settings_for(self, model: torch.nn.Module) -> dict[str, Any]:
-        """The ``conf``, ``iou`` and ``max_det`` that ``model`` is evaluated with: this evaluator's where set, the
-        rest from the model's head (``model.eval_defaults``; :class:`~cspdet.models.HeadEvalDefaults`' own values
-        for a model that has none)."""
+        """The ``conf``, ``iou``, ``max_det`` and ``multi_label`` that ``model`` is evaluated with: this evaluator's
+        where set, the rest from the model's head (``model.eval_defaults``, of its head or of a deployed file's
+        metadata; :class:`~cspdet.models.HeadEvalDefaults`' own values for a model that has none)."""
         net = getattr(model, "module", model)
         defaults = getattr(net, "eval_defaults", None) or HeadEvalDefaults()
         return {"conf": float(defaults.conf if self.conf is None else self.conf),
                 "iou": float(defaults.iou if self.iou is None else self.iou),
-                "max_det": int(defaults.max_det if self.max_det is None else self.max_det)}
+                "max_det": int(defaults.max_det if self.max_det is None else self.max_det),
+                "multi_label": bool(defaults.multi_label if self.multi_label is None else self.multi_label)}
 
     @torch.inference_mode()
     def predict(self, model: torch.nn.Module, progress: bool = False) -> dict[int, list[dict[str, Any]]]:
@@ -195,19 +196,17 @@ class COCOEvaluator:
         net = getattr(model, "module", model)  # DDP / EMA wrappers keep the detector in .module
         was_training, was_nms_free = net.training, getattr(net, "nms_free", False)
         net.eval()
-        self.last_settings = settings = self.settings_for(net)
-        # conf / iou / max_det as resolved above; the other options reach predict only when set, so any model
-        # with predict(images, conf, iou, max_det) works.
+        settings = self.settings_for(net)
+        multi_label = settings.pop("multi_label")
+        # conf / iou / max_det as resolved; the other options reach predict only when set, so any model with
+        # predict(images, conf, iou, max_det) works.
         extra: dict[str, Any] = {} if self.pre_nms_topk is None else {"pre_nms_topk": self.pre_nms_topk}
-        multi_label = self.multi_label
-        if multi_label is None:
-            # the model's evaluation convention (HeadEvalDefaults of its head, or of a deployed file's metadata)
-            defaults = getattr(net, "eval_defaults", None)
-            multi_label = bool(defaults.multi_label) if defaults is not None else False
         if multi_label:
             extra["multi_label"] = True
         if self.nms_free is not None:
             net.nms_free = self.nms_free
+        self.last_settings = {**settings, "multi_label": multi_label,
+                              "nms_free": bool(getattr(net, "nms_free", False))}
         device = next(net.parameters()).device
         results: dict[int, list[dict[str, Any]]] = {}
         n_images, t_model = 0, 0.0
@@ -282,8 +281,7 @@ class COCOEvaluator:
         metrics = coco_evaluate(self.coco_gt, detections, backend=self.backend, class_names=self.class_names,
                                 check_entries=False)
         metrics.extra.update({**self.last_settings,
-                              "pre_nms_topk": self.pre_nms_topk, "nms_free": self.nms_free,
-                              "multi_label": self.multi_label,
+                              "pre_nms_topk": self.pre_nms_topk,
                               "ms_per_image": round(self.last_timing.get("ms_per_image", 0.0), 2)})
         if len(per_image) < len(self.coco_gt.getImgIds()):
             logger.warning("evaluated %d of %d ground-truth images (the others were not in the loader)",

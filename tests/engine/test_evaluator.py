@@ -429,12 +429,13 @@ def test_the_heads_eval_defaults_are_used_unless_the_config_sets_its_own(coco128
     evaluator = COCOEvaluator.from_config(cfg)
 
     default = evaluator.predict(yolox)
-    assert evaluator.last_settings == {"conf": 0.001, "iou": 0.65, "max_det": 300}
+    assert evaluator.last_settings == {"conf": 0.001, "iou": 0.65, "max_det": 300, "multi_label": False,
+                                       "nms_free": False}  # YOLOX's convention: single-label, NMS
     explicit = _subset_evaluator(coco128_subset, img_size=(128, 128), conf=0.001, iou=0.65, max_det=300)
     assert explicit.predict(yolox) == default  # YOLOX: identical detections, so identical mAP
 
     got = evaluator.predict(strict)
-    assert evaluator.last_settings == {"conf": 0.2, "iou": 0.5, "max_det": 7}
+    assert evaluator.last_settings == {"conf": 0.2, "iou": 0.5, "max_det": 7, "multi_label": False, "nms_free": False}
     assert got != default and 0 < sum(map(len, got.values())) < sum(map(len, default.values()))
     assert all(len(d) <= 7 and all(x["score"] >= 0.2 for x in d) for d in got.values())
     same = _subset_evaluator(coco128_subset, img_size=(128, 128), conf=0.2, iou=0.5, max_det=7)
@@ -443,6 +444,6 @@ def test_the_heads_eval_defaults_are_used_unless_the_config_sets_its_own(coco128
 
     cfg.eval.max_det = 300  # set in the config: wins over the head's 7; the unset conf / iou stay the head's
     mixed = COCOEvaluator.from_config(cfg)
-    assert mixed.settings_for(strict) == {"conf": 0.2, "iou": 0.5, "max_det": 300}
+    assert mixed.settings_for(strict) == {"conf": 0.2, "iou": 0.5, "max_det": 300, "multi_label": False}
     assert mixed.predict(strict) == _subset_evaluator(coco128_subset, img_size=(128, 128), conf=0.2, iou=0.5,
                                                       max_det=300).predict(yolox)
