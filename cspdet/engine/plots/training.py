@@ -170,10 +170,14 @@ def train_batch_image(images: np.ndarray, targets: Targets, names: Sequence[str]
     Returns:
         (rows * cell + pad, cols * cell + pad, 3) uint8, ``ceil(sqrt(n))`` images per row.
     """
-    if not isinstance(targets, Targets):
-        if len(deprecated) != 1:
+    if not isinstance(targets, Targets):  # the earlier (images, packed, mask, names[, max_images[, max_cell]])
+        if not 1 <= len(deprecated) <= 3:
             raise TypeError("train_batch_image(images, targets, names): targets must be a cspdet.det.Targets")
         mask, names = torch.as_tensor(_numpy(names)), deprecated[0]
+        if len(deprecated) > 1:
+            max_images = deprecated[1]
+        if len(deprecated) > 2:
+            max_cell = deprecated[2]
         targets = as_targets(torch.as_tensor(_numpy(targets)), mask, caller="train_batch_image")
     images = _numpy(images)[:max_images]
     n = len(images)
