@@ -278,6 +278,11 @@ def test_multiscale_sizes_are_seeded_and_shared(shapes, tmp_path):
     before = batch["targets"]
     assert before.mask.any() and torch.equal(targets.mask, before.mask)
     assert torch.allclose(targets.boxes, before.boxes * 1.5) and torch.equal(targets.labels, before.labels)
+    # a custom collate's packed (B, M, 5) targets + target_mask (deprecated): read with the mask, the same record
+    packed = {**batch, "targets": before.to_packed(), "target_mask": before.mask}
+    with pytest.warns(DeprecationWarning):
+        _, old_style = trainer._prepare_batch(packed, epoch, i)
+    assert old_style.equal(targets)
 
 
 def test_init_weights_from_timm_and_yolox_files(tmp_path):
