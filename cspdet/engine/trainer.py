@@ -4,7 +4,7 @@
 One epoch = one pass of the train loader. Per iteration: (multi-scale resize) -> forward under autocast ->
 NaN/Inf guard (:meth:`Trainer.train_step`, this module) -> backward (accumulated to the nominal batch) ->
 optimizer step with clipping -> EMA update, with the learning rate set from a pure function of the global
-iteration (the loop, :mod:`cspdet.engine.run`). Each epoch starts with :meth:`Trainer.on_epoch_begin` (the
+iteration (the loop, :mod:`cspdet.engine.loop`). Each epoch starts with :meth:`Trainer.on_epoch_begin` (the
 no-augmentation tail, the head's epoch schedule, frozen BatchNorm). At the end of an epoch: an
 evaluation of the EMA weights every ``eval_interval`` epochs (and after the last), a row in ``results.csv``
 and a line on the console, early stopping (``train.patience``), and ``last.pt`` / ``best.pt`` written
