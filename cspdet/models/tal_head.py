@@ -54,7 +54,7 @@ __all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
 # Constructor arguments a spec records (only where they differ from these defaults) -- everything but the assigners.
 _SPEC_DEFAULTS = dict(reg_max=16, distance_act="softplus", box_channels=None, cls_channels=None, cls_branch="conv",
                       one2one=False, o2o_detach=True, nms_free=None,
-                      o2m_weight=0.8, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
+                      o2m_weight=0.8, o2m_final=0.1, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
                       prior_image_size=640, norm=None, act=None)
 
 
@@ -126,6 +126,10 @@ class TaskAlignedHead(HeadBase):
         o2m_weight: initial weight of the one-to-many loss (the one-to-one gets ``1 - o2m_weight``); YOLO26
             starts at 0.8 and decays it (:func:`cspdet.det.tal_loss.o2m_weight_schedule`). Ignored without
             ``one2one``.
+        o2m_final: the one-to-many weight at the last epoch (YOLO26: 0.1); equal to ``o2m_weight`` = a constant
+            mix. With detached one-to-one features the two branches share no parameter, so the mix only scales
+            each branch's gradient: under SGD a per-branch learning-rate schedule, under Adam(W) a decay that the
+            optimizer's second-moment history turns into a smaller step for the backbone late in a short run.
         assigner: one-to-many assigner (default YOLOv8's: topk 10, alpha 0.5, beta 6, CIoU, small-box widening).
         o2o_assigner: one-to-one assigner (default: the one-to-many metric -- same alpha, beta, overlap -- with
             topk 7 and ``topk2=1``, YOLO26's one-to-one settings).
@@ -167,6 +171,7 @@ class TaskAlignedHead(HeadBase):
         o2o_detach: bool = True,
         nms_free: bool | None = None,
         o2m_weight: float = 0.8,
+        o2m_final: float = 0.1,
         assigner: TaskAlignedAssigner | None = None,
         o2o_assigner: TaskAlignedAssigner | None = None,
         box_weight: float = 7.5,
@@ -214,16 +219,21 @@ class TaskAlignedHead(HeadBase):
         gains = dict(box_weight=box_weight, cls_weight=cls_weight, dfl_weight=dfl_weight)
         self.loss_fn = TaskAlignedLoss(num_classes, reg_max, assigner, **gains)
         self.o2o_loss_fn = TaskAlignedLoss(num_classes, reg_max, o2o_assigner, **gains) if self.one2one else None
-        self.o2m_weight = self._o2m_start = o2m_weight
+        for name, value in (("o2m_weight", o2m_weight), ("o2m_final", o2m_final)):
+            if not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f"TaskAlignedHead: {name} must be in [0, 1], got {value}")
+        self.o2m_weight = self._o2m_start = float(o2m_weight)
+        self._o2m_final = float(o2m_final)
         self._nms_free = False
         self.nms_free = self.one2one if nms_free is None else nms_free
 
     def set_epoch(self, epoch: int, epochs: int, phase: Phase = "train") -> None:
         """Training schedule (called by the trainer at the start of each epoch): with the one-to-one branch, the
-        one-to-many weight decays linearly from its initial value to 0.1 over the run (YOLO26's ProgLoss), so the
-        dense branch guides early training and the NMS-free branch owns the end."""
+        one-to-many weight goes linearly from ``o2m_weight`` to ``o2m_final`` over the run (YOLO26's ProgLoss: 0.8
+        -> 0.1), so the dense branch guides early training and the NMS-free branch owns the end."""
         if self.one2one:
-            self.o2m_weight = o2m_weight_schedule(epoch / max(epochs - 1, 1), start=self._o2m_start)
+            self.o2m_weight = o2m_weight_schedule(epoch / max(epochs - 1, 1), start=self._o2m_start,
+                                                  end=self._o2m_final)
 
     @property
     def nms_free(self) -> bool:
