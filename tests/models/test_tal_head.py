@@ -110,6 +110,29 @@ def test_loss_finite_with_zero_box_batches_and_keys(reg_max, one2one):
         torch.testing.assert_close(out["loss"].detach(), out["box_loss"] + out["cls_loss"] + out["dfl_loss"])
 
 
+@pytest.mark.parametrize("start, final", [(0.8, 0.1), (0.5, 0.5), (1.0, 0.0)])
+def test_the_loss_mix_goes_from_o2m_weight_to_o2m_final_and_the_spec_keeps_it(start, final):
+    det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2m_weight=start, o2m_final=final)
+    weights = []
+    for epoch in range(5):
+        det.head.set_epoch(epoch, 5)
+        weights.append(det.head.o2m_weight)
+    assert weights == pytest.approx([start + (final - start) * e / 4 for e in range(5)])
+    options = det.head.spec.options
+    assert options.get("o2m_weight", 0.8) == start and options.get("o2m_final", 0.1) == final
+    if (start, final) == (0.8, 0.1):  # YOLO26's ProgLoss is the default: nothing recorded
+        assert "o2m_weight" not in options and "o2m_final" not in options
+    rebuilt = Detector.from_spec(det.spec)
+    rebuilt.head.set_epoch(4, 5)
+    assert rebuilt.head.o2m_weight == pytest.approx(final)
+
+
+@pytest.mark.parametrize("name", ["o2m_weight", "o2m_final"])
+def test_loss_mix_weights_outside_0_1_are_refused_by_name(name):
+    with pytest.raises(ValueError, match=f"{name} must be in \\[0, 1\\], got 1.5"):
+        yolov8_layout(0.33, 0.125, 4, one2one=True, **{name: 1.5})
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_one2one_branch_sees_detached_features(detach):
     det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_detach=detach).train()
