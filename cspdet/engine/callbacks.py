@@ -145,7 +145,10 @@ class ResultsLogger(Callback):
     def on_epoch_end(self, run: Any, stats: EpochStats) -> None:
         if run.is_main:
             header, row = run.results_row(stats)
-            _write_rows(run.csv_path, (_read_rows(run.csv_path) or [header]) + [row])
+            rows = _read_rows(run.csv_path) or [header]
+            if rows[0] != header:  # resumed from a version that logged other columns: realign the earlier rows by name
+                rows = [header] + [[dict(zip(rows[0], r)).get(k, "") for k in header] for r in rows[1:]]
+            _write_rows(run.csv_path, rows + [row])
 
 
 def trim_results_csv(path: Path, epochs: int) -> None:

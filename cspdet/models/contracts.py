@@ -111,7 +111,8 @@ class HeadBase(nn.Module):
     with another construction overrides it.
     """
 
-    loss_keys: ClassVar[tuple[str, ...]] = ("loss",)
+    #: The scalar losses a trainer logs, ``loss`` first (a class constant, or per instance where options add terms).
+    loss_keys: tuple[str, ...] = ("loss",)
     #: Common HeadSpec fields this family's constructor takes (beyond num_classes, in_channels, strides).
     SPEC_FIELDS: ClassVar[tuple[str, ...]] = ()
     #: Whether COCO evaluation scores every class above conf per box (see :class:`HeadEvalDefaults`).

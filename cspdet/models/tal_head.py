@@ -147,8 +147,8 @@ class TaskAlignedHead(HeadBase):
             count equals YOLOv8's published one, which counts its fixed DFL conv weight; ``None`` if reg_max 1.
     """
 
-    #: Keys of :meth:`loss` a trainer logs (plus ``num_fg``).
-    loss_keys = ("loss", "box_loss", "cls_loss", "dfl_loss")
+    #: The weighted loss terms (the one-to-one branch's mix of both branches).
+    mixed_keys = ("loss", "box_loss", "cls_loss", "dfl_loss")
     #: The HeadSpec fields :meth:`from_spec` passes (``hidden_channels`` / ``depthwise`` only to be refused: this
     #: head's widths are per branch, options ``box_channels`` / ``cls_channels``).
     SPEC_FIELDS = ("hidden_channels", "depthwise", "norm", "act", "prior_prob")
@@ -222,6 +222,9 @@ class TaskAlignedHead(HeadBase):
         for name, value in (("o2m_weight", o2m_weight), ("o2m_final", o2m_final)):
             if not 0.0 <= float(value) <= 1.0:
                 raise ValueError(f"TaskAlignedHead: {name} must be in [0, 1], got {value}")
+        # What a trainer logs: the mixed terms and, with the one-to-one branch, each branch's own total (the curves
+        # that show whether the hand-over starves one of them).
+        self.loss_keys = self.mixed_keys + (("o2m_loss", "o2o_loss") if self.one2one else ())
         self.o2m_weight = self._o2m_start = float(o2m_weight)
         self._o2m_final = float(o2m_final)
         self._nms_free = False
@@ -348,7 +351,7 @@ class TaskAlignedHead(HeadBase):
         w = float(self.o2m_weight)
         if not 0.0 <= w <= 1.0:
             raise ValueError(f"TaskAlignedHead: o2m_weight must be in [0, 1], got {w}")
-        mixed = {k: w * o2m[k] + (1 - w) * o2o[k] for k in self.loss_keys}
+        mixed = {k: w * o2m[k] + (1 - w) * o2o[k] for k in self.mixed_keys}
         return {**mixed, "num_fg": o2m["num_fg"], "o2m_loss": o2m["loss"].detach(), "o2o_loss": o2o["loss"].detach(),
                 "o2o_num_fg": o2o["num_fg"]}
 

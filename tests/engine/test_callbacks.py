@@ -4,6 +4,9 @@ as for detection. Each test adds a plain user object (no subclassing) and checks
 
 from __future__ import annotations
 
+import csv
+from types import SimpleNamespace
+
 import cv2
 import numpy as np
 from test_classify import make_imagefolder, pretrain_raw  # tests/engine/test_classify.py
@@ -125,3 +128,20 @@ def test_a_detection_run_fires_on_val_end_after_each_coco_evaluation(shapes_desc
     for (_, evaluator, coco), (_, run, epoch, metrics) in zip(user.calls[::2], user.calls[1::2]):
         assert evaluator is trainer.evaluator and run is trainer
         assert {k: float(v) for k, v in coco.stats.items()} == metrics
+
+
+def test_results_csv_realigns_the_rows_of_a_run_resumed_from_a_version_with_other_columns(tmp_path):
+    """A run started before a head logged more terms, resumed after: earlier rows keep their values under their
+    column names, new columns are empty for them (never shifted under another column)."""
+    path = tmp_path / "results.csv"
+    path.write_text("epoch,lr,train/loss,AP,time_s\n1,0.01,5.00000,0.10000,3.0\n")
+    header = ["epoch", "lr", "train/loss", "train/o2o_loss", "AP", "time_s"]
+    run = SimpleNamespace(is_main=True, csv_path=path,
+                          results_row=lambda stats: (header, [2, "0.01", "4.00000", "3.50000", "0.20000", "2.5"]))
+    engine_callbacks.ResultsLogger().on_epoch_end(run, None)
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == header
+    assert rows[0] == {"epoch": "1", "lr": "0.01", "train/loss": "5.00000", "train/o2o_loss": "", "AP": "0.10000",
+                       "time_s": "3.0"}
+    assert rows[1]["train/o2o_loss"] == "3.50000" and rows[1]["AP"] == "0.20000"

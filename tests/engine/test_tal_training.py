@@ -41,6 +41,8 @@ def test_training_logs_the_heads_losses_and_follows_its_schedule(run):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3 and {"train/box_loss", "train/dfl_loss", "train/cls_loss"} <= rows[0].keys()
     assert all(float(r["train/loss"]) > 0 and r["AP"] != "" for r in rows)
+    # each branch's own total is logged beside the mix (the hand-over's curves)
+    assert all(float(r["train/o2m_loss"]) > 0 and float(r["train/o2o_loss"]) > 0 for r in rows)
     # the one-to-many weight decayed over the run (0.8 at epoch 1 -> 0.1 at the last)
     assert trainer.model.head.o2m_weight == pytest.approx(0.1)
     # optimizer auto on 8 images x 3 epochs: AdamW at the class-count-aware lr
