@@ -318,9 +318,59 @@ def panel_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+#: Issue 23's bar: panel-mean AP at least the better Ultralytics row's + 0.03, in at most 0.8x its training wall
+#: time, and on no dataset more than 0.02 below it.
+REFERENCES = ("ultralytics_yolo11n", "ultralytics_yolo26n")
+BAR_AP, BAR_TIME, BAR_WORST = 0.03, 0.8, -0.02
+
+
+def _panel_mean(results: list[dict], row: str, key: str, seeds: list[int]) -> float:
+    """Mean over ``seeds`` of the per-seed panel mean of ``key``."""
+    return statistics.mean(statistics.mean(float(r[key]) for r in results if r["row"] == row
+                                           and int(r["seed"]) == s and r["dataset"] in PANEL) for s in seeds)
+
+
+def acceptance_table(results: list[dict]) -> str:
+    """Every cspdet row against the better of :data:`REFERENCES` on the seeds both have on the whole panel: panel
+    AP through each inference path, the AP difference, the training-time ratio and the worst dataset's
+    difference (default path), each against the issue's bar."""
+    def complete(row: str) -> set[int]:
+        seeds = {int(r["seed"]) for r in results if r["row"] == row}
+        return {s for s in seeds if {r["dataset"] for r in results if r["row"] == row and int(r["seed"]) == s}
+                >= set(PANEL)}
+
+    ref_seeds = set.intersection(*(complete(ref) for ref in REFERENCES))
+    lines = ["### against the better Ultralytics row (seeds both have on the whole panel)", "",
+             "| row | seeds | panel AP | AP, NMS path | better reference (AP) | AP diff (bar +0.03) "
+             "| AP diff, NMS path | train time x reference (bar 0.8) | worst dataset AP diff (bar -0.02) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row, (framework, _, _) in ROWS.items():
+        seeds = sorted(complete(row) & ref_seeds) if framework == "cspdet" else []
+        if not seeds:
+            continue
+        ref = max(REFERENCES, key=lambda r: _panel_mean(results, r, "AP", seeds))
+        ap, ref_ap = _panel_mean(results, row, "AP", seeds), _panel_mean(results, ref, "AP", seeds)
+        nms = _panel_mean(results, row, "nms_AP", seeds)
+        ratio = _panel_mean(results, row, "train_s", seeds) / _panel_mean(results, ref, "train_s", seeds)
+        per_dataset = {d: statistics.mean(float(r["AP"]) for r in results if r["row"] == row and r["dataset"] == d
+                                          and int(r["seed"]) in seeds)
+                       - statistics.mean(float(r["AP"]) for r in results if r["row"] == ref and r["dataset"] == d
+                                         and int(r["seed"]) in seeds) for d in PANEL}
+        worst = min(per_dataset, key=per_dataset.get)
+
+        def mark(ok: bool) -> str:
+            return "met" if ok else "not met"
+        lines.append(f"| {row} | {','.join(map(str, seeds))} | {ap:.3f} | {nms:.3f} | {ref} ({ref_ap:.3f}) | "
+                     f"{ap - ref_ap:+.3f} ({mark(ap - ref_ap >= BAR_AP)}) | {nms - ref_ap:+.3f} | "
+                     f"{ratio:.2f} ({mark(ratio <= BAR_TIME)}) | {per_dataset[worst]:+.3f} {worst} "
+                     f"({mark(per_dataset[worst] >= BAR_WORST)}) |")
+    return "\n".join(lines)
+
+
 def summarise(results: list[dict]) -> str:
     datasets = [d for d in (*PANEL, *DIAGNOSTIC) if any(r["dataset"] == d for r in results)]
-    return "\n\n".join([panel_table(results), *(dataset_table(results, d) for d in datasets)])
+    return "\n\n".join([panel_table(results), acceptance_table(results),
+                         *(dataset_table(results, d) for d in datasets)])
 
 
 def run_order(datasets: list[str], rows: list[str], seeds: list[int]) -> list[tuple[str, str, int]]:

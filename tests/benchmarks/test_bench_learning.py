@@ -82,3 +82,22 @@ def test_panel_descriptors_exist_and_name_their_splits(bench):
         desc = yaml.safe_load(bench.descriptor(dataset).read_text())
         assert desc["format"] == "coco" and "train" in desc and "val" in desc, dataset
     assert "test" in yaml.safe_load(bench.descriptor("thermal").read_text())
+
+
+def test_acceptance_table_compares_with_the_better_reference_on_shared_seeds(bench):
+    """small_scratch against the better of YOLO11n / YOLO26n: AP difference, time ratio and the worst dataset,
+    computed on the seeds every row has on the whole panel (hand-computed numbers)."""
+    ours = {"raccoon": 0.30, "cards": 0.40, "microcontroller": 0.70, "thermal": 0.50}
+    y11 = {"raccoon": 0.25, "cards": 0.45, "microcontroller": 0.60, "thermal": 0.40}
+    y26 = {"raccoon": 0.10, "cards": 0.30, "microcontroller": 0.50, "thermal": 0.30}
+    results = [dict(_row(d, "cspdet_small_scratch", 0, ap, nms_AP=str(ap + 0.01)), train_s="70")
+               for d, ap in ours.items()]
+    results += [dict(_row(d, "ultralytics_yolo11n", 0, ap), train_s="100") for d, ap in y11.items()]
+    results += [_row(d, "ultralytics_yolo26n", 0, ap) for d, ap in y26.items()]
+    results.append(_row("raccoon", "cspdet_small_scratch", 1, 0.9))  # seed 1 only here: not compared
+    table = bench.acceptance_table(results)
+    # panel AP 0.475 vs YOLO11n 0.425: +0.050; time 70 / 100; worst dataset cards -0.050
+    assert ("| cspdet_small_scratch | 0 | 0.475 | 0.485 | ultralytics_yolo11n (0.425) | +0.050 (met) | +0.060 | "
+            "0.70 (met) | -0.050 cards (not met) |") in table
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row |")]
+    assert len(rows) == 1  # the reference rows are not candidates
