@@ -133,6 +133,47 @@ def test_loss_mix_weights_outside_0_1_are_refused_by_name(name):
         yolov8_layout(0.33, 0.125, 4, one2one=True, **{name: 1.5})
 
 
+def test_under_adamw_a_constant_mix_trains_the_shared_network_as_if_there_were_no_one2one_branch():
+    """Why ``small_scratch`` holds the mix constant: with detached one-to-one features the branches share no
+    parameter, and Adam's update is invariant to a constant gradient scale, so the backbone, neck and one-to-many
+    branch follow the same path as without the one-to-one branch (up to Adam's eps). YOLO26's decaying mix does
+    not (tests/det/test_tal.py measures what it does to Adam's steps)."""
+    torch.manual_seed(0)
+    images = torch.rand(2, 3, 64, 64) * 255
+    targets = Targets(torch.tensor([[[4.0, 8, 40, 50], [30, 20, 60, 60]], [[10, 10, 30, 40], [0, 0, 0, 0]]]),
+                      torch.tensor([[1, 2], [0, 0]]), torch.tensor([[True, True], [True, False]]))
+
+    def train(model, mix=None, steps=8):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, eps=1e-15)  # eps out of the way: see below
+        for step in range(steps):
+            if mix is not None:
+                model.head.o2m_weight = mix(step)
+            opt.zero_grad()
+            model(images, targets)["loss"].backward()
+            opt.step()
+        return model.state_dict()
+
+    base = yolov8_layout(0.33, 0.125, 3, one2one=False).train()
+    init = {k: v.clone() for k, v in base.state_dict().items()}
+    shared = [k for k, _ in base.named_parameters() if k.startswith(("backbone.", "neck.", "head.levels."))]
+
+    def with_one2one():
+        model = yolov8_layout(0.33, 0.125, 3, one2one=True).train()
+        model.load_state_dict({**model.state_dict(), **init})
+        return model
+
+    alone = train(base)
+    constant = train(with_one2one(), mix=lambda step: 0.5)
+    decaying = train(with_one2one(), mix=lambda step: 0.8 - 0.1 * step)  # YOLO26's 0.8 -> 0.1 over eight steps
+
+    # Adam's update m / (sqrt(v) + eps) does not see a constant factor on the gradient but through eps (at the
+    # default 1e-8 a few weights with gradients near 1e-8 differ by ~2 % of a step); each step moves a weight by up
+    # to lr = 1e-3 (8e-3 over the eight steps; rounding leaves ~1e-6)
+    for k in shared:
+        torch.testing.assert_close(constant[k], alone[k], rtol=1e-4, atol=1e-5)
+    assert max(float((decaying[k] - alone[k]).abs().max()) for k in shared) > 1e-4  # a changing mix does not
+
+
 @pytest.mark.parametrize("detach", [True, False])
 def test_one2one_branch_sees_detached_features(detach):
     det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_detach=detach).train()
