@@ -84,6 +84,8 @@ def tal_head_spec(num_classes: int, reg_max: int = 16, one2one: bool = False, ac
     """The task-aligned head at strides 8 / 16 / 32 as data; only options that differ from the head's defaults are
     recorded (so specs saved before an option existed compare equal)."""
     options = dict(head_options or {})
+    # head_options win over the preset's own arguments (``model.head_options={one2one: false}`` drops the branch)
+    reg_max, one2one = options.pop("reg_max", reg_max), options.pop("one2one", one2one)
     if reg_max != 16:
         options["reg_max"] = reg_max
     if one2one:

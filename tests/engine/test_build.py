@@ -94,6 +94,11 @@ def test_model_head_options_reach_the_head_or_are_refused_by_name():
     cfg = config_from_dict({"model": {"name": "csptal_n", "num_classes": 2, "head_options": {"o2o_detach": False}}})
     model = build_detector(cfg.model)
     assert model.head.o2o_detach is False and model.spec.head.options["o2o_detach"] is False
+    # options the preset passes itself (one2one, reg_max) are the user's to change too, never silently kept
+    no_o2o = build_detector(config_from_dict({"model": {"name": "csptal_n", "head_options": {"one2one": False}}}).model)
+    assert no_o2o.head.one2one is False and no_o2o.nms_free is False and "one2one" not in no_o2o.spec.head.options
+    dfl = build_detector(config_from_dict({"model": {"name": "yolo26n_layout", "head_options": {"reg_max": 16}}}).model)
+    assert dfl.head.reg_max == 16 and dfl.head.one2one is True
     for model_cfg, match in (({"name": "cspdarknet_nano", "head_options": {"o2o_detach": False}}, "head_options"),
                              ({"name": "csptal_n", "head_options": {"reg_max": 0}}, "reg_max"),
                              ({"name": "csptal_n", "head_options": {"nonsense": 1}}, "nonsense")):
