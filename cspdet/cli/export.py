@@ -50,6 +50,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--calib", type=range_type(Range(1), int), default=300, help="calibration images for --int8 (default 300)")
     parser.add_argument("--nms", action="store_true",
                         help="post-processing inside the graph: output (B, max_det, 6) x1 y1 x2 y2 score label")
+    parser.add_argument("--nms-free", action=argparse.BooleanOptionalAction, default=None,
+                        help="models with a one-to-one branch (csptal_*, yolo26): --nms-free exports its top-k (no NMS "
+                        "needed), --no-nms-free the one-to-many branch for NMS; default: the checkpoint's mode")
     parser.add_argument("--no-simplify", action="store_true", help="skip onnxsim (ONNX graph simplification)")
     parser.add_argument("--opset", type=range_type(Range(11, 23), int), default=None, help="ONNX opset (default: cspdet's)")
     parser.add_argument("--out", help="output file, given the format's suffix when it has none (model -> model.onnx); "
@@ -71,7 +74,7 @@ def export(argv: list[str] | None = None) -> int:
     result, code = run_reported(PROG, lambda: export_model(
         args.weights, args.format, img_size=size, dynamic=args.dynamic, batch=args.batch, int8=args.int8,
         data=args.data, calib=args.calib, nms=args.nms, out=args.out, simplify=not args.no_simplify,
-        opset=args.opset or DEFAULT_OPSET))
+        opset=args.opset or DEFAULT_OPSET, nms_free=args.nms_free))
     if code:
         return code
     info = result.info

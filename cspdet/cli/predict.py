@@ -68,8 +68,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         help="keep only these classes (indices or names, e.g. --classes person 2)")
     parser.add_argument("--agnostic-nms", action="store_true", help="one NMS over all classes")
     parser.add_argument("--nms-free", action=argparse.BooleanOptionalAction, default=None,
-                        help="models with a one-to-one branch (csptal_*): --nms-free = its top-k, no NMS (their "
-                        "default); --no-nms-free = NMS on the one-to-many branch")
+                        help="models with a one-to-one branch (csptal_*, yolo26): --nms-free = its top-k, no NMS; "
+                        "--no-nms-free = NMS on the one-to-many branch; default: the checkpoint's mode (small_scratch: "
+                        "NMS)")
     parser.add_argument("--rect", action=argparse.BooleanOptionalAction, default=True,
                         help="--rect (default): pad each image only to the next multiple of 32 (a 640x480 photo "
                         "runs at 480x640; faster); --no-rect: the full --img-size square, as evaluation does "

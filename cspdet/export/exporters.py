@@ -150,7 +150,8 @@ def _hw(img_size: int | Sequence[int]) -> tuple[int, int]:
 def export_model(weights: str | os.PathLike, fmt: str, img_size: int | Sequence[int] | None = None,
                  dynamic: bool = False, batch: int = 1, int8: bool = False, data: str | os.PathLike | None = None,
                  calib: int = 300, nms: bool = False, out: str | os.PathLike | None = None, simplify: bool = True,
-                 opset: int = DEFAULT_OPSET, callbacks: Iterable[Any] | None = None) -> ExportResult:
+                 opset: int = DEFAULT_OPSET, callbacks: Iterable[Any] | None = None,
+                 nms_free: bool | None = None) -> ExportResult:
     """Export the detector of a cspdet checkpoint (what ``cspdet export`` runs).
 
     Args:
@@ -169,12 +170,19 @@ def export_model(weights: str | os.PathLike, fmt: str, img_size: int | Sequence[
         opset: ONNX opset.
         callbacks: objects with an ``on_export_end(model, result)`` hook, called once the file is written with the
             exported detector and the :class:`ExportResult` (:mod:`cspdet.runtime.callbacks`).
+        nms_free: which branch of a head with a one-to-one branch the file runs: True its top-k (no NMS), False the
+            one-to-many branch for NMS; default the checkpoint's inference mode. The file records it.
 
     Raises:
         CheckpointError / ExportError: a bad checkpoint, bad options, a missing extra (one line each).
     """
     get_format(fmt)  # an unknown format fails before the checkpoint is read
     model, _ = detector_from_checkpoint(weights)
+    if nms_free is not None:
+        if nms_free and not getattr(model.head, "one2one", False):
+            raise ExportError(f"--nms-free: {weights} has no one-to-one branch (a csptal / yolo26 model trained with "
+                              f"one2one has one); export it without --nms-free")
+        model.nms_free = nms_free
     out = export_path(weights, fmt, out, int8)
     return export_detector(model, fmt, out, img_size=img_size, dynamic=dynamic, batch=batch, int8=int8, data=data,
                            calib=calib, nms=nms, simplify=simplify, opset=opset, callbacks=callbacks)

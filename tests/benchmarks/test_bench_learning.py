@@ -66,11 +66,12 @@ def test_resume_reads_pre_panel_csv_as_raccoon(bench, tmp_path):
 
 
 def test_dataset_table_has_both_paths_sizes_and_time(bench):
-    results = [_row("thermal", "cspdet_small_scratch", 0, 0.4, nms_AP="0.45", APs="0.1", APm="0.3", APl="0.5",
-                    test_AP="0.35"),
+    results = [_row("thermal", "cspdet_small_scratch", 0, 0.4, nms_AP="0.4", nms_AP50="0.6", o2o_AP="0.33",
+                    o2o_AP50="0.5", APs="0.1", APm="0.3", APl="0.5", test_AP="0.35"),
                _row("thermal", "ultralytics_yolo26n", 0, 0.38)]
     table = bench.dataset_table(results, "thermal")
-    assert "| cspdet_small_scratch | 0 | 0.400 +- 0.000 | 0.600 +- 0.000 | 0.450 +- 0.000 |" in table
+    assert ("| cspdet_small_scratch | 0 | 0.400 +- 0.000 | 0.600 +- 0.000 | 0.400 +- 0.000 | 0.600 +- 0.000 | "
+            "0.330 +- 0.000 | 0.500 +- 0.000 |") in table
     assert "0.100 / 0.300 / 0.500" in table and "| 0.350 +- 0.000 |" in table
     assert "| ultralytics_yolo26n | 0 | 0.380 +- 0.000 | 0.580 +- 0.000 | - |" in table
 
@@ -97,7 +98,7 @@ def test_acceptance_table_compares_with_the_better_reference_on_shared_seeds(ben
     results.append(_row("raccoon", "cspdet_small_scratch", 1, 0.9))  # seed 1 only here: not compared
     table = bench.acceptance_table(results)
     # panel AP 0.475 vs YOLO11n 0.425: +0.050; time 70 / 100; worst dataset cards -0.050
-    assert ("| cspdet_small_scratch | 0 | 0.475 | 0.485 | ultralytics_yolo11n (0.425) | +0.050 (met) | +0.060 | "
+    assert ("| cspdet_small_scratch | 0 | 0.475 | 0.485 | - | ultralytics_yolo11n (0.425) | +0.050 (met) | "
             "0.70 (met) | -0.050 cards (not met) |") in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row |")]
     assert len(rows) == 1  # the reference rows are not candidates

@@ -126,3 +126,27 @@ def test_nms_inside_the_graph(name, tmp_path, real_batch):
     assert out.shape == (3, model.meta.max_det, 6)
     assert_same_detections(deployed.predict(real_batch, conf=0.2, max_det=300),
                            fused(model).predict(real_batch, conf=0.2, iou=model.meta.iou, max_det=300))
+
+
+def test_export_chooses_the_branch_of_a_one2one_checkpoint(tmp_path, real_batch):
+    """``cspdet export --nms-free / --no-nms-free``: the same checkpoint exports either branch (the file records
+    which, and scores like the checkpoint in that mode); default the checkpoint's own mode; a model without a
+    one-to-one branch refuses --nms-free in one line."""
+    from cspdet.export import export_model
+    from cspdet.runtime.checkpoint import new_checkpoint, save_checkpoint
+    from cspdet.runtime.errors import ExportError
+
+    model = live_detector("csptal_n")
+    weights = save_checkpoint(new_checkpoint("detector", model.spec.to_dict(), model.meta.to_dict(),
+                                             model.state_dict()), tmp_path / "o2o.pt")
+    for option, expected in ((None, model.nms_free), (True, True), (False, False)):
+        path = export_model(weights, "onnx", out=tmp_path / f"m_{option}.onnx", nms_free=option).path
+        deployed = load_inference_model(path)
+        assert deployed.nms_free is expected
+        model.nms_free = expected
+        assert_same_detections(deployed.predict(real_batch, conf=0.2), fused(model).predict(real_batch, conf=0.2))
+    plain = live_detector("yolov8n_layout")
+    weights = save_checkpoint(new_checkpoint("detector", plain.spec.to_dict(), plain.meta.to_dict(),
+                                             plain.state_dict()), tmp_path / "plain.pt")
+    with pytest.raises(ExportError, match="has no one-to-one branch"):
+        export_model(weights, "onnx", out=tmp_path / "x.onnx", nms_free=True)
