@@ -274,6 +274,10 @@ def _values(rs: list[dict], key: str) -> list[float]:
     return [float(r[key]) for r in rs if r.get(key) not in (None, "")]
 
 
+def _mean(vals: list[float], fmt: str) -> str:
+    return format(statistics.mean(vals), fmt) if vals else "-"
+
+
 def _ms(vals: list[float]) -> str:
     if not vals:
         return "-"
@@ -300,7 +304,7 @@ def dataset_table(results: list[dict], dataset: str) -> str:
                      f"{_ms(_values(rs, 'o2o_AP'))} | {_ms(_values(rs, 'o2o_AP50'))} | "
                      f"{sizes} | {_ms(_values(rs, 'test_AP'))} | {_ms(_values(rs, 'test_nms_AP'))} | "
                      f"{_ms(_values(rs, 'test_o2o_AP'))} | "
-                     f"{statistics.mean(_values(rs, 'train_s')):.0f} | {statistics.mean(_values(rs, 's_per_epoch')):.1f} |")
+                     f"{_mean(_values(rs, 'train_s'), '.0f')} | {_mean(_values(rs, 's_per_epoch'), '.1f')} |")
     return "\n".join(lines)
 
 
@@ -368,7 +372,8 @@ def acceptance_table(results: list[dict]) -> str:
         ap, ref_ap = _panel_mean(results, row, "AP", seeds), _panel_mean(results, ref, "AP", seeds)
         paths = " | ".join("-" if (v := _panel_mean(results, row, key, seeds)) is None else f"{v:.3f}"
                            for key in ("nms_AP", "o2o_AP"))
-        ratio = _panel_mean(results, row, "train_s", seeds) / _panel_mean(results, ref, "train_s", seeds)
+        times = _panel_mean(results, row, "train_s", seeds), _panel_mean(results, ref, "train_s", seeds)
+        ratio = None if None in times else times[0] / times[1]  # None: a run's time was not measured cleanly
         per_dataset = {d: statistics.mean(float(r["AP"]) for r in results if r["row"] == row and r["dataset"] == d
                                           and int(r["seed"]) in seeds)
                        - statistics.mean(float(r["AP"]) for r in results if r["row"] == ref and r["dataset"] == d
@@ -379,7 +384,8 @@ def acceptance_table(results: list[dict]) -> str:
             return "met" if ok else "not met"
         lines.append(f"| {row} | {','.join(map(str, seeds))} | {ap:.3f} | {paths} | {ref} ({ref_ap:.3f}) | "
                      f"{ap - ref_ap:+.3f} ({mark(ap - ref_ap >= BAR_AP)}) | "
-                     f"{ratio:.2f} ({mark(ratio <= BAR_TIME)}) | {per_dataset[worst]:+.3f} {worst} "
+                     f"{'-' if ratio is None else f'{ratio:.2f} ({mark(ratio <= BAR_TIME)})'} | "
+                     f"{per_dataset[worst]:+.3f} {worst} "
                      f"({mark(per_dataset[worst] >= BAR_WORST)}) |")
     return "\n".join(lines)
 

@@ -102,3 +102,13 @@ def test_acceptance_table_compares_with_the_better_reference_on_shared_seeds(ben
             "0.70 (met) | -0.050 cards (not met) |") in table
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| row |")]
     assert len(rows) == 1  # the reference rows are not candidates
+
+
+def test_a_run_without_a_clean_time_shows_a_dash_not_a_crash(bench):
+    """A row whose training time was not measured cleanly (train_s left empty in the CSV) keeps its AP in every
+    table; its time and time ratio are "-"."""
+    results = [dict(_row(d, "cspdet_small_scratch", 0, 0.3), train_s="", s_per_epoch="") for d in bench.PANEL]
+    results += [_row(d, ref, 0, 0.2) for d in bench.PANEL for ref in bench.REFERENCES]
+    assert "| cspdet_small_scratch | 0 | 0.300 +- 0.000 |" in bench.dataset_table(results, "cards")
+    assert bench.dataset_table(results, "cards").split("\n")[4].endswith("| - | - |")
+    assert "| +0.100 (met) | - | +0.100 raccoon (met) |" in bench.acceptance_table(results)
