@@ -150,7 +150,8 @@ FIELD_RANGES: dict[type, dict[str, Range | tuple[Range, ...]]] = {
 # Numeric fields deliberately without a range, and why.
 FREE_FIELDS: dict[type, dict[str, str]] = {
     ModelConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder",
-                  "head_options": "the head's constructor arguments, checked (names and ranges) by the head"},
+                  "head_options": "the head's constructor arguments, checked (names and ranges) by the head; or keyed "
+                                  "by head kind ({tal: {...}}): options for whichever head the model has"},
     TrainConfig: {"freeze": "a count or module names: >= 0 checked by validate_config, the rest against the model "
                             "by cspdet.engine.freeze"},
     PretrainConfig: {"stage_defs": "nested [num_blocks, channels, block, downsample] lists, checked by the model builder"},

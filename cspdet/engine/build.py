@@ -22,9 +22,24 @@ __getattr__ = moved(__name__, {"detector_from_checkpoint": "cspdet.runtime.weigh
 
 
 def model_overrides(cfg: ModelConfig) -> dict[str, Any]:
-    """Keyword overrides for ``create_detector`` from the optional fields of ``cfg`` (None = preset default)."""
-    keys = ("depth", "width", "depthwise", "act", "stem_channels", "stage_defs", "head_options")
-    return {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
+    """Keyword overrides for ``create_detector`` from the optional fields of ``cfg`` (None = preset default).
+
+    ``head_options`` is either the head's own options (``{o2o_detach: false}``) or, keyed by head kind
+    (``{tal: {...}, yolox: {...}}``), options for whichever head the model has: a recipe such as ``small_scratch``
+    sets the task-aligned head's and still trains a YOLOX model (``model.name=cspdarknet_nano``) unchanged."""
+    from ..models import HEADS, detector_spec
+
+    keys = ("depth", "width", "depthwise", "act", "stem_channels", "stage_defs")
+    overrides = {k: getattr(cfg, k) for k in keys if getattr(cfg, k) is not None}
+    options = cfg.head_options
+    if options and all(k in HEADS for k in options):
+        kind = detector_spec(cfg.name, cfg.num_classes, **overrides).head.kind
+        options = options.get(kind)
+        if options is not None and not isinstance(options, dict):
+            raise ConfigError(f"model.head_options.{kind}: expected a mapping of {kind} head options, got {options!r}")
+    if options:
+        overrides["head_options"] = options
+    return overrides
 
 
 def build_detector(cfg: ModelConfig):
@@ -36,9 +51,13 @@ def build_detector(cfg: ModelConfig):
     from ..models import create_detector
 
     try:
-        return create_detector(cfg.name, num_classes=cfg.num_classes, **model_overrides(cfg))
+        overrides = model_overrides(cfg)
+        return create_detector(cfg.name, num_classes=cfg.num_classes, **overrides)
     except (KeyError, ValueError, TypeError, OverflowError, RuntimeError) as err:  # e.g. model.width=1e30
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__  # torch appends
+        if cfg.head_options and "head_options" in reason:  # flat options meant for another head
+            reason += (f"; model.head_options {cfg.head_options} are for another head: key them by head kind "
+                       f"({{tal: {{...}}}}) or set model.head_options=null")
         raise ConfigError(f"model: cannot build {cfg.name!r}: {reason[:300]}") from None  # its C++ stack
 
 

@@ -99,7 +99,16 @@ def test_model_head_options_reach_the_head_or_are_refused_by_name():
     assert no_o2o.head.one2one is False and no_o2o.nms_free is False and "one2one" not in no_o2o.spec.head.options
     dfl = build_detector(config_from_dict({"model": {"name": "yolo26n_layout", "head_options": {"reg_max": 16}}}).model)
     assert dfl.head.reg_max == 16 and dfl.head.one2one is True
-    for model_cfg, match in (({"name": "cspdarknet_nano", "head_options": {"o2o_detach": False}}, "head_options"),
+    # keyed by head kind: applied to a model with that head, not passed to another (a recipe for any model)
+    keyed = {"tal": {"o2m_final": 0.5, "nms_free": False}}
+    tal = build_detector(config_from_dict({"model": {"name": "csptal_n", "head_options": keyed}}).model)
+    assert tal.nms_free is False and tal.head.spec.options["o2m_final"] == 0.5
+    yolox = build_detector(config_from_dict({"model": {"name": "cspdarknet_nano", "head_options": keyed}}).model)
+    assert yolox.spec.head.kind == "yolox"
+    with pytest.raises(ConfigError, match="model.head_options.tal: expected a mapping"):
+        build_detector(config_from_dict({"model": {"name": "csptal_n", "head_options": {"tal": 3}}}).model)
+    for model_cfg, match in (({"name": "cspdarknet_nano", "head_options": {"o2o_detach": False}},
+                              "head_options .* are for another head: key them by head kind"),
                              ({"name": "csptal_n", "head_options": {"reg_max": 0}}, "reg_max"),
                              ({"name": "csptal_n", "head_options": {"nonsense": 1}}, "nonsense")):
         with pytest.raises(ConfigError, match=match):
