@@ -308,10 +308,12 @@ def dataset_table(results: list[dict], dataset: str) -> str:
     return "\n".join(lines)
 
 
-def panel_means(results: list[dict], row: str, key: str, panel: tuple[str, ...] = PANEL) -> list[float]:
-    """Per seed, the mean of ``key`` over the panel datasets; only seeds that have every panel dataset count."""
+def panel_means(results: list[dict], row: str, key: str, panel: tuple[str, ...] = PANEL,
+                seeds: list[int] | None = None) -> list[float]:
+    """Per seed (``seeds``, default every seed of ``row``), the mean of ``key`` over the panel datasets; only seeds
+    that have it on every panel dataset count."""
     means = []
-    for seed in sorted({int(r["seed"]) for r in results if r["row"] == row}):
+    for seed in seeds if seeds is not None else sorted({int(r["seed"]) for r in results if r["row"] == row}):
         vals = [float(r[key]) for r in results if r["row"] == row and int(r["seed"]) == seed
                 and r["dataset"] in panel and r.get(key) not in (None, "")]
         if len(vals) == len(panel):
@@ -343,11 +345,8 @@ BAR_AP, BAR_TIME, BAR_WORST = 0.03, 0.8, -0.02
 
 def _panel_mean(results: list[dict], row: str, key: str, seeds: list[int]) -> float | None:
     """Mean over ``seeds`` of the per-seed panel mean of ``key`` (None where a run lacks it)."""
-    per_seed = [[r.get(key) for r in results if r["row"] == row and int(r["seed"]) == s and r["dataset"] in PANEL]
-                for s in seeds]
-    if any(v in (None, "") for vals in per_seed for v in vals):
-        return None
-    return statistics.mean(statistics.mean(float(v) for v in vals) for vals in per_seed)
+    means = panel_means(results, row, key, seeds=seeds)
+    return statistics.mean(means) if len(means) == len(seeds) else None
 
 
 def acceptance_table(results: list[dict]) -> str:
