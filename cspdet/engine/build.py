@@ -51,8 +51,7 @@ def build_detector(cfg: ModelConfig):
     from ..models import create_detector
 
     try:
-        overrides = model_overrides(cfg)
-        return create_detector(cfg.name, num_classes=cfg.num_classes, **overrides)
+        return create_detector(cfg.name, num_classes=cfg.num_classes, **model_overrides(cfg))
     except (KeyError, ValueError, TypeError, OverflowError, RuntimeError) as err:  # e.g. model.width=1e30
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__  # torch appends
         if cfg.head_options and "head_options" in reason:  # flat options meant for another head
