@@ -64,6 +64,7 @@ class TaskAlignedLoss:
         point_strides: Tensor,
         targets: Targets,
         target_mask: Tensor | None = None,
+        assign_from: tuple[Tensor, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """Compute the losses.
 
@@ -74,6 +75,8 @@ class TaskAlignedLoss:
             anchor_points: (A, 2) point centres in grid units (cell index + 0.5); point_strides: (A,).
             targets: the batch's :class:`~cspdet.det.targets.Targets` (boxes xyxy input px; M may be 0).
             target_mask: deprecated: only with a packed (B, M, 5) ``targets`` tensor, its (B, M) mask.
+            assign_from: optional ``(cls_logits (B, A, C), pred_dist (B, A, 4))`` of another branch that choose the
+                positives and their soft targets instead of this branch's own predictions (used detached).
 
         Returns:
             dict of scalar tensors: ``loss`` (to backpropagate) and detached, already weighted ``box_loss``,
@@ -91,7 +94,12 @@ class TaskAlignedLoss:
         # The clamp only guards CIoU's w / h ratios against a (never seen) exactly zero-size predicted box.
         pred_boxes = dist2bbox(pred_dist.float().clamp(min=1e-6), anchor_points) * stride  # (B, A, 4) px
 
-        assign = self.assigner(cls_logits.detach(), pred_boxes.detach(), anchor_points * stride, gt_boxes, labels,
+        if assign_from is None:
+            assign_cls, assign_boxes = cls_logits, pred_boxes
+        else:
+            assign_cls = assign_from[0]
+            assign_boxes = dist2bbox(assign_from[1].float().clamp(min=1e-6), anchor_points) * stride
+        assign = self.assigner(assign_cls.detach(), assign_boxes.detach(), anchor_points * stride, gt_boxes, labels,
                                mask, scores_are_logits=True)
         fg = assign.fg_mask
         score = assign.target_scores  # (B, A), 0 on background

@@ -53,7 +53,7 @@ __all__ = ["TALHeadOutputs", "TALHeadLevel", "TaskAlignedHead"]
 
 # Constructor arguments a spec records (only where they differ from these defaults) -- everything but the assigners.
 _SPEC_DEFAULTS = dict(reg_max=16, distance_act="softplus", box_channels=None, cls_channels=None, cls_branch="conv",
-                      one2one=False, o2o_detach=True, nms_free=None,
+                      one2one=False, o2o_detach=True, o2o_assign="own", nms_free=None,
                       o2m_weight=0.8, o2m_final=0.1, box_weight=7.5, cls_weight=0.5, dfl_weight=1.5, prior_prob=None,
                       prior_image_size=640, norm=None, act=None)
 
@@ -122,6 +122,10 @@ class TaskAlignedHead(HeadBase):
         o2o_detach: the one-to-one branch sees detached features (YOLOv10): it cannot pull the shared features
             towards its sparse one-positive-per-object supervision; the backbone learns from the one-to-many
             loss only (so its gradient scales with ``o2m_weight``).
+        o2o_assign: which predictions choose the one-to-one positive of each object: ``"own"`` (YOLOv10 / YOLO26:
+            the one-to-one branch's own scores and boxes under the consistent matching metric) or ``"o2m"`` (the
+            one-to-many branch's, detached: the one-to-one branch learns to fire where the dense branch is already
+            best, a target that does not move with its own early noise).
         nms_free: inference mode, see the module docstring; default ``one2one``.
         o2m_weight: initial weight of the one-to-many loss (the one-to-one gets ``1 - o2m_weight``); YOLO26
             starts at 0.8 and decays it (:func:`cspdet.det.tal_loss.o2m_weight_schedule`). Ignored without
@@ -169,6 +173,7 @@ class TaskAlignedHead(HeadBase):
         cls_branch: str = "conv",
         one2one: bool = False,
         o2o_detach: bool = True,
+        o2o_assign: str = "own",
         nms_free: bool | None = None,
         o2m_weight: float = 0.8,
         o2m_final: float = 0.1,
@@ -200,7 +205,9 @@ class TaskAlignedHead(HeadBase):
             raise ValueError(f"TaskAlignedHead: distance_act must be 'softplus' or 'identity', got {distance_act!r}")
         self.num_classes, self.reg_max, self.distance_act = num_classes, reg_max, distance_act
         self.strides = tuple(int(s) for s in strides)
-        self.one2one, self.o2o_detach = bool(one2one), bool(o2o_detach)
+        if o2o_assign not in ("own", "o2m"):
+            raise ValueError(f"TaskAlignedHead: o2o_assign must be 'own' or 'o2m', got {o2o_assign!r}")
+        self.one2one, self.o2o_detach, self.o2o_assign = bool(one2one), bool(o2o_detach), o2o_assign
         c0 = int(in_channels[0])
         box_channels = max(16, c0 // 4, 4 * reg_max) if box_channels is None else box_channels
         cls_channels = max(c0, min(num_classes, 100)) if cls_channels is None else cls_channels
@@ -347,7 +354,9 @@ class TaskAlignedHead(HeadBase):
             return o2m
         if out.o2o_box is None or out.o2o_cls is None:
             raise ValueError("TaskAlignedHead.loss: the one-to-one outputs are missing")
-        o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets)
+        o2m_preds = (out.cls, self.distances(out.box)) if self.o2o_assign == "o2m" else None
+        o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets,
+                               assign_from=o2m_preds)
         w = float(self.o2m_weight)
         if not 0.0 <= w <= 1.0:
             raise ValueError(f"TaskAlignedHead: o2m_weight must be in [0, 1], got {w}")

@@ -104,6 +104,23 @@ def test_acceptance_table_compares_with_the_better_reference_on_shared_seeds(ben
     assert len(rows) == 1  # the reference rows are not candidates
 
 
+def test_acceptance_table_adds_every_seed_of_each_row_when_the_references_have_fewer(bench):
+    """small_scratch on seeds 0-2, the references on seed 0 only: the shared-seed line, then small_scratch's mean
+    over its three seeds against each reference's own seeds (hand-computed)."""
+    results = []
+    for seed, ours in enumerate((0.50, 0.40, 0.30)):   # per seed the same AP on every dataset
+        results += [dict(_row(d, "cspdet_small_scratch", seed, ours), train_s=str(60 + 10 * seed))
+                    for d in bench.PANEL]
+    results += [_row(d, "ultralytics_yolo11n", 0, 0.35) for d in bench.PANEL]   # train_s 100
+    results += [_row(d, "ultralytics_yolo26n", 0, 0.20) for d in bench.PANEL]
+    rows = [line for line in bench.acceptance_table(results).splitlines() if line.startswith("| cspdet")]
+    assert rows == [
+        "| cspdet_small_scratch | 0 | 0.500 | - | - | ultralytics_yolo11n (0.350) | +0.150 (met) | 0.60 (met) | "
+        "+0.150 raccoon (met) |",
+        "| cspdet_small_scratch | 0,1,2 vs 0 | 0.400 | - | - | ultralytics_yolo11n (0.350) | +0.050 (met) | "
+        "0.70 (met) | +0.050 raccoon (met) |"]
+
+
 def test_a_run_without_a_clean_time_shows_a_dash_not_a_crash(bench):
     """A row whose training time was not measured cleanly (train_s left empty in the CSV) keeps its AP in every
     table; its time and time ratio are "-"."""

@@ -300,6 +300,32 @@ def test_loss_class_term_equals_library_bce_with_soft_targets():
     torch.testing.assert_close(out["cls_loss"], 0.5 * expected.detach())
 
 
+def test_positives_can_be_chosen_by_another_branchs_predictions():
+    """``assign_from``: another branch's (class logits, distances) choose the positives; the loss is still of this
+    branch's outputs. With this branch flat, its one-to-one positive is where the other branch is best."""
+    box_out, dist, cls, anchors, strides = _loss_inputs(16, batch=1, seed=2)
+    targets = Targets(torch.tensor([[[4.0, 8, 40, 50]]]), torch.tensor([[1]]), torch.ones(1, 1, dtype=torch.bool))
+    loss = TaskAlignedLoss(3, 16, TaskAlignedAssigner(topk=7, topk2=1))
+    # given its own predictions, the same call with and without assign_from agree exactly
+    own = loss(box_out, dist, cls, anchors, strides, targets)
+    same = loss(box_out, dist, cls, anchors, strides, targets, assign_from=(cls, dist))
+    assert all(torch.equal(own[k], same[k]) for k in own)
+    # the other branch is confident at one point inside the box, whose box is the gt's: that point is the positive
+    centre = (anchors * strides[:, None] - torch.tensor([22.0, 29.0])).norm(dim=1).argmin()
+    other_cls = torch.full_like(cls, -6.0).detach()
+    other_cls[0, centre, 1] = 6.0
+    px = anchors[centre] * strides[centre]
+    other_dist = dist.detach().clone()
+    other_dist[0, centre] = torch.stack([px[0] - 4, px[1] - 8, 40 - px[0], 50 - px[1]]) / strides[centre]
+    flat_cls = torch.zeros_like(cls, requires_grad=True)
+    out = loss(box_out, dist, flat_cls, anchors, strides, targets, assign_from=(other_cls, other_dist))
+    assert out["num_fg"] == 1
+    out["loss"].backward()
+    # the one positive is the only point whose class-1 logit is pushed up
+    assert flat_cls.grad[0, :, 1].argmin() == centre and (flat_cls.grad[0, :, 1] < 0).sum() == 1
+    assert other_cls.grad is None  # used detached
+
+
 def test_topk_postprocess_is_the_exact_topk_over_points_and_classes():
     gen = torch.Generator().manual_seed(0)
     b, n, c = 2, 40, 6

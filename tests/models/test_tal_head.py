@@ -133,6 +133,29 @@ def test_loss_mix_weights_outside_0_1_are_refused_by_name(name):
         yolov8_layout(0.33, 0.125, 4, one2one=True, **{name: 1.5})
 
 
+def test_one2one_positives_from_the_one2many_branch_option():
+    """``o2o_assign: o2m``: the one-to-one loss is assigned by the one-to-many branch's predictions (recorded in the
+    spec); any other value is refused by name."""
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64) * 255
+    targets = Targets.from_packed(torch.tensor([[[1.0, 4, 8, 40, 50]], [[0, 20, 10, 60, 60]]]),
+                                  torch.ones(2, 1, dtype=torch.bool))
+    det = yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_assign="o2m").train()
+    with torch.no_grad():  # the branches start as copies: make them differ
+        for p in det.head.o2o_levels.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    assert det.head.spec.options["o2o_assign"] == "o2m"
+    assert Detector.from_spec(det.spec).head.o2o_assign == "o2m"
+    out = det(x, targets)
+    assert out["o2o_num_fg"] == 2 and torch.isfinite(out["loss"])
+    # the same weights with their own assignment: the same one-to-many loss, the one-to-one loss of other positives
+    det.head.o2o_assign = "own"
+    out_own = det(x, targets)
+    assert torch.equal(out["o2m_loss"], out_own["o2m_loss"]) and not torch.equal(out["o2o_loss"], out_own["o2o_loss"])
+    with pytest.raises(ValueError, match="o2o_assign must be 'own' or 'o2m', got 'dense'"):
+        yolov8_layout(0.33, 0.125, 4, one2one=True, o2o_assign="dense")
+
+
 def test_under_adamw_a_constant_mix_trains_the_shared_network_as_if_there_were_no_one2one_branch():
     """Why ``small_scratch`` holds the mix constant: with detached one-to-one features the branches share no
     parameter, and Adam's update is invariant to a constant gradient scale, so the backbone, neck and one-to-many
