@@ -281,11 +281,13 @@ def _mean(vals: list[float], fmt: str) -> str:
     return format(statistics.mean(vals), fmt) if vals else "-"
 
 
-def _ms(vals: list[float]) -> str:
+def _ms(vals: list[float], fmt: str = ".3f") -> str:
+    """Mean +- sd over seeds; one seed has no spread to show, so just its value."""
     if not vals:
         return "-"
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{statistics.mean(vals):.3f} +- {sd:.3f}"
+    if len(vals) == 1:
+        return format(vals[0], fmt)
+    return f"{format(statistics.mean(vals), fmt)} +- {format(statistics.stdev(vals), fmt)}"
 
 
 def dataset_table(results: list[dict], dataset: str) -> str:
@@ -336,7 +338,8 @@ def panel_table(results: list[dict]) -> str:
         lines.append(f"| {row} | {len(ap)} | {_ms(ap)} | {_ms(panel_means(results, row, 'AP50'))} | "
                      f"{_ms(panel_means(results, row, 'nms_AP'))} | {_ms(panel_means(results, row, 'nms_AP50'))} | "
                      f"{_ms(panel_means(results, row, 'o2o_AP'))} | {_ms(panel_means(results, row, 'o2o_AP50'))} | "
-                     f"{_ms(panel_means(results, row, 'train_s'))} | {_ms(panel_means(results, row, 's_per_epoch'))} |")
+                     f"{_ms(panel_means(results, row, 'train_s'), '.0f')} | "
+                     f"{_ms(panel_means(results, row, 's_per_epoch'), '.1f')} |")
     return "\n".join(lines)
 
 

@@ -70,10 +70,10 @@ def test_dataset_table_has_both_paths_sizes_and_time(bench):
                     o2o_AP50="0.5", APs="0.1", APm="0.3", APl="0.5", test_AP="0.35"),
                _row("thermal", "ultralytics_yolo26n", 0, 0.38)]
     table = bench.dataset_table(results, "thermal")
-    assert ("| cspdet_small_scratch | 0 | 0.400 +- 0.000 | 0.600 +- 0.000 | 0.400 +- 0.000 | 0.600 +- 0.000 | "
-            "0.330 +- 0.000 | 0.500 +- 0.000 |") in table
-    assert "0.100 / 0.300 / 0.500" in table and "| 0.350 +- 0.000 |" in table
-    assert "| ultralytics_yolo26n | 0 | 0.380 +- 0.000 | 0.580 +- 0.000 | - |" in table
+    # one seed: its value, no spread
+    assert "| cspdet_small_scratch | 0 | 0.400 | 0.600 | 0.400 | 0.600 | 0.330 | 0.500 |" in table
+    assert "0.100 / 0.300 / 0.500" in table and "| 0.350 |" in table
+    assert "| ultralytics_yolo26n | 0 | 0.380 | 0.580 | - |" in table
 
 
 def test_panel_descriptors_exist_and_name_their_splits(bench):
@@ -126,6 +126,6 @@ def test_a_run_without_a_clean_time_shows_a_dash_not_a_crash(bench):
     table; its time and time ratio are "-"."""
     results = [dict(_row(d, "cspdet_small_scratch", 0, 0.3), train_s="", s_per_epoch="") for d in bench.PANEL]
     results += [_row(d, ref, 0, 0.2) for d in bench.PANEL for ref in bench.REFERENCES]
-    assert "| cspdet_small_scratch | 0 | 0.300 +- 0.000 |" in bench.dataset_table(results, "cards")
+    assert "| cspdet_small_scratch | 0 | 0.300 |" in bench.dataset_table(results, "cards")
     assert bench.dataset_table(results, "cards").split("\n")[4].endswith("| - | - |")
     assert "| +0.100 (met) | - | +0.100 raccoon (met) |" in bench.acceptance_table(results)
