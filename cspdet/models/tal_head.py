@@ -349,12 +349,13 @@ class TaskAlignedHead(HeadBase):
             raise ValueError("TaskAlignedHead.loss needs training-mode outputs (call .train() before forward)")
         targets = as_targets(targets, target_mask, caller="TaskAlignedHead.loss")
         points, strides = self._anchors(out.sizes, out.box.device)
-        o2m = self.loss_fn(out.box, self.distances(out.box), out.cls, points, strides, targets)
+        o2m_dist = self.distances(out.box)
+        o2m = self.loss_fn(out.box, o2m_dist, out.cls, points, strides, targets)
         if not self.one2one:
             return o2m
         if out.o2o_box is None or out.o2o_cls is None:
             raise ValueError("TaskAlignedHead.loss: the one-to-one outputs are missing")
-        o2m_preds = (out.cls, self.distances(out.box)) if self.o2o_assign == "o2m" else None
+        o2m_preds = (out.cls, o2m_dist) if self.o2o_assign == "o2m" else None  # decoded once, for both
         o2o = self.o2o_loss_fn(out.o2o_box, self.distances(out.o2o_box), out.o2o_cls, points, strides, targets,
                                assign_from=o2m_preds)
         w = float(self.o2m_weight)
